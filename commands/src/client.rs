@@ -1,0 +1,104 @@
+//! The HTTP client the CLI uses to talk to a neuron, and the SSE reader for streamed answers.
+
+use std::time::Duration;
+
+use anyhow::Context;
+use futures::StreamExt;
+use serde_json::Value;
+
+pub const DEFAULT_ENDPOINT: &str = "http://127.0.0.1:31313";
+
+/// How to reach a neuron.
+#[derive(Debug, Clone, clap::Args)]
+pub struct EndpointArgs {
+    /// Neuron URL [default: http://127.0.0.1:31313]
+    #[arg(long, env = "CORTEX_ENDPOINT", value_name = "URL", global = true)]
+    pub endpoint: Option<String>,
+    /// API key, when the neuron requires one
+    #[arg(long, env = "CORTEX_API_KEY", value_name = "KEY", hide_env_values = true, global = true)]
+    pub api_key: Option<String>,
+}
+
+#[derive(Clone)]
+pub struct Client {
+    pub base: String,
+    http: reqwest::Client,
+    key: Option<String>,
+}
+
+impl Client {
+    pub fn new(base: &str, key: Option<String>) -> anyhow::Result<Self> {
+        let http = reqwest::Client::builder()
+            .connect_timeout(Duration::from_secs(3))
+            .build()
+            .context("building the HTTP client")?;
+        Ok(Self { base: base.trim_end_matches('/').to_string(), http, key })
+    }
+
+    /// True when a neuron answers `/health` quickly.
+    pub async fn is_up(&self) -> bool {
+        let req = self.http.get(format!("{}/health", self.base)).timeout(Duration::from_millis(800));
+        matches!(req.send().await, Ok(r) if r.status().is_success())
+    }
+
+    fn auth(&self, req: reqwest::RequestBuilder) -> reqwest::RequestBuilder {
+        match &self.key {
+            Some(k) => req.bearer_auth(k),
+            None => req,
+        }
+    }
+
+    pub async fn get_json(&self, path: &str) -> anyhow::Result<Value> {
+        let resp = self.auth(self.http.get(format!("{}{path}", self.base))).send().await.map_err(|e| {
+            crate::UserError(format!("no neuron answers at {}: {e}. Start one with `cortex serve`", self.base))
+        })?;
+        check(resp).await?.json().await.context("the neuron sent invalid JSON")
+    }
+
+    pub async fn post_stream(&self, path: &str, body: &Value) -> anyhow::Result<reqwest::Response> {
+        let resp = self.auth(self.http.post(format!("{}{path}", self.base))).json(body).send().await.map_err(|e| {
+            crate::UserError(format!("no neuron answers at {}: {e}. Start one with `cortex serve`", self.base))
+        })?;
+        check(resp).await
+    }
+}
+
+/// Turns an error status into an error carrying the server's message (4xx: the user's to fix).
+async fn check(resp: reqwest::Response) -> anyhow::Result<reqwest::Response> {
+    let status = resp.status();
+    if status.is_success() {
+        return Ok(resp);
+    }
+    let body: Value = resp.json().await.unwrap_or_default();
+    let msg = body.pointer("/error/message").and_then(Value::as_str).unwrap_or("no message").to_string();
+    let text = format!("the neuron answered {status}: {msg}");
+    if status.is_client_error() || status == reqwest::StatusCode::SERVICE_UNAVAILABLE {
+        Err(crate::UserError(text).into())
+    } else {
+        Err(anyhow::anyhow!(text))
+    }
+}
+
+/// Reads an SSE body and calls `on_data` with each event's data (JSON parsed; `[DONE]` ends).
+pub async fn read_sse(
+    resp: reqwest::Response,
+    mut on_data: impl FnMut(Value) -> anyhow::Result<()>,
+) -> anyhow::Result<()> {
+    let mut buf: Vec<u8> = Vec::new();
+    let mut body = resp.bytes_stream();
+    while let Some(chunk) = body.next().await {
+        buf.extend_from_slice(&chunk.context("the stream broke off")?);
+        while let Some(end) = buf.windows(2).position(|w| w == b"\n\n") {
+            let event: Vec<u8> = buf.drain(..end + 2).collect();
+            for line in String::from_utf8_lossy(&event).lines() {
+                let Some(data) = line.strip_prefix("data:") else { continue };
+                let data = data.trim();
+                if data == "[DONE]" {
+                    return Ok(());
+                }
+                on_data(serde_json::from_str(data).context("the neuron sent invalid JSON in its stream")?)?;
+            }
+        }
+    }
+    Ok(())
+}

@@ -1,0 +1,64 @@
+//! `cortex serve`: run a neuron in the foreground until SIGINT/SIGTERM.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+use anyhow::Context;
+use cortex_neuron::config::Config;
+use cortex_neuron::server::{shutdown_signal, Neuron};
+
+#[derive(Debug, Clone, clap::Args)]
+pub struct ServeArgs {
+    /// cortex.toml to read (default: none, built-in defaults)
+    #[arg(long, short = 'c', env = "CORTEX_CONFIG", value_name = "FILE")]
+    pub config: Option<PathBuf>,
+    /// HTTP API address (OpenAI + Anthropic) [default: 127.0.0.1:31313]
+    #[arg(long, value_name = "ADDR")]
+    pub listen: Option<SocketAddr>,
+    /// Prometheus /metrics address [default: 127.0.0.1:31314]
+    #[arg(long, value_name = "ADDR")]
+    pub metrics_listen: Option<SocketAddr>,
+    /// Directory of model files to serve [default: $CORTEX_HOME/models or the data directory]
+    #[arg(long, value_name = "DIR")]
+    pub models_dir: Option<PathBuf>,
+    /// Also serve this GGUF file or safetensors directory (repeatable)
+    #[arg(long = "model", short = 'm', value_name = "PATH")]
+    pub models: Vec<PathBuf>,
+}
+
+impl ServeArgs {
+    /// The config file (if any) with the command line's overrides applied.
+    pub fn config(&self) -> anyhow::Result<Config> {
+        let mut config = match &self.config {
+            Some(path) => Config::from_file(path).map_err(|e| crate::UserError(e.to_string()))?,
+            None => Config::default(),
+        };
+        if let Some(a) = self.listen {
+            config.server.listen = a;
+        }
+        if let Some(a) = self.metrics_listen {
+            config.server.metrics_listen = a;
+        }
+        if let Some(d) = &self.models_dir {
+            config.models_dir = Some(d.clone());
+        }
+        for m in &self.models {
+            if !m.exists() {
+                return crate::error::user(format!("--model {}: no such file or directory", m.display()));
+            }
+        }
+        Ok(config)
+    }
+}
+
+pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
+    let config = args.config()?;
+    let neuron = Neuron::bind(&config, &args.models).await.map_err(|e| {
+        crate::UserError(format!(
+            "{e} (is another neuron running? pick another address with --listen / --metrics-listen)"
+        ))
+    })?;
+    neuron.run(shutdown_signal()).await.context("neuron stopped with an error")?;
+    tracing::info!("neuron stopped");
+    Ok(())
+}

@@ -1,0 +1,131 @@
+//! `cortex.toml`: every setting of a neuron, parsed once at start. Absent file → defaults: a
+//! single neuron on loopback serving the models directory.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use serde::Deserialize;
+
+pub const DEFAULT_LISTEN: &str = "127.0.0.1:31313";
+pub const DEFAULT_METRICS_LISTEN: &str = "127.0.0.1:31314";
+/// Request bodies above this get 413 (a long chat fits in far less).
+pub const DEFAULT_MAX_BODY_BYTES: usize = 8 * 1024 * 1024;
+/// How long in-flight requests may run after SIGTERM before the process exits anyway.
+pub const DEFAULT_SHUTDOWN_GRACE: Duration = Duration::from_secs(30);
+pub const DEFAULT_MAX_CONTEXT: usize = 4096;
+
+#[derive(Debug, Clone, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    #[serde(default)]
+    pub server: ServerConfig,
+    #[serde(default)]
+    pub engine: EngineConfig,
+    /// Where model files live; default `$CORTEX_HOME/models` or the platform data directory.
+    pub models_dir: Option<PathBuf>,
+    /// Extra model files (GGUF) or safetensors directories.
+    #[serde(default)]
+    pub models: Vec<PathBuf>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ServerConfig {
+    pub listen: SocketAddr,
+    pub metrics_listen: SocketAddr,
+    /// Accepted API keys (`Authorization: Bearer` or `x-api-key`). Empty: no auth.
+    pub api_keys: Vec<String>,
+    pub max_body_bytes: usize,
+    /// Seconds in-flight requests get to finish after SIGTERM.
+    pub shutdown_grace_secs: u64,
+}
+
+impl Default for ServerConfig {
+    fn default() -> Self {
+        Self {
+            listen: DEFAULT_LISTEN.parse().unwrap_or_else(|_| unreachable!()),
+            metrics_listen: DEFAULT_METRICS_LISTEN.parse().unwrap_or_else(|_| unreachable!()),
+            api_keys: Vec::new(),
+            max_body_bytes: DEFAULT_MAX_BODY_BYTES,
+            shutdown_grace_secs: DEFAULT_SHUTDOWN_GRACE.as_secs(),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct EngineConfig {
+    /// Cap on a model's context window (prompt + completion tokens).
+    pub max_context: usize,
+    /// Sequences generating at once per model.
+    pub max_active: usize,
+    /// Requests that may wait per model beyond those; more get 429.
+    pub queue_capacity: usize,
+}
+
+impl Default for EngineConfig {
+    fn default() -> Self {
+        let s = crate::engine::scheduler::SchedulerConfig::default();
+        Self { max_context: DEFAULT_MAX_CONTEXT, max_active: s.max_active, queue_capacity: s.queue_capacity }
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("cannot read {path}: {source}")]
+    Read { path: PathBuf, source: std::io::Error },
+    /// toml's message names the line, column and key.
+    #[error("{path}: {message}")]
+    Parse { path: PathBuf, message: String },
+}
+
+impl Config {
+    pub fn from_file(path: &Path) -> Result<Self, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read { path: path.into(), source })?;
+        toml::from_str(&text).map_err(|e| ConfigError::Parse { path: path.into(), message: e.to_string() })
+    }
+
+    /// API keys from the file plus `CORTEX_API_KEYS` (comma-separated).
+    pub fn api_keys(&self) -> Vec<String> {
+        let mut keys = self.server.api_keys.clone();
+        if let Ok(env) = std::env::var("CORTEX_API_KEYS") {
+            keys.extend(env.split(',').map(str::trim).filter(|k| !k.is_empty()).map(str::to_string));
+        }
+        keys
+    }
+
+    pub fn models_dir(&self) -> PathBuf {
+        self.models_dir.clone().unwrap_or_else(default_models_dir)
+    }
+}
+
+/// `$CORTEX_HOME/models`, else `<data dir>/cortex/models` (e.g. ~/.local/share/cortex/models).
+pub fn default_models_dir() -> PathBuf {
+    if let Some(home) = std::env::var_os("CORTEX_HOME") {
+        return PathBuf::from(home).join("models");
+    }
+    dirs::data_dir().unwrap_or_else(|| PathBuf::from(".")).join("cortex").join("models")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn unknown_key_is_rejected_with_its_line() {
+        let dir = std::env::temp_dir().join(format!("cortex-cfg-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let p = dir.join("cortex.toml");
+        std::fs::write(&p, "[server]\nlisten = \"127.0.0.1:1\"\nlisten_typo = 3\n").unwrap();
+        let err = Config::from_file(&p).unwrap_err().to_string();
+        assert!(err.contains("listen_typo") && err.contains("line 3"), "{err}");
+    }
+
+    #[test]
+    fn empty_file_is_defaults() {
+        let c: Config = toml::from_str("").unwrap();
+        assert_eq!(c.server.listen.to_string(), DEFAULT_LISTEN);
+        assert_eq!(c.engine.max_context, DEFAULT_MAX_CONTEXT);
+    }
+}

@@ -1,0 +1,261 @@
+//! The inference engine: loads a model (GGUF or safetensors) with its tokenizer and chat
+//! template, and runs generation on a dedicated thread per model (never on tokio workers).
+
+pub mod detok;
+pub mod gguf_meta;
+pub mod model;
+pub mod sampler;
+pub mod scheduler;
+pub mod template;
+pub mod tokenizer;
+
+use std::path::{Path, PathBuf};
+use std::time::Instant;
+
+use candle_core::quantized::gguf_file;
+use candle_core::Device;
+use cortex_proto::generate::{ErrorKind, Event, GenerateError, GenerateRequest, Prompt};
+use tokio::sync::mpsc::{unbounded_channel, UnboundedReceiver};
+
+use model::ModelWeights;
+pub use model::WeightsSource;
+use scheduler::{Job, Scheduler, SchedulerConfig};
+use template::ChatTemplate;
+use tokenizer::TextTokenizer;
+
+use crate::metrics::ModelMetrics;
+
+/// Why a model could not be loaded or a prompt could not be prepared.
+#[derive(Debug, thiserror::Error)]
+pub enum EngineError {
+    /// A model file could not be read.
+    #[error("{path}: {source}")]
+    Io { path: PathBuf, source: std::io::Error },
+    /// The file is not a valid model (corrupt, truncated, missing keys).
+    #[error("invalid model: {0}")]
+    Format(String),
+    /// Valid, but an architecture or tokenizer cortex does not run.
+    #[error("unsupported: {0}")]
+    Unsupported(String),
+    #[error("tokenizer: {0}")]
+    Tokenizer(String),
+    #[error("chat template: {0}")]
+    Template(String),
+    /// The request's messages cannot be turned into a prompt.
+    #[error("{0}")]
+    BadPrompt(String),
+    #[error(transparent)]
+    Candle(#[from] candle_core::Error),
+}
+
+impl EngineError {
+    pub fn io(path: &Path, source: std::io::Error) -> Self {
+        Self::Io { path: path.to_path_buf(), source }
+    }
+}
+
+/// Knobs for loading and serving a model.
+#[derive(Debug, Clone)]
+pub struct EngineOptions {
+    pub device: Device,
+    /// Upper bound on a model's context window (prompt + completion), to bound KV memory.
+    pub max_context: usize,
+    pub scheduler: SchedulerConfig,
+}
+
+impl Default for EngineOptions {
+    fn default() -> Self {
+        Self { device: default_device(), max_context: 4096, scheduler: SchedulerConfig::default() }
+    }
+}
+
+/// The first CUDA device when built with `cuda` and one is present, else the CPU.
+pub fn default_device() -> Device {
+    #[cfg(feature = "cuda")]
+    if let Ok(d) = Device::new_cuda(0) {
+        return d;
+    }
+    Device::Cpu
+}
+
+/// Facts about a loaded model, for status and listings.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct ModelInfo {
+    pub arch: String,
+    pub context_len: usize,
+    pub vocab_size: usize,
+    pub file_bytes: u64,
+    pub load_seconds: f64,
+    pub fallback_template: bool,
+}
+
+/// A tokenized request that fits the context.
+pub struct Prepared {
+    pub prompt: Vec<u32>,
+    pub max_tokens: usize,
+}
+
+/// A model ready to generate.
+pub struct LoadedModel {
+    pub id: String,
+    pub info: ModelInfo,
+    tokenizer: TextTokenizer,
+    template: ChatTemplate,
+    scheduler: Scheduler,
+}
+
+fn file_size(path: &Path) -> u64 {
+    if path.is_dir() {
+        std::fs::read_dir(path).map(|rd| rd.filter_map(|e| e.ok()?.metadata().ok()).map(|m| m.len()).sum()).unwrap_or(0)
+    } else {
+        std::fs::metadata(path).map(|m| m.len()).unwrap_or(0)
+    }
+}
+
+impl LoadedModel {
+    /// Loads weights, tokenizer and template, and starts the generation thread. Blocking.
+    pub fn load(
+        id: &str,
+        source: &WeightsSource,
+        opts: &EngineOptions,
+        metrics: ModelMetrics,
+    ) -> Result<Self, EngineError> {
+        let t0 = Instant::now();
+        let (weights, tokenizer, template) = match source {
+            WeightsSource::Gguf(path) => {
+                let mut file = std::fs::File::open(path).map_err(|e| EngineError::io(path, e))?;
+                let content = gguf_file::Content::read(&mut file)
+                    .map_err(|e| EngineError::Format(format!("{}: {e}", path.display())))?;
+                let tokenizer = TextTokenizer::from_gguf(&content)?;
+                let template_src = gguf_meta::string(&content, "tokenizer.chat_template");
+                let template = ChatTemplate::new(template_src, tokenizer.bos_text.clone(), tokenizer.eos_text.clone())?;
+                let weights = ModelWeights::from_gguf(path, content, &opts.device, opts.max_context)?;
+                (weights, tokenizer, template)
+            }
+            WeightsSource::Safetensors(dir) => {
+                let cfg_path = dir.join("config.json");
+                let cfg: serde_json::Value =
+                    std::fs::read(&cfg_path).map_err(|e| EngineError::io(&cfg_path, e)).and_then(|b| {
+                        serde_json::from_slice(&b)
+                            .map_err(|e| EngineError::Format(format!("{}: {e}", cfg_path.display())))
+                    })?;
+                let tokenizer = TextTokenizer::from_dir(dir, &cfg)?;
+                let tc: serde_json::Value = std::fs::read(dir.join("tokenizer_config.json"))
+                    .ok()
+                    .and_then(|b| serde_json::from_slice(&b).ok())
+                    .unwrap_or_default();
+                let template_src = match tc.get("chat_template") {
+                    Some(serde_json::Value::String(s)) => Some(s.clone()),
+                    // A list of named templates: take "default".
+                    Some(serde_json::Value::Array(a)) => a
+                        .iter()
+                        .find(|t| t.get("name").and_then(|n| n.as_str()) == Some("default"))
+                        .and_then(|t| t.get("template")?.as_str().map(str::to_string)),
+                    _ => None,
+                };
+                let template = ChatTemplate::new(template_src, tokenizer.bos_text.clone(), tokenizer.eos_text.clone())?;
+                let weights = ModelWeights::from_safetensors(dir, &opts.device, opts.max_context)?;
+                (weights, tokenizer, template)
+            }
+        };
+        let info = ModelInfo {
+            arch: weights.arch.clone(),
+            context_len: weights.context_len,
+            vocab_size: tokenizer.vocab_size(),
+            file_bytes: file_size(source.path()),
+            load_seconds: t0.elapsed().as_secs_f64(),
+            fallback_template: template.fallback,
+        };
+        let scheduler = Scheduler::spawn(id, weights, tokenizer.clone(), opts.scheduler, metrics)
+            .map_err(|e| EngineError::Format(format!("cannot start generation thread: {e}")))?;
+        Ok(Self { id: id.to_string(), info, tokenizer, template, scheduler })
+    }
+
+    /// The prompt's token ids (template applied for chat prompts).
+    pub fn tokenize(&self, prompt: &Prompt) -> Result<Vec<u32>, GenerateError> {
+        let text = match prompt {
+            Prompt::Chat(messages) => self
+                .template
+                .render(messages)
+                .map_err(|e| GenerateError::new(ErrorKind::InvalidRequest, e.to_string()))?,
+            Prompt::Text(t) => t.clone(),
+        };
+        self.tokenizer.encode(&text).map_err(|e| GenerateError::new(ErrorKind::InvalidRequest, e.to_string()))
+    }
+
+    /// Tokenizes and checks the request against the context window. CPU work: call it off the
+    /// async runtime's workers for long prompts.
+    pub fn prepare(&self, req: &GenerateRequest) -> Result<Prepared, GenerateError> {
+        let prompt = self.tokenize(&req.prompt)?;
+        let ctx = self.info.context_len;
+        if prompt.is_empty() {
+            return Err(GenerateError::new(ErrorKind::InvalidRequest, "the prompt is empty"));
+        }
+        let room = ctx.saturating_sub(prompt.len());
+        let max_tokens = match req.params.max_tokens {
+            Some(n) if n as usize > room => {
+                return Err(GenerateError::new(
+                    ErrorKind::InvalidRequest,
+                    format!(
+                        "this model's context is {ctx} tokens; the prompt has {} and max_tokens asks for {n} more. Shorten the prompt or lower max_tokens",
+                        prompt.len()
+                    ),
+                ))
+            }
+            Some(n) => n as usize,
+            None if room == 0 => {
+                return Err(GenerateError::new(
+                    ErrorKind::InvalidRequest,
+                    format!("the prompt has {} tokens, which fills this model's {ctx}-token context", prompt.len()),
+                ))
+            }
+            None => room,
+        };
+        Ok(Prepared { prompt, max_tokens })
+    }
+
+    /// Queues a prepared request; events arrive on the returned receiver. Dropping the receiver
+    /// cancels the generation at its next step.
+    pub fn submit(&self, req: &GenerateRequest, prepared: Prepared) -> Result<UnboundedReceiver<Event>, GenerateError> {
+        let (tx, rx) = unbounded_channel();
+        self.scheduler.submit(Job {
+            id: req.id.clone(),
+            prompt: prepared.prompt,
+            max_tokens: prepared.max_tokens,
+            params: req.params.clone(),
+            events: tx,
+            enqueued: Instant::now(),
+        })?;
+        Ok(rx)
+    }
+
+    /// (running, queued) requests.
+    pub fn load_now(&self) -> (usize, usize) {
+        self.scheduler.load()
+    }
+}
+
+/// Checks that `path` is a readable GGUF file with a known architecture (header only).
+pub fn validate_gguf(path: &Path) -> Result<(), EngineError> {
+    let mut file = std::fs::File::open(path).map_err(|e| EngineError::io(path, e))?;
+    let content =
+        gguf_file::Content::read(&mut file).map_err(|e| EngineError::Format(format!("{}: {e}", path.display())))?;
+    let size = file.metadata().map_err(|e| EngineError::io(path, e))?.len();
+    // The header lists every tensor's offset; the file must reach past the last one.
+    let end = content
+        .tensor_infos
+        .values()
+        .map(|t| t.offset + (t.shape.elem_count() / t.ggml_dtype.block_size() * t.ggml_dtype.type_size()) as u64)
+        .max()
+        .unwrap_or(0);
+    if content.tensor_data_offset + end > size {
+        return Err(EngineError::Format(format!(
+            "{} is truncated ({size} bytes, needs {})",
+            path.display(),
+            content.tensor_data_offset + end
+        )));
+    }
+    gguf_meta::string(&content, "general.architecture")
+        .map(|_| ())
+        .ok_or_else(|| EngineError::Format(format!("{} has no general.architecture", path.display())))
+}

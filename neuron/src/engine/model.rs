@@ -1,0 +1,209 @@
+//! Model weights behind one interface: a table keyed by architecture picks candle-transformers'
+//! own model code, so nothing here copies a model file. Each sequence owns a `Sequence` (a clone
+//! of the weights — tensors are shared, only the KV cache is private).
+
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+
+use candle_core::quantized::gguf_file;
+use candle_core::{DType, Device, Tensor};
+use candle_nn::VarBuilder;
+use candle_transformers::models::{llama, quantized_gemma3, quantized_llama, quantized_qwen2, quantized_qwen3, qwen3};
+
+use super::EngineError;
+
+/// Where a model's weights live.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum WeightsSource {
+    /// One self-contained GGUF file (weights, tokenizer, chat template).
+    Gguf(PathBuf),
+    /// A directory with config.json, tokenizer.json, tokenizer_config.json and *.safetensors.
+    Safetensors(PathBuf),
+}
+
+impl WeightsSource {
+    pub fn path(&self) -> &Path {
+        match self {
+            WeightsSource::Gguf(p) | WeightsSource::Safetensors(p) => p,
+        }
+    }
+}
+
+/// Architecture-specific weights. Variants hold candle-transformers' types unchanged.
+#[derive(Clone)]
+enum Weights {
+    QLlama(quantized_llama::ModelWeights),
+    /// Not `Clone` in candle-transformers: one shared instance, one sequence at a time.
+    QQwen2(Arc<Mutex<quantized_qwen2::ModelWeights>>),
+    QQwen3(quantized_qwen3::ModelWeights),
+    QGemma3(quantized_gemma3::ModelWeights),
+    Llama(llama::Llama, llama::Config, DType),
+    Qwen3(qwen3::ModelForCausalLM),
+}
+
+/// Loaded weights plus what the generation loop needs to know about them.
+#[derive(Clone)]
+pub struct ModelWeights {
+    weights: Weights,
+    pub arch: String,
+    /// Longest sequence (prompt + completion) this model instance can hold.
+    pub context_len: usize,
+    pub device: Device,
+}
+
+/// One sequence's private view of the model: shared weights, its own KV cache.
+pub struct Sequence {
+    weights: Weights,
+    llama_cache: Option<llama::Cache>,
+    device: Device,
+}
+
+impl ModelWeights {
+    /// Loads a GGUF file's weights. `content` is the parsed header (read once by the caller,
+    /// who also builds the tokenizer from it).
+    pub fn from_gguf(
+        path: &Path,
+        content: gguf_file::Content,
+        device: &Device,
+        max_context: usize,
+    ) -> Result<Self, EngineError> {
+        let arch = super::gguf_meta::string(&content, "general.architecture")
+            .ok_or_else(|| EngineError::Format("GGUF has no general.architecture".into()))?;
+        let ctx_key = format!("{arch}.context_length");
+        let file_ctx = super::gguf_meta::u64(&content, &ctx_key).unwrap_or(2048) as usize;
+        let mut file = std::fs::File::open(path).map_err(|e| EngineError::io(path, e))?;
+        let load_err = |e: candle_core::Error| EngineError::Format(format!("{}: {e}", path.display()));
+        // quantized_llama precomputes RoPE for MAX_SEQ_LEN positions only.
+        let (weights, model_ctx) = match arch.as_str() {
+            "llama" | "mistral" => (
+                Weights::QLlama(
+                    quantized_llama::ModelWeights::from_gguf(content, &mut file, device).map_err(load_err)?,
+                ),
+                file_ctx.min(quantized_llama::MAX_SEQ_LEN),
+            ),
+            "qwen2" => (
+                Weights::QQwen2(Arc::new(Mutex::new(
+                    quantized_qwen2::ModelWeights::from_gguf(content, &mut file, device).map_err(load_err)?,
+                ))),
+                file_ctx,
+            ),
+            "qwen3" => (
+                Weights::QQwen3(
+                    quantized_qwen3::ModelWeights::from_gguf(content, &mut file, device).map_err(load_err)?,
+                ),
+                file_ctx,
+            ),
+            "gemma3" => (
+                Weights::QGemma3(
+                    quantized_gemma3::ModelWeights::from_gguf(content, &mut file, device).map_err(load_err)?,
+                ),
+                file_ctx,
+            ),
+            other => return Err(EngineError::Unsupported(format!("GGUF architecture `{other}`"))),
+        };
+        Ok(Self { weights, arch, context_len: model_ctx.min(max_context), device: device.clone() })
+    }
+
+    /// Loads a safetensors repository directory (llama or qwen3 per config.json).
+    pub fn from_safetensors(dir: &Path, device: &Device, max_context: usize) -> Result<Self, EngineError> {
+        let config_path = dir.join("config.json");
+        let raw = std::fs::read(&config_path).map_err(|e| EngineError::io(&config_path, e))?;
+        let value: serde_json::Value =
+            serde_json::from_slice(&raw).map_err(|e| EngineError::Format(format!("{}: {e}", config_path.display())))?;
+        let model_type = value.get("model_type").and_then(|v| v.as_str()).unwrap_or_default().to_string();
+        let mut files: Vec<PathBuf> = std::fs::read_dir(dir)
+            .map_err(|e| EngineError::io(dir, e))?
+            .filter_map(|e| e.ok().map(|e| e.path()))
+            .filter(|p| p.extension().is_some_and(|x| x == "safetensors"))
+            .collect();
+        files.sort();
+        if files.is_empty() {
+            return Err(EngineError::Format(format!("no *.safetensors in {}", dir.display())));
+        }
+        // bf16 where the device computes it natively, f32 on CPU (candle's CPU bf16 matmul is slow).
+        let dtype = if device.is_cpu() { DType::F32 } else { DType::BF16 };
+        let cfg_err = |e: serde_json::Error| EngineError::Format(format!("{}: {e}", config_path.display()));
+        let load_err = |e: candle_core::Error| EngineError::Format(format!("{}: {e}", dir.display()));
+        // SAFETY: the files are memory-mapped read-only; cortex never writes model files while
+        // they are loaded (pull writes to a temporary name and renames).
+        let vb = unsafe { VarBuilder::from_mmaped_safetensors(&files, dtype, device) }.map_err(load_err)?;
+        let (weights, ctx) = match model_type.as_str() {
+            "llama" | "mistral" => {
+                let cfg: llama::LlamaConfig = serde_json::from_value(value).map_err(cfg_err)?;
+                let cfg = cfg.into_config(false);
+                let ctx = cfg.max_position_embeddings;
+                let model = llama::Llama::load(vb, &cfg).map_err(load_err)?;
+                (Weights::Llama(model, cfg, dtype), ctx)
+            }
+            "qwen3" => {
+                let cfg: qwen3::Config = serde_json::from_value(value).map_err(cfg_err)?;
+                let ctx = cfg.max_position_embeddings;
+                (Weights::Qwen3(qwen3::ModelForCausalLM::new(&cfg, vb).map_err(load_err)?), ctx)
+            }
+            other => {
+                return Err(EngineError::Unsupported(format!(
+                    "safetensors model_type `{other}` (supported: llama, qwen3)"
+                )))
+            }
+        };
+        Ok(Self { weights, arch: model_type, context_len: ctx.min(max_context), device: device.clone() })
+    }
+
+    /// How many sequences may run at once: 1 where the architecture's weights cannot be cloned
+    /// (they share one KV cache).
+    pub fn max_sequences(&self) -> Option<usize> {
+        matches!(self.weights, Weights::QQwen2(_)).then_some(1)
+    }
+
+    /// A fresh sequence with an empty KV cache.
+    pub fn new_sequence(&self) -> Result<Sequence, EngineError> {
+        let mut weights = self.weights.clone();
+        let llama_cache = match &mut weights {
+            Weights::Llama(_, cfg, dtype) => {
+                Some(llama::Cache::new(true, *dtype, cfg, &self.device).map_err(EngineError::Candle)?)
+            }
+            Weights::QLlama(w) => {
+                w.clear_kv_cache();
+                None
+            }
+            Weights::QQwen2(w) => {
+                w.lock().unwrap_or_else(|p| p.into_inner()).clear_kv_cache();
+                None
+            }
+            Weights::QQwen3(w) => {
+                w.clear_kv_cache();
+                None
+            }
+            Weights::Qwen3(w) => {
+                w.clear_kv_cache();
+                None
+            }
+            // quantized_gemma3 keeps no public way to clear; a clone of fresh weights is empty
+            // only if the base was never run, which holds: the base instance never runs.
+            Weights::QGemma3(_) => None,
+        };
+        Ok(Sequence { weights, llama_cache, device: self.device.clone() })
+    }
+}
+
+impl Sequence {
+    /// Runs `tokens` at positions `pos..pos+len` and returns the last position's logits.
+    pub fn forward(&mut self, tokens: &[u32], pos: usize) -> Result<Vec<f32>, EngineError> {
+        let input = Tensor::new(tokens, &self.device)?.unsqueeze(0)?;
+        let logits = match &mut self.weights {
+            Weights::QLlama(w) => w.forward(&input, pos)?,
+            Weights::QQwen2(w) => w.lock().unwrap_or_else(|p| p.into_inner()).forward(&input, pos)?,
+            Weights::QQwen3(w) => w.forward(&input, pos)?,
+            Weights::QGemma3(w) => w.forward(&input, pos)?,
+            Weights::Qwen3(w) => w.forward(&input, pos)?,
+            Weights::Llama(w, _, _) => {
+                let cache = self
+                    .llama_cache
+                    .as_mut()
+                    .ok_or_else(|| EngineError::Format("llama sequence without a cache".into()))?;
+                w.forward(&input, pos, cache)?
+            }
+        };
+        Ok(logits.flatten_all()?.to_dtype(DType::F32)?.to_vec1::<f32>()?)
+    }
+}

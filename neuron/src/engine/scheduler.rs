@@ -1,0 +1,293 @@
+//! One generation thread per loaded model. Requests wait in a bounded queue; up to
+//! `max_active` sequences run at once and take turns one step each (a prefill chunk or one
+//! decoded token), so a long prompt cannot starve a short one. A request whose client went
+//! away (its event receiver dropped) is dropped at its next turn.
+//!
+//! Interleaving rather than batching the decode step: on the 2-core CPU we measured, a batched
+//! matmul over 4 sequences costs almost 4x one sequence (the quantized kernels are compute-bound,
+//! not bandwidth-bound, at this size), see BENCHMARKS.md; the GPU issue revisits this.
+
+use std::collections::VecDeque;
+use std::sync::{Arc, Condvar, Mutex};
+use std::time::Instant;
+
+use cortex_proto::generate::{ErrorKind, Event, FinishReason, GenerateError, SamplingParams, Timings, Usage};
+use tokio::sync::mpsc::UnboundedSender;
+
+use super::detok::{StopMatcher, TokenStream};
+use super::model::{ModelWeights, Sequence};
+use super::sampler::Sampler;
+use super::tokenizer::TextTokenizer;
+use crate::metrics::ModelMetrics;
+
+/// A tokenized request, ready for the generation thread.
+pub struct Job {
+    pub id: String,
+    pub prompt: Vec<u32>,
+    pub max_tokens: usize,
+    pub params: SamplingParams,
+    pub events: UnboundedSender<Event>,
+    pub enqueued: Instant,
+}
+
+#[derive(Debug, Clone, Copy)]
+pub struct SchedulerConfig {
+    /// Sequences generating at once.
+    pub max_active: usize,
+    /// Requests allowed to wait beyond those; more get 429.
+    pub queue_capacity: usize,
+    /// Prompt tokens per prefill turn.
+    pub prefill_chunk: usize,
+}
+
+impl Default for SchedulerConfig {
+    fn default() -> Self {
+        Self { max_active: 8, queue_capacity: 64, prefill_chunk: 256 }
+    }
+}
+
+struct State {
+    queue: VecDeque<Job>,
+    active: usize,
+    closing: bool,
+}
+
+struct Shared {
+    state: Mutex<State>,
+    wake: Condvar,
+}
+
+/// Handle to a model's generation thread. Dropping it lets queued and running requests finish,
+/// then the thread exits.
+pub struct Scheduler {
+    shared: Arc<Shared>,
+    config: SchedulerConfig,
+    metrics: ModelMetrics,
+}
+
+struct Running {
+    job: Job,
+    seq: Sequence,
+    sampler: Sampler,
+    context: Vec<u32>,
+    /// Prompt tokens already run through the model.
+    prefilled: usize,
+    generated: usize,
+    detok: TokenStream,
+    stops: StopMatcher,
+    first_token: Option<Instant>,
+    prefill_done: Option<Instant>,
+    started: Instant,
+}
+
+enum Step {
+    Continue,
+    Finished(FinishReason),
+}
+
+impl Scheduler {
+    pub fn spawn(
+        name: &str,
+        weights: ModelWeights,
+        tokenizer: TextTokenizer,
+        mut config: SchedulerConfig,
+        metrics: ModelMetrics,
+    ) -> std::io::Result<Self> {
+        if let Some(n) = weights.max_sequences() {
+            config.max_active = config.max_active.min(n);
+        }
+        let shared = Arc::new(Shared {
+            state: Mutex::new(State { queue: VecDeque::new(), active: 0, closing: false }),
+            wake: Condvar::new(),
+        });
+        let worker = Worker { shared: shared.clone(), weights, tokenizer, config, metrics: metrics.clone() };
+        std::thread::Builder::new().name(format!("gen-{name}")).spawn(move || worker.run())?;
+        Ok(Self { shared, config, metrics })
+    }
+
+    /// Queues a job, or refuses it when the queue is full.
+    pub fn submit(&self, job: Job) -> Result<(), GenerateError> {
+        let mut st = self.shared.state.lock().unwrap_or_else(|p| p.into_inner());
+        if st.closing {
+            return Err(GenerateError::new(ErrorKind::Unavailable, "the model is being unloaded"));
+        }
+        let waiting_room = self.config.queue_capacity + self.config.max_active.saturating_sub(st.active);
+        if st.queue.len() >= waiting_room {
+            return Err(GenerateError::new(
+                ErrorKind::Overloaded,
+                format!("the queue for this model is full ({} waiting); retry shortly", st.queue.len()),
+            ));
+        }
+        st.queue.push_back(job);
+        self.metrics.queue_depth.set(st.queue.len() as i64);
+        drop(st);
+        self.shared.wake.notify_one();
+        Ok(())
+    }
+
+    /// (running, queued) requests.
+    pub fn load(&self) -> (usize, usize) {
+        let st = self.shared.state.lock().unwrap_or_else(|p| p.into_inner());
+        (st.active, st.queue.len())
+    }
+}
+
+impl Drop for Scheduler {
+    fn drop(&mut self) {
+        self.shared.state.lock().unwrap_or_else(|p| p.into_inner()).closing = true;
+        self.shared.wake.notify_all();
+    }
+}
+
+struct Worker {
+    shared: Arc<Shared>,
+    weights: ModelWeights,
+    tokenizer: TextTokenizer,
+    config: SchedulerConfig,
+    metrics: ModelMetrics,
+}
+
+impl Worker {
+    fn run(self) {
+        let mut running: Vec<Running> = Vec::new();
+        let mut seed_counter: u64 = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_nanos() as u64)
+            .unwrap_or(0);
+        loop {
+            // Admit waiting jobs, or sleep until there are some.
+            let admitted: Vec<Job> = {
+                let mut st = self.shared.state.lock().unwrap_or_else(|p| p.into_inner());
+                while running.is_empty() && st.queue.is_empty() && !st.closing {
+                    st = self.shared.wake.wait(st).unwrap_or_else(|p| p.into_inner());
+                }
+                if running.is_empty() && st.queue.is_empty() && st.closing {
+                    return;
+                }
+                let room = self.config.max_active.saturating_sub(running.len());
+                let n = room.min(st.queue.len());
+                let jobs: Vec<Job> = st.queue.drain(..n).collect();
+                st.active = running.len() + jobs.len();
+                self.metrics.queue_depth.set(st.queue.len() as i64);
+                self.metrics.in_flight.set(st.active as i64);
+                jobs
+            };
+            for job in admitted {
+                seed_counter = seed_counter.wrapping_add(0x9E37_79B9_7F4A_7C15);
+                match self.weights.new_sequence() {
+                    Ok(seq) => {
+                        let _ = job.events.send(Event::Started { prompt_tokens: job.prompt.len() as u32 });
+                        running.push(Running {
+                            sampler: Sampler::new(&job.params, seed_counter),
+                            stops: StopMatcher::new(job.params.stop.clone()),
+                            context: job.prompt.clone(),
+                            seq,
+                            prefilled: 0,
+                            generated: 0,
+                            detok: TokenStream::new(),
+                            first_token: None,
+                            prefill_done: None,
+                            started: Instant::now(),
+                            job,
+                        });
+                    }
+                    Err(e) => {
+                        let _ = job
+                            .events
+                            .send(Event::Error { error: GenerateError::new(ErrorKind::Internal, e.to_string()) });
+                    }
+                }
+            }
+            // One turn for each running sequence.
+            running.retain_mut(|r| {
+                if r.job.events.is_closed() {
+                    self.metrics.cancelled.inc();
+                    tracing::info!(request = %r.job.id, generated = r.generated, "client went away; generation stopped");
+                    return false;
+                }
+                match self.step(r) {
+                    Ok(Step::Continue) => true,
+                    Ok(Step::Finished(finish)) => {
+                        self.finish(r, finish);
+                        false
+                    }
+                    Err(e) => {
+                        tracing::error!(request = %r.job.id, error = %e, "generation failed");
+                        let _ = r.job.events.send(Event::Error { error: GenerateError::new(ErrorKind::Internal, format!("generation failed: {e}")) });
+                        false
+                    }
+                }
+            });
+            let mut st = self.shared.state.lock().unwrap_or_else(|p| p.into_inner());
+            st.active = running.len();
+            self.metrics.in_flight.set(st.active as i64);
+        }
+    }
+
+    fn step(&self, r: &mut Running) -> Result<Step, super::EngineError> {
+        let prompt_len = r.job.prompt.len();
+        let logits = if r.prefilled < prompt_len {
+            let end = (r.prefilled + self.config.prefill_chunk).min(prompt_len);
+            let logits = r.seq.forward(&r.job.prompt[r.prefilled..end], r.prefilled)?;
+            r.prefilled = end;
+            if end < prompt_len {
+                return Ok(Step::Continue);
+            }
+            r.prefill_done = Some(Instant::now());
+            logits
+        } else {
+            let last = *r.context.last().unwrap_or(&0);
+            r.seq.forward(&[last], r.context.len() - 1)?
+        };
+        let token = r.sampler.sample(logits, &r.context)?;
+        r.context.push(token);
+        if r.first_token.is_none() {
+            r.first_token = Some(Instant::now());
+        }
+        if self.tokenizer.eos.contains(&token) {
+            return Ok(Step::Finished(FinishReason::Stop));
+        }
+        r.generated += 1;
+        if let Some(piece) = r.detok.push(&self.tokenizer, token)? {
+            let check = r.stops.push(&piece);
+            if !check.emit.is_empty() {
+                let _ = r.job.events.send(Event::Text { text: check.emit });
+            }
+            if let Some(stop) = check.stopped {
+                return Ok(Step::Finished(FinishReason::StopSequence(stop)));
+            }
+        }
+        if r.generated >= r.job.max_tokens || r.context.len() >= self.weights.context_len {
+            return Ok(Step::Finished(FinishReason::Length));
+        }
+        Ok(Step::Continue)
+    }
+
+    fn finish(&self, r: &mut Running, finish: FinishReason) {
+        if !matches!(finish, FinishReason::StopSequence(_)) {
+            let tail = r.detok.finish(&self.tokenizer).unwrap_or_default();
+            let mut text = r.stops.push(&tail).emit;
+            text.push_str(&r.stops.flush());
+            if !text.is_empty() {
+                let _ = r.job.events.send(Event::Text { text });
+            }
+        }
+        let now = Instant::now();
+        let first = r.first_token.unwrap_or(now);
+        let prefill_end = r.prefill_done.unwrap_or(first);
+        let decode_secs = now.duration_since(first).as_secs_f64();
+        let prefill_secs = prefill_end.duration_since(r.started).as_secs_f64();
+        let timings = Timings {
+            ttft_ms: first.duration_since(r.job.enqueued).as_secs_f64() * 1e3,
+            prefill_tok_s: if prefill_secs > 0.0 { r.job.prompt.len() as f64 / prefill_secs } else { 0.0 },
+            decode_tok_s: if decode_secs > 0.0 && r.generated > 1 {
+                (r.generated - 1) as f64 / decode_secs
+            } else {
+                0.0
+            },
+            queue_ms: r.started.duration_since(r.job.enqueued).as_secs_f64() * 1e3,
+        };
+        let usage = Usage { prompt_tokens: r.job.prompt.len() as u32, completion_tokens: r.generated as u32 };
+        let _ = r.job.events.send(Event::Done { finish, usage, timings });
+    }
+}

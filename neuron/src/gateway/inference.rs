@@ -1,0 +1,305 @@
+//! The generation routes. Each parses its dialect, translates to the neutral request, tokenizes
+//! off the async workers, queues on the model's scheduler, then answers as one JSON body or as
+//! SSE. Dropping the response (client gone) drops the event receiver, which stops generation.
+
+use std::convert::Infallible;
+use std::time::{Instant, SystemTime};
+
+use axum::body::{Body, Bytes};
+use axum::extract::rejection::BytesRejection;
+use axum::extract::State;
+use axum::http::{header, HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::Json;
+use cortex_proto::generate::{ErrorKind, Event, GenerateError, GenerateRequest};
+use cortex_proto::translate::{self, AnthropicStream, Collected, OpenAiChatStream, OpenAiCompletionStream, SseFrame};
+use cortex_proto::{anthropic, openai};
+use serde::de::DeserializeOwned;
+use tokio::sync::mpsc::UnboundedReceiver;
+
+use super::{ApiError, AppState, Dialect};
+use crate::metrics::Metrics;
+
+/// A streaming renderer for one dialect.
+trait Render: Send + 'static {
+    fn frames(&mut self, ev: &Event) -> Vec<SseFrame>;
+}
+
+impl Render for OpenAiChatStream {
+    fn frames(&mut self, ev: &Event) -> Vec<SseFrame> {
+        self.on_event(ev)
+    }
+}
+impl Render for OpenAiCompletionStream {
+    fn frames(&mut self, ev: &Event) -> Vec<SseFrame> {
+        self.on_event(ev)
+    }
+}
+impl Render for AnthropicStream {
+    fn frames(&mut self, ev: &Event) -> Vec<SseFrame> {
+        self.on_event(ev)
+    }
+}
+
+/// Which response a generation route produces.
+#[derive(Clone, Copy)]
+enum Route {
+    Chat { include_usage: bool },
+    Completion { include_usage: bool },
+    Messages,
+}
+
+impl Route {
+    fn dialect(self) -> Dialect {
+        match self {
+            Route::Messages => Dialect::Anthropic,
+            _ => Dialect::OpenAi,
+        }
+    }
+
+    fn id_prefix(self) -> &'static str {
+        match self {
+            Route::Chat { .. } => "chatcmpl-",
+            Route::Completion { .. } => "cmpl-",
+            Route::Messages => "msg_",
+        }
+    }
+
+    /// Bounded `api` metric label.
+    fn label(self) -> &'static str {
+        match self {
+            Route::Chat { .. } => "chat_completions",
+            Route::Completion { .. } => "completions",
+            Route::Messages => "messages",
+        }
+    }
+}
+
+fn unix_now() -> u64 {
+    SystemTime::now().duration_since(SystemTime::UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0)
+}
+
+fn new_id(prefix: &str) -> String {
+    format!("{prefix}{:024x}", rand::random::<u128>() >> 32)
+}
+
+fn parse<T: DeserializeOwned>(
+    st: &AppState,
+    headers: &HeaderMap,
+    body: Result<Bytes, BytesRejection>,
+    d: Dialect,
+) -> Result<T, ApiError> {
+    st.authorize(headers, d)?;
+    let bytes = body.map_err(|r| ApiError::from_body(d, r))?;
+    serde_json::from_slice(&bytes).map_err(|e| ApiError::from_json(d, e))
+}
+
+/// Records one request's outcome in the metrics exactly once.
+struct Observer {
+    metrics: Metrics,
+    model: String,
+    api: &'static str,
+    start: Instant,
+    recorded: bool,
+}
+
+impl Observer {
+    fn see(&mut self, ev: &Event) {
+        match ev {
+            Event::Done { usage, timings, .. } => {
+                let m = &self.metrics;
+                let model = self.model.as_str();
+                m.prompt_tokens.with_label_values(&[model]).inc_by(usage.prompt_tokens.into());
+                m.completion_tokens.with_label_values(&[model]).inc_by(usage.completion_tokens.into());
+                m.ttft.with_label_values(&[model]).observe(timings.ttft_ms / 1e3);
+                if timings.decode_tok_s > 0.0 {
+                    m.decode_rate.with_label_values(&[model]).observe(timings.decode_tok_s);
+                }
+                self.record("200");
+            }
+            Event::Error { error } => self.record(&error.kind.http_status().to_string()),
+            _ => {}
+        }
+    }
+
+    fn record(&mut self, status: &str) {
+        if self.recorded {
+            return;
+        }
+        self.recorded = true;
+        self.metrics.requests.with_label_values(&[&self.model, self.api, status]).inc();
+        self.metrics.latency.with_label_values(&[&self.model, self.api]).observe(self.start.elapsed().as_secs_f64());
+    }
+}
+
+impl Drop for Observer {
+    fn drop(&mut self) {
+        // Nothing recorded means the client left before the end (nginx's 499).
+        self.record("499");
+    }
+}
+
+/// Runs a generation request end to end and answers in `route`'s shape.
+async fn generate(
+    st: &AppState,
+    route: Route,
+    asked: &str,
+    stream: bool,
+    make: impl FnOnce(String, String) -> Result<GenerateRequest, GenerateError>,
+) -> Result<Response, ApiError> {
+    let d = route.dialect();
+    let api_err = |error| ApiError { dialect: d, error };
+    let start = Instant::now();
+    let model = st.models.get(asked).await.map_err(api_err)?;
+    let id = new_id(route.id_prefix());
+    let req = make(id.clone(), model.id.clone()).map_err(api_err)?;
+    let (m, r) = (model.clone(), req.clone());
+    let prepared = tokio::task::spawn_blocking(move || m.prepare(&r))
+        .await
+        .map_err(|e| ApiError::new(d, ErrorKind::Internal, format!("tokenizer task failed: {e}")))?
+        .map_err(api_err)?;
+    let rx = model.submit(&req, prepared).map_err(api_err)?;
+    let mut obs =
+        Observer { metrics: st.metrics.clone(), model: model.id.clone(), api: route.label(), start, recorded: false };
+    let created = unix_now();
+    if stream {
+        let render: Box<dyn Render> = match route {
+            Route::Chat { include_usage } => {
+                Box::new(OpenAiChatStream::new(id, asked.to_string(), created, include_usage))
+            }
+            Route::Completion { include_usage } => {
+                Box::new(OpenAiCompletionStream::new(id, asked.to_string(), created, include_usage))
+            }
+            Route::Messages => Box::new(AnthropicStream::new(id, asked.to_string())),
+        };
+        return Ok(sse(render, rx, obs));
+    }
+    let c = collect(rx, &mut obs).await;
+    if let Some(error) = c.error {
+        return Err(api_err(error));
+    }
+    Ok(match route {
+        Route::Chat { .. } => Json(translate::chat_completion(&id, asked, created, &c)).into_response(),
+        Route::Completion { .. } => Json(translate::completion(&id, asked, created, &c)).into_response(),
+        Route::Messages => Json(translate::message(&id, asked, &c)).into_response(),
+    })
+}
+
+/// The next event; a channel that closes without a final event becomes an error event.
+async fn next_event(rx: &mut UnboundedReceiver<Event>) -> Event {
+    rx.recv().await.unwrap_or_else(|| Event::Error {
+        error: GenerateError::new(ErrorKind::Internal, "generation ended without a result"),
+    })
+}
+
+async fn collect(mut rx: UnboundedReceiver<Event>, obs: &mut Observer) -> Collected {
+    let mut c = Collected::default();
+    loop {
+        let ev = next_event(&mut rx).await;
+        obs.see(&ev);
+        let last = matches!(ev, Event::Done { .. } | Event::Error { .. });
+        c.push(ev);
+        if last {
+            return c;
+        }
+    }
+}
+
+fn sse(render: Box<dyn Render>, rx: UnboundedReceiver<Event>, obs: Observer) -> Response {
+    let body = futures::stream::unfold((rx, render, obs, false), |(mut rx, mut render, mut obs, done)| async move {
+        if done {
+            return None;
+        }
+        let ev = next_event(&mut rx).await;
+        obs.see(&ev);
+        let last = matches!(ev, Event::Done { .. } | Event::Error { .. });
+        let text: String = render.frames(&ev).iter().map(SseFrame::to_sse_string).collect();
+        Some((Ok::<_, Infallible>(Bytes::from(text)), (rx, render, obs, last)))
+    });
+    (
+        StatusCode::OK,
+        [
+            (header::CONTENT_TYPE, "text/event-stream"),
+            (header::CACHE_CONTROL, "no-cache"),
+            (header::HeaderName::from_static("x-accel-buffering"), "no"),
+        ],
+        Body::from_stream(body),
+    )
+        .into_response()
+}
+
+/// Counts a request that failed before generation started.
+fn finish(st: &AppState, route: Route, asked: &str, result: Result<Response, ApiError>) -> Response {
+    result.unwrap_or_else(|e| {
+        let model = st.models.resolve(asked).map(|s| s.id.clone()).unwrap_or_else(|| "unknown".into());
+        st.metrics.requests.with_label_values(&[&model, route.label(), e.status().as_str()]).inc();
+        e.into_response()
+    })
+}
+
+pub async fn chat_completions(
+    State(st): State<AppState>,
+    headers: HeaderMap,
+    body: Result<Bytes, BytesRejection>,
+) -> Response {
+    let route = Route::Chat { include_usage: false };
+    let req: openai::ChatCompletionRequest = match parse(&st, &headers, body, route.dialect()) {
+        Ok(r) => r,
+        Err(e) => return finish(&st, route, "", Err(e)),
+    };
+    let route = Route::Chat { include_usage: req.include_usage() };
+    let res =
+        generate(&st, route, &req.model, req.is_stream(), |id, model| translate::chat_request(&req, id, model)).await;
+    finish(&st, route, &req.model, res)
+}
+
+pub async fn completions(
+    State(st): State<AppState>,
+    headers: HeaderMap,
+    body: Result<Bytes, BytesRejection>,
+) -> Response {
+    let route = Route::Completion { include_usage: false };
+    let req: openai::CompletionRequest = match parse(&st, &headers, body, route.dialect()) {
+        Ok(r) => r,
+        Err(e) => return finish(&st, route, "", Err(e)),
+    };
+    let route = Route::Completion { include_usage: req.include_usage() };
+    let res =
+        generate(&st, route, &req.model, req.is_stream(), |id, model| translate::completion_request(&req, id, model))
+            .await;
+    finish(&st, route, &req.model, res)
+}
+
+pub async fn messages(State(st): State<AppState>, headers: HeaderMap, body: Result<Bytes, BytesRejection>) -> Response {
+    let route = Route::Messages;
+    let req: anthropic::MessagesRequest = match parse(&st, &headers, body, route.dialect()) {
+        Ok(r) => r,
+        Err(e) => return finish(&st, route, "", Err(e)),
+    };
+    let res =
+        generate(&st, route, &req.model, req.is_stream(), |id, model| translate::messages_request(&req, id, model))
+            .await;
+    finish(&st, route, &req.model, res)
+}
+
+pub async fn count_tokens(
+    State(st): State<AppState>,
+    headers: HeaderMap,
+    body: Result<Bytes, BytesRejection>,
+) -> Response {
+    let d = Dialect::Anthropic;
+    let res = async {
+        let req: anthropic::CountTokensRequest = parse(&st, &headers, body, d)?;
+        let api_err = |error| ApiError { dialect: d, error };
+        let prompt = translate::count_tokens_prompt(&req).map_err(api_err)?;
+        let model = st.models.get(&req.model).await.map_err(api_err)?;
+        let n = tokio::task::spawn_blocking(move || model.tokenize(&prompt))
+            .await
+            .map_err(|e| ApiError::new(d, ErrorKind::Internal, format!("tokenizer task failed: {e}")))?
+            .map_err(api_err)?
+            .len();
+        Ok::<_, ApiError>(Json(anthropic::CountTokensResponse { input_tokens: n as u32 }).into_response())
+    }
+    .await;
+    res.unwrap_or_else(IntoResponse::into_response)
+}

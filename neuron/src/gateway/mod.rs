@@ -1,0 +1,139 @@
+//! axum routes: OpenAI (`/v1/chat/completions`, `/v1/completions`, `/v1/models`), Anthropic
+//! (`/v1/messages`, `/v1/messages/count_tokens`), `/health`, and the metrics listener.
+
+mod error;
+mod inference;
+
+use std::sync::Arc;
+
+use axum::extract::{DefaultBodyLimit, Path, State};
+use axum::http::HeaderMap;
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use cortex_proto::generate::ErrorKind;
+use cortex_proto::openai::{ModelList, ModelObject};
+
+pub use error::{ApiError, Dialect};
+
+use crate::lifecycle::{Models, SlotView};
+use crate::metrics::Metrics;
+
+/// What every handler shares.
+#[derive(Clone)]
+pub struct AppState {
+    pub models: Arc<Models>,
+    pub metrics: Metrics,
+    pub api_keys: Arc<Vec<String>>,
+}
+
+impl AppState {
+    /// Checks `Authorization: Bearer KEY` or `x-api-key: KEY` when keys are configured.
+    pub fn authorize(&self, headers: &HeaderMap, dialect: Dialect) -> Result<(), ApiError> {
+        if self.api_keys.is_empty() {
+            return Ok(());
+        }
+        let bearer = headers
+            .get("authorization")
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.strip_prefix("Bearer ").or_else(|| v.strip_prefix("bearer ")));
+        let x_key = headers.get("x-api-key").and_then(|v| v.to_str().ok());
+        let presented = [bearer, x_key];
+        if presented
+            .iter()
+            .flatten()
+            .any(|k| self.api_keys.iter().any(|good| constant_time_eq(good.as_bytes(), k.trim().as_bytes())))
+        {
+            return Ok(());
+        }
+        let msg = if presented.iter().all(Option::is_none) {
+            "an API key is required: send `Authorization: Bearer KEY` or `x-api-key: KEY`"
+        } else {
+            "the API key is not valid"
+        };
+        Err(ApiError::new(dialect, ErrorKind::Authentication, msg))
+    }
+}
+
+/// Compares keys without leaking the matching prefix length through timing.
+fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
+    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+}
+
+pub fn router(state: AppState, max_body_bytes: usize) -> Router {
+    Router::new()
+        .route("/health", get(health))
+        .route("/v1/models", get(list_models))
+        .route("/v1/models/{*id}", get(get_model))
+        .route("/v1/chat/completions", post(inference::chat_completions))
+        .route("/v1/completions", post(inference::completions))
+        .route("/v1/messages", post(inference::messages))
+        .route("/v1/messages/count_tokens", post(inference::count_tokens))
+        .fallback(not_found)
+        .layer(DefaultBodyLimit::max(max_body_bytes))
+        .with_state(state)
+}
+
+pub fn metrics_router(metrics: Metrics) -> Router {
+    Router::new().route(
+        "/metrics",
+        get(move || {
+            let m = metrics.clone();
+            async move { ([("content-type", "text/plain; version=0.0.4")], m.render()) }
+        }),
+    )
+}
+
+async fn health(State(st): State<AppState>) -> Json<serde_json::Value> {
+    let (running, queued) = st.models.busy();
+    Json(serde_json::json!({ "status": "ok", "running": running, "queued": queued }))
+}
+
+async fn not_found() -> ApiError {
+    ApiError::new(Dialect::OpenAi, ErrorKind::NotFound, "no such route")
+}
+
+fn model_object(id: &str, v: &SlotView, alias_of: Option<&str>) -> ModelObject {
+    let mut extra = serde_json::Map::new();
+    extra.insert("loaded".into(), v.loaded.into());
+    extra.insert("size_bytes".into(), v.size_bytes.into());
+    extra.insert("format".into(), v.format.into());
+    if let Some(target) = alias_of {
+        extra.insert("alias_of".into(), target.into());
+    }
+    if let Some(err) = &v.last_error {
+        extra.insert("last_error".into(), err.as_str().into());
+    }
+    ModelObject { id: id.to_string(), object: "model".into(), created: v.created, owned_by: "cortex".into(), extra }
+}
+
+/// Models on this node, then each alias whose target is here, mirroring its target.
+fn all_models(models: &Models) -> Vec<ModelObject> {
+    let views = models.views();
+    let mut out: Vec<ModelObject> = views.iter().map(|v| model_object(&v.id, v, None)).collect();
+    for (alias, target) in models.aliases().iter() {
+        let resolved = models.aliases().resolve(target);
+        if let Some(v) = views.iter().find(|v| v.id == resolved) {
+            out.push(model_object(alias, v, Some(resolved)));
+        }
+    }
+    out
+}
+
+async fn list_models(State(st): State<AppState>, headers: HeaderMap) -> Result<Json<ModelList>, ApiError> {
+    st.authorize(&headers, Dialect::OpenAi)?;
+    Ok(Json(ModelList::new(all_models(&st.models))))
+}
+
+async fn get_model(State(st): State<AppState>, headers: HeaderMap, Path(id): Path<String>) -> Response {
+    if let Err(e) = st.authorize(&headers, Dialect::OpenAi) {
+        return e.into_response();
+    }
+    match all_models(&st.models).into_iter().find(|m| m.id == id) {
+        Some(m) => Json(m).into_response(),
+        None => {
+            ApiError::new(Dialect::OpenAi, ErrorKind::NotFound, format!("model `{id}` does not exist on this neuron"))
+                .into_response()
+        }
+    }
+}

@@ -1,0 +1,126 @@
+//! The one Prometheus registry, built at start-up; handles are passed down. Labels come from
+//! bounded sets (model ids from the catalogue, API names, status codes), never raw input.
+
+use prometheus::{
+    Encoder, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge, IntGaugeVec, Opts, Registry, TextEncoder,
+};
+
+const TTFT_BUCKETS: &[f64] = &[0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0];
+const LATENCY_BUCKETS: &[f64] = &[0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0, 300.0];
+const RATE_BUCKETS: &[f64] = &[1.0, 2.5, 5.0, 10.0, 20.0, 40.0, 80.0, 160.0, 320.0, 640.0];
+const LOAD_BUCKETS: &[f64] = &[0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0];
+
+#[derive(Clone)]
+pub struct Metrics {
+    registry: Registry,
+    pub requests: IntCounterVec,
+    pub prompt_tokens: IntCounterVec,
+    pub completion_tokens: IntCounterVec,
+    pub ttft: HistogramVec,
+    pub latency: HistogramVec,
+    pub decode_rate: HistogramVec,
+    in_flight: IntGaugeVec,
+    queue_depth: IntGaugeVec,
+    cancelled: IntCounterVec,
+    pub loads: IntCounterVec,
+    pub load_seconds: HistogramVec,
+}
+
+/// Per-model handles the generation thread updates.
+#[derive(Clone)]
+pub struct ModelMetrics {
+    pub in_flight: IntGauge,
+    pub queue_depth: IntGauge,
+    pub cancelled: IntCounter,
+}
+
+fn reg<T: prometheus::core::Collector + Clone + 'static>(r: &Registry, c: T) -> T {
+    // Names are static and distinct, so registration cannot collide.
+    let _ = r.register(Box::new(c.clone()));
+    c
+}
+
+fn hist(name: &str, help: &str, buckets: &[f64], labels: &[&str]) -> HistogramVec {
+    HistogramVec::new(HistogramOpts::new(name, help).buckets(buckets.to_vec()), labels)
+        .unwrap_or_else(|e| unreachable!("static histogram {name}: {e}"))
+}
+
+fn counter(name: &str, help: &str, labels: &[&str]) -> IntCounterVec {
+    IntCounterVec::new(Opts::new(name, help), labels).unwrap_or_else(|e| unreachable!("static counter {name}: {e}"))
+}
+
+fn gauge(name: &str, help: &str, labels: &[&str]) -> IntGaugeVec {
+    IntGaugeVec::new(Opts::new(name, help), labels).unwrap_or_else(|e| unreachable!("static gauge {name}: {e}"))
+}
+
+impl Metrics {
+    pub fn new() -> Self {
+        let r = Registry::new();
+        Self {
+            requests: reg(
+                &r,
+                counter(
+                    "cortex_requests_total",
+                    "HTTP inference requests by model, API and status",
+                    &["model", "api", "status"],
+                ),
+            ),
+            prompt_tokens: reg(&r, counter("cortex_prompt_tokens_total", "Prompt tokens processed", &["model"])),
+            completion_tokens: reg(
+                &r,
+                counter("cortex_completion_tokens_total", "Completion tokens generated", &["model"]),
+            ),
+            ttft: reg(
+                &r,
+                hist(
+                    "cortex_time_to_first_token_seconds",
+                    "Time from request to first token",
+                    TTFT_BUCKETS,
+                    &["model"],
+                ),
+            ),
+            latency: reg(
+                &r,
+                hist("cortex_request_duration_seconds", "Whole request duration", LATENCY_BUCKETS, &["model", "api"]),
+            ),
+            decode_rate: reg(
+                &r,
+                hist("cortex_decode_tokens_per_second", "Per-request decode speed", RATE_BUCKETS, &["model"]),
+            ),
+            in_flight: reg(&r, gauge("cortex_in_flight_requests", "Requests generating now", &["model"])),
+            queue_depth: reg(&r, gauge("cortex_queue_depth", "Requests waiting for a generation slot", &["model"])),
+            cancelled: reg(
+                &r,
+                counter(
+                    "cortex_generations_cancelled_total",
+                    "Generations stopped because the client went away",
+                    &["model"],
+                ),
+            ),
+            loads: reg(&r, counter("cortex_model_loads_total", "Model loads by outcome", &["model", "outcome"])),
+            load_seconds: reg(&r, hist("cortex_model_load_seconds", "Model load duration", LOAD_BUCKETS, &["model"])),
+            registry: r,
+        }
+    }
+
+    pub fn for_model(&self, model: &str) -> ModelMetrics {
+        ModelMetrics {
+            in_flight: self.in_flight.with_label_values(&[model]),
+            queue_depth: self.queue_depth.with_label_values(&[model]),
+            cancelled: self.cancelled.with_label_values(&[model]),
+        }
+    }
+
+    /// The text exposition format.
+    pub fn render(&self) -> String {
+        let mut buf = Vec::new();
+        let _ = TextEncoder::new().encode(&self.registry.gather(), &mut buf);
+        String::from_utf8(buf).unwrap_or_default()
+    }
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Self::new()
+    }
+}

@@ -1,0 +1,138 @@
+//! Starting and stopping a neuron: bind the HTTP and metrics listeners, serve until the
+//! shutdown signal, then let in-flight requests finish within the grace period.
+
+use std::future::Future;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use cortex_proto::catalogue::Aliases;
+use tokio::net::TcpListener;
+
+use crate::config::Config;
+use crate::engine::{scheduler::SchedulerConfig, EngineOptions};
+use crate::gateway::{self, AppState};
+use crate::lifecycle::Models;
+use crate::metrics::Metrics;
+
+#[derive(Debug, thiserror::Error)]
+pub enum ServeError {
+    /// A listener could not bind (in use, no permission).
+    #[error("cannot listen on {addr}: {source}")]
+    Bind { addr: SocketAddr, source: std::io::Error },
+    #[error("server failed: {0}")]
+    Serve(std::io::Error),
+}
+
+/// A neuron with its sockets bound, ready to run.
+pub struct Neuron {
+    state: AppState,
+    http: TcpListener,
+    metrics: TcpListener,
+    max_body_bytes: usize,
+    grace: Duration,
+}
+
+async fn bind(addr: SocketAddr) -> Result<TcpListener, ServeError> {
+    TcpListener::bind(addr).await.map_err(|source| ServeError::Bind { addr, source })
+}
+
+impl Neuron {
+    /// Discovers models and binds both listeners (port 0 picks a free port).
+    pub async fn bind(config: &Config, extra_models: &[PathBuf]) -> Result<Self, ServeError> {
+        let metrics = Metrics::new();
+        let opts = EngineOptions {
+            max_context: config.engine.max_context,
+            scheduler: SchedulerConfig {
+                max_active: config.engine.max_active.max(1),
+                queue_capacity: config.engine.queue_capacity,
+                ..SchedulerConfig::default()
+            },
+            ..EngineOptions::default()
+        };
+        let mut models: Vec<PathBuf> = config.models.clone();
+        models.extend_from_slice(extra_models);
+        let dir = config.models_dir();
+        let models = Models::discover(&dir, &models, Aliases::builtin(), opts, metrics.clone());
+        let keys = config.api_keys();
+        let http = bind(config.server.listen).await?;
+        let metrics_listener = bind(config.server.metrics_listen).await?;
+        if keys.is_empty() && !config.server.listen.ip().is_loopback() {
+            tracing::warn!(listen = %config.server.listen, "listening beyond loopback without API keys: anyone who can reach this port can use it (set server.api_keys or CORTEX_API_KEYS)");
+        }
+        Ok(Self {
+            state: AppState { models: Arc::new(models), metrics, api_keys: Arc::new(keys) },
+            http,
+            metrics: metrics_listener,
+            max_body_bytes: config.server.max_body_bytes,
+            grace: Duration::from_secs(config.server.shutdown_grace_secs),
+        })
+    }
+
+    pub fn http_addr(&self) -> SocketAddr {
+        self.http.local_addr().unwrap_or_else(|_| ([127, 0, 0, 1], 0).into())
+    }
+
+    pub fn metrics_addr(&self) -> SocketAddr {
+        self.metrics.local_addr().unwrap_or_else(|_| ([127, 0, 0, 1], 0).into())
+    }
+
+    /// Serves until `shutdown` completes, then waits up to the grace period for in-flight
+    /// requests (streams included) to finish.
+    pub async fn run(self, shutdown: impl Future<Output = ()> + Send + 'static) -> Result<(), ServeError> {
+        let (tx, rx) = tokio::sync::watch::channel(false);
+        let app = gateway::router(self.state.clone(), self.max_body_bytes);
+        let metrics_app = gateway::metrics_router(self.state.metrics.clone());
+        tracing::info!(http = %self.http_addr(), metrics = %self.metrics_addr(), "neuron listening");
+        let metrics_task = tokio::spawn(async move {
+            let _ = axum::serve(self.metrics, metrics_app).await;
+        });
+        let mut stop = rx.clone();
+        let server = axum::serve(self.http, app).with_graceful_shutdown(async move {
+            let _ = stop.wait_for(|s| *s).await;
+        });
+        let grace = self.grace;
+        let signal = tokio::spawn(async move {
+            shutdown.await;
+            tracing::info!(
+                grace_secs = grace.as_secs(),
+                "shutting down: no new connections; waiting for in-flight requests"
+            );
+            let _ = tx.send(true);
+        });
+        let mut stopped = rx;
+        let result = tokio::select! {
+            r = async { server.await } => r.map_err(ServeError::Serve),
+            _ = async {
+                let _ = stopped.wait_for(|s| *s).await;
+                tokio::time::sleep(grace).await;
+            } => {
+                tracing::warn!("grace period over; closing the remaining connections");
+                Ok(())
+            }
+        };
+        signal.abort();
+        metrics_task.abort();
+        result
+    }
+}
+
+/// Resolves on SIGINT or SIGTERM.
+pub async fn shutdown_signal() {
+    let ctrl_c = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    #[cfg(unix)]
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let term = std::future::pending::<()>();
+    tokio::select! { _ = ctrl_c => {}, _ = term => {} }
+}

@@ -1,0 +1,153 @@
+//! Generated tiny models, so tests (and anyone trying cortex without a download) exercise the
+//! real load → tokenize → template → generate path in seconds. The weights are random; the
+//! structure (llama architecture, byte-level BPE vocabulary, ChatML template) is real.
+
+use std::path::Path;
+
+use candle_core::quantized::{gguf_file, GgmlDType, QTensor};
+use candle_core::{Device, Tensor};
+use rand::{Rng, SeedableRng};
+
+use crate::engine::EngineError;
+
+/// Shape of a generated llama model.
+#[derive(Debug, Clone, Copy)]
+pub struct TinyLlama {
+    pub embedding: usize,
+    pub layers: usize,
+    pub heads: usize,
+    pub kv_heads: usize,
+    pub feed_forward: usize,
+    pub context: usize,
+    pub seed: u64,
+    /// Quantization of the matrices (Q4_1 like the default model, Q8_0, F32...).
+    pub dtype: GgmlDType,
+}
+
+impl Default for TinyLlama {
+    fn default() -> Self {
+        Self {
+            embedding: 64,
+            layers: 2,
+            heads: 4,
+            kv_heads: 2,
+            feed_forward: 128,
+            context: 512,
+            seed: 42,
+            dtype: GgmlDType::Q4_1,
+        }
+    }
+}
+
+/// GPT-2's byte → printable character table (the alphabet of byte-level BPE).
+pub fn byte_level_alphabet() -> Vec<char> {
+    let printable = |b: u32| (33..=126).contains(&b) || (161..=172).contains(&b) || (174..=255).contains(&b);
+    let mut extra = 0;
+    (0u32..256)
+        .map(|b| {
+            if printable(b) {
+                char::from_u32(b).unwrap_or('?')
+            } else {
+                extra += 1;
+                char::from_u32(255 + extra).unwrap_or('?')
+            }
+        })
+        .collect()
+}
+
+pub const SPECIAL_TOKENS: &[&str] = &["<|endoftext|>", "<|im_start|>", "<|im_end|>"];
+const CHATML: &str = "{% for message in messages %}{{'<|im_start|>' + message['role'] + '\n' + message['content'] + '<|im_end|>' + '\n'}}{% endfor %}{% if add_generation_prompt %}{{ '<|im_start|>assistant\n' }}{% endif %}";
+
+/// The vocabulary: 256 byte tokens, a few merges' results, then the special tokens.
+fn vocab() -> (Vec<String>, Vec<String>) {
+    let alphabet = byte_level_alphabet();
+    let mut tokens: Vec<String> = alphabet.iter().map(|c| c.to_string()).collect();
+    let sp = alphabet[b' ' as usize];
+    let merges: Vec<(String, String)> = vec![
+        (sp.to_string(), "t".into()),
+        ("h".into(), "e".into()),
+        (format!("{sp}t"), "he".into()),
+        ("i".into(), "n".into()),
+    ];
+    for (a, b) in &merges {
+        tokens.push(format!("{a}{b}"));
+    }
+    tokens.extend(SPECIAL_TOKENS.iter().map(|s| s.to_string()));
+    (tokens, merges.into_iter().map(|(a, b)| format!("{a} {b}")).collect())
+}
+
+fn random(rng: &mut rand::rngs::StdRng, shape: (usize, usize), scale: f32) -> Result<Tensor, EngineError> {
+    let data: Vec<f32> = (0..shape.0 * shape.1).map(|_| rng.random_range(-scale..scale)).collect();
+    Ok(Tensor::from_vec(data, shape, &Device::Cpu)?)
+}
+
+/// Writes a random llama GGUF with tokenizer metadata and a ChatML template to `path`.
+pub fn write_tiny_llama(path: &Path, spec: TinyLlama) -> Result<(), EngineError> {
+    let mut rng = rand::rngs::StdRng::seed_from_u64(spec.seed);
+    let (tokens, merges) = vocab();
+    let n_vocab = tokens.len();
+    let (d, ff) = (spec.embedding, spec.feed_forward);
+    let head_dim = d / spec.heads;
+    let kv = head_dim * spec.kv_heads;
+    let q = |t: Tensor, dt: GgmlDType| QTensor::quantize(&t, dt).map_err(EngineError::from);
+    let ones = |n: usize| Tensor::ones((n,), candle_core::DType::F32, &Device::Cpu);
+    let mut tensors: Vec<(String, QTensor)> = Vec::new();
+    tensors.push(("token_embd.weight".into(), q(random(&mut rng, (n_vocab, d), 1.0)?, spec.dtype)?));
+    // Special tokens get zero output rows: with random weights everything else scores higher,
+    // so generations run to max_tokens instead of stopping at a random end-of-text.
+    let mut out = random(&mut rng, (n_vocab, d), 1.0)?.to_vec2::<f32>()?;
+    for row in out.iter_mut().skip(n_vocab - SPECIAL_TOKENS.len()) {
+        row.iter_mut().for_each(|x| *x = 0.0);
+    }
+    let out = Tensor::new(out, &Device::Cpu)?;
+    tensors.push(("output.weight".into(), q(out, spec.dtype)?));
+    tensors.push(("output_norm.weight".into(), q(ones(d)?, GgmlDType::F32)?));
+    let s = 1.0 / (d as f32).sqrt();
+    for l in 0..spec.layers {
+        let p = format!("blk.{l}");
+        tensors.push((format!("{p}.attn_norm.weight"), q(ones(d)?, GgmlDType::F32)?));
+        tensors.push((format!("{p}.ffn_norm.weight"), q(ones(d)?, GgmlDType::F32)?));
+        tensors.push((format!("{p}.attn_q.weight"), q(random(&mut rng, (d, d), s)?, spec.dtype)?));
+        tensors.push((format!("{p}.attn_k.weight"), q(random(&mut rng, (kv, d), s)?, spec.dtype)?));
+        tensors.push((format!("{p}.attn_v.weight"), q(random(&mut rng, (kv, d), s)?, spec.dtype)?));
+        tensors.push((format!("{p}.attn_output.weight"), q(random(&mut rng, (d, d), s)?, spec.dtype)?));
+        tensors.push((format!("{p}.ffn_gate.weight"), q(random(&mut rng, (ff, d), s)?, spec.dtype)?));
+        tensors.push((format!("{p}.ffn_up.weight"), q(random(&mut rng, (ff, d), s)?, spec.dtype)?));
+        tensors.push((format!("{p}.ffn_down.weight"), q(random(&mut rng, (d, ff), s)?, spec.dtype)?));
+    }
+    use gguf_file::Value as V;
+    let n_special = SPECIAL_TOKENS.len();
+    let token_types: Vec<V> = (0..n_vocab).map(|i| V::I32(if i >= n_vocab - n_special { 3 } else { 1 })).collect();
+    let id_of = |t: &str| tokens.iter().position(|x| x == t).unwrap_or(0) as u32;
+    let metadata: Vec<(&str, V)> = vec![
+        ("general.architecture", V::String("llama".into())),
+        ("general.name", V::String("cortex tiny test llama".into())),
+        ("llama.context_length", V::U32(spec.context as u32)),
+        ("llama.embedding_length", V::U32(d as u32)),
+        ("llama.block_count", V::U32(spec.layers as u32)),
+        ("llama.feed_forward_length", V::U32(ff as u32)),
+        ("llama.attention.head_count", V::U32(spec.heads as u32)),
+        ("llama.attention.head_count_kv", V::U32(spec.kv_heads as u32)),
+        ("llama.rope.dimension_count", V::U32(head_dim as u32)),
+        ("llama.attention.layer_norm_rms_epsilon", V::F32(1e-5)),
+        ("llama.rope.freq_base", V::F32(10000.0)),
+        ("tokenizer.ggml.model", V::String("gpt2".into())),
+        ("tokenizer.ggml.pre", V::String("smollm".into())),
+        ("tokenizer.ggml.tokens", V::Array(tokens.iter().map(|t| V::String(t.clone())).collect())),
+        ("tokenizer.ggml.token_type", V::Array(token_types)),
+        ("tokenizer.ggml.merges", V::Array(merges.into_iter().map(V::String).collect())),
+        ("tokenizer.ggml.bos_token_id", V::U32(id_of("<|im_start|>"))),
+        ("tokenizer.ggml.eos_token_id", V::U32(id_of("<|im_end|>"))),
+        ("tokenizer.ggml.add_bos_token", V::Bool(false)),
+        ("tokenizer.chat_template", V::String(CHATML.into())),
+    ];
+    let md: Vec<(&str, &V)> = metadata.iter().map(|(k, v)| (*k, v)).collect();
+    let ts: Vec<(&str, &QTensor)> = tensors.iter().map(|(k, v)| (k.as_str(), v)).collect();
+    // Write to a temporary name and rename, so a reader never sees half a file.
+    let tmp = path.with_extension("gguf.partial");
+    let mut file = std::fs::File::create(&tmp).map_err(|e| EngineError::io(&tmp, e))?;
+    gguf_file::write(&mut file, &md, &ts)?;
+    drop(file);
+    std::fs::rename(&tmp, path).map_err(|e| EngineError::io(path, e))?;
+    Ok(())
+}

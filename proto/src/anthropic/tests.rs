@@ -1,0 +1,144 @@
+use serde_json::json;
+
+use super::*;
+
+#[test]
+fn parses_messages_request_with_system_blocks_and_cache_control() {
+    // Shaped like the Messages API reference, with prompt caching and tools we ignore.
+    let body = json!({
+        "model": "claude-sonnet-4-20250514",
+        "max_tokens": 1024,
+        "system": [
+            {"type": "text", "text": "You are terse."},
+            {"type": "text", "text": "Answer in English.", "cache_control": {"type": "ephemeral"}}
+        ],
+        "messages": [
+            {"role": "user", "content": "Hello, Claude"},
+            {"role": "assistant", "content": [{"type": "text", "text": "Hi!"}]},
+            {"role": "user", "content": [
+                {"type": "tool_result", "tool_use_id": "t1", "content": "42"},
+                {"type": "image", "source": {"type": "base64", "media_type": "image/png", "data": "AA"}}
+            ]}
+        ],
+        "stop_sequences": ["\n\nHuman:"],
+        "temperature": 0.5,
+        "top_k": 5,
+        "stream": true,
+        "metadata": {"user_id": "u1"},
+        "tools": [{"name": "calc", "input_schema": {"type": "object"}}],
+        "thinking": {"type": "disabled"}
+    });
+    let req: MessagesRequest = serde_json::from_value(body).unwrap();
+    assert_eq!(req.max_tokens, 1024);
+    assert!(req.is_stream());
+    match &req.system {
+        Some(AnthContent::Blocks(b)) => {
+            assert_eq!(b.len(), 2);
+            assert_eq!(b[1].text.as_deref(), Some("Answer in English."));
+        }
+        other => panic!("expected system blocks, got {other:?}"),
+    }
+    assert_eq!(req.messages[0].content, AnthContent::Text("Hello, Claude".into()));
+    match &req.messages[2].content {
+        AnthContent::Blocks(b) => {
+            assert_eq!(b[0].kind, "tool_result");
+            assert_eq!(b[0].content, Some(AnthContent::Text("42".into())));
+            assert_eq!(b[1].kind, "image");
+        }
+        other => panic!("expected blocks, got {other:?}"),
+    }
+    assert_eq!(req.stop_sequences, Some(vec!["\n\nHuman:".to_string()]));
+    assert_eq!(req.top_k, Some(5));
+    assert_eq!(req.metadata, Some(json!({"user_id": "u1"})));
+}
+
+#[test]
+fn max_tokens_is_required() {
+    let err = serde_json::from_value::<MessagesRequest>(json!({
+        "model": "m", "messages": [{"role": "user", "content": "hi"}]
+    }))
+    .unwrap_err();
+    assert!(err.to_string().contains("max_tokens"), "{err}");
+}
+
+#[test]
+fn parses_count_tokens_request_with_string_system() {
+    let req: CountTokensRequest = serde_json::from_value(json!({
+        "model": "m", "system": "Be brief.",
+        "messages": [{"role": "user", "content": "hi"}]
+    }))
+    .unwrap();
+    assert_eq!(req.system, Some(AnthContent::Text("Be brief.".into())));
+    let resp = serde_json::to_value(CountTokensResponse { input_tokens: 12 }).unwrap();
+    assert_eq!(resp, json!({"input_tokens": 12}));
+}
+
+#[test]
+fn message_serializes_like_anthropic() {
+    let m = Message {
+        id: "msg_1".into(),
+        kind: "message".into(),
+        role: "assistant".into(),
+        content: vec![TextBlock::new("Hi")],
+        model: "m".into(),
+        stop_reason: Some("end_turn".into()),
+        stop_sequence: None,
+        usage: AnthUsage { input_tokens: 3, output_tokens: 1 },
+    };
+    assert_eq!(
+        serde_json::to_value(&m).unwrap(),
+        json!({
+            "id": "msg_1", "type": "message", "role": "assistant",
+            "content": [{"type": "text", "text": "Hi"}], "model": "m",
+            "stop_reason": "end_turn", "stop_sequence": null,
+            "usage": {"input_tokens": 3, "output_tokens": 1}
+        })
+    );
+}
+
+#[test]
+fn stream_events_tag_their_type_and_parse_back() {
+    let ev = StreamEvent::ContentBlockDelta { index: 0, delta: BlockDelta::TextDelta { text: "Hel".into() } };
+    let v = serde_json::to_value(&ev).unwrap();
+    assert_eq!(
+        v,
+        json!({"type": "content_block_delta", "index": 0,
+               "delta": {"type": "text_delta", "text": "Hel"}})
+    );
+    assert_eq!(v["type"], ev.name());
+    assert_eq!(serde_json::from_value::<StreamEvent>(v).unwrap(), ev);
+    assert_eq!(serde_json::to_value(StreamEvent::Ping).unwrap(), json!({"type": "ping"}));
+}
+
+#[test]
+fn stop_reasons_map_to_anthropic_strings() {
+    assert_eq!(stop_reason(&FinishReason::Stop), "end_turn");
+    assert_eq!(stop_reason(&FinishReason::Length), "max_tokens");
+    let seq = FinishReason::StopSequence("END".into());
+    assert_eq!(stop_reason(&seq), "stop_sequence");
+    assert_eq!(stop_sequence(&seq), Some("END".into()));
+    assert_eq!(stop_sequence(&FinishReason::Stop), None);
+}
+
+#[test]
+fn error_bodies_use_anthropic_types() {
+    assert_eq!(
+        error_body(&GenerateError::new(ErrorKind::Unavailable, "busy")),
+        json!({"type": "error", "error": {"type": "overloaded_error", "message": "busy"}})
+    );
+    let cases = [
+        (ErrorKind::InvalidRequest, "invalid_request_error"),
+        (ErrorKind::Authentication, "authentication_error"),
+        (ErrorKind::PermissionDenied, "permission_error"),
+        (ErrorKind::NotFound, "not_found_error"),
+        (ErrorKind::PayloadTooLarge, "request_too_large"),
+        (ErrorKind::Overloaded, "rate_limit_error"),
+        (ErrorKind::Internal, "api_error"),
+    ];
+    for (kind, ty) in cases {
+        let parsed: ErrorResponse = serde_json::from_value(error_body(&GenerateError::new(kind, "x"))).unwrap();
+        assert_eq!(parsed.kind, "error");
+        assert_eq!(parsed.error.kind, ty, "{kind:?}");
+        assert_eq!(parsed.error.message, "x");
+    }
+}

@@ -1,0 +1,184 @@
+//! The neutral generation request and event stream. Both HTTP dialects translate into these
+//! types, the engine consumes them, and (later) the mesh carries them between neurons, so they
+//! are plain serde data with no behaviour tied to a transport.
+
+use serde::{Deserialize, Serialize};
+
+/// Who said a chat message.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Role {
+    System,
+    User,
+    Assistant,
+    Tool,
+}
+
+impl Role {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Role::System => "system",
+            Role::User => "user",
+            Role::Assistant => "assistant",
+            Role::Tool => "tool",
+        }
+    }
+}
+
+/// One chat message with its text content already flattened.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ChatMessage {
+    pub role: Role,
+    pub content: String,
+}
+
+/// What the model is asked to continue.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Prompt {
+    /// Rendered through the model's chat template.
+    Chat(Vec<ChatMessage>),
+    /// Raw text completion, no template.
+    Text(String),
+}
+
+/// Sampling and stopping controls. `None` means "the engine's default".
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct SamplingParams {
+    pub max_tokens: Option<u32>,
+    pub temperature: Option<f32>,
+    pub top_p: Option<f32>,
+    pub top_k: Option<u32>,
+    pub seed: Option<u64>,
+    /// Multiplicative penalty (llama.cpp style, 1.0 = off).
+    pub repetition_penalty: Option<f32>,
+    /// OpenAI style additive penalties (0.0 = off).
+    pub frequency_penalty: Option<f32>,
+    pub presence_penalty: Option<f32>,
+    /// Stop strings; the text stops before the first one found and it is never emitted.
+    #[serde(default)]
+    pub stop: Vec<String>,
+}
+
+/// A generation request as the engine sees it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct GenerateRequest {
+    /// Unique request id (also the response id shown to clients).
+    pub id: String,
+    /// Concrete model id after alias resolution.
+    pub model: String,
+    pub prompt: Prompt,
+    pub params: SamplingParams,
+}
+
+/// Why generation ended.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum FinishReason {
+    /// The model emitted an end-of-sequence token.
+    Stop,
+    /// `max_tokens` or the context window was reached.
+    Length,
+    /// One of the request's stop strings matched (the string itself).
+    StopSequence(String),
+}
+
+/// Token counts, as every dialect reports them.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Usage {
+    pub prompt_tokens: u32,
+    pub completion_tokens: u32,
+}
+
+impl Usage {
+    pub fn total(&self) -> u32 {
+        self.prompt_tokens + self.completion_tokens
+    }
+}
+
+/// How fast a generation ran.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Serialize, Deserialize)]
+pub struct Timings {
+    /// Time to first token, from when the request reached the engine, in milliseconds.
+    pub ttft_ms: f64,
+    /// Prompt tokens per second during prefill.
+    pub prefill_tok_s: f64,
+    /// Generated tokens per second after the first.
+    pub decode_tok_s: f64,
+    /// Milliseconds spent waiting in the scheduler's queue.
+    pub queue_ms: f64,
+}
+
+/// An error during generation, with the class that decides the HTTP status.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, thiserror::Error)]
+#[error("{message}")]
+pub struct GenerateError {
+    pub kind: ErrorKind,
+    pub message: String,
+}
+
+impl GenerateError {
+    pub fn new(kind: ErrorKind, message: impl Into<String>) -> Self {
+        Self { kind, message: message.into() }
+    }
+}
+
+/// Classes of failure, each with one HTTP status in every dialect.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ErrorKind {
+    /// The request is malformed or impossible (400).
+    InvalidRequest,
+    /// Missing or wrong API key (401).
+    Authentication,
+    /// The key is valid but may not do this (403).
+    PermissionDenied,
+    /// No such model (404).
+    NotFound,
+    /// Body too large (413).
+    PayloadTooLarge,
+    /// The queue is full (429).
+    Overloaded,
+    /// The model cannot be served right now (503).
+    Unavailable,
+    /// A bug or an engine failure (500).
+    Internal,
+}
+
+impl ErrorKind {
+    pub fn http_status(self) -> u16 {
+        match self {
+            ErrorKind::InvalidRequest => 400,
+            ErrorKind::Authentication => 401,
+            ErrorKind::PermissionDenied => 403,
+            ErrorKind::NotFound => 404,
+            ErrorKind::PayloadTooLarge => 413,
+            ErrorKind::Overloaded => 429,
+            ErrorKind::Unavailable => 503,
+            ErrorKind::Internal => 500,
+        }
+    }
+}
+
+/// What the engine streams back for one request, in order: `Started`, any number of `Text`,
+/// then exactly one `Done` or `Error`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "event", rename_all = "snake_case")]
+pub enum Event {
+    /// The prompt is tokenized and the request is scheduled.
+    Started {
+        prompt_tokens: u32,
+    },
+    /// A piece of generated text (never a partial UTF-8 character, never part of a stop string).
+    Text {
+        text: String,
+    },
+    Done {
+        finish: FinishReason,
+        usage: Usage,
+        timings: Timings,
+    },
+    Error {
+        error: GenerateError,
+    },
+}

@@ -1,0 +1,10 @@
+//! cortex's vocabulary and pure decisions, sans-IO: wire types of the two HTTP dialects, the
+//! neutral generation request and event stream, the translation between them, and the model
+//! catalogue. Nothing here opens a socket, spawns a task or reads a clock; callers pass time
+//! in as an argument.
+
+pub mod anthropic;
+pub mod catalogue;
+pub mod generate;
+pub mod openai;
+pub mod translate;

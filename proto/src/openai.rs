@@ -1,0 +1,422 @@
+//! The OpenAI HTTP dialect: bodies of `/v1/chat/completions`, `/v1/completions` and
+//! `/v1/models`, their streaming chunks, and the error shape. Plain serde data; what a request
+//! means is decided in `translate`.
+//!
+//! Requests ignore unknown fields on purpose: clients routinely send `tools`,
+//! `response_format`, `logit_bias` and the like, and rejecting them would break those clients
+//! over features we simply do not offer. Every type derives both directions so the CLI can
+//! build requests and read responses with the same definitions.
+
+use serde::{Deserialize, Deserializer, Serialize};
+use serde_json::{json, Map, Value};
+
+use crate::generate::{ErrorKind, FinishReason, GenerateError, Timings, Usage};
+
+/// `object` of a non-streaming chat response.
+pub const CHAT_COMPLETION_OBJECT: &str = "chat.completion";
+/// `object` of a chat stream chunk.
+pub const CHAT_COMPLETION_CHUNK_OBJECT: &str = "chat.completion.chunk";
+/// `object` of a text completion, streamed or not.
+pub const TEXT_COMPLETION_OBJECT: &str = "text_completion";
+
+/// Body of `POST /v1/chat/completions`.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct ChatCompletionRequest {
+    pub model: String,
+    pub messages: Vec<OaiMessage>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_tokens: Option<i64>,
+    /// Newer name of `max_tokens`; wins when both are given.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_completion_tokens: Option<i64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub temperature: Option<f32>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub top_p: Option<f32>,
+    /// Extension (vLLM, llama.cpp): `<= 0` disables it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub top_k: Option<i64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub seed: Option<u64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub stop: Option<StopSpec>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub stream: Option<bool>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub stream_options: Option<StreamOptions>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub frequency_penalty: Option<f32>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub presence_penalty: Option<f32>,
+    /// Extension (vLLM, llama.cpp): multiplicative, 1.0 = off.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub repetition_penalty: Option<f32>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub n: Option<u32>,
+    /// Extension (Ollama): how long the model stays loaded; passed through untouched.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub keep_alive: Option<Value>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub user: Option<String>,
+}
+
+impl ChatCompletionRequest {
+    pub fn is_stream(&self) -> bool {
+        self.stream.unwrap_or(false)
+    }
+
+    pub fn include_usage(&self) -> bool {
+        self.stream_options.as_ref().and_then(|o| o.include_usage).unwrap_or(false)
+    }
+}
+
+/// One message of a chat request. `role` stays a string so that an unknown role becomes a
+/// readable 400 naming it (from `translate`), not a serde "unknown variant" message.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct OaiMessage {
+    pub role: String,
+    /// Absent or `null` for assistant turns that only carried tool calls.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub content: Option<OaiContent>,
+}
+
+impl OaiMessage {
+    pub fn text(role: impl Into<String>, content: impl Into<String>) -> Self {
+        Self { role: role.into(), content: Some(OaiContent::Text(content.into())) }
+    }
+}
+
+/// Message content: a plain string or an array of typed parts.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(untagged)]
+pub enum OaiContent {
+    Text(String),
+    Parts(Vec<OaiContentPart>),
+}
+
+/// One content part. Kept loose (`type` as a string) so that `image_url` and friends parse
+/// and are refused with a clear message by `translate` rather than by serde.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct OaiContentPart {
+    #[serde(rename = "type")]
+    pub kind: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub text: Option<String>,
+}
+
+/// `stop`: one string or a list of them.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(untagged)]
+pub enum StopSpec {
+    One(String),
+    Many(Vec<String>),
+}
+
+impl StopSpec {
+    pub fn to_vec(&self) -> Vec<String> {
+        match self {
+            StopSpec::One(s) => vec![s.clone()],
+            StopSpec::Many(v) => v.clone(),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct StreamOptions {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub include_usage: Option<bool>,
+}
+
+/// Body of `POST /v1/completions` (the legacy raw-text endpoint).
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct CompletionRequest {
+    pub model: String,
+    pub prompt: PromptSpec,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_tokens: Option<i64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub temperature: Option<f32>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub top_p: Option<f32>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub top_k: Option<i64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub seed: Option<u64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub stop: Option<StopSpec>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub stream: Option<bool>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub stream_options: Option<StreamOptions>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub frequency_penalty: Option<f32>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub presence_penalty: Option<f32>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub repetition_penalty: Option<f32>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub n: Option<u32>,
+    /// Accepted and ignored: the prompt is never echoed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub echo: Option<bool>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub keep_alive: Option<Value>,
+}
+
+impl CompletionRequest {
+    pub fn is_stream(&self) -> bool {
+        self.stream.unwrap_or(false)
+    }
+
+    pub fn include_usage(&self) -> bool {
+        self.stream_options.as_ref().and_then(|o| o.include_usage).unwrap_or(false)
+    }
+}
+
+/// `prompt`: a string, or an array that must hold exactly one string (batches are refused).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(untagged)]
+pub enum PromptSpec {
+    One(String),
+    Many(Vec<String>),
+}
+
+impl Default for PromptSpec {
+    fn default() -> Self {
+        PromptSpec::One(String::new())
+    }
+}
+
+/// Token counts in OpenAI's names.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct OaiUsage {
+    pub prompt_tokens: u32,
+    pub completion_tokens: u32,
+    pub total_tokens: u32,
+}
+
+impl From<Usage> for OaiUsage {
+    fn from(u: Usage) -> Self {
+        Self { prompt_tokens: u.prompt_tokens, completion_tokens: u.completion_tokens, total_tokens: u.total() }
+    }
+}
+
+/// Extension field `timings` (llama.cpp's server reports the same idea); clients that do not
+/// know it ignore it.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Serialize, Deserialize)]
+pub struct OaiTimings {
+    pub ttft_ms: f64,
+    pub prefill_tok_s: f64,
+    pub decode_tok_s: f64,
+    pub queue_ms: f64,
+}
+
+impl From<Timings> for OaiTimings {
+    fn from(t: Timings) -> Self {
+        Self { ttft_ms: t.ttft_ms, prefill_tok_s: t.prefill_tok_s, decode_tok_s: t.decode_tok_s, queue_ms: t.queue_ms }
+    }
+}
+
+/// Non-streaming chat response.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ChatCompletion {
+    pub id: String,
+    pub object: String,
+    pub created: u64,
+    pub model: String,
+    pub choices: Vec<ChatChoice>,
+    pub usage: OaiUsage,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub timings: Option<OaiTimings>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ChatChoice {
+    pub index: u32,
+    pub message: ResponseMessage,
+    pub finish_reason: Option<String>,
+    /// Always `null`: logprobs are not offered.
+    pub logprobs: Option<Value>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ResponseMessage {
+    pub role: String,
+    pub content: String,
+}
+
+/// One chunk of a chat stream.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ChatCompletionChunk {
+    pub id: String,
+    pub object: String,
+    pub created: u64,
+    pub model: String,
+    pub choices: Vec<ChunkChoice>,
+    /// `None`: no `usage` key (include_usage off). `Some(None)`: `"usage": null`, as OpenAI
+    /// sends on every chunk but the last when include_usage is on. `Some(Some(_))`: the final
+    /// usage chunk.
+    #[serde(default, skip_serializing_if = "Option::is_none", deserialize_with = "present")]
+    pub usage: Option<Option<OaiUsage>>,
+    /// Extension: sent on the chunk that carries `finish_reason`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub timings: Option<OaiTimings>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ChunkChoice {
+    pub index: u32,
+    pub delta: Delta,
+    pub finish_reason: Option<String>,
+    pub logprobs: Option<Value>,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct Delta {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub role: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub content: Option<String>,
+}
+
+/// Non-streaming `/v1/completions` response.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Completion {
+    pub id: String,
+    pub object: String,
+    pub created: u64,
+    pub model: String,
+    pub choices: Vec<CompletionChoice>,
+    pub usage: OaiUsage,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub timings: Option<OaiTimings>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct CompletionChoice {
+    pub index: u32,
+    pub text: String,
+    pub finish_reason: Option<String>,
+    pub logprobs: Option<Value>,
+}
+
+/// One chunk of a `/v1/completions` stream (OpenAI names it `text_completion` too).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct CompletionChunk {
+    pub id: String,
+    pub object: String,
+    pub created: u64,
+    pub model: String,
+    pub choices: Vec<CompletionChoice>,
+    /// Same three states as [`ChatCompletionChunk::usage`].
+    #[serde(default, skip_serializing_if = "Option::is_none", deserialize_with = "present")]
+    pub usage: Option<Option<OaiUsage>>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub timings: Option<OaiTimings>,
+}
+
+/// Keeps a present `null` apart from a missing key (serde folds both into `None` otherwise).
+fn present<'de, D, T>(d: D) -> Result<Option<Option<T>>, D::Error>
+where
+    D: Deserializer<'de>,
+    T: Deserialize<'de>,
+{
+    Option::<T>::deserialize(d).map(Some)
+}
+
+/// Body of `GET /v1/models`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ModelList {
+    pub object: String,
+    pub data: Vec<ModelObject>,
+}
+
+impl ModelList {
+    pub fn new(data: Vec<ModelObject>) -> Self {
+        Self { object: "list".into(), data }
+    }
+}
+
+/// One model. `extra` is flattened into the object so the server can add its own fields
+/// (`loaded`, `size_bytes`, …) next to OpenAI's.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ModelObject {
+    pub id: String,
+    pub object: String,
+    pub created: u64,
+    pub owned_by: String,
+    #[serde(flatten)]
+    pub extra: Map<String, Value>,
+}
+
+impl ModelObject {
+    pub fn new(id: impl Into<String>, created: u64, owned_by: impl Into<String>) -> Self {
+        Self { id: id.into(), object: "model".into(), created, owned_by: owned_by.into(), extra: Map::new() }
+    }
+}
+
+/// `finish_reason` for a neutral finish: OpenAI has no separate stop-sequence reason.
+pub fn finish_reason(f: &FinishReason) -> &'static str {
+    match f {
+        FinishReason::Stop | FinishReason::StopSequence(_) => "stop",
+        FinishReason::Length => "length",
+    }
+}
+
+/// The error body `{"error": {...}}` as parsed by clients (code is loose: servers differ).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ErrorResponse {
+    pub error: ErrorObject,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ErrorObject {
+    pub message: String,
+    #[serde(rename = "type")]
+    pub kind: String,
+    #[serde(default)]
+    pub param: Option<String>,
+    #[serde(default)]
+    pub code: Option<Value>,
+}
+
+/// OpenAI's `error.type` for each class.
+pub fn error_type(kind: ErrorKind) -> &'static str {
+    match kind {
+        ErrorKind::InvalidRequest | ErrorKind::PayloadTooLarge => "invalid_request_error",
+        ErrorKind::Authentication => "authentication_error",
+        ErrorKind::PermissionDenied => "permission_error",
+        ErrorKind::NotFound => "not_found_error",
+        ErrorKind::Overloaded => "rate_limit_error",
+        ErrorKind::Unavailable => "service_unavailable",
+        ErrorKind::Internal => "server_error",
+    }
+}
+
+/// OpenAI's `error.code`: a machine-readable detail where one is meaningful.
+pub fn error_code(kind: ErrorKind) -> Option<&'static str> {
+    match kind {
+        ErrorKind::InvalidRequest | ErrorKind::Internal => None,
+        ErrorKind::Authentication => Some("invalid_api_key"),
+        ErrorKind::PermissionDenied => Some("permission_denied"),
+        ErrorKind::NotFound => Some("not_found"),
+        ErrorKind::PayloadTooLarge => Some("request_too_large"),
+        ErrorKind::Overloaded => Some("rate_limit_exceeded"),
+        ErrorKind::Unavailable => Some("service_unavailable"),
+    }
+}
+
+/// `{"error": {"message", "type", "param": null, "code"}}` for an error of any class.
+pub fn error_body(err: &GenerateError) -> Value {
+    json!({
+        "error": {
+            "message": err.message,
+            "type": error_type(err.kind),
+            "param": null,
+            "code": error_code(err.kind),
+        }
+    })
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,78 @@
+//! The clap definitions: the one source of `--help`, `completions/` and `man/`.
+
+use std::path::PathBuf;
+
+use clap::{CommandFactory, Parser, Subcommand};
+use cortex_commands::{chat, models, pull, serve};
+
+/// cortex turns GPU and CPU hosts into one LLM service with OpenAI- and Anthropic-compatible
+/// APIs.
+#[derive(Debug, Parser)]
+#[command(name = "cortex", version, propagate_version = true, max_term_width = 100)]
+#[command(
+    after_help = "Start a neuron with `cortex serve`, then talk to it with `cortex chat helexa/small`.\nExit codes: 0 ok, 1 a failure you can fix, 2 an internal error."
+)]
+pub struct Cli {
+    /// More log output (-v info, -vv debug); RUST_LOG overrides
+    #[arg(short, long, action = clap::ArgAction::Count, global = true)]
+    pub verbose: u8,
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Run a neuron: the HTTP API on :31313 and metrics on :31314
+    Serve(serve::ServeArgs),
+    /// Ask a model something, or chat interactively
+    Chat(chat::ChatArgs),
+    /// List the models a neuron serves
+    Models(models::ModelsArgs),
+    /// Download a model into the models directory
+    Pull(pull::PullArgs),
+    /// Print a shell completion script
+    Completions {
+        /// Shell to complete for
+        shell: clap_complete::Shell,
+    },
+    /// Write man pages, one per subcommand
+    Man {
+        /// Directory to write the pages into
+        #[arg(long, value_name = "DIR", default_value = "man")]
+        dir: PathBuf,
+    },
+}
+
+pub fn init_tracing(cli: &Cli) {
+    // A neuron logs its work; a client command only says what went wrong.
+    let base = match (&cli.command, cli.verbose) {
+        (_, 2..) => "debug",
+        (Command::Serve(_), _) | (_, 1) => "info",
+        _ => "warn",
+    };
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(base));
+    use std::io::IsTerminal;
+    let colour = std::io::stderr().is_terminal() && std::env::var_os("NO_COLOR").is_none();
+    tracing_subscriber::fmt().with_env_filter(filter).with_ansi(colour).with_writer(std::io::stderr).init();
+}
+
+pub async fn dispatch(cli: Cli) -> anyhow::Result<()> {
+    match cli.command {
+        Command::Serve(args) => serve::run(args).await,
+        Command::Chat(args) => chat::run(args).await,
+        Command::Models(args) => models::run(args).await,
+        Command::Pull(args) => tokio::task::spawn_blocking(move || pull::run(args)).await?,
+        Command::Completions { shell } => {
+            clap_complete::generate(shell, &mut Cli::command(), "cortex", &mut std::io::stdout());
+            Ok(())
+        }
+        Command::Man { dir } => write_man(&dir),
+    }
+}
+
+fn write_man(dir: &std::path::Path) -> anyhow::Result<()> {
+    std::fs::create_dir_all(dir)?;
+    clap_mangen::generate_to(Cli::command(), dir)?;
+    Ok(())
+}

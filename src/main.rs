@@ -1,0 +1,26 @@
+//! The `cortex` binary: parses the command line, sets up tracing, dispatches to
+//! cortex-commands, and maps errors to exit codes (0 ok, 1 fixable, 2 internal).
+
+mod cli;
+
+use clap::Parser;
+use cortex_commands::error::{classify, ExitCode};
+
+fn main() -> std::process::ExitCode {
+    let cli = cli::Cli::parse();
+    cli::init_tracing(&cli);
+    let result = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+        Ok(rt) => rt.block_on(cli::dispatch(cli)),
+        Err(e) => Err(anyhow::Error::new(e).context("starting the async runtime")),
+    };
+    match result {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(e) => {
+            let code = classify(&e);
+            if code != ExitCode::Ok {
+                eprintln!("error: {e:#}");
+            }
+            std::process::ExitCode::from(code as u8)
+        }
+    }
+}
