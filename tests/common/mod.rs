@@ -1,0 +1,204 @@
+//! Test harness: real `cortex serve` processes on 127.0.0.1 with generated tiny models. A
+//! neuron's log is printed when the test that owns it fails.
+
+#![allow(dead_code)]
+
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use cortex_neuron::testutil::{write_tiny_llama, TinyLlama};
+
+pub fn cortex_bin() -> PathBuf {
+    PathBuf::from(env!("CARGO_BIN_EXE_cortex"))
+}
+
+/// A fresh directory under the target dir, removed at drop.
+pub struct TempDir(pub PathBuf);
+
+impl TempDir {
+    pub fn new(tag: &str) -> Self {
+        let p = std::env::temp_dir().join(format!("cortex-test-{tag}-{}-{}", std::process::id(), rand_suffix()));
+        std::fs::create_dir_all(&p).expect("create temp dir");
+        Self(p)
+    }
+    pub fn path(&self) -> &Path {
+        &self.0
+    }
+}
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+fn rand_suffix() -> u64 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.subsec_nanos() as u64).unwrap_or(0)
+}
+
+/// Writes the default tiny llama as `DIR/NAME.gguf`.
+pub fn tiny_model(dir: &Path, name: &str) -> PathBuf {
+    let path = dir.join(format!("{name}.gguf"));
+    write_tiny_llama(&path, TinyLlama::default()).expect("write tiny model");
+    path
+}
+
+/// A generated model big enough that a long generation takes seconds on a CPU, for tests that
+/// must act while a stream is still running.
+pub fn slow_model(dir: &Path, name: &str) -> PathBuf {
+    let path = dir.join(format!("{name}.gguf"));
+    let spec = TinyLlama {
+        embedding: 512,
+        feed_forward: 2048,
+        layers: 8,
+        heads: 8,
+        kv_heads: 4,
+        context: 2048,
+        ..TinyLlama::default()
+    };
+    write_tiny_llama(&path, spec).expect("write slow model");
+    path
+}
+
+pub struct Neuron {
+    child: Child,
+    pub http: String,
+    pub metrics: String,
+    log: Arc<Mutex<String>>,
+}
+
+impl Neuron {
+    /// Starts `cortex serve` on free ports with `models_dir` and extra arguments, and waits until
+    /// it listens.
+    pub fn start(models_dir: &Path, extra: &[&str]) -> Self {
+        let mut child = Command::new(cortex_bin())
+            .args(["serve", "--listen", "127.0.0.1:0", "--metrics-listen", "127.0.0.1:0", "--models-dir"])
+            .arg(models_dir)
+            .args(extra)
+            .env("RUST_LOG", "info")
+            .env("NO_COLOR", "1")
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("spawn cortex serve");
+        let stderr = child.stderr.take().expect("stderr");
+        let log = Arc::new(Mutex::new(String::new()));
+        let (tx, rx) = std::sync::mpsc::channel();
+        let sink = log.clone();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+                if let Some(rest) = line.split("neuron listening ").nth(1) {
+                    let field = |k: &str| rest.split_whitespace().find_map(|f| f.strip_prefix(k)).map(str::to_string);
+                    let _ = tx.send((field("http="), field("metrics=")));
+                }
+                let mut l = sink.lock().unwrap();
+                l.push_str(&line);
+                l.push('\n');
+            }
+        });
+        let (http, metrics) = match rx.recv_timeout(Duration::from_secs(60)) {
+            Ok((Some(h), Some(m))) => (h, m),
+            _ => {
+                let _ = child.kill();
+                panic!("neuron did not start:\n{}", log.lock().unwrap());
+            }
+        };
+        Self { child, http: format!("http://{http}"), metrics: format!("http://{metrics}"), log }
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        format!("{}{path}", self.http)
+    }
+
+    pub fn log(&self) -> String {
+        self.log.lock().unwrap().clone()
+    }
+
+    /// The value of a metric line (`name{labels}` exactly as exposed), summed over matches of
+    /// the given label fragments.
+    pub fn metric(&self, name: &str, labels: &[&str]) -> f64 {
+        let text = reqwest::blocking::get(format!("{}/metrics", self.metrics)).unwrap().text().unwrap();
+        text.lines()
+            .filter(|l| !l.starts_with('#'))
+            .filter(|l| l.starts_with(name) && l[name.len()..].starts_with(['{', ' ']))
+            .filter(|l| labels.iter().all(|f| l.contains(f)))
+            .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+            .sum()
+    }
+
+    /// Polls `cond` until it holds or `limit` passes (a liveness check, not a speed assertion).
+    pub fn eventually(&self, limit: Duration, mut cond: impl FnMut() -> bool) -> bool {
+        let end = Instant::now() + limit;
+        while Instant::now() < end {
+            if cond() {
+                return true;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        false
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// Sends SIGTERM and returns the exit status.
+    pub fn terminate(mut self) -> std::process::ExitStatus {
+        let _ = Command::new("kill").args(["-TERM", &self.child.id().to_string()]).status();
+        let end = Instant::now() + Duration::from_secs(60);
+        loop {
+            if let Ok(Some(status)) = self.child.try_wait() {
+                return status;
+            }
+            if Instant::now() > end {
+                let _ = self.child.kill();
+                panic!("neuron ignored SIGTERM:\n{}", self.log());
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+}
+
+impl Drop for Neuron {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        if std::thread::panicking() {
+            eprintln!("---- neuron log ----\n{}", self.log());
+        }
+    }
+}
+
+pub fn client() -> reqwest::blocking::Client {
+    reqwest::blocking::Client::builder().timeout(Duration::from_secs(120)).build().unwrap()
+}
+
+/// POSTs JSON and returns (status, body as JSON or Null).
+pub fn post(url: &str, body: &serde_json::Value) -> (u16, serde_json::Value) {
+    let resp = client().post(url).json(body).send().expect("request");
+    let status = resp.status().as_u16();
+    (status, resp.json().unwrap_or(serde_json::Value::Null))
+}
+
+/// Reads an SSE response into (event name, data) pairs.
+pub fn sse_events(resp: reqwest::blocking::Response) -> Vec<(Option<String>, String)> {
+    let text = resp.text().expect("stream body");
+    text.split("\n\n")
+        .filter(|b| !b.trim().is_empty())
+        .map(|block| {
+            let mut event = None;
+            let mut data = String::new();
+            for line in block.lines() {
+                if let Some(e) = line.strip_prefix("event: ") {
+                    event = Some(e.to_string());
+                } else if let Some(d) = line.strip_prefix("data: ") {
+                    data.push_str(d);
+                }
+            }
+            (event, data)
+        })
+        .collect()
+}

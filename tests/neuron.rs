@@ -1,0 +1,187 @@
+//! End-to-end behaviour of one neuron: real `cortex serve` processes with generated tiny
+//! models, driven over HTTP.
+
+mod common;
+
+use std::io::Read;
+use std::time::Duration;
+
+use common::{client, post, sse_events, tiny_model, Neuron, TempDir};
+use serde_json::{json, Value};
+
+fn chat(model: &str, max_tokens: u32, stream: bool) -> Value {
+    json!({
+        "model": model,
+        "messages": [{"role": "user", "content": "hello there"}],
+        "max_tokens": max_tokens,
+        "temperature": 0,
+        "stream": stream,
+        "stream_options": {"include_usage": true},
+    })
+}
+
+#[test]
+fn concurrent_streams_all_complete_with_usage() {
+    let dir = TempDir::new("concurrent");
+    tiny_model(dir.path(), "tiny");
+    let n = Neuron::start(dir.path(), &[]);
+    let url = n.url("/v1/chat/completions");
+    let handles: Vec<_> = (0..16)
+        .map(|i| {
+            let url = url.clone();
+            std::thread::spawn(move || {
+                let body = chat("tiny", 8 + i, true);
+                let resp = client().post(&url).json(&body).send().unwrap();
+                assert_eq!(resp.status(), 200);
+                let events = sse_events(resp);
+                assert_eq!(events.last().map(|e| e.1.as_str()), Some("[DONE]"));
+                let usage: Value = serde_json::from_str(&events[events.len() - 2].1).unwrap();
+                let text: String = events
+                    .iter()
+                    .filter_map(|(_, d)| serde_json::from_str::<Value>(d).ok())
+                    .filter_map(|c| c.pointer("/choices/0/delta/content").and_then(Value::as_str).map(str::to_string))
+                    .collect();
+                (i, usage["usage"].clone(), text)
+            })
+        })
+        .collect();
+    for h in handles {
+        let (i, usage, text) = h.join().unwrap();
+        // The tiny model never emits end-of-text, so each stream runs to its own max_tokens.
+        assert_eq!(usage["completion_tokens"], 8 + i, "request {i}: {usage}");
+        assert!(usage["prompt_tokens"].as_u64().unwrap() > 0);
+        assert!(!text.is_empty(), "request {i} streamed no text");
+    }
+    assert_eq!(n.metric("cortex_in_flight_requests", &[]), 0.0);
+    assert_eq!(n.metric("cortex_queue_depth", &[]), 0.0);
+    assert_eq!(n.metric("cortex_requests_total", &["status=\"200\""]), 16.0);
+    let expected: f64 = (0..16).map(|i| 8.0 + i as f64).sum();
+    assert_eq!(n.metric("cortex_completion_tokens_total", &[]), expected);
+}
+
+#[test]
+fn a_client_that_disconnects_stops_its_generation() {
+    let dir = TempDir::new("disconnect");
+    tiny_model(dir.path(), "tiny");
+    let n = Neuron::start(dir.path(), &[]);
+    let mut resp = client().post(n.url("/v1/chat/completions")).json(&chat("tiny", 400, true)).send().unwrap();
+    let mut buf = [0u8; 256];
+    let got = resp.read(&mut buf).unwrap();
+    assert!(got > 0, "the stream started");
+    drop(resp);
+    let stopped = n.eventually(Duration::from_secs(30), || n.metric("cortex_generations_cancelled_total", &[]) == 1.0);
+    assert!(stopped, "generation was not cancelled:\n{}", n.log());
+    assert!(n.eventually(Duration::from_secs(10), || n.metric("cortex_in_flight_requests", &[]) == 0.0));
+    // Stopped early: far fewer than the 400 tokens asked for were generated.
+    assert!(n.log().contains("client went away"), "{}", n.log());
+    assert_eq!(n.metric("cortex_completion_tokens_total", &[]), 0.0);
+}
+
+#[test]
+fn a_full_queue_answers_429_with_retry_after() {
+    let dir = TempDir::new("queue");
+    tiny_model(dir.path(), "tiny");
+    let cfg = dir.path().join("cortex.toml");
+    std::fs::write(&cfg, "[engine]\nmax_active = 1\nqueue_capacity = 0\n").unwrap();
+    let n = Neuron::start(dir.path(), &["--config", cfg.to_str().unwrap()]);
+    let url = n.url("/v1/chat/completions");
+    // Hold the only slot with a long generation, then ask again.
+    let mut long = client().post(&url).json(&chat("tiny", 480, true)).send().unwrap();
+    let mut buf = [0u8; 64];
+    assert!(long.read(&mut buf).unwrap() > 0);
+    let resp = client().post(&url).json(&chat("tiny", 4, false)).send().unwrap();
+    assert_eq!(resp.status(), 429);
+    assert_eq!(resp.headers().get("retry-after").and_then(|v| v.to_str().ok()), Some("1"));
+    let body: Value = resp.json().unwrap();
+    assert_eq!(body["error"]["type"], "rate_limit_error");
+    drop(long);
+    // Once the slot frees up the same request is served.
+    assert!(n.eventually(Duration::from_secs(30), || post(&url, &chat("tiny", 4, false)).0 == 200));
+}
+
+#[test]
+fn prompt_plus_max_tokens_over_the_context_is_a_clear_400() {
+    let dir = TempDir::new("context");
+    tiny_model(dir.path(), "tiny");
+    let n = Neuron::start(dir.path(), &[]);
+    // The tiny model's context is 512 tokens.
+    let (status, body) = post(&n.url("/v1/chat/completions"), &chat("tiny", 600, false));
+    assert_eq!(status, 400);
+    assert!(body["error"]["message"].as_str().unwrap().contains("context is 512 tokens"), "{body}");
+    let long = "word ".repeat(200);
+    let req = json!({"model": "tiny", "max_tokens": 10, "messages": [{"role": "user", "content": long}]});
+    let (status, body) = post(&n.url("/v1/messages"), &req);
+    assert_eq!(status, 400);
+    assert_eq!(body["type"], "error");
+    assert_eq!(body["error"]["type"], "invalid_request_error");
+    assert_eq!(client().get(n.url("/health")).send().unwrap().status(), 200);
+}
+
+#[test]
+fn same_seed_same_text_and_stop_strings_cut_cleanly() {
+    let dir = TempDir::new("seed");
+    tiny_model(dir.path(), "tiny");
+    let n = Neuron::start(dir.path(), &[]);
+    let url = n.url("/v1/chat/completions");
+    let sampled = |seed: u64| {
+        let mut req = chat("tiny", 24, false);
+        req["temperature"] = json!(1.0);
+        req["seed"] = json!(seed);
+        let (status, body) = post(&url, &req);
+        assert_eq!(status, 200, "{body}");
+        body["choices"][0]["message"]["content"].as_str().unwrap().to_string()
+    };
+    assert_eq!(sampled(11), sampled(11));
+    assert!((12..16).any(|s| sampled(s) != sampled(11)), "different seeds never changed the text");
+
+    // Greedy text, then the same request stopped at a piece from its middle.
+    let (_, body) = post(&url, &chat("tiny", 40, false));
+    let full = body["choices"][0]["message"]["content"].as_str().unwrap().to_string();
+    let chars: Vec<char> = full.chars().collect();
+    let stop: String = chars[chars.len() / 2..chars.len() / 2 + 2].iter().collect();
+    let before = &full[..full.find(&stop).unwrap()];
+    let mut req = chat("tiny", 40, true);
+    req["stop"] = json!([stop]);
+    let events = sse_events(client().post(&url).json(&req).send().unwrap());
+    let streamed: String = events
+        .iter()
+        .filter_map(|(_, d)| serde_json::from_str::<Value>(d).ok())
+        .filter_map(|c| c.pointer("/choices/0/delta/content").and_then(Value::as_str).map(str::to_string))
+        .collect();
+    assert_eq!(streamed, before, "stop {stop:?} in {full:?}");
+}
+
+#[test]
+fn a_corrupt_model_fails_its_requests_and_the_neuron_serves_the_others() {
+    let dir = TempDir::new("corrupt");
+    let good = tiny_model(dir.path(), "tiny");
+    let bytes = std::fs::read(&good).unwrap();
+    std::fs::write(dir.path().join("broken.gguf"), &bytes[..bytes.len() / 3]).unwrap();
+    let n = Neuron::start(dir.path(), &[]);
+    let (status, body) = post(&n.url("/v1/chat/completions"), &chat("broken", 4, false));
+    assert_eq!(status, 503, "{body}");
+    assert!(body["error"]["message"].as_str().unwrap().contains("failed to load"), "{body}");
+    let (status, _) = post(&n.url("/v1/chat/completions"), &chat("tiny", 4, false));
+    assert_eq!(status, 200);
+    let models: Value = client().get(n.url("/v1/models")).send().unwrap().json().unwrap();
+    let broken = models["data"].as_array().unwrap().iter().find(|m| m["id"] == "broken").unwrap();
+    assert_eq!(broken["loaded"], false);
+    assert!(broken["last_error"].as_str().is_some(), "{broken}");
+}
+
+#[test]
+fn sigterm_lets_a_running_stream_finish_then_exits_zero() {
+    let dir = TempDir::new("sigterm");
+    common::slow_model(dir.path(), "slow");
+    let n = Neuron::start(dir.path(), &[]);
+    let url = n.url("/v1/chat/completions");
+    let stream =
+        std::thread::spawn(move || sse_events(client().post(&url).json(&chat("slow", 200, true)).send().unwrap()));
+    assert!(n.eventually(Duration::from_secs(30), || n.metric("cortex_in_flight_requests", &[]) == 1.0));
+    let status = n.terminate();
+    assert!(status.success(), "exit status {status}");
+    let events = stream.join().unwrap();
+    assert_eq!(events.last().map(|e| e.1.as_str()), Some("[DONE]"), "the stream was cut off");
+    let usage: Value = serde_json::from_str(&events[events.len() - 2].1).unwrap();
+    assert_eq!(usage["usage"]["completion_tokens"], 200);
+}
