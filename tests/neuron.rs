@@ -185,3 +185,22 @@ fn sigterm_lets_a_running_stream_finish_then_exits_zero() {
     let usage: Value = serde_json::from_str(&events[events.len() - 2].1).unwrap();
     assert_eq!(usage["usage"]["completion_tokens"], 200);
 }
+
+#[test]
+fn safetensors_repositories_serve_llama_and_qwen3() {
+    use cortex_neuron::testutil::{write_tiny_safetensors, SafetensorsArch, TinyLlama};
+    let dir = TempDir::new("safetensors");
+    write_tiny_safetensors(&dir.path().join("tiny-llama-st"), SafetensorsArch::Llama, TinyLlama::default()).unwrap();
+    write_tiny_safetensors(&dir.path().join("tiny-qwen3-st"), SafetensorsArch::Qwen3, TinyLlama::default()).unwrap();
+    let n = Neuron::start(dir.path(), &[]);
+    for model in ["tiny-llama-st", "tiny-qwen3-st"] {
+        let (status, body) = post(&n.url("/v1/chat/completions"), &chat(model, 6, false));
+        assert_eq!(status, 200, "{model}: {body}");
+        assert_eq!(body["model"], model);
+        assert!(body["usage"]["completion_tokens"].as_u64().unwrap() >= 1, "{body}");
+    }
+    let models: Value = client().get(n.url("/v1/models")).send().unwrap().json().unwrap();
+    let format = |id: &str| models["data"].as_array().unwrap().iter().find(|m| m["id"] == id).map(|m| m["format"].clone());
+    assert_eq!(format("tiny-llama-st"), Some(json!("safetensors")));
+    assert_eq!(format("tiny-qwen3-st"), Some(json!("safetensors")));
+}

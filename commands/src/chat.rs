@@ -61,7 +61,7 @@ async fn connect(args: &ChatArgs) -> anyhow::Result<(Client, Option<Embedded>)> 
         if !dir.join(known.file).is_file() {
             eprintln!("cortex: {} is not in {} yet; pulling it", args.model, dir.display());
             let (model, d) = (args.model.clone(), dir.clone());
-            tokio::task::spawn_blocking(move || crate::pull::pull(&model, None, &d, false)).await??;
+            tokio::task::spawn_blocking(move || crate::pull::fetch(&model, None, &d, false)).await??;
         }
     }
     let mut config = Config::default();

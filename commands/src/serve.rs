@@ -24,6 +24,15 @@ pub struct ServeArgs {
     /// Also serve this GGUF file or safetensors directory (repeatable)
     #[arg(long = "model", short = 'm', value_name = "PATH")]
     pub models: Vec<PathBuf>,
+    /// models.toml with sources, priorities, pins, keep-alives and aliases
+    #[arg(long, value_name = "FILE")]
+    pub models_config: Option<PathBuf>,
+    /// Memory models may use on this node, e.g. 300MiB or 8GiB [default: 75% of RAM less 512MiB]
+    #[arg(long, value_name = "SIZE")]
+    pub memory_budget: Option<String>,
+    /// Which models to evict first when a load does not fit
+    #[arg(long, value_name = "POLICY", value_parser = ["lru", "priority"])]
+    pub eviction: Option<String>,
 }
 
 impl ServeArgs {
@@ -42,6 +51,16 @@ impl ServeArgs {
         if let Some(d) = &self.models_dir {
             config.models_dir = Some(d.clone());
         }
+        if let Some(f) = &self.models_config {
+            config.models_config = Some(f.clone());
+        }
+        if let Some(b) = &self.memory_budget {
+            config.memory.budget = Some(b.clone());
+        }
+        if let Some(e) = &self.eviction {
+            config.eviction.strategy = e.parse().map_err(crate::UserError)?;
+        }
+        config.memory_budget().map_err(|e| crate::UserError(format!("--memory-budget: {e}")))?;
         for m in &self.models {
             if !m.exists() {
                 return crate::error::user(format!("--model {}: no such file or directory", m.display()));

@@ -27,6 +27,38 @@ pub struct Config {
     /// Extra model files (GGUF) or safetensors directories.
     #[serde(default)]
     pub models: Vec<PathBuf>,
+    /// models.toml: models, sources, priorities, pins, aliases. Default: `models.toml` beside
+    /// the models directory when it exists, else the built-in catalogue.
+    pub models_config: Option<PathBuf>,
+    #[serde(default)]
+    pub memory: MemoryConfig,
+    #[serde(default)]
+    pub eviction: EvictionConfig,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct MemoryConfig {
+    /// Bytes models may use on this node ("300MiB", "8GiB"); default: `share` of RAM less
+    /// `reserve` (on a GPU node, the GPU's memory less `reserve`).
+    pub budget: Option<String>,
+    pub share: f64,
+    pub reserve: String,
+}
+
+impl Default for MemoryConfig {
+    fn default() -> Self {
+        Self { budget: None, share: crate::lifecycle::memory::DEFAULT_RAM_SHARE, reserve: "512MiB".into() }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize, Default)]
+#[serde(deny_unknown_fields, default)]
+pub struct EvictionConfig {
+    /// `lru` or `priority` (lowest priority first, then least recently used).
+    pub strategy: cortex_proto::eviction::Strategy,
+    /// After this many unloads, reload resident models to defragment memory (0: never).
+    pub defrag_after_cycles: u32,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -36,6 +68,8 @@ pub struct ServerConfig {
     pub metrics_listen: SocketAddr,
     /// Accepted API keys (`Authorization: Bearer` or `x-api-key`). Empty: no auth.
     pub api_keys: Vec<String>,
+    /// Keys that may also use the admin API (`/cortex/v1/...`); they work for inference too.
+    pub admin_keys: Vec<String>,
     pub max_body_bytes: usize,
     /// Seconds in-flight requests get to finish after SIGTERM.
     pub shutdown_grace_secs: u64,
@@ -47,6 +81,7 @@ impl Default for ServerConfig {
             listen: DEFAULT_LISTEN.parse().unwrap_or_else(|_| unreachable!()),
             metrics_listen: DEFAULT_METRICS_LISTEN.parse().unwrap_or_else(|_| unreachable!()),
             api_keys: Vec::new(),
+            admin_keys: Vec::new(),
             max_body_bytes: DEFAULT_MAX_BODY_BYTES,
             shutdown_grace_secs: DEFAULT_SHUTDOWN_GRACE.as_secs(),
         }
@@ -78,12 +113,44 @@ pub enum ConfigError {
     /// toml's message names the line, column and key.
     #[error("{path}: {message}")]
     Parse { path: PathBuf, message: String },
+    /// A value of the right type that makes no sense.
+    #[error("{0}")]
+    Invalid(String),
 }
 
 impl Config {
     pub fn from_file(path: &Path) -> Result<Self, ConfigError> {
         let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read { path: path.into(), source })?;
-        toml::from_str(&text).map_err(|e| ConfigError::Parse { path: path.into(), message: e.to_string() })
+        let config: Self =
+            toml::from_str(&text).map_err(|e| ConfigError::Parse { path: path.into(), message: e.to_string() })?;
+        config.memory_budget()?;
+        Ok(config)
+    }
+
+    /// (explicit budget, reserve) in bytes, checked.
+    pub fn memory_budget(&self) -> Result<(Option<u64>, u64), ConfigError> {
+        use crate::lifecycle::catalogue::parse_size;
+        let budget = match &self.memory.budget {
+            Some(b) => Some(parse_size(b).ok_or_else(|| {
+                ConfigError::Invalid(format!("memory.budget = {b:?} is not a size such as \"300MiB\""))
+            })?),
+            None => None,
+        };
+        let reserve = parse_size(&self.memory.reserve)
+            .ok_or_else(|| ConfigError::Invalid(format!("memory.reserve = {:?} is not a size", self.memory.reserve)))?;
+        if !(0.0..=1.0).contains(&self.memory.share) {
+            return Err(ConfigError::Invalid(format!("memory.share = {} must be between 0 and 1", self.memory.share)));
+        }
+        Ok((budget, reserve))
+    }
+
+    /// Admin keys from the file plus `CORTEX_ADMIN_KEYS`.
+    pub fn admin_keys(&self) -> Vec<String> {
+        let mut keys = self.server.admin_keys.clone();
+        if let Ok(env) = std::env::var("CORTEX_ADMIN_KEYS") {
+            keys.extend(env.split(',').map(str::trim).filter(|k| !k.is_empty()).map(str::to_string));
+        }
+        keys
     }
 
     /// API keys from the file plus `CORTEX_API_KEYS` (comma-separated).

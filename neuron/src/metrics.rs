@@ -24,6 +24,11 @@ pub struct Metrics {
     cancelled: IntCounterVec,
     pub loads: IntCounterVec,
     pub load_seconds: HistogramVec,
+    pub unloads: IntCounterVec,
+    pub evictions: IntCounterVec,
+    pub resident_bytes: IntGaugeVec,
+    pub budget_bytes: IntGaugeVec,
+    pub model_state: IntGaugeVec,
 }
 
 /// Per-model handles the generation thread updates.
@@ -99,6 +104,28 @@ impl Metrics {
             ),
             loads: reg(&r, counter("cortex_model_loads_total", "Model loads by outcome", &["model", "outcome"])),
             load_seconds: reg(&r, hist("cortex_model_load_seconds", "Model load duration", LOAD_BUCKETS, &["model"])),
+            unloads: reg(
+                &r,
+                counter(
+                    "cortex_model_unloads_total",
+                    "Model unloads by reason (request, memory, idle)",
+                    &["model", "reason"],
+                ),
+            ),
+            evictions: reg(
+                &r,
+                counter(
+                    "cortex_model_evictions_total",
+                    "Unloads the node decided on, by reason (memory, idle)",
+                    &["model", "reason"],
+                ),
+            ),
+            resident_bytes: reg(
+                &r,
+                gauge("cortex_resident_bytes", "Estimated bytes held by loaded and loading models", &["device"]),
+            ),
+            budget_bytes: reg(&r, gauge("cortex_memory_budget_bytes", "Bytes models may use", &["device"])),
+            model_state: reg(&r, gauge("cortex_model_state", "1 for the state each model is in", &["model", "state"])),
             registry: r,
         }
     }

@@ -7,13 +7,13 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
-use cortex_proto::catalogue::Aliases;
 use tokio::net::TcpListener;
 
 use crate::config::Config;
 use crate::engine::{scheduler::SchedulerConfig, EngineOptions};
 use crate::gateway::{self, AppState};
-use crate::lifecycle::Models;
+use crate::lifecycle::catalogue::ModelsFile;
+use crate::lifecycle::{memory, LifecycleConfig, Models};
 use crate::metrics::Metrics;
 
 #[derive(Debug, thiserror::Error)]
@@ -23,6 +23,9 @@ pub enum ServeError {
     Bind { addr: SocketAddr, source: std::io::Error },
     #[error("server failed: {0}")]
     Serve(std::io::Error),
+    /// cortex.toml or models.toml is invalid; every problem is listed.
+    #[error("invalid configuration:\n  {}", .0.join("\n  "))]
+    Config(Vec<String>),
 }
 
 /// A neuron with its sockets bound, ready to run.
@@ -51,18 +54,45 @@ impl Neuron {
             },
             ..EngineOptions::default()
         };
-        let mut models: Vec<PathBuf> = config.models.clone();
-        models.extend_from_slice(extra_models);
-        let dir = config.models_dir();
-        let models = Models::discover(&dir, &models, Aliases::builtin(), opts, metrics.clone());
-        let keys = config.api_keys();
+        let mut extra: Vec<PathBuf> = config.models.clone();
+        extra.extend_from_slice(extra_models);
+        let models_dir = config.models_dir();
+        let models_file = config.models_config.clone().or_else(|| {
+            let beside = models_dir.parent().map(|p| p.join("models.toml"))?;
+            beside.is_file().then_some(beside)
+        });
+        let file = match &models_file {
+            Some(path) => ModelsFile::load(path).map_err(ServeError::Config)?,
+            None => ModelsFile::builtin(),
+        };
+        let (budget, reserve) = config.memory_budget().map_err(|e| ServeError::Config(vec![e.to_string()]))?;
+        let device = memory::cpu_device(budget, config.memory.share, reserve);
+        tracing::info!(device = %device.name, budget_mib = device.budget_bytes >> 20, total_mib = device.total_bytes >> 20, "memory budget");
+        let lifecycle = LifecycleConfig {
+            models_dir,
+            extra,
+            file,
+            strategy: config.eviction.strategy,
+            device,
+            defrag_after_cycles: config.eviction.defrag_after_cycles,
+            engine: opts,
+        };
+        let models = Models::new(lifecycle, metrics.clone());
+        let mut keys = config.api_keys();
+        let admin_keys = config.admin_keys();
+        keys.extend(admin_keys.iter().cloned());
         let http = bind(config.server.listen).await?;
         let metrics_listener = bind(config.server.metrics_listen).await?;
         if keys.is_empty() && !config.server.listen.ip().is_loopback() {
             tracing::warn!(listen = %config.server.listen, "listening beyond loopback without API keys: anyone who can reach this port can use it (set server.api_keys or CORTEX_API_KEYS)");
         }
         Ok(Self {
-            state: AppState { models: Arc::new(models), metrics, api_keys: Arc::new(keys) },
+            state: AppState {
+                models: Arc::new(models),
+                metrics,
+                api_keys: Arc::new(keys),
+                admin_keys: Arc::new(admin_keys),
+            },
             http,
             metrics: metrics_listener,
             max_body_bytes: config.server.max_body_bytes,
@@ -85,6 +115,7 @@ impl Neuron {
         let app = gateway::router(self.state.clone(), self.max_body_bytes);
         let metrics_app = gateway::metrics_router(self.state.metrics.clone());
         tracing::info!(http = %self.http_addr(), metrics = %self.metrics_addr(), "neuron listening");
+        let reaper = tokio::spawn(self.state.models.clone().run_reaper());
         let metrics_task = tokio::spawn(async move {
             let _ = axum::serve(self.metrics, metrics_app).await;
         });
@@ -114,6 +145,7 @@ impl Neuron {
         };
         signal.abort();
         metrics_task.abort();
+        reaper.abort();
         result
     }
 }

@@ -151,3 +151,85 @@ pub fn write_tiny_llama(path: &Path, spec: TinyLlama) -> Result<(), EngineError>
     std::fs::rename(&tmp, path).map_err(|e| EngineError::io(path, e))?;
     Ok(())
 }
+
+/// Architectures a generated safetensors repository can take.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SafetensorsArch {
+    Llama,
+    Qwen3,
+}
+
+/// Writes a random safetensors repository (config.json, tokenizer.json, tokenizer_config.json,
+/// model.safetensors) into `dir`, with the same vocabulary and template as the tiny GGUF.
+pub fn write_tiny_safetensors(dir: &Path, arch: SafetensorsArch, spec: TinyLlama) -> Result<(), EngineError> {
+    std::fs::create_dir_all(dir).map_err(|e| EngineError::io(dir, e))?;
+    // The tokenizer: built from a tiny GGUF's metadata exactly as a GGUF model's would be.
+    let gguf = dir.join("tokenizer-source.gguf");
+    write_tiny_llama(&gguf, TinyLlama { layers: 1, ..spec })?;
+    let content = gguf_file::Content::read(&mut std::fs::File::open(&gguf).map_err(|e| EngineError::io(&gguf, e))?)?;
+    let tok = crate::engine::tokenizer::TextTokenizer::from_gguf(&content)?;
+    std::fs::remove_file(&gguf).map_err(|e| EngineError::io(&gguf, e))?;
+    let tok_path = dir.join("tokenizer.json");
+    tok.inner().save(&tok_path, false).map_err(|e| EngineError::Tokenizer(e.to_string()))?;
+    let n_vocab = tok.vocab_size();
+
+    let mut rng = rand::rngs::StdRng::seed_from_u64(spec.seed);
+    let (d, ff) = (spec.embedding, spec.feed_forward);
+    let head_dim = d / spec.heads;
+    let kv = head_dim * spec.kv_heads;
+    let s = 1.0 / (d as f32).sqrt();
+    let ones = |n: usize| Tensor::ones((n,), candle_core::DType::F32, &Device::Cpu);
+    let mut t = std::collections::HashMap::new();
+    t.insert("model.embed_tokens.weight".to_string(), random(&mut rng, (n_vocab, d), 1.0)?);
+    t.insert("lm_head.weight".to_string(), random(&mut rng, (n_vocab, d), 1.0)?);
+    t.insert("model.norm.weight".to_string(), ones(d)?);
+    for l in 0..spec.layers {
+        let p = format!("model.layers.{l}");
+        t.insert(format!("{p}.input_layernorm.weight"), ones(d)?);
+        t.insert(format!("{p}.post_attention_layernorm.weight"), ones(d)?);
+        t.insert(format!("{p}.self_attn.q_proj.weight"), random(&mut rng, (d, d), s)?);
+        t.insert(format!("{p}.self_attn.k_proj.weight"), random(&mut rng, (kv, d), s)?);
+        t.insert(format!("{p}.self_attn.v_proj.weight"), random(&mut rng, (kv, d), s)?);
+        t.insert(format!("{p}.self_attn.o_proj.weight"), random(&mut rng, (d, d), s)?);
+        t.insert(format!("{p}.mlp.gate_proj.weight"), random(&mut rng, (ff, d), s)?);
+        t.insert(format!("{p}.mlp.up_proj.weight"), random(&mut rng, (ff, d), s)?);
+        t.insert(format!("{p}.mlp.down_proj.weight"), random(&mut rng, (d, ff), s)?);
+        if arch == SafetensorsArch::Qwen3 {
+            t.insert(format!("{p}.self_attn.q_norm.weight"), ones(head_dim)?);
+            t.insert(format!("{p}.self_attn.k_norm.weight"), ones(head_dim)?);
+        }
+    }
+    candle_core::safetensors::save(&t, dir.join("model.safetensors"))?;
+    let eos = tok.eos.first().copied().unwrap_or(0);
+    let config = serde_json::json!({
+        "model_type": match arch { SafetensorsArch::Llama => "llama", SafetensorsArch::Qwen3 => "qwen3" },
+        "vocab_size": n_vocab,
+        "hidden_size": d,
+        "intermediate_size": ff,
+        "num_hidden_layers": spec.layers,
+        "num_attention_heads": spec.heads,
+        "num_key_value_heads": spec.kv_heads,
+        "head_dim": head_dim,
+        "max_position_embeddings": spec.context,
+        "rms_norm_eps": 1e-5,
+        "rope_theta": 10000.0,
+        "tie_word_embeddings": false,
+        "attention_bias": false,
+        "sliding_window": null,
+        "max_window_layers": spec.layers,
+        "use_sliding_window": false,
+        "hidden_act": "silu",
+        "eos_token_id": eos,
+    });
+    let tc = serde_json::json!({
+        "bos_token": "<|im_start|>",
+        "eos_token": "<|im_end|>",
+        "add_bos_token": false,
+        "chat_template": CHATML,
+    });
+    for (name, v) in [("config.json", config), ("tokenizer_config.json", tc)] {
+        let p = dir.join(name);
+        std::fs::write(&p, serde_json::to_vec_pretty(&v).unwrap_or_default()).map_err(|e| EngineError::io(&p, e))?;
+    }
+    Ok(())
+}

@@ -221,6 +221,7 @@ pub fn error_type(kind: ErrorKind) -> &'static str {
         ErrorKind::Authentication => "authentication_error",
         ErrorKind::PermissionDenied => "permission_error",
         ErrorKind::NotFound => "not_found_error",
+        ErrorKind::Conflict => "invalid_request_error",
         ErrorKind::PayloadTooLarge => "request_too_large",
         ErrorKind::Overloaded => "rate_limit_error",
         ErrorKind::Unavailable => "overloaded_error",

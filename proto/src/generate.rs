@@ -135,6 +135,8 @@ pub enum ErrorKind {
     PermissionDenied,
     /// No such model (404).
     NotFound,
+    /// The request conflicts with the model's state, e.g. unloading one that is serving (409).
+    Conflict,
     /// Body too large (413).
     PayloadTooLarge,
     /// The queue is full (429).
@@ -152,6 +154,7 @@ impl ErrorKind {
             ErrorKind::Authentication => 401,
             ErrorKind::PermissionDenied => 403,
             ErrorKind::NotFound => 404,
+            ErrorKind::Conflict => 409,
             ErrorKind::PayloadTooLarge => 413,
             ErrorKind::Overloaded => 429,
             ErrorKind::Unavailable => 503,

@@ -5,6 +5,7 @@
 
 pub mod anthropic;
 pub mod catalogue;
+pub mod eviction;
 pub mod generate;
 pub mod openai;
 pub mod translate;

@@ -383,7 +383,7 @@ pub struct ErrorObject {
 /// OpenAI's `error.type` for each class.
 pub fn error_type(kind: ErrorKind) -> &'static str {
     match kind {
-        ErrorKind::InvalidRequest | ErrorKind::PayloadTooLarge => "invalid_request_error",
+        ErrorKind::InvalidRequest | ErrorKind::PayloadTooLarge | ErrorKind::Conflict => "invalid_request_error",
         ErrorKind::Authentication => "authentication_error",
         ErrorKind::PermissionDenied => "permission_error",
         ErrorKind::NotFound => "not_found_error",
@@ -401,6 +401,7 @@ pub fn error_code(kind: ErrorKind) -> Option<&'static str> {
         ErrorKind::PermissionDenied => Some("permission_denied"),
         ErrorKind::NotFound => Some("not_found"),
         ErrorKind::PayloadTooLarge => Some("request_too_large"),
+        ErrorKind::Conflict => Some("conflict"),
         ErrorKind::Overloaded => Some("rate_limit_exceeded"),
         ErrorKind::Unavailable => Some("service_unavailable"),
     }

@@ -76,7 +76,7 @@ class Neuron:
         for var in ("CORTEX_CONFIG", "CORTEX_API_KEYS", "CORTEX_HOME"):
             env.pop(var, None)
         env["NO_COLOR"] = "1"
-        self._log = open(self.log_path, "wb")
+        self._log = open(self.log_path, "wb")  # noqa: SIM115 (closed in stop())
         self.proc = subprocess.Popen(
             args, stdin=subprocess.DEVNULL, stdout=self._log, stderr=subprocess.STDOUT, env=env, cwd=workdir
         )

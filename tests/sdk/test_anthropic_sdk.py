@@ -6,7 +6,6 @@ import json
 
 import anthropic
 import pytest
-
 from conftest import (
     ALIAS,
     API_KEY,
@@ -20,11 +19,13 @@ from conftest import (
 )
 
 USER = [{"role": "user", "content": QUESTION}]
+# anthropic>=2 no longer takes `temperature` as a keyword; the API still accepts the field.
+GREEDY = {"extra_body": {"temperature": 0}}
 
 
 def paris(anth: anthropic.Anthropic, system=SYSTEM, **kw):
     kw.setdefault("max_tokens", 64)
-    return anth.messages.create(model=ALIAS, system=system, messages=USER, temperature=0, **kw)
+    return anth.messages.create(model=ALIAS, system=system, messages=USER, **GREEDY, **kw)
 
 
 def text_of(msg) -> str:
@@ -47,7 +48,7 @@ def test_messages_greedy_answers_paris(anth):
 
 
 def test_messages_model_by_full_id(anth):
-    m = anth.messages.create(model=MODEL_ID, system=SYSTEM, messages=USER, temperature=0, max_tokens=64)
+    m = anth.messages.create(model=MODEL_ID, system=SYSTEM, messages=USER, max_tokens=64, **GREEDY)
     assert m.model == MODEL_ID
     assert text_of(m) == PARIS_ANSWER
 
@@ -74,7 +75,7 @@ def test_max_tokens_reached(anth):
 
 def test_stream_matches_non_stream(anth):
     expected = text_of(paris(anth))
-    with anth.messages.stream(model=ALIAS, system=SYSTEM, messages=USER, temperature=0, max_tokens=64) as stream:
+    with anth.messages.stream(model=ALIAS, system=SYSTEM, messages=USER, max_tokens=64, **GREEDY) as stream:
         text = "".join(stream.text_stream)
         final = stream.get_final_message()
     assert text == expected
@@ -86,7 +87,7 @@ def test_stream_matches_non_stream(anth):
 
 def test_stream_stop_sequence(anth):
     with anth.messages.stream(
-        model=ALIAS, system=SYSTEM, messages=USER, temperature=0, max_tokens=64, stop_sequences=["Paris"]
+        model=ALIAS, system=SYSTEM, messages=USER, max_tokens=64, stop_sequences=["Paris"], **GREEDY
     ) as stream:
         text = "".join(stream.text_stream)
         final = stream.get_final_message()

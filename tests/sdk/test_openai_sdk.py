@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import openai
 import pytest
-
 from conftest import (
     ALIAS,
     API_KEY,
@@ -111,19 +110,24 @@ POEM = [{"role": "user", "content": "Write a short poem about the sea."}]
 
 
 def sampled(oai, seed: int) -> str:
-    r = oai.chat.completions.create(model=ALIAS, messages=POEM, temperature=1.0, max_tokens=24, seed=seed)
+    r = oai.chat.completions.create(model=ALIAS, messages=POEM, temperature=1.0, max_tokens=16, seed=seed)
     return r.choices[0].message.content
 
 
 def test_same_seed_same_text(oai):
-    for seed in (7, 1234):
-        assert sampled(oai, seed) == sampled(oai, seed)
+    first = sampled(oai, 1234)
+    assert first
+    assert sampled(oai, 1234) == first
 
 
 def test_different_seeds_differ(oai):
-    pairs = [(1, 2), (3, 4), (5, 6)]
-    texts = [(sampled(oai, a), sampled(oai, b)) for a, b in pairs]
-    assert any(a != b for a, b in texts), f"every seed pair gave the same text: {texts}"
+    # Any one pair could collide by chance; three all colliding means the seed is ignored.
+    seen = []
+    for a, b in [(1, 2), (3, 4), (5, 6)]:
+        seen.append((sampled(oai, a), sampled(oai, b)))
+        if seen[-1][0] != seen[-1][1]:
+            return
+    pytest.fail(f"every seed pair gave the same text: {seen}")
 
 
 # ---------------------------------------------------------------------------------------------

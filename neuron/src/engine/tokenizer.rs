@@ -240,6 +240,11 @@ impl TextTokenizer {
         self.inner.decode(ids, true).map_err(tk_err)
     }
 
+    /// The underlying Hugging Face tokenizer (e.g. to save it as tokenizer.json).
+    pub fn inner(&self) -> &Tokenizer {
+        &self.inner
+    }
+
     pub fn vocab_size(&self) -> usize {
         self.inner.get_vocab_size(true)
     }

@@ -11,6 +11,7 @@ use axum::extract::State;
 use axum::http::{header, HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
+use cortex_proto::eviction::KeepAlive;
 use cortex_proto::generate::{ErrorKind, Event, GenerateError, GenerateRequest};
 use cortex_proto::translate::{self, AnthropicStream, Collected, OpenAiChatStream, OpenAiCompletionStream, SseFrame};
 use cortex_proto::{anthropic, openai};
@@ -18,6 +19,7 @@ use serde::de::DeserializeOwned;
 use tokio::sync::mpsc::UnboundedReceiver;
 
 use super::{ApiError, AppState, Dialect};
+use crate::lifecycle::Lease;
 use crate::metrics::Metrics;
 
 /// A streaming renderer for one dialect.
@@ -94,8 +96,10 @@ fn parse<T: DeserializeOwned>(
     serde_json::from_slice(&bytes).map_err(|e| ApiError::from_json(d, e))
 }
 
-/// Records one request's outcome in the metrics exactly once.
+/// Records one request's outcome in the metrics exactly once, and holds the model's lease for
+/// as long as the response lives.
 struct Observer {
+    _lease: Lease,
     metrics: Metrics,
     model: String,
     api: &'static str,
@@ -145,12 +149,16 @@ async fn generate(
     route: Route,
     asked: &str,
     stream: bool,
+    keep_alive: Option<&serde_json::Value>,
     make: impl FnOnce(String, String) -> Result<GenerateRequest, GenerateError>,
 ) -> Result<Response, ApiError> {
     let d = route.dialect();
     let api_err = |error| ApiError { dialect: d, error };
     let start = Instant::now();
-    let model = st.models.get(asked).await.map_err(api_err)?;
+    let keep_alive =
+        keep_alive.map(KeepAlive::parse).transpose().map_err(|e| ApiError::new(d, ErrorKind::InvalidRequest, e))?;
+    let lease = st.models.acquire(asked, keep_alive).await.map_err(api_err)?;
+    let model = lease.model.clone();
     let id = new_id(route.id_prefix());
     let req = make(id.clone(), model.id.clone()).map_err(api_err)?;
     let (m, r) = (model.clone(), req.clone());
@@ -159,8 +167,14 @@ async fn generate(
         .map_err(|e| ApiError::new(d, ErrorKind::Internal, format!("tokenizer task failed: {e}")))?
         .map_err(api_err)?;
     let rx = model.submit(&req, prepared).map_err(api_err)?;
-    let mut obs =
-        Observer { metrics: st.metrics.clone(), model: model.id.clone(), api: route.label(), start, recorded: false };
+    let mut obs = Observer {
+        _lease: lease,
+        metrics: st.metrics.clone(),
+        model: model.id.clone(),
+        api: route.label(),
+        start,
+        recorded: false,
+    };
     let created = unix_now();
     if stream {
         let render: Box<dyn Render> = match route {
@@ -248,8 +262,10 @@ pub async fn chat_completions(
         Err(e) => return finish(&st, route, "", Err(e)),
     };
     let route = Route::Chat { include_usage: req.include_usage() };
-    let res =
-        generate(&st, route, &req.model, req.is_stream(), |id, model| translate::chat_request(&req, id, model)).await;
+    let res = generate(&st, route, &req.model, req.is_stream(), req.keep_alive.as_ref(), |id, model| {
+        translate::chat_request(&req, id, model)
+    })
+    .await;
     finish(&st, route, &req.model, res)
 }
 
@@ -264,9 +280,10 @@ pub async fn completions(
         Err(e) => return finish(&st, route, "", Err(e)),
     };
     let route = Route::Completion { include_usage: req.include_usage() };
-    let res =
-        generate(&st, route, &req.model, req.is_stream(), |id, model| translate::completion_request(&req, id, model))
-            .await;
+    let res = generate(&st, route, &req.model, req.is_stream(), req.keep_alive.as_ref(), |id, model| {
+        translate::completion_request(&req, id, model)
+    })
+    .await;
     finish(&st, route, &req.model, res)
 }
 
@@ -276,9 +293,10 @@ pub async fn messages(State(st): State<AppState>, headers: HeaderMap, body: Resu
         Ok(r) => r,
         Err(e) => return finish(&st, route, "", Err(e)),
     };
-    let res =
-        generate(&st, route, &req.model, req.is_stream(), |id, model| translate::messages_request(&req, id, model))
-            .await;
+    let res = generate(&st, route, &req.model, req.is_stream(), req.keep_alive.as_ref(), |id, model| {
+        translate::messages_request(&req, id, model)
+    })
+    .await;
     finish(&st, route, &req.model, res)
 }
 
@@ -292,8 +310,8 @@ pub async fn count_tokens(
         let req: anthropic::CountTokensRequest = parse(&st, &headers, body, d)?;
         let api_err = |error| ApiError { dialect: d, error };
         let prompt = translate::count_tokens_prompt(&req).map_err(api_err)?;
-        let model = st.models.get(&req.model).await.map_err(api_err)?;
-        let n = tokio::task::spawn_blocking(move || model.tokenize(&prompt))
+        let lease = st.models.acquire(&req.model, None).await.map_err(api_err)?;
+        let n = tokio::task::spawn_blocking(move || lease.model.tokenize(&prompt))
             .await
             .map_err(|e| ApiError::new(d, ErrorKind::Internal, format!("tokenizer task failed: {e}")))?
             .map_err(api_err)?

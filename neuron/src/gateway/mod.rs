@@ -1,6 +1,7 @@
 //! axum routes: OpenAI (`/v1/chat/completions`, `/v1/completions`, `/v1/models`), Anthropic
 //! (`/v1/messages`, `/v1/messages/count_tokens`), `/health`, and the metrics listener.
 
+mod admin;
 mod error;
 mod inference;
 
@@ -16,7 +17,7 @@ use cortex_proto::openai::{ModelList, ModelObject};
 
 pub use error::{ApiError, Dialect};
 
-use crate::lifecycle::{Models, SlotView};
+use crate::lifecycle::{self, ModelStatus, Models};
 use crate::metrics::Metrics;
 
 /// What every handler shares.
@@ -24,12 +25,31 @@ use crate::metrics::Metrics;
 pub struct AppState {
     pub models: Arc<Models>,
     pub metrics: Metrics,
+    /// Every accepted key, admin keys included.
     pub api_keys: Arc<Vec<String>>,
+    /// Keys allowed on `/cortex/v1/...`; empty means every API key is.
+    pub admin_keys: Arc<Vec<String>>,
 }
 
 impl AppState {
     /// Checks `Authorization: Bearer KEY` or `x-api-key: KEY` when keys are configured.
     pub fn authorize(&self, headers: &HeaderMap, dialect: Dialect) -> Result<(), ApiError> {
+        self.check_key(headers, dialect, &self.api_keys)
+    }
+
+    /// Admin routes: a key from `admin_keys` (or any key when no admin keys are set); a valid
+    /// inference-only key gets 403.
+    pub fn authorize_admin(&self, headers: &HeaderMap) -> Result<(), ApiError> {
+        let d = Dialect::OpenAi;
+        if self.admin_keys.is_empty() {
+            return self.authorize(headers, d);
+        }
+        self.check_key(headers, d, &self.api_keys)?;
+        self.check_key(headers, d, &self.admin_keys)
+            .map_err(|_| ApiError::new(d, ErrorKind::PermissionDenied, "this key may not use the admin API"))
+    }
+
+    fn check_key(&self, headers: &HeaderMap, dialect: Dialect, keys: &[String]) -> Result<(), ApiError> {
         if self.api_keys.is_empty() {
             return Ok(());
         }
@@ -42,7 +62,7 @@ impl AppState {
         if presented
             .iter()
             .flatten()
-            .any(|k| self.api_keys.iter().any(|good| constant_time_eq(good.as_bytes(), k.trim().as_bytes())))
+            .any(|k| keys.iter().any(|good| constant_time_eq(good.as_bytes(), k.trim().as_bytes())))
         {
             return Ok(());
         }
@@ -69,6 +89,11 @@ pub fn router(state: AppState, max_body_bytes: usize) -> Router {
         .route("/v1/completions", post(inference::completions))
         .route("/v1/messages", post(inference::messages))
         .route("/v1/messages/count_tokens", post(inference::count_tokens))
+        .route("/cortex/v1/status", get(admin::status))
+        .route("/cortex/v1/load", post(admin::load))
+        .route("/cortex/v1/unload", post(admin::unload))
+        .route("/cortex/v1/pin", post(admin::pin))
+        .route("/cortex/v1/unpin", post(admin::unpin))
         .fallback(not_found)
         .layer(DefaultBodyLimit::max(max_body_bytes))
         .with_state(state)
@@ -93,15 +118,18 @@ async fn not_found() -> ApiError {
     ApiError::new(Dialect::OpenAi, ErrorKind::NotFound, "no such route")
 }
 
-fn model_object(id: &str, v: &SlotView, alias_of: Option<&str>) -> ModelObject {
+fn model_object(id: &str, v: &ModelStatus, alias_of: Option<&str>) -> ModelObject {
     let mut extra = serde_json::Map::new();
-    extra.insert("loaded".into(), v.loaded.into());
+    extra.insert("loaded".into(), (v.state == lifecycle::State::Ready).into());
+    extra.insert("state".into(), v.state.as_str().into());
+    extra.insert("pinned".into(), v.pinned.into());
+    extra.insert("on_disk".into(), v.on_disk.into());
     extra.insert("size_bytes".into(), v.size_bytes.into());
     extra.insert("format".into(), v.format.into());
     if let Some(target) = alias_of {
         extra.insert("alias_of".into(), target.into());
     }
-    if let Some(err) = &v.last_error {
+    if let Some(err) = &v.error {
         extra.insert("last_error".into(), err.as_str().into());
     }
     ModelObject { id: id.to_string(), object: "model".into(), created: v.created, owned_by: "cortex".into(), extra }
@@ -109,7 +137,7 @@ fn model_object(id: &str, v: &SlotView, alias_of: Option<&str>) -> ModelObject {
 
 /// Models on this node, then each alias whose target is here, mirroring its target.
 fn all_models(models: &Models) -> Vec<ModelObject> {
-    let views = models.views();
+    let views = models.status().models;
     let mut out: Vec<ModelObject> = views.iter().map(|v| model_object(&v.id, v, None)).collect();
     for (alias, target) in models.aliases().iter() {
         let resolved = models.aliases().resolve(target);

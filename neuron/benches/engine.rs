@@ -1,0 +1,87 @@
+//! Engine benchmark in llama-bench's terms: load time, prefill (pp64, pp512) and decode (tg128)
+//! tokens per second on one GGUF file, plus the batching question: what a quantized matmul
+//! costs for 1, 4 and 8 rows (decode steps of concurrent sequences batched together).
+//!
+//! `CORTEX_BENCH_MODEL=path.gguf cargo bench -p cortex-neuron --bench engine`
+//! (default: models/SmolLM2-135M-Instruct.Q4_1.gguf). bench/vs-llama-cpp runs it beside
+//! llama-bench on the same file.
+
+use std::path::PathBuf;
+use std::time::Instant;
+
+use candle_core::quantized::{gguf_file, QMatMul};
+use candle_core::{Device, Module, Tensor};
+use cortex_neuron::engine::model::ModelWeights;
+
+const REPS: usize = 3;
+
+fn median(mut v: Vec<f64>) -> f64 {
+    v.sort_by(f64::total_cmp);
+    v[v.len() / 2]
+}
+
+fn main() -> Result<(), Box<dyn std::error::Error>> {
+    let path = std::env::var_os("CORTEX_BENCH_MODEL")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../models/SmolLM2-135M-Instruct.Q4_1.gguf"));
+    let threads = candle_core::utils::get_num_threads();
+    println!("model: {}  threads: {threads}", path.display());
+
+    let t0 = Instant::now();
+    let content = gguf_file::Content::read(&mut std::fs::File::open(&path)?)?;
+    let weights = ModelWeights::from_gguf(&path, content, &Device::Cpu, 4096)?;
+    println!("load: {:.3} s", t0.elapsed().as_secs_f64());
+
+    let vocab = 1000u32;
+    for n in [64usize, 512] {
+        let prompt: Vec<u32> = (0..n as u32).map(|i| (i * 7919) % vocab + 100).collect();
+        let rates = (0..REPS)
+            .map(|_| {
+                let mut seq = weights.new_sequence().expect("sequence");
+                let t = Instant::now();
+                seq.forward(&prompt, 0).expect("prefill");
+                n as f64 / t.elapsed().as_secs_f64()
+            })
+            .collect();
+        println!("pp{n}: {:.1} tok/s", median(rates));
+    }
+    let rates = (0..REPS)
+        .map(|_| {
+            let mut seq = weights.new_sequence().expect("sequence");
+            seq.forward(&[100], 0).expect("first");
+            let t = Instant::now();
+            for pos in 1..=128 {
+                seq.forward(&[(pos as u32 * 31) % vocab + 100], pos).expect("decode");
+            }
+            128.0 / t.elapsed().as_secs_f64()
+        })
+        .collect();
+    println!("tg128: {:.1} tok/s", median(rates));
+
+    // Batching: the FFN up-projection of layer 0 with 1, 4 and 8 activation rows.
+    let mut file = std::fs::File::open(&path)?;
+    let content = gguf_file::Content::read(&mut file)?;
+    let w = content.tensor(&mut file, "blk.0.ffn_up.weight", &Device::Cpu)?;
+    let (_, k) = w.shape().dims2()?;
+    let mm = QMatMul::from_qtensor(w)?;
+    let mut per_row = Vec::new();
+    for rows in [1usize, 4, 8] {
+        let x = Tensor::randn(0f32, 1.0, (rows, k), &Device::Cpu)?;
+        let iters = 200;
+        let t = Instant::now();
+        for _ in 0..iters {
+            mm.forward(&x)?;
+        }
+        let us = t.elapsed().as_secs_f64() * 1e6 / iters as f64;
+        per_row.push((rows, us));
+    }
+    let base = per_row[0].1;
+    for (rows, us) in per_row {
+        println!(
+            "matmul ffn_up x{rows}: {us:.1} µs ({:.2}x one row, {:.2}x per row)",
+            us / base,
+            us / base / rows as f64
+        );
+    }
+    Ok(())
+}

@@ -1,0 +1,282 @@
+//! `models.toml`: the models this node may serve (where each comes from, what it costs, how
+//! long it stays) and the tier aliases. Every problem in the file is reported at once, each
+//! with its line and key, before the neuron starts.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use cortex_proto::catalogue::{self, Aliases};
+use cortex_proto::eviction::KeepAlive;
+use toml::Spanned;
+
+/// Where a configured model's files come from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ModelSource {
+    /// A GGUF file or safetensors directory on this host.
+    Path(PathBuf),
+    /// A hub repository and, for GGUF, the file in it; fetched into the models directory.
+    Hub { repo: String, file: Option<String> },
+}
+
+/// One `[models."ID"]` entry.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ModelEntry {
+    pub id: String,
+    pub source: ModelSource,
+    /// Overrides the estimated memory cost.
+    pub memory: Option<u64>,
+    pub priority: i32,
+    pub pinned: bool,
+    pub keep_alive: KeepAlive,
+}
+
+/// The parsed file.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct ModelsFile {
+    pub models: Vec<ModelEntry>,
+    pub aliases: Aliases,
+}
+
+const MODEL_KEYS: &[&str] = &["path", "hub", "file", "memory", "priority", "pinned", "keep_alive"];
+
+type RawModels = BTreeMap<Spanned<String>, Spanned<BTreeMap<Spanned<String>, Spanned<toml::Value>>>>;
+
+#[derive(serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Raw {
+    #[serde(default)]
+    models: RawModels,
+    #[serde(default)]
+    aliases: BTreeMap<Spanned<String>, Spanned<toml::Value>>,
+}
+
+/// Parses a byte size: `300MiB`, `2GiB`, `1.5GB`, `512M`, or plain bytes.
+pub fn parse_size(s: &str) -> Option<u64> {
+    let s = s.trim();
+    let split = s.find(|c: char| !(c.is_ascii_digit() || c == '.')).unwrap_or(s.len());
+    let (num, unit) = s.split_at(split);
+    let n: f64 = num.parse().ok()?;
+    let mult: f64 = match unit.trim().to_ascii_lowercase().as_str() {
+        "" | "b" => 1.0,
+        "k" | "kib" => 1024.0,
+        "kb" => 1e3,
+        "m" | "mib" => 1024.0 * 1024.0,
+        "mb" => 1e6,
+        "g" | "gib" => 1024.0 * 1024.0 * 1024.0,
+        "gb" => 1e9,
+        "t" | "tib" => 1024f64.powi(4),
+        "tb" => 1e12,
+        _ => return None,
+    };
+    Some((n * mult) as u64)
+}
+
+fn line_of(text: &str, offset: usize) -> usize {
+    text[..offset.min(text.len())].matches('\n').count() + 1
+}
+
+impl ModelsFile {
+    /// With no file: the built-in catalogue (its models are looked for in the models directory).
+    pub fn builtin() -> Self {
+        let models = catalogue::BUILTIN_MODELS
+            .iter()
+            .map(|m| ModelEntry {
+                id: m.id.to_string(),
+                source: ModelSource::Hub { repo: m.hub_repo.into(), file: Some(m.file.into()) },
+                memory: None,
+                priority: 0,
+                pinned: false,
+                keep_alive: KeepAlive::DEFAULT,
+            })
+            .collect();
+        Self { models, aliases: Aliases::builtin() }
+    }
+
+    pub fn load(path: &Path) -> Result<Self, Vec<String>> {
+        let text = std::fs::read_to_string(path).map_err(|e| vec![format!("{}: {e}", path.display())])?;
+        Self::parse(&text, &path.display().to_string())
+    }
+
+    /// Parses `text`; errors are `FILE:LINE: key: problem`, all of them.
+    pub fn parse(text: &str, file: &str) -> Result<Self, Vec<String>> {
+        let raw: Raw = toml::from_str(text).map_err(|e| {
+            let line = e.span().map(|s| line_of(text, s.start)).unwrap_or(0);
+            vec![format!("{file}:{line}: {}", e.message())]
+        })?;
+        let mut errors = Vec::new();
+        let mut err = |span: std::ops::Range<usize>, key: &str, msg: String| {
+            errors.push(format!("{file}:{}: {key}: {msg}", line_of(text, span.start)))
+        };
+        let mut models = Vec::new();
+        for (id, table) in &raw.models {
+            let key = |k: &str| format!("models.\"{}\".{k}", id.get_ref());
+            let mut entry = ModelEntry {
+                id: id.get_ref().clone(),
+                source: ModelSource::Path(PathBuf::new()),
+                memory: None,
+                priority: 0,
+                pinned: false,
+                keep_alive: KeepAlive::DEFAULT,
+            };
+            let (mut path, mut hub, mut file_name) = (None, None, None);
+            for (k, v) in table.get_ref() {
+                let span = v.span();
+                let name = k.get_ref().as_str();
+                let value = v.get_ref();
+                match name {
+                    "path" | "hub" | "file" => match value.as_str() {
+                        Some(s) if !s.is_empty() => match name {
+                            "path" => path = Some(PathBuf::from(s)),
+                            "hub" => hub = Some(s.to_string()),
+                            _ => file_name = Some(s.to_string()),
+                        },
+                        _ => err(span, &key(name), "expected a non-empty string".into()),
+                    },
+                    "memory" => {
+                        match value.as_str().and_then(parse_size).or(value.as_integer().map(|i| i.max(0) as u64)) {
+                            Some(n) if n > 0 => entry.memory = Some(n),
+                            _ => err(span, &key(name), format!("expected a size such as \"300MiB\", got {value}")),
+                        }
+                    }
+                    "priority" => match value.as_integer().and_then(|i| i32::try_from(i).ok()) {
+                        Some(p) => entry.priority = p,
+                        None => err(span, &key(name), format!("expected an integer, got {value}")),
+                    },
+                    "pinned" => match value.as_bool() {
+                        Some(b) => entry.pinned = b,
+                        None => err(span, &key(name), format!("expected true or false, got {value}")),
+                    },
+                    "keep_alive" => {
+                        let json = match value {
+                            toml::Value::String(s) => serde_json::Value::String(s.clone()),
+                            toml::Value::Integer(i) => serde_json::Value::from(*i),
+                            toml::Value::Float(f) => serde_json::Value::from(*f),
+                            _ => serde_json::Value::Null,
+                        };
+                        match KeepAlive::parse(&json) {
+                            Ok(k) => entry.keep_alive = k,
+                            Err(e) => err(span, &key(name), e),
+                        }
+                    }
+                    other => {
+                        err(k.span(), &key(other), format!("unknown key (expected one of: {})", MODEL_KEYS.join(", ")))
+                    }
+                }
+            }
+            entry.source = match (path, hub) {
+                (Some(p), None) => ModelSource::Path(p),
+                (None, Some(repo)) => ModelSource::Hub { repo, file: file_name },
+                (Some(_), Some(_)) => {
+                    err(table.span(), &key("path"), "give either path or hub, not both".into());
+                    continue;
+                }
+                (None, None) => match catalogue::known_model(id.get_ref()) {
+                    Some(k) => ModelSource::Hub { repo: k.hub_repo.into(), file: Some(k.file.into()) },
+                    None => {
+                        err(
+                            table.span(),
+                            &format!("models.\"{}\"", id.get_ref()),
+                            "needs a path or a hub repository".into(),
+                        );
+                        continue;
+                    }
+                },
+            };
+            models.push(entry);
+        }
+        let mut aliases = Aliases::default();
+        for (alias, target) in &raw.aliases {
+            match target.get_ref().as_str() {
+                Some(t) if !t.is_empty() => aliases.insert(alias.get_ref().clone(), t),
+                _ => err(target.span(), &format!("aliases.\"{}\"", alias.get_ref()), "expected a model id".into()),
+            }
+        }
+        for (alias, target) in aliases.iter() {
+            let resolved = aliases.resolve(target);
+            if !models.iter().any(|m| m.id == resolved) && catalogue::known_model(resolved).is_none() {
+                let span =
+                    raw.aliases.iter().find(|(a, _)| a.get_ref() == alias).map(|(_, t)| t.span()).unwrap_or(0..0);
+                err(span, &format!("aliases.\"{alias}\""), format!("`{resolved}` is not a model in this file"));
+            }
+        }
+        if errors.is_empty() {
+            Ok(Self { models, aliases })
+        } else {
+            Err(errors)
+        }
+    }
+}
+
+/// Default keep-alive as a `Duration`, for docs and status.
+pub const DEFAULT_KEEP_ALIVE: Duration = Duration::from_secs(300);
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_valid_file_parses() {
+        let text = r#"
+[models."tiny"]
+path = "/srv/tiny.gguf"
+memory = "300MiB"
+priority = 5
+pinned = true
+keep_alive = "30s"
+
+[models."qwen"]
+hub = "Qwen/Qwen3-0.6B"
+
+[aliases]
+"helexa/small" = "tiny"
+"#;
+        let f = ModelsFile::parse(text, "models.toml").unwrap();
+        let tiny = f.models.iter().find(|m| m.id == "tiny").unwrap();
+        assert_eq!(tiny.memory, Some(300 * 1024 * 1024));
+        assert!(tiny.pinned);
+        assert_eq!(tiny.priority, 5);
+        assert_eq!(tiny.keep_alive, KeepAlive::For(Duration::from_secs(30)));
+        assert_eq!(f.aliases.resolve("helexa/small"), "tiny");
+        let qwen = f.models.iter().find(|m| m.id == "qwen").unwrap();
+        assert_eq!(qwen.source, ModelSource::Hub { repo: "Qwen/Qwen3-0.6B".into(), file: None });
+    }
+
+    #[test]
+    fn every_error_is_listed_with_its_line_and_key() {
+        let text = r#"[models."a"]
+path = "/x.gguf"
+priority = "high"
+colour = "blue"
+
+[models."b"]
+keep_alive = "soon"
+
+[aliases]
+"helexa/large" = "nowhere"
+"#;
+        let errs = ModelsFile::parse(text, "models.toml").unwrap_err();
+        let all = errs.join("\n");
+        assert!(all.contains("models.toml:3: models.\"a\".priority"), "{all}");
+        assert!(all.contains("models.toml:4: models.\"a\".colour: unknown key"), "{all}");
+        assert!(all.contains("models.toml:7: models.\"b\".keep_alive"), "{all}");
+        assert!(all.contains("models.\"b\": needs a path or a hub repository"), "{all}");
+        assert!(all.contains("models.toml:10: aliases.\"helexa/large\""), "{all}");
+        assert_eq!(errs.len(), 5, "{all}");
+    }
+
+    #[test]
+    fn syntax_errors_name_the_line() {
+        let errs = ModelsFile::parse("[models.\"a\"]\npath = \n", "m.toml").unwrap_err();
+        assert!(errs[0].starts_with("m.toml:2:"), "{errs:?}");
+    }
+
+    #[test]
+    fn sizes() {
+        assert_eq!(parse_size("300MiB"), Some(300 << 20));
+        assert_eq!(parse_size("1.5GiB"), Some(1536 << 20));
+        assert_eq!(parse_size("2GB"), Some(2_000_000_000));
+        assert_eq!(parse_size("1024"), Some(1024));
+        assert_eq!(parse_size("lots"), None);
+    }
+}

@@ -1,0 +1,93 @@
+//! Memory: this node's budget for model weights and KV caches, what a model will cost before it
+//! is loaded (from its file's metadata), and what the process really holds after a load.
+
+use std::path::Path;
+
+use candle_core::quantized::gguf_file;
+
+use crate::engine::{gguf_meta, WeightsSource};
+
+/// Share of RAM models may use on a CPU node when no budget is configured.
+pub const DEFAULT_RAM_SHARE: f64 = 0.75;
+/// Kept back for the OS and the process itself.
+pub const DEFAULT_RESERVE: u64 = 512 << 20;
+
+/// A device's memory as the lifecycle sees it.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct Device {
+    /// `cpu` or `cuda:N`.
+    pub name: String,
+    /// What the hardware has.
+    pub total_bytes: u64,
+    /// What models may use.
+    pub budget_bytes: u64,
+}
+
+fn meminfo(key: &str) -> Option<u64> {
+    let text = std::fs::read_to_string("/proc/meminfo").ok()?;
+    let line = text.lines().find(|l| l.starts_with(key))?;
+    let kib: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
+    Some(kib * 1024)
+}
+
+/// Physical RAM (8 GiB assumed where /proc is not available).
+pub fn total_ram() -> u64 {
+    meminfo("MemTotal:").unwrap_or(8 << 30)
+}
+
+/// Resident memory of this process.
+pub fn rss_bytes() -> u64 {
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|t| {
+            let l = t.lines().find(|l| l.starts_with("VmRSS:"))?.to_string();
+            l.split_whitespace().nth(1)?.parse::<u64>().ok()
+        })
+        .map(|kib| kib * 1024)
+        .unwrap_or(0)
+}
+
+/// The CPU budget: an explicit size, else a share of RAM less a reserve.
+pub fn cpu_device(budget: Option<u64>, share: f64, reserve: u64) -> Device {
+    let total = total_ram();
+    let budget = budget.unwrap_or_else(|| ((total as f64 * share) as u64).saturating_sub(reserve));
+    Device { name: "cpu".into(), total_bytes: total, budget_bytes: budget }
+}
+
+/// Estimated bytes a model holds once loaded with `context` tokens of KV cache for one
+/// sequence: weights as stored (f32 on CPU for 16-bit safetensors) plus keys and values in f32.
+pub fn estimate(source: &WeightsSource, context: usize) -> Option<u64> {
+    match source {
+        WeightsSource::Gguf(path) => {
+            let size = std::fs::metadata(path).ok()?.len();
+            let ct = gguf_file::Content::read(&mut std::fs::File::open(path).ok()?).ok()?;
+            let arch = gguf_meta::string(&ct, "general.architecture")?;
+            let get = |k: &str| gguf_meta::u64(&ct, &format!("{arch}.{k}"));
+            let layers = get("block_count")?;
+            let heads = get("attention.head_count")?.max(1);
+            let kv_heads = get("attention.head_count_kv").unwrap_or(heads);
+            let head_dim = get("attention.key_length").unwrap_or_else(|| get("embedding_length").unwrap_or(0) / heads);
+            let ctx = get("context_length").map(|c| c.min(context as u64)).unwrap_or(context as u64);
+            Some(size + 2 * layers * kv_heads * head_dim * ctx * 4)
+        }
+        WeightsSource::Safetensors(dir) => {
+            let size = dir_size(dir);
+            let cfg: serde_json::Value = serde_json::from_slice(&std::fs::read(dir.join("config.json")).ok()?).ok()?;
+            let g = |k: &str| cfg.get(k).and_then(|v| v.as_u64());
+            let layers = g("num_hidden_layers")?;
+            let heads = g("num_attention_heads")?.max(1);
+            let kv_heads = g("num_key_value_heads").unwrap_or(heads);
+            let head_dim = g("head_dim").unwrap_or_else(|| g("hidden_size").unwrap_or(0) / heads);
+            let ctx = g("max_position_embeddings").map(|c| c.min(context as u64)).unwrap_or(context as u64);
+            let widen = match cfg.get("torch_dtype").and_then(|v| v.as_str()) {
+                Some("bfloat16" | "float16") => 2,
+                _ => 1,
+            };
+            Some(size * widen + 2 * layers * kv_heads * head_dim * ctx * 4)
+        }
+    }
+}
+
+fn dir_size(dir: &Path) -> u64 {
+    std::fs::read_dir(dir).map(|rd| rd.filter_map(|e| e.ok()?.metadata().ok()).map(|m| m.len()).sum()).unwrap_or(0)
+}

