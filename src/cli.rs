@@ -3,7 +3,7 @@
 use std::path::PathBuf;
 
 use clap::{CommandFactory, Parser, Subcommand};
-use cortex_commands::{chat, models, pull, serve};
+use cortex_commands::{admin, chat, models, pull, serve, status};
 
 /// cortex turns GPU and CPU hosts into one LLM service with OpenAI- and Anthropic-compatible
 /// APIs.
@@ -26,8 +26,18 @@ pub enum Command {
     Serve(serve::ServeArgs),
     /// Ask a model something, or chat interactively
     Chat(chat::ChatArgs),
-    /// List the models a neuron serves
+    /// Show the neuron's devices, memory budget and models
+    Status(status::StatusArgs),
+    /// List the models a neuron serves (aliases, state, size)
     Models(models::ModelsArgs),
+    /// Load a model now (instead of on its first request)
+    Load(admin::AdminArgs),
+    /// Unload a model (refused while it serves requests)
+    Unload(admin::AdminArgs),
+    /// Keep a model loaded: never evicted, never unloaded when idle
+    Pin(admin::AdminArgs),
+    /// Let a pinned model be evicted and idle-unloaded again
+    Unpin(admin::AdminArgs),
     /// Download a model into the models directory
     Pull(pull::PullArgs),
     /// Print a shell completion script
@@ -53,7 +63,7 @@ pub fn init_tracing(cli: &Cli) {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(base));
     use std::io::IsTerminal;
-    let colour = std::io::stderr().is_terminal() && std::env::var_os("NO_COLOR").is_none();
+    let colour = cortex_commands::printer::colour(std::io::stderr().is_terminal());
     tracing_subscriber::fmt().with_env_filter(filter).with_ansi(colour).with_writer(std::io::stderr).init();
 }
 
@@ -62,10 +72,16 @@ pub async fn dispatch(cli: Cli) -> anyhow::Result<()> {
         Command::Serve(args) => serve::run(args).await,
         Command::Chat(args) => chat::run(args).await,
         Command::Models(args) => models::run(args).await,
+        Command::Status(args) => status::run(args).await,
+        Command::Load(args) => admin::run("load", args).await,
+        Command::Unload(args) => admin::run("unload", args).await,
+        Command::Pin(args) => admin::run("pin", args).await,
+        Command::Unpin(args) => admin::run("unpin", args).await,
         Command::Pull(args) => tokio::task::spawn_blocking(move || pull::run(args)).await?,
         Command::Completions { shell } => {
-            clap_complete::generate(shell, &mut Cli::command(), "cortex", &mut std::io::stdout());
-            Ok(())
+            let mut buf = Vec::new();
+            clap_complete::generate(shell, &mut Cli::command(), "cortex", &mut buf);
+            cortex_commands::printer::emit(&String::from_utf8_lossy(&buf))
         }
         Command::Man { dir } => write_man(&dir),
     }

@@ -7,7 +7,14 @@ use clap::Parser;
 use cortex_commands::error::{classify, ExitCode};
 
 fn main() -> std::process::ExitCode {
-    let cli = cli::Cli::parse();
+    let cli = match cli::Cli::try_parse() {
+        Ok(cli) => cli,
+        // Help and version exit 0; a usage mistake is the user's to fix (1), not clap's usual 2.
+        Err(e) => {
+            let _ = e.print();
+            return std::process::ExitCode::from(if e.use_stderr() { ExitCode::User as u8 } else { 0 });
+        }
+    };
     cli::init_tracing(&cli);
     let result = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
         Ok(rt) => rt.block_on(cli::dispatch(cli)),

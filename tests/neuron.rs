@@ -200,7 +200,8 @@ fn safetensors_repositories_serve_llama_and_qwen3() {
         assert!(body["usage"]["completion_tokens"].as_u64().unwrap() >= 1, "{body}");
     }
     let models: Value = client().get(n.url("/v1/models")).send().unwrap().json().unwrap();
-    let format = |id: &str| models["data"].as_array().unwrap().iter().find(|m| m["id"] == id).map(|m| m["format"].clone());
+    let format =
+        |id: &str| models["data"].as_array().unwrap().iter().find(|m| m["id"] == id).map(|m| m["format"].clone());
     assert_eq!(format("tiny-llama-st"), Some(json!("safetensors")));
     assert_eq!(format("tiny-qwen3-st"), Some(json!("safetensors")));
 }

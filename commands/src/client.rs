@@ -19,6 +19,57 @@ pub struct EndpointArgs {
     pub api_key: Option<String>,
 }
 
+impl EndpointArgs {
+    /// Candidate neurons: `--endpoint` / `CORTEX_ENDPOINT` (comma-separated), else `endpoints`
+    /// in `$XDG_CONFIG_HOME/cortex/cli.toml`, else the local default.
+    pub fn candidates(&self) -> Vec<String> {
+        if let Some(e) = &self.endpoint {
+            return e.split(',').map(|s| s.trim().to_string()).filter(|s| !s.is_empty()).collect();
+        }
+        let from_file = dirs::config_dir()
+            .map(|d| d.join("cortex").join("cli.toml"))
+            .and_then(|p| std::fs::read_to_string(p).ok())
+            .and_then(|t| toml::from_str::<CliFile>(&t).ok())
+            .map(|f| f.endpoints)
+            .unwrap_or_default();
+        if from_file.is_empty() {
+            vec![DEFAULT_ENDPOINT.to_string()]
+        } else {
+            from_file
+        }
+    }
+
+    /// The fastest candidate that answers `/health`, probed concurrently.
+    pub async fn connect(&self) -> anyhow::Result<Client> {
+        let candidates = self.candidates();
+        let probes = candidates.iter().map(|url| async move {
+            let client = Client::new(url, self.api_key.clone()).ok()?;
+            let t0 = std::time::Instant::now();
+            client.is_up().await.then(|| (client, t0.elapsed()))
+        });
+        let mut answered: Vec<(Client, Duration)> =
+            futures::future::join_all(probes).await.into_iter().flatten().collect();
+        answered.sort_by_key(|(_, rtt)| *rtt);
+        match answered.into_iter().next() {
+            Some((client, rtt)) => {
+                tracing::info!(endpoint = %client.base, rtt_ms = rtt.as_secs_f64() * 1e3, candidates = candidates.len(), "using the fastest neuron that answered");
+                Ok(client)
+            }
+            None => Err(crate::UserError(format!(
+                "no neuron answers at {}; start one with `cortex serve`, or point --endpoint / CORTEX_ENDPOINT at one",
+                candidates.join(", ")
+            ))
+            .into()),
+        }
+    }
+}
+
+#[derive(serde::Deserialize, Default)]
+struct CliFile {
+    #[serde(default)]
+    endpoints: Vec<String>,
+}
+
 #[derive(Clone)]
 pub struct Client {
     pub base: String,
@@ -55,6 +106,10 @@ impl Client {
         check(resp).await?.json().await.context("the neuron sent invalid JSON")
     }
 
+    pub async fn post_json(&self, path: &str, body: &Value) -> anyhow::Result<Value> {
+        self.post_stream(path, body).await?.json().await.context("the neuron sent invalid JSON")
+    }
+
     pub async fn post_stream(&self, path: &str, body: &Value) -> anyhow::Result<reqwest::Response> {
         let resp = self.auth(self.http.post(format!("{}{path}", self.base))).json(body).send().await.map_err(|e| {
             crate::UserError(format!("no neuron answers at {}: {e}. Start one with `cortex serve`", self.base))
@@ -71,7 +126,7 @@ async fn check(resp: reqwest::Response) -> anyhow::Result<reqwest::Response> {
     }
     let body: Value = resp.json().await.unwrap_or_default();
     let msg = body.pointer("/error/message").and_then(Value::as_str).unwrap_or("no message").to_string();
-    let text = format!("the neuron answered {status}: {msg}");
+    let text = format!("the neuron answered {}: {msg}", status.as_u16());
     if status.is_client_error() || status == reqwest::StatusCode::SERVICE_UNAVAILABLE {
         Err(crate::UserError(text).into())
     } else {

@@ -1,11 +1,14 @@
 //! cortex-commands: one module per `cortex` subcommand, plus what they share (the HTTP client
 //! that finds a neuron, the error type that maps to exit codes).
 
+pub mod admin;
 pub mod chat;
 pub mod client;
 pub mod error;
 pub mod models;
+pub mod printer;
 pub mod pull;
 pub mod serve;
+pub mod status;
 
 pub use error::{ExitCode, UserError};

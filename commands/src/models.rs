@@ -1,6 +1,8 @@
 //! `cortex models`: what the neuron serves.
 
-use crate::client::{Client, EndpointArgs, DEFAULT_ENDPOINT};
+use std::fmt::Write;
+
+use crate::client::EndpointArgs;
 
 #[derive(Debug, Clone, clap::Args)]
 pub struct ModelsArgs {
@@ -12,25 +14,27 @@ pub struct ModelsArgs {
 }
 
 pub async fn run(args: ModelsArgs) -> anyhow::Result<()> {
-    let base = args.endpoint.endpoint.as_deref().unwrap_or(DEFAULT_ENDPOINT);
-    let client = Client::new(base, args.endpoint.api_key.clone())?;
+    let client = args.endpoint.connect().await?;
     let list = client.get_json("/v1/models").await?;
     if args.json {
-        println!("{}", serde_json::to_string_pretty(&list)?);
-        return Ok(());
+        return crate::printer::json(&list);
     }
     let data = list.get("data").and_then(|d| d.as_array()).cloned().unwrap_or_default();
     let width = data.iter().filter_map(|m| m["id"].as_str()).map(str::len).max().unwrap_or(5).max(5);
-    println!("{:width$}  {:6}  {:>10}  ALIAS OF", "MODEL", "LOADED", "SIZE");
+    let mut out = String::new();
+    writeln!(out, "{:width$}  {:9}  {:6}  {:7}  {:>10}  ALIAS OF", "MODEL", "STATE", "PINNED", "ON DISK", "SIZE")?;
+    let yes = |v: &serde_json::Value| if v.as_bool().unwrap_or(false) { "yes" } else { "no" };
     for m in &data {
-        let size = m["size_bytes"].as_u64().unwrap_or(0);
-        println!(
-            "{:width$}  {:6}  {:>10}  {}",
+        writeln!(
+            out,
+            "{:width$}  {:9}  {:6}  {:7}  {:>10}  {}",
             m["id"].as_str().unwrap_or("?"),
-            if m["loaded"].as_bool().unwrap_or(false) { "yes" } else { "no" },
-            format!("{:.1} MiB", size as f64 / (1024.0 * 1024.0)),
+            m["state"].as_str().unwrap_or("?"),
+            yes(&m["pinned"]),
+            yes(&m["on_disk"]),
+            crate::status::mib(m["size_bytes"].as_u64().unwrap_or(0)),
             m["alias_of"].as_str().unwrap_or("")
-        );
+        )?;
     }
-    Ok(())
+    crate::printer::emit(&out)
 }

@@ -32,6 +32,5 @@ pub fn fetch(model: &str, file: Option<&str>, dir: &std::path::Path, quiet: bool
 pub fn run(args: PullArgs) -> anyhow::Result<()> {
     let dir = args.models_dir.clone().unwrap_or_else(cortex_neuron::config::default_models_dir);
     let path = fetch(&args.model, args.file.as_deref(), &dir, args.quiet)?;
-    println!("{}", path.display());
-    Ok(())
+    crate::printer::emit(&format!("{}\n", path.display()))
 }

@@ -1,0 +1,30 @@
+//! `cortex load|unload|pin|unpin MODEL`: change what a neuron holds, from a shell or cron.
+
+use serde_json::json;
+
+use crate::client::EndpointArgs;
+
+#[derive(Debug, Clone, clap::Args)]
+pub struct AdminArgs {
+    /// Model id or alias
+    pub model: String,
+    /// Print the neuron's JSON answer on stdout
+    #[arg(long)]
+    pub json: bool,
+    #[command(flatten)]
+    pub endpoint: EndpointArgs,
+}
+
+/// Runs one admin action (`load`, `unload`, `pin`, `unpin`).
+pub async fn run(action: &str, args: AdminArgs) -> anyhow::Result<()> {
+    let client = args.endpoint.connect().await?;
+    let answer = client.post_json(&format!("/cortex/v1/{action}"), &json!({ "model": args.model })).await?;
+    if args.json {
+        crate::printer::json(&answer)?;
+    } else {
+        let state = answer.pointer("/status/state").and_then(|s| s.as_str()).unwrap_or("?");
+        let pinned = answer.pointer("/status/pinned").and_then(|s| s.as_bool()).unwrap_or(false);
+        eprintln!("{}: {action} done (now {state}{})", args.model, if pinned { ", pinned" } else { "" });
+    }
+    Ok(())
+}

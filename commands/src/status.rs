@@ -1,0 +1,63 @@
+//! `cortex status`: the node's devices, memory and models, as a table or JSON.
+
+use std::fmt::Write;
+
+use serde_json::Value;
+
+use crate::client::EndpointArgs;
+
+#[derive(Debug, Clone, clap::Args)]
+pub struct StatusArgs {
+    /// Print the neuron's JSON (one document) instead of tables
+    #[arg(long)]
+    pub json: bool,
+    #[command(flatten)]
+    pub endpoint: EndpointArgs,
+}
+
+pub fn mib(bytes: u64) -> String {
+    format!("{:.1} MiB", bytes as f64 / (1024.0 * 1024.0))
+}
+
+pub async fn run(args: StatusArgs) -> anyhow::Result<()> {
+    let client = args.endpoint.connect().await?;
+    let status = client.get_json("/cortex/v1/status").await?;
+    if args.json {
+        return crate::printer::json(&status);
+    }
+    let u = |v: &Value, k: &str| v.get(k).and_then(Value::as_u64).unwrap_or(0);
+    let mut out = String::new();
+    writeln!(out, "neuron {}", client.base)?;
+    writeln!(out, "{:8}  {:>12}  {:>12}  {:>12}", "DEVICE", "TOTAL", "BUDGET", "USED")?;
+    for d in status["devices"].as_array().into_iter().flatten() {
+        writeln!(
+            out,
+            "{:8}  {:>12}  {:>12}  {:>12}",
+            d["name"].as_str().unwrap_or("?"),
+            mib(u(d, "total_bytes")),
+            mib(u(d, "budget_bytes")),
+            mib(u(&status, "used_bytes"))
+        )?;
+    }
+    let models: Vec<&Value> = status["models"].as_array().into_iter().flatten().collect();
+    let w = models.iter().filter_map(|m| m["id"].as_str()).map(str::len).max().unwrap_or(5).max(5);
+    writeln!(out)?;
+    writeln!(
+        out,
+        "{:w$}  {:9}  {:6}  {:>10}  {:>7}  {:>6}",
+        "MODEL", "STATE", "PINNED", "MEMORY", "RUNNING", "QUEUED"
+    )?;
+    for m in models {
+        writeln!(
+            out,
+            "{:w$}  {:9}  {:6}  {:>10}  {:>7}  {:>6}",
+            m["id"].as_str().unwrap_or("?"),
+            m["state"].as_str().unwrap_or("?"),
+            if m["pinned"].as_bool().unwrap_or(false) { "yes" } else { "no" },
+            mib(u(m, "bytes")),
+            u(m, "in_flight"),
+            u(m, "queued")
+        )?;
+    }
+    crate::printer::emit(&out)
+}

@@ -1,0 +1,124 @@
+# Print an optspec for argparse to handle cmd's options that are independent of any subcommand.
+function __fish_cortex_global_optspecs
+    string join \n v/verbose h/help V/version
+end
+
+function __fish_cortex_needs_command
+    # Figure out if the current invocation already has a command.
+    set -l cmd (commandline -opc)
+    set -e cmd[1]
+    argparse -s (__fish_cortex_global_optspecs) -- $cmd 2>/dev/null
+    or return
+    if set -q argv[1]
+        # Also print the command, so this can be used to figure out what it is.
+        echo $argv[1]
+        return 1
+    end
+    return 0
+end
+
+function __fish_cortex_using_subcommand
+    set -l cmd (__fish_cortex_needs_command)
+    test -z "$cmd"
+    and return 1
+    contains -- $cmd[1] $argv
+end
+
+complete -c cortex -n "__fish_cortex_needs_command" -s v -l verbose -d 'More log output (-v info, -vv debug); RUST_LOG overrides'
+complete -c cortex -n "__fish_cortex_needs_command" -s h -l help -d 'Print help'
+complete -c cortex -n "__fish_cortex_needs_command" -s V -l version -d 'Print version'
+complete -c cortex -n "__fish_cortex_needs_command" -f -a "serve" -d 'Run a neuron: the HTTP API on :31313 and metrics on :31314'
+complete -c cortex -n "__fish_cortex_needs_command" -f -a "chat" -d 'Ask a model something, or chat interactively'
+complete -c cortex -n "__fish_cortex_needs_command" -f -a "status" -d 'Show the neuron\'s devices, memory budget and models'
+complete -c cortex -n "__fish_cortex_needs_command" -f -a "models" -d 'List the models a neuron serves (aliases, state, size)'
+complete -c cortex -n "__fish_cortex_needs_command" -f -a "load" -d 'Load a model now (instead of on its first request)'
+complete -c cortex -n "__fish_cortex_needs_command" -f -a "unload" -d 'Unload a model (refused while it serves requests)'
+complete -c cortex -n "__fish_cortex_needs_command" -f -a "pin" -d 'Keep a model loaded: never evicted, never unloaded when idle'
+complete -c cortex -n "__fish_cortex_needs_command" -f -a "unpin" -d 'Let a pinned model be evicted and idle-unloaded again'
+complete -c cortex -n "__fish_cortex_needs_command" -f -a "pull" -d 'Download a model into the models directory'
+complete -c cortex -n "__fish_cortex_needs_command" -f -a "completions" -d 'Print a shell completion script'
+complete -c cortex -n "__fish_cortex_needs_command" -f -a "man" -d 'Write man pages, one per subcommand'
+complete -c cortex -n "__fish_cortex_needs_command" -f -a "help" -d 'Print this message or the help of the given subcommand(s)'
+complete -c cortex -n "__fish_cortex_using_subcommand serve" -s c -l config -d 'cortex.toml to read (default: none, built-in defaults)' -r -F
+complete -c cortex -n "__fish_cortex_using_subcommand serve" -l listen -d 'HTTP API address (OpenAI + Anthropic) [default: 127.0.0.1:31313]' -r
+complete -c cortex -n "__fish_cortex_using_subcommand serve" -l metrics-listen -d 'Prometheus /metrics address [default: 127.0.0.1:31314]' -r
+complete -c cortex -n "__fish_cortex_using_subcommand serve" -l models-dir -d 'Directory of model files to serve [default: $CORTEX_HOME/models or the data directory]' -r -F
+complete -c cortex -n "__fish_cortex_using_subcommand serve" -s m -l model -d 'Also serve this GGUF file or safetensors directory (repeatable)' -r -F
+complete -c cortex -n "__fish_cortex_using_subcommand serve" -l models-config -d 'models.toml with sources, priorities, pins, keep-alives and aliases' -r -F
+complete -c cortex -n "__fish_cortex_using_subcommand serve" -l memory-budget -d 'Memory models may use on this node, e.g. 300MiB or 8GiB [default: 75% of RAM less 512MiB]' -r
+complete -c cortex -n "__fish_cortex_using_subcommand serve" -l eviction -d 'Which models to evict first when a load does not fit' -r -f -a "lru\t''
+priority\t''"
+complete -c cortex -n "__fish_cortex_using_subcommand serve" -s v -l verbose -d 'More log output (-v info, -vv debug); RUST_LOG overrides'
+complete -c cortex -n "__fish_cortex_using_subcommand serve" -s h -l help -d 'Print help'
+complete -c cortex -n "__fish_cortex_using_subcommand serve" -s V -l version -d 'Print version'
+complete -c cortex -n "__fish_cortex_using_subcommand chat" -s s -l system -d 'System message that opens the conversation' -r
+complete -c cortex -n "__fish_cortex_using_subcommand chat" -l max-tokens -d 'Most tokens in each answer' -r
+complete -c cortex -n "__fish_cortex_using_subcommand chat" -s t -l temperature -d 'Sampling temperature; 0 is greedy (the same answer every time)' -r
+complete -c cortex -n "__fish_cortex_using_subcommand chat" -l seed -d 'Seed for sampling, for repeatable answers at temperature > 0' -r
+complete -c cortex -n "__fish_cortex_using_subcommand chat" -l models-dir -d 'Models directory for the in-process neuron [default: $CORTEX_HOME/models]' -r -F
+complete -c cortex -n "__fish_cortex_using_subcommand chat" -l endpoint -d 'Neuron URL [default: http://127.0.0.1:31313]' -r
+complete -c cortex -n "__fish_cortex_using_subcommand chat" -l api-key -d 'API key, when the neuron requires one' -r
+complete -c cortex -n "__fish_cortex_using_subcommand chat" -s v -l verbose -d 'More log output (-v info, -vv debug); RUST_LOG overrides'
+complete -c cortex -n "__fish_cortex_using_subcommand chat" -s h -l help -d 'Print help'
+complete -c cortex -n "__fish_cortex_using_subcommand chat" -s V -l version -d 'Print version'
+complete -c cortex -n "__fish_cortex_using_subcommand status" -l endpoint -d 'Neuron URL [default: http://127.0.0.1:31313]' -r
+complete -c cortex -n "__fish_cortex_using_subcommand status" -l api-key -d 'API key, when the neuron requires one' -r
+complete -c cortex -n "__fish_cortex_using_subcommand status" -l json -d 'Print the neuron\'s JSON (one document) instead of tables'
+complete -c cortex -n "__fish_cortex_using_subcommand status" -s v -l verbose -d 'More log output (-v info, -vv debug); RUST_LOG overrides'
+complete -c cortex -n "__fish_cortex_using_subcommand status" -s h -l help -d 'Print help'
+complete -c cortex -n "__fish_cortex_using_subcommand status" -s V -l version -d 'Print version'
+complete -c cortex -n "__fish_cortex_using_subcommand models" -l endpoint -d 'Neuron URL [default: http://127.0.0.1:31313]' -r
+complete -c cortex -n "__fish_cortex_using_subcommand models" -l api-key -d 'API key, when the neuron requires one' -r
+complete -c cortex -n "__fish_cortex_using_subcommand models" -l json -d 'Print the neuron\'s JSON (one document) instead of a table'
+complete -c cortex -n "__fish_cortex_using_subcommand models" -s v -l verbose -d 'More log output (-v info, -vv debug); RUST_LOG overrides'
+complete -c cortex -n "__fish_cortex_using_subcommand models" -s h -l help -d 'Print help'
+complete -c cortex -n "__fish_cortex_using_subcommand models" -s V -l version -d 'Print version'
+complete -c cortex -n "__fish_cortex_using_subcommand load" -l endpoint -d 'Neuron URL [default: http://127.0.0.1:31313]' -r
+complete -c cortex -n "__fish_cortex_using_subcommand load" -l api-key -d 'API key, when the neuron requires one' -r
+complete -c cortex -n "__fish_cortex_using_subcommand load" -l json -d 'Print the neuron\'s JSON answer on stdout'
+complete -c cortex -n "__fish_cortex_using_subcommand load" -s v -l verbose -d 'More log output (-v info, -vv debug); RUST_LOG overrides'
+complete -c cortex -n "__fish_cortex_using_subcommand load" -s h -l help -d 'Print help'
+complete -c cortex -n "__fish_cortex_using_subcommand load" -s V -l version -d 'Print version'
+complete -c cortex -n "__fish_cortex_using_subcommand unload" -l endpoint -d 'Neuron URL [default: http://127.0.0.1:31313]' -r
+complete -c cortex -n "__fish_cortex_using_subcommand unload" -l api-key -d 'API key, when the neuron requires one' -r
+complete -c cortex -n "__fish_cortex_using_subcommand unload" -l json -d 'Print the neuron\'s JSON answer on stdout'
+complete -c cortex -n "__fish_cortex_using_subcommand unload" -s v -l verbose -d 'More log output (-v info, -vv debug); RUST_LOG overrides'
+complete -c cortex -n "__fish_cortex_using_subcommand unload" -s h -l help -d 'Print help'
+complete -c cortex -n "__fish_cortex_using_subcommand unload" -s V -l version -d 'Print version'
+complete -c cortex -n "__fish_cortex_using_subcommand pin" -l endpoint -d 'Neuron URL [default: http://127.0.0.1:31313]' -r
+complete -c cortex -n "__fish_cortex_using_subcommand pin" -l api-key -d 'API key, when the neuron requires one' -r
+complete -c cortex -n "__fish_cortex_using_subcommand pin" -l json -d 'Print the neuron\'s JSON answer on stdout'
+complete -c cortex -n "__fish_cortex_using_subcommand pin" -s v -l verbose -d 'More log output (-v info, -vv debug); RUST_LOG overrides'
+complete -c cortex -n "__fish_cortex_using_subcommand pin" -s h -l help -d 'Print help'
+complete -c cortex -n "__fish_cortex_using_subcommand pin" -s V -l version -d 'Print version'
+complete -c cortex -n "__fish_cortex_using_subcommand unpin" -l endpoint -d 'Neuron URL [default: http://127.0.0.1:31313]' -r
+complete -c cortex -n "__fish_cortex_using_subcommand unpin" -l api-key -d 'API key, when the neuron requires one' -r
+complete -c cortex -n "__fish_cortex_using_subcommand unpin" -l json -d 'Print the neuron\'s JSON answer on stdout'
+complete -c cortex -n "__fish_cortex_using_subcommand unpin" -s v -l verbose -d 'More log output (-v info, -vv debug); RUST_LOG overrides'
+complete -c cortex -n "__fish_cortex_using_subcommand unpin" -s h -l help -d 'Print help'
+complete -c cortex -n "__fish_cortex_using_subcommand unpin" -s V -l version -d 'Print version'
+complete -c cortex -n "__fish_cortex_using_subcommand pull" -l file -d 'File to fetch from the repository (GGUF); catalogue models need none' -r
+complete -c cortex -n "__fish_cortex_using_subcommand pull" -l models-dir -d 'Where to put it [default: $CORTEX_HOME/models or the data directory]' -r -F
+complete -c cortex -n "__fish_cortex_using_subcommand pull" -s q -l quiet -d 'No progress or status lines on stderr'
+complete -c cortex -n "__fish_cortex_using_subcommand pull" -s v -l verbose -d 'More log output (-v info, -vv debug); RUST_LOG overrides'
+complete -c cortex -n "__fish_cortex_using_subcommand pull" -s h -l help -d 'Print help'
+complete -c cortex -n "__fish_cortex_using_subcommand pull" -s V -l version -d 'Print version'
+complete -c cortex -n "__fish_cortex_using_subcommand completions" -s v -l verbose -d 'More log output (-v info, -vv debug); RUST_LOG overrides'
+complete -c cortex -n "__fish_cortex_using_subcommand completions" -s h -l help -d 'Print help'
+complete -c cortex -n "__fish_cortex_using_subcommand completions" -s V -l version -d 'Print version'
+complete -c cortex -n "__fish_cortex_using_subcommand man" -l dir -d 'Directory to write the pages into' -r -F
+complete -c cortex -n "__fish_cortex_using_subcommand man" -s v -l verbose -d 'More log output (-v info, -vv debug); RUST_LOG overrides'
+complete -c cortex -n "__fish_cortex_using_subcommand man" -s h -l help -d 'Print help'
+complete -c cortex -n "__fish_cortex_using_subcommand man" -s V -l version -d 'Print version'
+complete -c cortex -n "__fish_cortex_using_subcommand help; and not __fish_seen_subcommand_from serve chat status models load unload pin unpin pull completions man help" -f -a "serve" -d 'Run a neuron: the HTTP API on :31313 and metrics on :31314'
+complete -c cortex -n "__fish_cortex_using_subcommand help; and not __fish_seen_subcommand_from serve chat status models load unload pin unpin pull completions man help" -f -a "chat" -d 'Ask a model something, or chat interactively'
+complete -c cortex -n "__fish_cortex_using_subcommand help; and not __fish_seen_subcommand_from serve chat status models load unload pin unpin pull completions man help" -f -a "status" -d 'Show the neuron\'s devices, memory budget and models'
+complete -c cortex -n "__fish_cortex_using_subcommand help; and not __fish_seen_subcommand_from serve chat status models load unload pin unpin pull completions man help" -f -a "models" -d 'List the models a neuron serves (aliases, state, size)'
+complete -c cortex -n "__fish_cortex_using_subcommand help; and not __fish_seen_subcommand_from serve chat status models load unload pin unpin pull completions man help" -f -a "load" -d 'Load a model now (instead of on its first request)'
+complete -c cortex -n "__fish_cortex_using_subcommand help; and not __fish_seen_subcommand_from serve chat status models load unload pin unpin pull completions man help" -f -a "unload" -d 'Unload a model (refused while it serves requests)'
+complete -c cortex -n "__fish_cortex_using_subcommand help; and not __fish_seen_subcommand_from serve chat status models load unload pin unpin pull completions man help" -f -a "pin" -d 'Keep a model loaded: never evicted, never unloaded when idle'
+complete -c cortex -n "__fish_cortex_using_subcommand help; and not __fish_seen_subcommand_from serve chat status models load unload pin unpin pull completions man help" -f -a "unpin" -d 'Let a pinned model be evicted and idle-unloaded again'
+complete -c cortex -n "__fish_cortex_using_subcommand help; and not __fish_seen_subcommand_from serve chat status models load unload pin unpin pull completions man help" -f -a "pull" -d 'Download a model into the models directory'
+complete -c cortex -n "__fish_cortex_using_subcommand help; and not __fish_seen_subcommand_from serve chat status models load unload pin unpin pull completions man help" -f -a "completions" -d 'Print a shell completion script'
+complete -c cortex -n "__fish_cortex_using_subcommand help; and not __fish_seen_subcommand_from serve chat status models load unload pin unpin pull completions man help" -f -a "man" -d 'Write man pages, one per subcommand'
+complete -c cortex -n "__fish_cortex_using_subcommand help; and not __fish_seen_subcommand_from serve chat status models load unload pin unpin pull completions man help" -f -a "help" -d 'Print this message or the help of the given subcommand(s)'

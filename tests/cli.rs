@@ -1,0 +1,159 @@
+//! The CLI against a real neuron: tables and `--json` hold the same facts, exit codes are as
+//! documented (0 ok, 1 fixable, 2 internal), a closed pipe is not an error.
+
+mod common;
+
+use std::io::Write;
+use std::process::{Command, Output, Stdio};
+
+use common::{cortex_bin, tiny_model, Neuron, TempDir};
+use serde_json::Value;
+
+fn cortex(n: Option<&Neuron>, args: &[&str]) -> Output {
+    let mut cmd = Command::new(cortex_bin());
+    cmd.args(args).env_remove("CORTEX_API_KEY").env("NO_COLOR", "1").env("XDG_CONFIG_HOME", "/nonexistent");
+    match n {
+        Some(n) => cmd.env("CORTEX_ENDPOINT", &n.http),
+        // Nothing listens on port 9 of loopback.
+        None => cmd.env("CORTEX_ENDPOINT", "http://127.0.0.1:9"),
+    };
+    cmd.output().unwrap()
+}
+
+fn stdout(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stdout).into_owned()
+}
+
+fn json(o: &Output) -> Value {
+    assert!(o.status.success(), "failed: {}", String::from_utf8_lossy(&o.stderr));
+    serde_json::from_slice(&o.stdout).expect("stdout is one JSON document")
+}
+
+#[test]
+fn status_models_and_admin_commands_agree_with_their_json() {
+    let dir = TempDir::new("cli");
+    tiny_model(dir.path(), "tiny");
+    let n = Neuron::start(dir.path(), &[]);
+
+    assert!(cortex(Some(&n), &["load", "tiny"]).status.success());
+    let status = json(&cortex(Some(&n), &["status", "--json"]));
+    let tiny = status["models"].as_array().unwrap().iter().find(|m| m["id"] == "tiny").unwrap();
+    assert_eq!(tiny["state"], "ready");
+    let table = stdout(&cortex(Some(&n), &["status"]));
+    let row = table.lines().find(|l| l.starts_with("tiny ")).expect("a row for tiny");
+    assert!(row.contains("ready") && row.contains(" no "), "{row}");
+
+    assert!(cortex(Some(&n), &["pin", "tiny"]).status.success());
+    let models = json(&cortex(Some(&n), &["models", "--json"]));
+    let tiny = models["data"].as_array().unwrap().iter().find(|m| m["id"] == "tiny").unwrap();
+    assert_eq!((tiny["loaded"].as_bool(), tiny["pinned"].as_bool()), (Some(true), Some(true)));
+    let table = stdout(&cortex(Some(&n), &["models"]));
+    let row = table.lines().find(|l| l.starts_with("tiny ")).expect("a row for tiny");
+    assert!(row.contains("ready") && row.contains("yes"), "{row}");
+    // The alias is listed with its target.
+    assert!(
+        table.lines().any(|l| l.starts_with("helexa/small") && l.contains("HuggingFaceTB/SmolLM2-135M-Instruct")),
+        "{table}"
+    );
+
+    let unpinned = json(&cortex(Some(&n), &["unpin", "tiny", "--json"]));
+    assert_eq!(unpinned["status"]["pinned"], false);
+    assert!(cortex(Some(&n), &["unload", "tiny"]).status.success());
+    let status = json(&cortex(Some(&n), &["status", "--json"]));
+    let tiny = status["models"].as_array().unwrap().iter().find(|m| m["id"] == "tiny").unwrap();
+    assert_eq!(tiny["state"], "unloaded");
+}
+
+#[test]
+fn exit_codes_say_whose_problem_it_is() {
+    let dir = TempDir::new("cli-codes");
+    tiny_model(dir.path(), "tiny");
+    let n = Neuron::start(dir.path(), &[]);
+    // Success.
+    let ok = cortex(Some(&n), &["chat", "tiny", "hello", "--max-tokens", "3"]);
+    assert_eq!(ok.status.code(), Some(0), "{}", String::from_utf8_lossy(&ok.stderr));
+    assert!(!ok.stdout.is_empty());
+    // Unknown model: the user's to fix.
+    let unknown = cortex(Some(&n), &["chat", "no-such-model", "hello"]);
+    assert_eq!(unknown.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&unknown.stderr).contains("not available"), "{unknown:?}");
+    assert_eq!(cortex(Some(&n), &["load", "no-such-model"]).status.code(), Some(1));
+    // No neuron at all.
+    let none = cortex(None, &["status"]);
+    assert_eq!(none.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&none.stderr).contains("no neuron answers"), "{none:?}");
+    // A usage mistake is fixable too.
+    assert_eq!(cortex(None, &["status", "--no-such-flag"]).status.code(), Some(1));
+    assert_eq!(cortex(None, &["--help"]).status.code(), Some(0));
+}
+
+#[test]
+fn a_refused_key_exits_1_and_the_right_key_works() {
+    let dir = TempDir::new("cli-keys");
+    tiny_model(dir.path(), "tiny");
+    let cfg = dir.path().join("cortex.toml");
+    std::fs::write(&cfg, "[server]\napi_keys = [\"k-inference\"]\nadmin_keys = [\"k-admin\"]\n").unwrap();
+    let n = Neuron::start(dir.path(), &["--config", cfg.to_str().unwrap()]);
+    let refused = cortex(Some(&n), &["status"]);
+    assert_eq!(refused.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&refused.stderr).contains("401"), "{refused:?}");
+    let inference_only = cortex(Some(&n), &["status", "--api-key", "k-inference"]);
+    assert_eq!(inference_only.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&inference_only.stderr).contains("403"), "{inference_only:?}");
+    assert!(cortex(Some(&n), &["status", "--api-key", "k-admin"]).status.success());
+    assert!(cortex(Some(&n), &["chat", "tiny", "hi", "--max-tokens", "2", "--api-key", "k-inference"])
+        .status
+        .success());
+}
+
+#[test]
+fn a_closed_pipe_is_not_an_error() {
+    let dir = TempDir::new("cli-pipe");
+    tiny_model(dir.path(), "tiny");
+    let n = Neuron::start(dir.path(), &[]);
+    let mut child = Command::new(cortex_bin())
+        .args(["chat", "tiny", "hello", "--max-tokens", "300"])
+        .env("CORTEX_ENDPOINT", &n.http)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    // Read one byte, then close our end, like `| head -c1`.
+    let mut out = child.stdout.take().unwrap();
+    let mut one = [0u8; 1];
+    std::io::Read::read_exact(&mut out, &mut one).unwrap();
+    drop(out);
+    let status = child.wait().unwrap();
+    assert_eq!(
+        status.code(),
+        Some(0),
+        "{:?}",
+        child.stderr.take().map(|mut e| {
+            let mut s = String::new();
+            std::io::Read::read_to_string(&mut e, &mut s).unwrap();
+            s
+        })
+    );
+}
+
+#[test]
+fn chat_reads_the_prompt_from_stdin() {
+    let dir = TempDir::new("cli-stdin");
+    tiny_model(dir.path(), "tiny");
+    let n = Neuron::start(dir.path(), &[]);
+    let mut child = Command::new(cortex_bin())
+        .args(["chat", "tiny", "--max-tokens", "5", "--temperature", "0"])
+        .env("CORTEX_ENDPOINT", &n.http)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    child.stdin.take().unwrap().write_all(b"hello there").unwrap();
+    let piped = child.wait_with_output().unwrap();
+    assert!(piped.status.success());
+    // The same prompt as an argument gives the same greedy answer.
+    let arg = cortex(Some(&n), &["chat", "tiny", "hello there", "--max-tokens", "5", "--temperature", "0"]);
+    assert_eq!(stdout(&arg), String::from_utf8_lossy(&piped.stdout));
+    assert!(!arg.stdout.is_empty());
+}
