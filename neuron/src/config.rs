@@ -175,6 +175,14 @@ pub fn default_models_dir() -> PathBuf {
     dirs::data_dir().unwrap_or_else(|| PathBuf::from(".")).join("cortex").join("models")
 }
 
+/// `$CORTEX_HOME/tls`, else `<data dir>/cortex/tls`: the fleet CA and node certificates.
+pub fn default_tls_dir() -> PathBuf {
+    if let Some(home) = std::env::var_os("CORTEX_HOME") {
+        return PathBuf::from(home).join("tls");
+    }
+    dirs::data_dir().unwrap_or_else(|| PathBuf::from(".")).join("cortex").join("tls")
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -187,6 +195,18 @@ mod tests {
         std::fs::write(&p, "[server]\nlisten = \"127.0.0.1:1\"\nlisten_typo = 3\n").unwrap();
         let err = Config::from_file(&p).unwrap_err().to_string();
         assert!(err.contains("listen_typo") && err.contains("line 3"), "{err}");
+    }
+
+    #[test]
+    fn the_documented_example_parses_to_the_defaults() {
+        let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../examples/cortex.toml");
+        let c = Config::from_file(&path).unwrap();
+        let d = Config::default();
+        assert_eq!(c.server.listen, d.server.listen);
+        assert_eq!(c.server.max_body_bytes, d.server.max_body_bytes);
+        assert_eq!(c.engine.max_active, d.engine.max_active);
+        assert_eq!(c.engine.queue_capacity, d.engine.queue_capacity);
+        assert_eq!(c.memory_budget().unwrap(), d.memory_budget().unwrap());
     }
 
     #[test]

@@ -166,6 +166,7 @@ async fn generate(
         .await
         .map_err(|e| ApiError::new(d, ErrorKind::Internal, format!("tokenizer task failed: {e}")))?
         .map_err(api_err)?;
+    tracing::info!(request = %id, model = %model.id, prompt_tokens = prepared.prompt.len(), max_tokens = prepared.max_tokens, stream, "generating");
     let rx = model.submit(&req, prepared).map_err(api_err)?;
     let mut obs = Observer {
         _lease: lease,

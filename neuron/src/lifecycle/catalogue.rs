@@ -272,6 +272,17 @@ keep_alive = "soon"
     }
 
     #[test]
+    fn the_documented_example_parses() {
+        let text = include_str!("../../../examples/models.example.toml");
+        let f = ModelsFile::parse(text, "models.example.toml").unwrap();
+        assert_eq!(f.models.len(), 3);
+        assert_eq!(f.aliases.resolve("helexa/large"), "local-llama");
+        let smol = f.models.iter().find(|m| m.id == "HuggingFaceTB/SmolLM2-135M-Instruct").unwrap();
+        assert!(smol.pinned);
+        assert_eq!(smol.memory, Some(300 << 20));
+    }
+
+    #[test]
     fn sizes() {
         assert_eq!(parse_size("300MiB"), Some(300 << 20));
         assert_eq!(parse_size("1.5GiB"), Some(1536 << 20));

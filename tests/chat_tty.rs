@@ -1,0 +1,103 @@
+//! The interactive chat in a real terminal (tmux): it streams, Ctrl-C stops the answer but not
+//! the session, and the conversation carries on.
+
+mod common;
+
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use common::{Neuron, TempDir};
+
+struct Tmux(String);
+
+impl Tmux {
+    fn start(name: &str, cmd: &str) -> Self {
+        let ok = Command::new("tmux")
+            .args(["new-session", "-d", "-s", name, "-x", "200", "-y", "50", cmd])
+            .status()
+            .unwrap();
+        assert!(ok.success(), "tmux is needed for this test (.ci/run installs it)");
+        Self(name.to_string())
+    }
+    fn keys(&self, keys: &[&str]) {
+        assert!(Command::new("tmux").args(["send-keys", "-t", &self.0]).args(keys).status().unwrap().success());
+    }
+    fn screen(&self) -> String {
+        let out = Command::new("tmux").args(["capture-pane", "-p", "-S", "-200", "-t", &self.0]).output().unwrap();
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    }
+    fn wait_for(&self, what: impl Fn(&str) -> bool, limit: Duration) -> String {
+        let end = Instant::now() + limit;
+        loop {
+            let s = self.screen();
+            if what(&s) || Instant::now() > end {
+                return s;
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+}
+
+impl Drop for Tmux {
+    fn drop(&mut self) {
+        let _ = Command::new("tmux").args(["kill-session", "-t", &self.0]).status();
+    }
+}
+
+#[test]
+fn interactive_chat_streams_stops_on_ctrl_c_and_keeps_the_conversation() {
+    let dir = TempDir::new("tty");
+    common::slow_model(dir.path(), "slow");
+    let n = Neuron::start(dir.path(), &[]);
+    let cmd =
+        format!("{} chat slow --endpoint {} --temperature 0 --max-tokens 1500", common::cortex_bin().display(), n.http);
+    let t = Tmux::start(&format!("cortex-tty-{}", std::process::id()), &cmd);
+    let s = t.wait_for(|s| s.contains(">>> "), Duration::from_secs(30));
+    assert!(s.contains("Chatting with slow"), "{s}");
+
+    // A long answer: it streams (the screen grows), then Ctrl-C stops it, not the session.
+    t.keys(&["hello", "Enter"]);
+    assert!(n.eventually(Duration::from_secs(30), || n.metric("cortex_in_flight_requests", &[]) == 1.0));
+    let first = t.screen();
+    std::thread::sleep(Duration::from_millis(700));
+    let later = t.screen();
+    assert!(later.len() > first.len(), "the answer is not streaming:\n{later}");
+    t.keys(&["C-c"]);
+    let s = t.wait_for(|s| s.contains("(stopped)"), Duration::from_secs(10));
+    assert!(s.contains("(stopped)"), "{s}");
+    assert!(n.eventually(Duration::from_secs(10), || n.metric("cortex_generations_cancelled_total", &[]) == 1.0));
+
+    // The next question carries the conversation, the stopped answer included.
+    t.keys(&["again", "Enter"]);
+    assert!(n.eventually(Duration::from_secs(30), || prompt_sizes(&n).len() == 2));
+    t.keys(&["C-c"]);
+    t.wait_for(|s| s.matches("(stopped)").count() == 2, Duration::from_secs(10));
+    // After /reset only the new question is sent.
+    t.keys(&["/reset", "Enter"]);
+    t.wait_for(|s| s.contains("(conversation cleared)"), Duration::from_secs(5));
+    t.keys(&["again", "Enter"]);
+    assert!(n.eventually(Duration::from_secs(30), || prompt_sizes(&n).len() == 3));
+    t.keys(&["C-c"]);
+    let sizes = prompt_sizes(&n);
+    assert!(sizes[1] > sizes[0] + 5, "the second prompt does not hold the first exchange: {sizes:?}");
+    assert!(sizes[2] < sizes[1], "/reset did not clear the conversation: {sizes:?}");
+    t.keys(&["/exit", "Enter"]);
+    let ended = || {
+        let alive = Command::new("tmux").args(["has-session", "-t", &t.0]).stderr(std::process::Stdio::null()).status();
+        !alive.map(|s| s.success()).unwrap_or(false)
+    };
+    let end = Instant::now() + Duration::from_secs(10);
+    while !ended() && Instant::now() < end {
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    assert!(ended(), "/exit did not end the session");
+}
+
+/// Prompt sizes of the requests the neuron accepted, in order (from its log).
+fn prompt_sizes(n: &Neuron) -> Vec<usize> {
+    n.log()
+        .lines()
+        .filter(|l| l.contains(" generating "))
+        .filter_map(|l| l.split("prompt_tokens=").nth(1)?.split_whitespace().next()?.parse().ok())
+        .collect()
+}
