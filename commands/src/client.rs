@@ -110,6 +110,12 @@ impl Client {
         self.post_stream(path, body).await?.json().await.context("the neuron sent invalid JSON")
     }
 
+    /// POSTs JSON and returns the response whatever its status, for callers that sort failures
+    /// themselves (`cortex bench` counts them by kind).
+    pub async fn post_raw(&self, path: &str, body: &Value) -> reqwest::Result<reqwest::Response> {
+        self.auth(self.http.post(format!("{}{path}", self.base))).json(body).send().await
+    }
+
     pub async fn post_stream(&self, path: &str, body: &Value) -> anyhow::Result<reqwest::Response> {
         let resp = self.auth(self.http.post(format!("{}{path}", self.base))).json(body).send().await.map_err(|e| {
             crate::UserError(format!("no neuron answers at {}: {e}. Start one with `cortex serve`", self.base))
