@@ -16,6 +16,12 @@ _cortex() {
             ",$1")
                 cmd="cortex"
                 ;;
+            cortex,bench)
+                cmd="cortex__subcmd__bench"
+                ;;
+            cortex,cert)
+                cmd="cortex__subcmd__cert"
+                ;;
             cortex,chat)
                 cmd="cortex__subcmd__chat"
                 ;;
@@ -24,6 +30,9 @@ _cortex() {
                 ;;
             cortex,help)
                 cmd="cortex__subcmd__help"
+                ;;
+            cortex,init)
+                cmd="cortex__subcmd__init"
                 ;;
             cortex,load)
                 cmd="cortex__subcmd__load"
@@ -52,6 +61,24 @@ _cortex() {
             cortex,unpin)
                 cmd="cortex__subcmd__unpin"
                 ;;
+            cortex__subcmd__cert,help)
+                cmd="cortex__subcmd__cert__subcmd__help"
+                ;;
+            cortex__subcmd__cert,issue)
+                cmd="cortex__subcmd__cert__subcmd__issue"
+                ;;
+            cortex__subcmd__cert__subcmd__help,help)
+                cmd="cortex__subcmd__cert__subcmd__help__subcmd__help"
+                ;;
+            cortex__subcmd__cert__subcmd__help,issue)
+                cmd="cortex__subcmd__cert__subcmd__help__subcmd__issue"
+                ;;
+            cortex__subcmd__help,bench)
+                cmd="cortex__subcmd__help__subcmd__bench"
+                ;;
+            cortex__subcmd__help,cert)
+                cmd="cortex__subcmd__help__subcmd__cert"
+                ;;
             cortex__subcmd__help,chat)
                 cmd="cortex__subcmd__help__subcmd__chat"
                 ;;
@@ -60,6 +87,9 @@ _cortex() {
                 ;;
             cortex__subcmd__help,help)
                 cmd="cortex__subcmd__help__subcmd__help"
+                ;;
+            cortex__subcmd__help,init)
+                cmd="cortex__subcmd__help__subcmd__init"
                 ;;
             cortex__subcmd__help,load)
                 cmd="cortex__subcmd__help__subcmd__load"
@@ -88,6 +118,9 @@ _cortex() {
             cortex__subcmd__help,unpin)
                 cmd="cortex__subcmd__help__subcmd__unpin"
                 ;;
+            cortex__subcmd__help__subcmd__cert,issue)
+                cmd="cortex__subcmd__help__subcmd__cert__subcmd__issue"
+                ;;
             *)
                 ;;
         esac
@@ -95,12 +128,152 @@ _cortex() {
 
     case "${cmd}" in
         cortex)
-            opts="-v -h -V --verbose --help --version serve chat status models load unload pin unpin pull completions man help"
+            opts="-v -h -V --verbose --help --version serve chat status models load unload pin unpin pull init cert bench completions man help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 1 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
             fi
             case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        cortex__subcmd__bench)
+            opts="-c -n -q -v -h -V --concurrency --requests --prompt-tokens --max-tokens --api --probe --json --quiet --endpoint --api-key --verbose --help --version"
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                --concurrency)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                -c)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --requests)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                -n)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --prompt-tokens)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --max-tokens)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --api)
+                    COMPREPLY=($(compgen -W "openai anthropic" -- "${cur}"))
+                    return 0
+                    ;;
+                --probe)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --endpoint)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --api-key)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        cortex__subcmd__cert)
+            opts="-v -h -V --verbose --help --version issue help"
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        cortex__subcmd__cert__subcmd__help)
+            opts="issue help"
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        cortex__subcmd__cert__subcmd__help__subcmd__help)
+            opts=""
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 4 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        cortex__subcmd__cert__subcmd__help__subcmd__issue)
+            opts=""
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 4 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        cortex__subcmd__cert__subcmd__issue)
+            opts="-v -h -V --dir --dns --ip --days --verbose --help --version"
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                --dir)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --dns)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --ip)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --days)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
                 *)
                     COMPREPLY=()
                     ;;
@@ -173,8 +346,50 @@ _cortex() {
             return 0
             ;;
         cortex__subcmd__help)
-            opts="serve chat status models load unload pin unpin pull completions man help"
+            opts="serve chat status models load unload pin unpin pull init cert bench completions man help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        cortex__subcmd__help__subcmd__bench)
+            opts=""
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        cortex__subcmd__help__subcmd__cert)
+            opts="issue"
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        cortex__subcmd__help__subcmd__cert__subcmd__issue)
+            opts=""
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 4 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
             fi
@@ -215,6 +430,20 @@ _cortex() {
             return 0
             ;;
         cortex__subcmd__help__subcmd__help)
+            opts=""
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        cortex__subcmd__help__subcmd__init)
             opts=""
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
@@ -347,6 +576,24 @@ _cortex() {
                 return 0
             fi
             case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        cortex__subcmd__init)
+            opts="-v -h -V --dir --force --verbose --help --version"
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                --dir)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
                 *)
                     COMPREPLY=()
                     ;;

@@ -33,6 +33,9 @@ set edit:completion:arg-completer[cortex] = {|@words|
             cand pin 'Keep a model loaded: never evicted, never unloaded when idle'
             cand unpin 'Let a pinned model be evicted and idle-unloaded again'
             cand pull 'Download a model into the models directory'
+            cand init 'Make the fleet CA that signs every node''s certificate'
+            cand cert 'Sign node certificates with the fleet CA'
+            cand bench 'Load-test a neuron: TTFT, inter-token latency, tok/s at several concurrency levels'
             cand completions 'Print a shell completion script'
             cand man 'Write man pages, one per subcommand'
             cand help 'Print this message or the help of the given subcommand(s)'
@@ -150,6 +153,67 @@ set edit:completion:arg-completer[cortex] = {|@words|
             cand -V 'Print version'
             cand --version 'Print version'
         }
+        &'cortex;init'= {
+            cand --dir 'Directory for ca.crt and ca.key [default: $CORTEX_HOME/tls or the data directory]'
+            cand --force 'Replace an existing CA; certificates it signed are no longer trusted'
+            cand -v 'More log output (-v info, -vv debug); RUST_LOG overrides'
+            cand --verbose 'More log output (-v info, -vv debug); RUST_LOG overrides'
+            cand -h 'Print help'
+            cand --help 'Print help'
+            cand -V 'Print version'
+            cand --version 'Print version'
+        }
+        &'cortex;cert'= {
+            cand -v 'More log output (-v info, -vv debug); RUST_LOG overrides'
+            cand --verbose 'More log output (-v info, -vv debug); RUST_LOG overrides'
+            cand -h 'Print help'
+            cand --help 'Print help'
+            cand -V 'Print version'
+            cand --version 'Print version'
+            cand issue 'Sign a certificate for a node with the fleet CA (writes NAME.crt and NAME.key)'
+            cand help 'Print this message or the help of the given subcommand(s)'
+        }
+        &'cortex;cert;issue'= {
+            cand --dir 'Directory with the fleet CA; the node''s files go there too [default: $CORTEX_HOME/tls or the data directory]'
+            cand --dns 'Another DNS name the node is reached by (repeatable)'
+            cand --ip 'An IP address the node is reached at (repeatable)'
+            cand --days 'Days the certificate stays valid'
+            cand -v 'More log output (-v info, -vv debug); RUST_LOG overrides'
+            cand --verbose 'More log output (-v info, -vv debug); RUST_LOG overrides'
+            cand -h 'Print help'
+            cand --help 'Print help'
+            cand -V 'Print version'
+            cand --version 'Print version'
+        }
+        &'cortex;cert;help'= {
+            cand issue 'Sign a certificate for a node with the fleet CA (writes NAME.crt and NAME.key)'
+            cand help 'Print this message or the help of the given subcommand(s)'
+        }
+        &'cortex;cert;help;issue'= {
+        }
+        &'cortex;cert;help;help'= {
+        }
+        &'cortex;bench'= {
+            cand -c 'Concurrency levels, comma-separated: each runs --requests requests with at most this many in flight'
+            cand --concurrency 'Concurrency levels, comma-separated: each runs --requests requests with at most this many in flight'
+            cand -n 'Requests at each concurrency level'
+            cand --requests 'Requests at each concurrency level'
+            cand --prompt-tokens 'Rough prompt length in tokens (filler text; the report gives the neuron''s own count)'
+            cand --max-tokens 'Most tokens in each answer'
+            cand --api 'API to drive: openai (/v1/chat/completions) or anthropic (/v1/messages)'
+            cand --probe 'Instead of load, ask each model this question once (not streamed, temperature 0) and print the answers side by side'
+            cand --endpoint 'Neuron URL [default: http://127.0.0.1:31313]'
+            cand --api-key 'API key, when the neuron requires one'
+            cand --json 'Print one JSON document on stdout instead of a table'
+            cand -q 'No progress bar on stderr'
+            cand --quiet 'No progress bar on stderr'
+            cand -v 'More log output (-v info, -vv debug); RUST_LOG overrides'
+            cand --verbose 'More log output (-v info, -vv debug); RUST_LOG overrides'
+            cand -h 'Print help (see more with ''--help'')'
+            cand --help 'Print help (see more with ''--help'')'
+            cand -V 'Print version'
+            cand --version 'Print version'
+        }
         &'cortex;completions'= {
             cand -v 'More log output (-v info, -vv debug); RUST_LOG overrides'
             cand --verbose 'More log output (-v info, -vv debug); RUST_LOG overrides'
@@ -177,6 +241,9 @@ set edit:completion:arg-completer[cortex] = {|@words|
             cand pin 'Keep a model loaded: never evicted, never unloaded when idle'
             cand unpin 'Let a pinned model be evicted and idle-unloaded again'
             cand pull 'Download a model into the models directory'
+            cand init 'Make the fleet CA that signs every node''s certificate'
+            cand cert 'Sign node certificates with the fleet CA'
+            cand bench 'Load-test a neuron: TTFT, inter-token latency, tok/s at several concurrency levels'
             cand completions 'Print a shell completion script'
             cand man 'Write man pages, one per subcommand'
             cand help 'Print this message or the help of the given subcommand(s)'
@@ -198,6 +265,15 @@ set edit:completion:arg-completer[cortex] = {|@words|
         &'cortex;help;unpin'= {
         }
         &'cortex;help;pull'= {
+        }
+        &'cortex;help;init'= {
+        }
+        &'cortex;help;cert'= {
+            cand issue 'Sign a certificate for a node with the fleet CA (writes NAME.crt and NAME.key)'
+        }
+        &'cortex;help;cert;issue'= {
+        }
+        &'cortex;help;bench'= {
         }
         &'cortex;help;completions'= {
         }

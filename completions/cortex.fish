@@ -36,6 +36,9 @@ complete -c cortex -n "__fish_cortex_needs_command" -f -a "unload" -d 'Unload a 
 complete -c cortex -n "__fish_cortex_needs_command" -f -a "pin" -d 'Keep a model loaded: never evicted, never unloaded when idle'
 complete -c cortex -n "__fish_cortex_needs_command" -f -a "unpin" -d 'Let a pinned model be evicted and idle-unloaded again'
 complete -c cortex -n "__fish_cortex_needs_command" -f -a "pull" -d 'Download a model into the models directory'
+complete -c cortex -n "__fish_cortex_needs_command" -f -a "init" -d 'Make the fleet CA that signs every node\'s certificate'
+complete -c cortex -n "__fish_cortex_needs_command" -f -a "cert" -d 'Sign node certificates with the fleet CA'
+complete -c cortex -n "__fish_cortex_needs_command" -f -a "bench" -d 'Load-test a neuron: TTFT, inter-token latency, tok/s at several concurrency levels'
 complete -c cortex -n "__fish_cortex_needs_command" -f -a "completions" -d 'Print a shell completion script'
 complete -c cortex -n "__fish_cortex_needs_command" -f -a "man" -d 'Write man pages, one per subcommand'
 complete -c cortex -n "__fish_cortex_needs_command" -f -a "help" -d 'Print this message or the help of the given subcommand(s)'
@@ -103,6 +106,39 @@ complete -c cortex -n "__fish_cortex_using_subcommand pull" -s q -l quiet -d 'No
 complete -c cortex -n "__fish_cortex_using_subcommand pull" -s v -l verbose -d 'More log output (-v info, -vv debug); RUST_LOG overrides'
 complete -c cortex -n "__fish_cortex_using_subcommand pull" -s h -l help -d 'Print help'
 complete -c cortex -n "__fish_cortex_using_subcommand pull" -s V -l version -d 'Print version'
+complete -c cortex -n "__fish_cortex_using_subcommand init" -l dir -d 'Directory for ca.crt and ca.key [default: $CORTEX_HOME/tls or the data directory]' -r -F
+complete -c cortex -n "__fish_cortex_using_subcommand init" -l force -d 'Replace an existing CA; certificates it signed are no longer trusted'
+complete -c cortex -n "__fish_cortex_using_subcommand init" -s v -l verbose -d 'More log output (-v info, -vv debug); RUST_LOG overrides'
+complete -c cortex -n "__fish_cortex_using_subcommand init" -s h -l help -d 'Print help'
+complete -c cortex -n "__fish_cortex_using_subcommand init" -s V -l version -d 'Print version'
+complete -c cortex -n "__fish_cortex_using_subcommand cert; and not __fish_seen_subcommand_from issue help" -s v -l verbose -d 'More log output (-v info, -vv debug); RUST_LOG overrides'
+complete -c cortex -n "__fish_cortex_using_subcommand cert; and not __fish_seen_subcommand_from issue help" -s h -l help -d 'Print help'
+complete -c cortex -n "__fish_cortex_using_subcommand cert; and not __fish_seen_subcommand_from issue help" -s V -l version -d 'Print version'
+complete -c cortex -n "__fish_cortex_using_subcommand cert; and not __fish_seen_subcommand_from issue help" -f -a "issue" -d 'Sign a certificate for a node with the fleet CA (writes NAME.crt and NAME.key)'
+complete -c cortex -n "__fish_cortex_using_subcommand cert; and not __fish_seen_subcommand_from issue help" -f -a "help" -d 'Print this message or the help of the given subcommand(s)'
+complete -c cortex -n "__fish_cortex_using_subcommand cert; and __fish_seen_subcommand_from issue" -l dir -d 'Directory with the fleet CA; the node\'s files go there too [default: $CORTEX_HOME/tls or the data directory]' -r -F
+complete -c cortex -n "__fish_cortex_using_subcommand cert; and __fish_seen_subcommand_from issue" -l dns -d 'Another DNS name the node is reached by (repeatable)' -r
+complete -c cortex -n "__fish_cortex_using_subcommand cert; and __fish_seen_subcommand_from issue" -l ip -d 'An IP address the node is reached at (repeatable)' -r
+complete -c cortex -n "__fish_cortex_using_subcommand cert; and __fish_seen_subcommand_from issue" -l days -d 'Days the certificate stays valid' -r
+complete -c cortex -n "__fish_cortex_using_subcommand cert; and __fish_seen_subcommand_from issue" -s v -l verbose -d 'More log output (-v info, -vv debug); RUST_LOG overrides'
+complete -c cortex -n "__fish_cortex_using_subcommand cert; and __fish_seen_subcommand_from issue" -s h -l help -d 'Print help'
+complete -c cortex -n "__fish_cortex_using_subcommand cert; and __fish_seen_subcommand_from issue" -s V -l version -d 'Print version'
+complete -c cortex -n "__fish_cortex_using_subcommand cert; and __fish_seen_subcommand_from help" -f -a "issue" -d 'Sign a certificate for a node with the fleet CA (writes NAME.crt and NAME.key)'
+complete -c cortex -n "__fish_cortex_using_subcommand cert; and __fish_seen_subcommand_from help" -f -a "help" -d 'Print this message or the help of the given subcommand(s)'
+complete -c cortex -n "__fish_cortex_using_subcommand bench" -s c -l concurrency -d 'Concurrency levels, comma-separated: each runs --requests requests with at most this many in flight' -r
+complete -c cortex -n "__fish_cortex_using_subcommand bench" -s n -l requests -d 'Requests at each concurrency level' -r
+complete -c cortex -n "__fish_cortex_using_subcommand bench" -l prompt-tokens -d 'Rough prompt length in tokens (filler text; the report gives the neuron\'s own count)' -r
+complete -c cortex -n "__fish_cortex_using_subcommand bench" -l max-tokens -d 'Most tokens in each answer' -r
+complete -c cortex -n "__fish_cortex_using_subcommand bench" -l api -d 'API to drive: openai (/v1/chat/completions) or anthropic (/v1/messages)' -r -f -a "openai\t'OpenAI chat completions: POST /v1/chat/completions'
+anthropic\t'Anthropic messages: POST /v1/messages'"
+complete -c cortex -n "__fish_cortex_using_subcommand bench" -l probe -d 'Instead of load, ask each model this question once (not streamed, temperature 0) and print the answers side by side' -r
+complete -c cortex -n "__fish_cortex_using_subcommand bench" -l endpoint -d 'Neuron URL [default: http://127.0.0.1:31313]' -r
+complete -c cortex -n "__fish_cortex_using_subcommand bench" -l api-key -d 'API key, when the neuron requires one' -r
+complete -c cortex -n "__fish_cortex_using_subcommand bench" -l json -d 'Print one JSON document on stdout instead of a table'
+complete -c cortex -n "__fish_cortex_using_subcommand bench" -s q -l quiet -d 'No progress bar on stderr'
+complete -c cortex -n "__fish_cortex_using_subcommand bench" -s v -l verbose -d 'More log output (-v info, -vv debug); RUST_LOG overrides'
+complete -c cortex -n "__fish_cortex_using_subcommand bench" -s h -l help -d 'Print help (see more with \'--help\')'
+complete -c cortex -n "__fish_cortex_using_subcommand bench" -s V -l version -d 'Print version'
 complete -c cortex -n "__fish_cortex_using_subcommand completions" -s v -l verbose -d 'More log output (-v info, -vv debug); RUST_LOG overrides'
 complete -c cortex -n "__fish_cortex_using_subcommand completions" -s h -l help -d 'Print help'
 complete -c cortex -n "__fish_cortex_using_subcommand completions" -s V -l version -d 'Print version'
@@ -110,15 +146,19 @@ complete -c cortex -n "__fish_cortex_using_subcommand man" -l dir -d 'Directory 
 complete -c cortex -n "__fish_cortex_using_subcommand man" -s v -l verbose -d 'More log output (-v info, -vv debug); RUST_LOG overrides'
 complete -c cortex -n "__fish_cortex_using_subcommand man" -s h -l help -d 'Print help'
 complete -c cortex -n "__fish_cortex_using_subcommand man" -s V -l version -d 'Print version'
-complete -c cortex -n "__fish_cortex_using_subcommand help; and not __fish_seen_subcommand_from serve chat status models load unload pin unpin pull completions man help" -f -a "serve" -d 'Run a neuron: the HTTP API on :31313 and metrics on :31314'
-complete -c cortex -n "__fish_cortex_using_subcommand help; and not __fish_seen_subcommand_from serve chat status models load unload pin unpin pull completions man help" -f -a "chat" -d 'Ask a model something, or chat interactively'
-complete -c cortex -n "__fish_cortex_using_subcommand help; and not __fish_seen_subcommand_from serve chat status models load unload pin unpin pull completions man help" -f -a "status" -d 'Show the neuron\'s devices, memory budget and models'
-complete -c cortex -n "__fish_cortex_using_subcommand help; and not __fish_seen_subcommand_from serve chat status models load unload pin unpin pull completions man help" -f -a "models" -d 'List the models a neuron serves (aliases, state, size)'
-complete -c cortex -n "__fish_cortex_using_subcommand help; and not __fish_seen_subcommand_from serve chat status models load unload pin unpin pull completions man help" -f -a "load" -d 'Load a model now (instead of on its first request)'
-complete -c cortex -n "__fish_cortex_using_subcommand help; and not __fish_seen_subcommand_from serve chat status models load unload pin unpin pull completions man help" -f -a "unload" -d 'Unload a model (refused while it serves requests)'
-complete -c cortex -n "__fish_cortex_using_subcommand help; and not __fish_seen_subcommand_from serve chat status models load unload pin unpin pull completions man help" -f -a "pin" -d 'Keep a model loaded: never evicted, never unloaded when idle'
-complete -c cortex -n "__fish_cortex_using_subcommand help; and not __fish_seen_subcommand_from serve chat status models load unload pin unpin pull completions man help" -f -a "unpin" -d 'Let a pinned model be evicted and idle-unloaded again'
-complete -c cortex -n "__fish_cortex_using_subcommand help; and not __fish_seen_subcommand_from serve chat status models load unload pin unpin pull completions man help" -f -a "pull" -d 'Download a model into the models directory'
-complete -c cortex -n "__fish_cortex_using_subcommand help; and not __fish_seen_subcommand_from serve chat status models load unload pin unpin pull completions man help" -f -a "completions" -d 'Print a shell completion script'
-complete -c cortex -n "__fish_cortex_using_subcommand help; and not __fish_seen_subcommand_from serve chat status models load unload pin unpin pull completions man help" -f -a "man" -d 'Write man pages, one per subcommand'
-complete -c cortex -n "__fish_cortex_using_subcommand help; and not __fish_seen_subcommand_from serve chat status models load unload pin unpin pull completions man help" -f -a "help" -d 'Print this message or the help of the given subcommand(s)'
+complete -c cortex -n "__fish_cortex_using_subcommand help; and not __fish_seen_subcommand_from serve chat status models load unload pin unpin pull init cert bench completions man help" -f -a "serve" -d 'Run a neuron: the HTTP API on :31313 and metrics on :31314'
+complete -c cortex -n "__fish_cortex_using_subcommand help; and not __fish_seen_subcommand_from serve chat status models load unload pin unpin pull init cert bench completions man help" -f -a "chat" -d 'Ask a model something, or chat interactively'
+complete -c cortex -n "__fish_cortex_using_subcommand help; and not __fish_seen_subcommand_from serve chat status models load unload pin unpin pull init cert bench completions man help" -f -a "status" -d 'Show the neuron\'s devices, memory budget and models'
+complete -c cortex -n "__fish_cortex_using_subcommand help; and not __fish_seen_subcommand_from serve chat status models load unload pin unpin pull init cert bench completions man help" -f -a "models" -d 'List the models a neuron serves (aliases, state, size)'
+complete -c cortex -n "__fish_cortex_using_subcommand help; and not __fish_seen_subcommand_from serve chat status models load unload pin unpin pull init cert bench completions man help" -f -a "load" -d 'Load a model now (instead of on its first request)'
+complete -c cortex -n "__fish_cortex_using_subcommand help; and not __fish_seen_subcommand_from serve chat status models load unload pin unpin pull init cert bench completions man help" -f -a "unload" -d 'Unload a model (refused while it serves requests)'
+complete -c cortex -n "__fish_cortex_using_subcommand help; and not __fish_seen_subcommand_from serve chat status models load unload pin unpin pull init cert bench completions man help" -f -a "pin" -d 'Keep a model loaded: never evicted, never unloaded when idle'
+complete -c cortex -n "__fish_cortex_using_subcommand help; and not __fish_seen_subcommand_from serve chat status models load unload pin unpin pull init cert bench completions man help" -f -a "unpin" -d 'Let a pinned model be evicted and idle-unloaded again'
+complete -c cortex -n "__fish_cortex_using_subcommand help; and not __fish_seen_subcommand_from serve chat status models load unload pin unpin pull init cert bench completions man help" -f -a "pull" -d 'Download a model into the models directory'
+complete -c cortex -n "__fish_cortex_using_subcommand help; and not __fish_seen_subcommand_from serve chat status models load unload pin unpin pull init cert bench completions man help" -f -a "init" -d 'Make the fleet CA that signs every node\'s certificate'
+complete -c cortex -n "__fish_cortex_using_subcommand help; and not __fish_seen_subcommand_from serve chat status models load unload pin unpin pull init cert bench completions man help" -f -a "cert" -d 'Sign node certificates with the fleet CA'
+complete -c cortex -n "__fish_cortex_using_subcommand help; and not __fish_seen_subcommand_from serve chat status models load unload pin unpin pull init cert bench completions man help" -f -a "bench" -d 'Load-test a neuron: TTFT, inter-token latency, tok/s at several concurrency levels'
+complete -c cortex -n "__fish_cortex_using_subcommand help; and not __fish_seen_subcommand_from serve chat status models load unload pin unpin pull init cert bench completions man help" -f -a "completions" -d 'Print a shell completion script'
+complete -c cortex -n "__fish_cortex_using_subcommand help; and not __fish_seen_subcommand_from serve chat status models load unload pin unpin pull init cert bench completions man help" -f -a "man" -d 'Write man pages, one per subcommand'
+complete -c cortex -n "__fish_cortex_using_subcommand help; and not __fish_seen_subcommand_from serve chat status models load unload pin unpin pull init cert bench completions man help" -f -a "help" -d 'Print this message or the help of the given subcommand(s)'
+complete -c cortex -n "__fish_cortex_using_subcommand help; and __fish_seen_subcommand_from cert" -f -a "issue" -d 'Sign a certificate for a node with the fleet CA (writes NAME.crt and NAME.key)'

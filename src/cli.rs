@@ -3,7 +3,7 @@
 use std::path::PathBuf;
 
 use clap::{CommandFactory, Parser, Subcommand};
-use cortex_commands::{admin, chat, models, pull, serve, status};
+use cortex_commands::{admin, bench, cert, chat, models, pull, serve, status};
 
 /// cortex turns GPU and CPU hosts into one LLM service with OpenAI- and Anthropic-compatible
 /// APIs.
@@ -40,6 +40,15 @@ pub enum Command {
     Unpin(admin::AdminArgs),
     /// Download a model into the models directory
     Pull(pull::PullArgs),
+    /// Make the fleet CA that signs every node's certificate
+    Init(cert::InitArgs),
+    /// Sign node certificates with the fleet CA
+    Cert {
+        #[command(subcommand)]
+        command: cert::CertCommand,
+    },
+    /// Load-test a neuron: TTFT, inter-token latency, tok/s at several concurrency levels
+    Bench(bench::BenchArgs),
     /// Print a shell completion script
     Completions {
         /// Shell to complete for
@@ -78,6 +87,9 @@ pub async fn dispatch(cli: Cli) -> anyhow::Result<()> {
         Command::Pin(args) => admin::run("pin", args).await,
         Command::Unpin(args) => admin::run("unpin", args).await,
         Command::Pull(args) => tokio::task::spawn_blocking(move || pull::run(args)).await?,
+        Command::Init(args) => cert::init(args),
+        Command::Cert { command } => cert::run(command),
+        Command::Bench(args) => bench::run(args).await,
         Command::Completions { shell } => {
             let mut buf = Vec::new();
             clap_complete::generate(shell, &mut Cli::command(), "cortex", &mut buf);

@@ -50,7 +50,9 @@ fn man_pages_are_fresh() {
 #[test]
 fn help_reads_like_a_map() {
     let help = String::from_utf8(cortex(&["--help"])).unwrap();
-    for cmd in ["serve", "chat", "status", "models", "load", "unload", "pin", "unpin", "pull", "completions", "man"] {
+    for cmd in
+        ["serve", "chat", "status", "models", "load", "unload", "pin", "unpin", "pull", "bench", "completions", "man"]
+    {
         assert!(help.contains(&format!("  {cmd} ")), "`cortex --help` does not list {cmd}:\n{help}");
     }
 }

@@ -2,6 +2,8 @@
 //! that finds a neuron, the error type that maps to exit codes).
 
 pub mod admin;
+pub mod bench;
+pub mod cert;
 pub mod chat;
 pub mod client;
 pub mod error;

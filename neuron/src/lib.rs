@@ -6,6 +6,7 @@ pub mod config;
 pub mod engine;
 pub mod gateway;
 pub mod lifecycle;
+pub mod mesh;
 pub mod metrics;
 pub mod server;
 pub mod testutil;

@@ -6,6 +6,9 @@
 pub mod anthropic;
 pub mod catalogue;
 pub mod eviction;
+pub mod frame;
 pub mod generate;
 pub mod openai;
+pub mod placement;
+pub mod routing;
 pub mod translate;

@@ -1,0 +1,229 @@
+//! Where a request for a model should run, from one node's view of the fleet: here when the
+//! model is ready here and this node is not the busiest; else the least-loaded peer with it
+//! ready (power of two choices on load); else a peer where it is loading; else a cold load on
+//! the peer that fits it best. The answer is an ordered list of candidates, so the caller can
+//! fall through to the next one when a peer fails before its first token.
+
+use crate::eviction::{self, Plan, Resident, Strategy};
+use crate::placement::PlacementDoc;
+
+/// Why a node is a candidate.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Readiness {
+    Ready,
+    Loading,
+    /// It must load the model first (evicting by its own policy if needed).
+    Cold,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Candidate {
+    pub node: String,
+    pub readiness: Readiness,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Decision {
+    /// Try these in order (the local node may be among them).
+    Try(Vec<Candidate>),
+    /// No node knows the model.
+    NotFound,
+    /// Known, but no node can hold it now; the reason names what blocks it.
+    Unavailable(String),
+}
+
+/// A member of the fleet as routing sees it: alive members only count.
+#[derive(Debug, Clone, Copy)]
+pub struct Member<'a> {
+    pub alive: bool,
+    pub doc: &'a PlacementDoc,
+}
+
+/// Routes a request for the concrete model `model` from node `me`. `coin` is any random number
+/// (it picks the two peers compared by power of two choices).
+pub fn route(model: &str, me: &str, members: &[Member<'_>], coin: u64) -> Decision {
+    let alive: Vec<&PlacementDoc> = members.iter().filter(|m| m.alive).map(|m| m.doc).collect();
+    let with = |pred: &dyn Fn(&crate::placement::ModelDoc) -> bool| -> Vec<&PlacementDoc> {
+        alive.iter().copied().filter(|d| d.model(model).is_some_and(pred)).collect()
+    };
+    let cand = |d: &PlacementDoc, readiness| Candidate { node: d.node.clone(), readiness };
+
+    let mut ready = with(&|m| m.is_ready());
+    if !ready.is_empty() {
+        ready.sort_by_key(|d| (d.load(), d.node != me, d.node.clone()));
+        let mine = ready.iter().position(|d| d.node == me);
+        let busiest = ready.iter().map(|d| d.load()).max().unwrap_or(0);
+        let first = match mine {
+            // Here, unless this node is strictly the busiest of those that have it.
+            Some(i) if ready.len() == 1 || ready[i].load() < busiest || ready.iter().all(|d| d.load() == busiest) => i,
+            _ => two_choices(&ready, me, coin),
+        };
+        let mut order = vec![ready[first]];
+        order.extend(ready.iter().enumerate().filter(|(i, _)| *i != first).map(|(_, d)| *d));
+        return Decision::Try(order.into_iter().map(|d| cand(d, Readiness::Ready)).collect());
+    }
+
+    let mut loading = with(&|m| m.is_loading());
+    if !loading.is_empty() {
+        loading.sort_by_key(|d| (d.node != me, d.load(), d.node.clone()));
+        return Decision::Try(loading.into_iter().map(|d| cand(d, Readiness::Loading)).collect());
+    }
+
+    let known = with(&|_| true);
+    if known.is_empty() {
+        return Decision::NotFound;
+    }
+    // Cold load: where it fits after that node's own eviction rules, preferring weights already
+    // on disk, then the most free memory.
+    let mut fits: Vec<(&PlacementDoc, bool, u64)> = Vec::new();
+    let mut reasons = Vec::new();
+    for d in known {
+        let Some(m) = d.model(model) else { continue };
+        let strategy = if d.eviction == "priority" { Strategy::Priority } else { Strategy::Lru };
+        let residents: Vec<Resident> = d
+            .models
+            .iter()
+            .filter(|r| r.id != model && (r.is_ready() || r.is_loading()))
+            .map(|r| Resident {
+                id: r.id.clone(),
+                bytes: r.bytes,
+                pinned: r.pinned,
+                in_flight: (r.in_flight + r.queued) as usize,
+                loading: r.is_loading(),
+                priority: r.priority,
+                last_used: u64::MAX - r.idle_ms,
+            })
+            .collect();
+        match eviction::plan(m.bytes, d.budget_bytes, &residents, strategy) {
+            Plan::Impossible { .. } => reasons.push(format!("{}: not enough memory", d.node)),
+            _ => fits.push((d, m.on_disk, d.free_bytes())),
+        }
+    }
+    if fits.is_empty() {
+        return Decision::Unavailable(format!("no node can hold `{model}` now ({})", reasons.join("; ")));
+    }
+    fits.sort_by(|a, b| b.1.cmp(&a.1).then(b.2.cmp(&a.2)).then((a.0.node != me).cmp(&(b.0.node != me))));
+    Decision::Try(fits.into_iter().map(|(d, _, _)| cand(d, Readiness::Cold)).collect())
+}
+
+/// Power of two choices: compare two nodes picked by `coin`, take the less loaded.
+fn two_choices(nodes: &[&PlacementDoc], me: &str, coin: u64) -> usize {
+    let n = nodes.len();
+    let a = (coin % n as u64) as usize;
+    let b = ((coin / n as u64) % (n as u64 - 1).max(1)) as usize;
+    let b = if b >= a { (b + 1) % n } else { b };
+    let key = |i: usize| (nodes[i].load(), nodes[i].node != me);
+    if key(b) < key(a) {
+        b
+    } else {
+        a
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::placement::ModelDoc;
+
+    fn node(name: &str, budget: u64, models: Vec<ModelDoc>) -> PlacementDoc {
+        let used = models.iter().filter(|m| m.is_ready() || m.is_loading()).map(|m| m.bytes).sum();
+        PlacementDoc {
+            node: name.into(),
+            version: 1,
+            http: String::new(),
+            devices: vec![],
+            budget_bytes: budget,
+            used_bytes: used,
+            eviction: "lru".into(),
+            models,
+            aliases: vec![],
+        }
+    }
+
+    fn m(id: &str, state: &str, bytes: u64, in_flight: u32) -> ModelDoc {
+        ModelDoc {
+            id: id.into(),
+            state: state.into(),
+            pinned: false,
+            on_disk: true,
+            bytes,
+            in_flight,
+            queued: 0,
+            priority: 0,
+            idle_ms: 0,
+        }
+    }
+
+    fn nodes(d: &Decision) -> Vec<(&str, Readiness)> {
+        match d {
+            Decision::Try(c) => c.iter().map(|c| (c.node.as_str(), c.readiness)).collect(),
+            _ => vec![],
+        }
+    }
+
+    fn members(docs: &[PlacementDoc]) -> Vec<Member<'_>> {
+        docs.iter().map(|doc| Member { alive: true, doc }).collect()
+    }
+
+    #[test]
+    fn ready_here_and_not_busiest_serves_locally() {
+        let docs = [node("a", 100, vec![m("x", "ready", 10, 1)]), node("b", 100, vec![m("x", "ready", 10, 3)])];
+        assert_eq!(nodes(&route("x", "a", &members(&docs), 0))[0], ("a", Readiness::Ready));
+    }
+
+    #[test]
+    fn the_busiest_node_passes_the_request_on() {
+        let docs = [node("a", 100, vec![m("x", "ready", 10, 5)]), node("b", 100, vec![m("x", "ready", 10, 0)])];
+        for coin in 0..10 {
+            assert_eq!(nodes(&route("x", "a", &members(&docs), coin))[0].0, "b");
+        }
+    }
+
+    #[test]
+    fn a_model_only_a_peer_holds_goes_there() {
+        let docs = [node("a", 100, vec![m("x", "unloaded", 10, 0)]), node("b", 100, vec![m("x", "ready", 10, 0)])];
+        assert_eq!(nodes(&route("x", "a", &members(&docs), 3)), vec![("b", Readiness::Ready)]);
+    }
+
+    #[test]
+    fn loading_beats_a_cold_load() {
+        let docs = [node("a", 100, vec![m("x", "unloaded", 10, 0)]), node("b", 100, vec![m("x", "loading", 10, 0)])];
+        assert_eq!(nodes(&route("x", "a", &members(&docs), 0)), vec![("b", Readiness::Loading)]);
+    }
+
+    #[test]
+    fn a_cold_load_lands_where_it_fits() {
+        let big = |n: &str| node(n, 100, vec![m("x", "unloaded", 80, 0), m("pinned", "ready", 50, 0)]);
+        let mut a = big("a");
+        a.models[1].pinned = true;
+        let b = node("b", 100, vec![m("x", "unloaded", 80, 0)]);
+        let docs = [a, b];
+        assert_eq!(nodes(&route("x", "a", &members(&docs), 0)), vec![("b", Readiness::Cold)]);
+    }
+
+    #[test]
+    fn cold_loads_prefer_weights_on_disk_then_free_memory() {
+        let mut a = node("a", 1000, vec![m("x", "unloaded", 10, 0)]);
+        a.models[0].on_disk = false;
+        let b = node("b", 100, vec![m("x", "unloaded", 10, 0)]);
+        let c = node("c", 500, vec![m("x", "unloaded", 10, 0)]);
+        let docs = [a, b, c];
+        let decision = route("x", "a", &members(&docs), 0);
+        let order: Vec<_> = nodes(&decision).into_iter().map(|n| n.0).collect();
+        assert_eq!(order, vec!["c", "b", "a"]);
+    }
+
+    #[test]
+    fn down_members_and_unknown_models() {
+        let docs = [node("a", 100, vec![]), node("b", 100, vec![m("x", "ready", 10, 0)])];
+        let ms = vec![Member { alive: true, doc: &docs[0] }, Member { alive: false, doc: &docs[1] }];
+        assert_eq!(route("x", "a", &ms, 0), Decision::NotFound);
+        assert_eq!(route("y", "a", &members(&docs), 0), Decision::NotFound);
+    }
+
+    #[test]
+    fn nowhere_to_fit_is_unavailable() {
+        let docs = [node("a", 10, vec![m("x", "unloaded", 80, 0)])];
+        assert!(matches!(route("x", "a", &members(&docs), 0), Decision::Unavailable(_)));
+    }
+}
