@@ -54,6 +54,10 @@ Register-ArgumentCompleter -Native -CommandName 'cortex' -ScriptBlock {
             [CompletionResult]::new('--model', '--model', [CompletionResultType]::ParameterName, 'Also serve this GGUF file or safetensors directory (repeatable)')
             [CompletionResult]::new('--models-config', '--models-config', [CompletionResultType]::ParameterName, 'models.toml with sources, priorities, pins, keep-alives and aliases')
             [CompletionResult]::new('--memory-budget', '--memory-budget', [CompletionResultType]::ParameterName, 'Memory models may use on this node, e.g. 300MiB or 8GiB [default: 75% of RAM less 512MiB]')
+            [CompletionResult]::new('--name', '--name', [CompletionResultType]::ParameterName, 'This node''s name in the fleet (turns the mesh on; needs NAME.crt from `cortex cert issue`)')
+            [CompletionResult]::new('--tls-dir', '--tls-dir', [CompletionResultType]::ParameterName, 'Directory with ca.crt, NAME.crt and NAME.key [default: $CORTEX_HOME/tls]')
+            [CompletionResult]::new('--mesh-listen', '--mesh-listen', [CompletionResultType]::ParameterName, 'UDP address of the mesh''s QUIC endpoint [default: the --listen address]')
+            [CompletionResult]::new('--join', '--join', [CompletionResultType]::ParameterName, 'Join the fleet through this peer''s mesh address (repeatable)')
             [CompletionResult]::new('--eviction', '--eviction', [CompletionResultType]::ParameterName, 'Which models to evict first when a load does not fit')
             [CompletionResult]::new('-v', '-v', [CompletionResultType]::ParameterName, 'More log output (-v info, -vv debug); RUST_LOG overrides')
             [CompletionResult]::new('--verbose', '--verbose', [CompletionResultType]::ParameterName, 'More log output (-v info, -vv debug); RUST_LOG overrides')
@@ -106,6 +110,7 @@ Register-ArgumentCompleter -Native -CommandName 'cortex' -ScriptBlock {
             break
         }
         'cortex;load' {
+            [CompletionResult]::new('--on', '--on', [CompletionResultType]::ParameterName, 'Act on this node of the fleet instead of the one answering')
             [CompletionResult]::new('--endpoint', '--endpoint', [CompletionResultType]::ParameterName, 'Neuron URL [default: http://127.0.0.1:31313]')
             [CompletionResult]::new('--api-key', '--api-key', [CompletionResultType]::ParameterName, 'API key, when the neuron requires one')
             [CompletionResult]::new('--json', '--json', [CompletionResultType]::ParameterName, 'Print the neuron''s JSON answer on stdout')
@@ -118,6 +123,7 @@ Register-ArgumentCompleter -Native -CommandName 'cortex' -ScriptBlock {
             break
         }
         'cortex;unload' {
+            [CompletionResult]::new('--on', '--on', [CompletionResultType]::ParameterName, 'Act on this node of the fleet instead of the one answering')
             [CompletionResult]::new('--endpoint', '--endpoint', [CompletionResultType]::ParameterName, 'Neuron URL [default: http://127.0.0.1:31313]')
             [CompletionResult]::new('--api-key', '--api-key', [CompletionResultType]::ParameterName, 'API key, when the neuron requires one')
             [CompletionResult]::new('--json', '--json', [CompletionResultType]::ParameterName, 'Print the neuron''s JSON answer on stdout')
@@ -130,6 +136,7 @@ Register-ArgumentCompleter -Native -CommandName 'cortex' -ScriptBlock {
             break
         }
         'cortex;pin' {
+            [CompletionResult]::new('--on', '--on', [CompletionResultType]::ParameterName, 'Act on this node of the fleet instead of the one answering')
             [CompletionResult]::new('--endpoint', '--endpoint', [CompletionResultType]::ParameterName, 'Neuron URL [default: http://127.0.0.1:31313]')
             [CompletionResult]::new('--api-key', '--api-key', [CompletionResultType]::ParameterName, 'API key, when the neuron requires one')
             [CompletionResult]::new('--json', '--json', [CompletionResultType]::ParameterName, 'Print the neuron''s JSON answer on stdout')
@@ -142,6 +149,7 @@ Register-ArgumentCompleter -Native -CommandName 'cortex' -ScriptBlock {
             break
         }
         'cortex;unpin' {
+            [CompletionResult]::new('--on', '--on', [CompletionResultType]::ParameterName, 'Act on this node of the fleet instead of the one answering')
             [CompletionResult]::new('--endpoint', '--endpoint', [CompletionResultType]::ParameterName, 'Neuron URL [default: http://127.0.0.1:31313]')
             [CompletionResult]::new('--api-key', '--api-key', [CompletionResultType]::ParameterName, 'API key, when the neuron requires one')
             [CompletionResult]::new('--json', '--json', [CompletionResultType]::ParameterName, 'Print the neuron''s JSON answer on stdout')

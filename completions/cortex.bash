@@ -602,12 +602,16 @@ _cortex() {
             return 0
             ;;
         cortex__subcmd__load)
-            opts="-v -h -V --json --endpoint --api-key --verbose --help --version"
+            opts="-v -h -V --on --json --endpoint --api-key --verbose --help --version"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
             fi
             case "${prev}" in
+                --on)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
                 --endpoint)
                     COMPREPLY=($(compgen -f "${cur}"))
                     return 0
@@ -664,12 +668,16 @@ _cortex() {
             return 0
             ;;
         cortex__subcmd__pin)
-            opts="-v -h -V --json --endpoint --api-key --verbose --help --version"
+            opts="-v -h -V --on --json --endpoint --api-key --verbose --help --version"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
             fi
             case "${prev}" in
+                --on)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
                 --endpoint)
                     COMPREPLY=($(compgen -f "${cur}"))
                     return 0
@@ -708,7 +716,7 @@ _cortex() {
             return 0
             ;;
         cortex__subcmd__serve)
-            opts="-c -m -v -h -V --config --listen --metrics-listen --models-dir --model --models-config --memory-budget --eviction --verbose --help --version"
+            opts="-c -m -v -h -V --config --listen --metrics-listen --models-dir --model --models-config --memory-budget --name --tls-dir --mesh-listen --join --eviction --verbose --help --version"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -750,6 +758,22 @@ _cortex() {
                     COMPREPLY=($(compgen -f "${cur}"))
                     return 0
                     ;;
+                --name)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --tls-dir)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --mesh-listen)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --join)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
                 --eviction)
                     COMPREPLY=($(compgen -W "lru priority" -- "${cur}"))
                     return 0
@@ -784,12 +808,16 @@ _cortex() {
             return 0
             ;;
         cortex__subcmd__unload)
-            opts="-v -h -V --json --endpoint --api-key --verbose --help --version"
+            opts="-v -h -V --on --json --endpoint --api-key --verbose --help --version"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
             fi
             case "${prev}" in
+                --on)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
                 --endpoint)
                     COMPREPLY=($(compgen -f "${cur}"))
                     return 0
@@ -806,12 +834,16 @@ _cortex() {
             return 0
             ;;
         cortex__subcmd__unpin)
-            opts="-v -h -V --json --endpoint --api-key --verbose --help --version"
+            opts="-v -h -V --on --json --endpoint --api-key --verbose --help --version"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
             fi
             case "${prev}" in
+                --on)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
                 --endpoint)
                     COMPREPLY=($(compgen -f "${cur}"))
                     return 0

@@ -50,6 +50,10 @@ set edit:completion:arg-completer[cortex] = {|@words|
             cand --model 'Also serve this GGUF file or safetensors directory (repeatable)'
             cand --models-config 'models.toml with sources, priorities, pins, keep-alives and aliases'
             cand --memory-budget 'Memory models may use on this node, e.g. 300MiB or 8GiB [default: 75% of RAM less 512MiB]'
+            cand --name 'This node''s name in the fleet (turns the mesh on; needs NAME.crt from `cortex cert issue`)'
+            cand --tls-dir 'Directory with ca.crt, NAME.crt and NAME.key [default: $CORTEX_HOME/tls]'
+            cand --mesh-listen 'UDP address of the mesh''s QUIC endpoint [default: the --listen address]'
+            cand --join 'Join the fleet through this peer''s mesh address (repeatable)'
             cand --eviction 'Which models to evict first when a load does not fit'
             cand -v 'More log output (-v info, -vv debug); RUST_LOG overrides'
             cand --verbose 'More log output (-v info, -vv debug); RUST_LOG overrides'
@@ -98,6 +102,7 @@ set edit:completion:arg-completer[cortex] = {|@words|
             cand --version 'Print version'
         }
         &'cortex;load'= {
+            cand --on 'Act on this node of the fleet instead of the one answering'
             cand --endpoint 'Neuron URL [default: http://127.0.0.1:31313]'
             cand --api-key 'API key, when the neuron requires one'
             cand --json 'Print the neuron''s JSON answer on stdout'
@@ -109,6 +114,7 @@ set edit:completion:arg-completer[cortex] = {|@words|
             cand --version 'Print version'
         }
         &'cortex;unload'= {
+            cand --on 'Act on this node of the fleet instead of the one answering'
             cand --endpoint 'Neuron URL [default: http://127.0.0.1:31313]'
             cand --api-key 'API key, when the neuron requires one'
             cand --json 'Print the neuron''s JSON answer on stdout'
@@ -120,6 +126,7 @@ set edit:completion:arg-completer[cortex] = {|@words|
             cand --version 'Print version'
         }
         &'cortex;pin'= {
+            cand --on 'Act on this node of the fleet instead of the one answering'
             cand --endpoint 'Neuron URL [default: http://127.0.0.1:31313]'
             cand --api-key 'API key, when the neuron requires one'
             cand --json 'Print the neuron''s JSON answer on stdout'
@@ -131,6 +138,7 @@ set edit:completion:arg-completer[cortex] = {|@words|
             cand --version 'Print version'
         }
         &'cortex;unpin'= {
+            cand --on 'Act on this node of the fleet instead of the one answering'
             cand --endpoint 'Neuron URL [default: http://127.0.0.1:31313]'
             cand --api-key 'API key, when the neuron requires one'
             cand --json 'Print the neuron''s JSON answer on stdout'

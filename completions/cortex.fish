@@ -49,6 +49,10 @@ complete -c cortex -n "__fish_cortex_using_subcommand serve" -l models-dir -d 'D
 complete -c cortex -n "__fish_cortex_using_subcommand serve" -s m -l model -d 'Also serve this GGUF file or safetensors directory (repeatable)' -r -F
 complete -c cortex -n "__fish_cortex_using_subcommand serve" -l models-config -d 'models.toml with sources, priorities, pins, keep-alives and aliases' -r -F
 complete -c cortex -n "__fish_cortex_using_subcommand serve" -l memory-budget -d 'Memory models may use on this node, e.g. 300MiB or 8GiB [default: 75% of RAM less 512MiB]' -r
+complete -c cortex -n "__fish_cortex_using_subcommand serve" -l name -d 'This node\'s name in the fleet (turns the mesh on; needs NAME.crt from `cortex cert issue`)' -r
+complete -c cortex -n "__fish_cortex_using_subcommand serve" -l tls-dir -d 'Directory with ca.crt, NAME.crt and NAME.key [default: $CORTEX_HOME/tls]' -r -F
+complete -c cortex -n "__fish_cortex_using_subcommand serve" -l mesh-listen -d 'UDP address of the mesh\'s QUIC endpoint [default: the --listen address]' -r
+complete -c cortex -n "__fish_cortex_using_subcommand serve" -l join -d 'Join the fleet through this peer\'s mesh address (repeatable)' -r
 complete -c cortex -n "__fish_cortex_using_subcommand serve" -l eviction -d 'Which models to evict first when a load does not fit' -r -f -a "lru\t''
 priority\t''"
 complete -c cortex -n "__fish_cortex_using_subcommand serve" -s v -l verbose -d 'More log output (-v info, -vv debug); RUST_LOG overrides'
@@ -76,24 +80,28 @@ complete -c cortex -n "__fish_cortex_using_subcommand models" -l json -d 'Print 
 complete -c cortex -n "__fish_cortex_using_subcommand models" -s v -l verbose -d 'More log output (-v info, -vv debug); RUST_LOG overrides'
 complete -c cortex -n "__fish_cortex_using_subcommand models" -s h -l help -d 'Print help'
 complete -c cortex -n "__fish_cortex_using_subcommand models" -s V -l version -d 'Print version'
+complete -c cortex -n "__fish_cortex_using_subcommand load" -l on -d 'Act on this node of the fleet instead of the one answering' -r
 complete -c cortex -n "__fish_cortex_using_subcommand load" -l endpoint -d 'Neuron URL [default: http://127.0.0.1:31313]' -r
 complete -c cortex -n "__fish_cortex_using_subcommand load" -l api-key -d 'API key, when the neuron requires one' -r
 complete -c cortex -n "__fish_cortex_using_subcommand load" -l json -d 'Print the neuron\'s JSON answer on stdout'
 complete -c cortex -n "__fish_cortex_using_subcommand load" -s v -l verbose -d 'More log output (-v info, -vv debug); RUST_LOG overrides'
 complete -c cortex -n "__fish_cortex_using_subcommand load" -s h -l help -d 'Print help'
 complete -c cortex -n "__fish_cortex_using_subcommand load" -s V -l version -d 'Print version'
+complete -c cortex -n "__fish_cortex_using_subcommand unload" -l on -d 'Act on this node of the fleet instead of the one answering' -r
 complete -c cortex -n "__fish_cortex_using_subcommand unload" -l endpoint -d 'Neuron URL [default: http://127.0.0.1:31313]' -r
 complete -c cortex -n "__fish_cortex_using_subcommand unload" -l api-key -d 'API key, when the neuron requires one' -r
 complete -c cortex -n "__fish_cortex_using_subcommand unload" -l json -d 'Print the neuron\'s JSON answer on stdout'
 complete -c cortex -n "__fish_cortex_using_subcommand unload" -s v -l verbose -d 'More log output (-v info, -vv debug); RUST_LOG overrides'
 complete -c cortex -n "__fish_cortex_using_subcommand unload" -s h -l help -d 'Print help'
 complete -c cortex -n "__fish_cortex_using_subcommand unload" -s V -l version -d 'Print version'
+complete -c cortex -n "__fish_cortex_using_subcommand pin" -l on -d 'Act on this node of the fleet instead of the one answering' -r
 complete -c cortex -n "__fish_cortex_using_subcommand pin" -l endpoint -d 'Neuron URL [default: http://127.0.0.1:31313]' -r
 complete -c cortex -n "__fish_cortex_using_subcommand pin" -l api-key -d 'API key, when the neuron requires one' -r
 complete -c cortex -n "__fish_cortex_using_subcommand pin" -l json -d 'Print the neuron\'s JSON answer on stdout'
 complete -c cortex -n "__fish_cortex_using_subcommand pin" -s v -l verbose -d 'More log output (-v info, -vv debug); RUST_LOG overrides'
 complete -c cortex -n "__fish_cortex_using_subcommand pin" -s h -l help -d 'Print help'
 complete -c cortex -n "__fish_cortex_using_subcommand pin" -s V -l version -d 'Print version'
+complete -c cortex -n "__fish_cortex_using_subcommand unpin" -l on -d 'Act on this node of the fleet instead of the one answering' -r
 complete -c cortex -n "__fish_cortex_using_subcommand unpin" -l endpoint -d 'Neuron URL [default: http://127.0.0.1:31313]' -r
 complete -c cortex -n "__fish_cortex_using_subcommand unpin" -l api-key -d 'API key, when the neuron requires one' -r
 complete -c cortex -n "__fish_cortex_using_subcommand unpin" -l json -d 'Print the neuron\'s JSON answer on stdout'

@@ -8,6 +8,9 @@ use crate::client::EndpointArgs;
 pub struct AdminArgs {
     /// Model id or alias
     pub model: String,
+    /// Act on this node of the fleet instead of the one answering
+    #[arg(long, value_name = "NODE")]
+    pub on: Option<String>,
     /// Print the neuron's JSON answer on stdout
     #[arg(long)]
     pub json: bool,
@@ -18,7 +21,8 @@ pub struct AdminArgs {
 /// Runs one admin action (`load`, `unload`, `pin`, `unpin`).
 pub async fn run(action: &str, args: AdminArgs) -> anyhow::Result<()> {
     let client = args.endpoint.connect().await?;
-    let answer = client.post_json(&format!("/cortex/v1/{action}"), &json!({ "model": args.model })).await?;
+    let answer =
+        client.post_json(&format!("/cortex/v1/{action}"), &json!({ "model": args.model, "on": args.on })).await?;
     if args.json {
         crate::printer::json(&answer)?;
     } else {

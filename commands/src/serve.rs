@@ -30,6 +30,18 @@ pub struct ServeArgs {
     /// Memory models may use on this node, e.g. 300MiB or 8GiB [default: 75% of RAM less 512MiB]
     #[arg(long, value_name = "SIZE")]
     pub memory_budget: Option<String>,
+    /// This node's name in the fleet (turns the mesh on; needs NAME.crt from `cortex cert issue`)
+    #[arg(long, value_name = "NAME")]
+    pub name: Option<String>,
+    /// Directory with ca.crt, NAME.crt and NAME.key [default: $CORTEX_HOME/tls]
+    #[arg(long, value_name = "DIR")]
+    pub tls_dir: Option<PathBuf>,
+    /// UDP address of the mesh's QUIC endpoint [default: the --listen address]
+    #[arg(long, value_name = "ADDR")]
+    pub mesh_listen: Option<SocketAddr>,
+    /// Join the fleet through this peer's mesh address (repeatable)
+    #[arg(long = "join", value_name = "ADDR")]
+    pub join: Vec<SocketAddr>,
     /// Which models to evict first when a load does not fit
     #[arg(long, value_name = "POLICY", value_parser = ["lru", "priority"])]
     pub eviction: Option<String>,
@@ -57,6 +69,16 @@ impl ServeArgs {
         if let Some(b) = &self.memory_budget {
             config.memory.budget = Some(b.clone());
         }
+        if let Some(n) = &self.name {
+            config.mesh.name = Some(n.clone());
+        }
+        if let Some(d) = &self.tls_dir {
+            config.mesh.tls_dir = Some(d.clone());
+        }
+        if let Some(a) = self.mesh_listen {
+            config.mesh.listen = Some(a);
+        }
+        config.mesh.seeds.extend(self.join.iter().copied());
         if let Some(e) = &self.eviction {
             config.eviction.strategy = e.parse().map_err(crate::UserError)?;
         }
@@ -72,11 +94,12 @@ impl ServeArgs {
 
 pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
     let config = args.config()?;
-    let neuron = Neuron::bind(&config, &args.models).await.map_err(|e| {
+    let mut neuron = Neuron::bind(&config, &args.models).await.map_err(|e| {
         crate::UserError(format!(
             "{e} (is another neuron running? pick another address with --listen / --metrics-listen)"
         ))
     })?;
+    neuron.start_mesh(&config).await.map_err(|e| crate::UserError(e.to_string()))?;
     neuron.run(shutdown_signal()).await.context("neuron stopped with an error")?;
     tracing::info!("neuron stopped");
     Ok(())

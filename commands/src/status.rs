@@ -39,6 +39,28 @@ pub async fn run(args: StatusArgs) -> anyhow::Result<()> {
             mib(u(&status, "used_bytes"))
         )?;
     }
+    if let Some(peers) = status["peers"].as_array() {
+        writeln!(out)?;
+        writeln!(
+            out,
+            "{:16}  {:8}  {:21}  {:>12}  {:>12}  {:>5}  LOADED",
+            "PEER", "STATE", "MESH ADDRESS", "USED", "BUDGET", "QUEUE"
+        )?;
+        for p in peers {
+            let loaded: Vec<&str> = p["loaded"].as_array().into_iter().flatten().filter_map(Value::as_str).collect();
+            writeln!(
+                out,
+                "{:16}  {:8}  {:21}  {:>12}  {:>12}  {:>5}  {}",
+                p["name"].as_str().unwrap_or("?"),
+                p["state"].as_str().unwrap_or("?"),
+                p["address"].as_str().unwrap_or("?"),
+                mib(u(p, "used_bytes")),
+                mib(u(p, "budget_bytes")),
+                u(p, "in_flight") + u(p, "queued"),
+                loaded.join(",")
+            )?;
+        }
+    }
     let models: Vec<&Value> = status["models"].as_array().into_iter().flatten().collect();
     let w = models.iter().filter_map(|m| m["id"].as_str()).map(str::len).max().unwrap_or(5).max(5);
     writeln!(out)?;

@@ -34,6 +34,23 @@ pub struct Config {
     pub memory: MemoryConfig,
     #[serde(default)]
     pub eviction: EvictionConfig,
+    #[serde(default)]
+    pub mesh: MeshConfig,
+}
+
+/// `[mesh]`: joining a fleet. The mesh is on when `name` is set.
+#[derive(Debug, Clone, Deserialize, Default)]
+#[serde(deny_unknown_fields, default)]
+pub struct MeshConfig {
+    /// This node's name; its certificate `NAME.crt` in `tls_dir` must carry it.
+    pub name: Option<String>,
+    /// Holds `ca.crt`, `NAME.crt`, `NAME.key` (`cortex init`, `cortex cert issue`).
+    /// Default: $CORTEX_HOME/tls or the platform data directory.
+    pub tls_dir: Option<PathBuf>,
+    /// UDP address of the QUIC endpoint; default: the HTTP listen address (UDP beside TCP).
+    pub listen: Option<SocketAddr>,
+    /// Peers to join through (any member of the fleet will do).
+    pub seeds: Vec<SocketAddr>,
 }
 
 #[derive(Debug, Clone, Deserialize)]

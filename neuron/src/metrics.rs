@@ -29,6 +29,11 @@ pub struct Metrics {
     pub resident_bytes: IntGaugeVec,
     pub budget_bytes: IntGaugeVec,
     pub model_state: IntGaugeVec,
+    pub peers: IntGaugeVec,
+    pub mesh_rpcs: IntCounterVec,
+    pub forwarded: IntCounterVec,
+    pub placement_versions: IntCounter,
+    pub handshake_failures: IntCounterVec,
 }
 
 /// Per-model handles the generation thread updates.
@@ -126,6 +131,28 @@ impl Metrics {
             ),
             budget_bytes: reg(&r, gauge("cortex_memory_budget_bytes", "Bytes models may use", &["device"])),
             model_state: reg(&r, gauge("cortex_model_state", "1 for the state each model is in", &["model", "state"])),
+            peers: reg(&r, gauge("cortex_mesh_peers", "Mesh peers by state", &["state"])),
+            mesh_rpcs: reg(
+                &r,
+                counter("cortex_mesh_rpcs_total", "Mesh RPCs by kind and outcome", &["kind", "outcome"]),
+            ),
+            forwarded: reg(
+                &r,
+                counter("cortex_forwarded_requests_total", "Requests forwarded to a peer, by target", &["target"]),
+            ),
+            placement_versions: reg(
+                &r,
+                IntCounter::new("cortex_placement_versions_seen_total", "Peer placement documents received")
+                    .unwrap_or_else(|e| unreachable!("static counter: {e}")),
+            ),
+            handshake_failures: reg(
+                &r,
+                counter(
+                    "cortex_mesh_handshake_failures_total",
+                    "Refused or failed mesh handshakes by reason",
+                    &["reason"],
+                ),
+            ),
             registry: r,
         }
     }

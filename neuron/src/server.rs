@@ -92,12 +92,36 @@ impl Neuron {
                 metrics,
                 api_keys: Arc::new(keys),
                 admin_keys: Arc::new(admin_keys),
+                mesh: None,
             },
             http,
             metrics: metrics_listener,
             max_body_bytes: config.server.max_body_bytes,
             grace: Duration::from_secs(config.server.shutdown_grace_secs),
         })
+    }
+
+    /// Joins the fleet when `[mesh] name` is set: loads the node's certificate and starts the
+    /// QUIC endpoint, membership and placement.
+    pub async fn start_mesh(&mut self, config: &Config) -> Result<(), ServeError> {
+        let Some(name) = config.mesh.name.clone() else { return Ok(()) };
+        let dir = config.mesh.tls_dir.clone().unwrap_or_else(crate::config::default_tls_dir);
+        let identity = crate::mesh::NodeIdentity::load(&dir, &name).map_err(|e| {
+            ServeError::Config(vec![format!(
+                "mesh identity {name} in {}: {e} (make one with `cortex init` and `cortex cert issue {name}`)",
+                dir.display()
+            )])
+        })?;
+        let http = self.http_addr();
+        let listen = config.mesh.listen.unwrap_or(config.server.listen);
+        let listen = if listen.port() == 0 && config.mesh.listen.is_none() { http } else { listen };
+        let settings =
+            crate::mesh::MeshSettings { identity, listen, seeds: config.mesh.seeds.clone(), http: http.to_string() };
+        let mesh = crate::mesh::Mesh::start(settings, self.state.models.clone(), self.state.metrics.clone())
+            .await
+            .map_err(|e| ServeError::Config(vec![format!("mesh: {e}")]))?;
+        self.state.mesh = Some(mesh);
+        Ok(())
     }
 
     pub fn http_addr(&self) -> SocketAddr {
@@ -132,6 +156,7 @@ impl Neuron {
             );
             let _ = tx.send(true);
         });
+        let mesh = self.state.mesh.clone();
         let mut stopped = rx;
         let result = tokio::select! {
             r = async { server.await } => r.map_err(ServeError::Serve),
@@ -146,6 +171,9 @@ impl Neuron {
         signal.abort();
         metrics_task.abort();
         reaper.abort();
+        if let Some(mesh) = mesh {
+            mesh.leave().await;
+        }
         result
     }
 }

@@ -97,6 +97,11 @@ impl FleetView {
         }
     }
 
+    /// Stores `doc` whatever its version (a node refreshing its own load figures).
+    pub fn replace(&mut self, doc: PlacementDoc) {
+        self.docs.insert(doc.node.clone(), doc);
+    }
+
     /// Whether a gossiped `(node, version)` is newer than the document held.
     pub fn is_stale(&self, node: &str, version: u64) -> bool {
         self.docs.get(node).is_none_or(|d| d.version < version)

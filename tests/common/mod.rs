@@ -67,6 +67,8 @@ pub struct Neuron {
     child: Child,
     pub http: String,
     pub metrics: String,
+    /// The mesh's QUIC address, when started with `--name`.
+    pub mesh: Option<String>,
     log: Arc<Mutex<String>>,
 }
 
@@ -87,12 +89,17 @@ impl Neuron {
         let stderr = child.stderr.take().expect("stderr");
         let log = Arc::new(Mutex::new(String::new()));
         let (tx, rx) = std::sync::mpsc::channel();
+        let (mesh_tx, mesh_rx) = std::sync::mpsc::channel();
         let sink = log.clone();
         std::thread::spawn(move || {
             for line in BufReader::new(stderr).lines().map_while(Result::ok) {
                 if let Some(rest) = line.split("neuron listening ").nth(1) {
                     let field = |k: &str| rest.split_whitespace().find_map(|f| f.strip_prefix(k)).map(str::to_string);
                     let _ = tx.send((field("http="), field("metrics=")));
+                }
+                if let Some(rest) = line.split("mesh listening ").nth(1) {
+                    let _ =
+                        mesh_tx.send(rest.split_whitespace().find_map(|f| f.strip_prefix("mesh=")).map(str::to_string));
                 }
                 let mut l = sink.lock().unwrap();
                 l.push_str(&line);
@@ -106,7 +113,18 @@ impl Neuron {
                 panic!("neuron did not start:\n{}", log.lock().unwrap());
             }
         };
-        Self { child, http: format!("http://{http}"), metrics: format!("http://{metrics}"), log }
+        let mesh = if extra.contains(&"--name") {
+            match mesh_rx.recv_timeout(Duration::from_secs(30)) {
+                Ok(Some(addr)) => Some(addr),
+                _ => {
+                    let _ = child.kill();
+                    panic!("the mesh did not start:\n{}", log.lock().unwrap());
+                }
+            }
+        } else {
+            None
+        };
+        Self { child, http: format!("http://{http}"), metrics: format!("http://{metrics}"), mesh, log }
     }
 
     pub fn url(&self, path: &str) -> String {
@@ -143,6 +161,12 @@ impl Neuron {
 
     pub fn pid(&self) -> u32 {
         self.child.id()
+    }
+
+    /// SIGKILL: the node vanishes without leaving the mesh.
+    pub fn kill(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
     }
 
     /// Sends SIGTERM and returns the exit status.

@@ -1,84 +1,118 @@
-//! The admin API (`/cortex/v1/...`): this node's status, and load / unload / pin / unpin.
-//! Guarded by an admin key when keys are configured.
+//! The admin API (`/cortex/v1/...`): status (this node and, in a fleet, every peer), and
+//! load / unload / pin / unpin, here or on another node (`"on": "NODE"`). Guarded by an admin
+//! key when keys are configured.
 
 use axum::body::Bytes;
 use axum::extract::rejection::BytesRejection;
 use axum::extract::State;
 use axum::http::HeaderMap;
 use axum::Json;
-use cortex_proto::generate::ErrorKind;
+use cortex_proto::frame::Message;
+use cortex_proto::generate::{ErrorKind, GenerateError};
 use serde::Deserialize;
 use serde_json::{json, Value};
 
 use super::{ApiError, AppState, Dialect};
-use crate::lifecycle::NodeStatus;
 
 #[derive(Deserialize)]
 struct ModelRef {
     model: String,
+    /// Node to act on; default this one.
+    #[serde(default)]
+    on: Option<String>,
 }
 
-pub async fn status(State(st): State<AppState>, headers: HeaderMap) -> Result<Json<NodeStatus>, ApiError> {
+pub async fn status(State(st): State<AppState>, headers: HeaderMap) -> Result<Json<Value>, ApiError> {
     st.authorize_admin(&headers)?;
-    Ok(Json(st.models.status()))
+    let mut doc = serde_json::to_value(st.models.status()).unwrap_or_default();
+    if let Some(mesh) = &st.mesh {
+        doc["node"] = mesh.name.clone().into();
+        doc["peers"] = serde_json::to_value(mesh.peers()).unwrap_or_default();
+    }
+    Ok(Json(doc))
 }
 
-fn model_ref(st: &AppState, headers: &HeaderMap, body: Result<Bytes, BytesRejection>) -> Result<String, ApiError> {
-    st.authorize_admin(headers)?;
+fn api(error: GenerateError) -> ApiError {
+    ApiError { dialect: Dialect::OpenAi, error }
+}
+
+/// Runs `action` on the named model, here or on the node named by `on`.
+async fn act(
+    st: AppState,
+    headers: HeaderMap,
+    body: Result<Bytes, BytesRejection>,
+    action: &str,
+) -> Result<Json<Value>, ApiError> {
+    st.authorize_admin(&headers)?;
     let d = Dialect::OpenAi;
     let bytes = body.map_err(|r| ApiError::from_body(d, r))?;
     let r: ModelRef = serde_json::from_slice(&bytes).map_err(|e| ApiError::from_json(d, e))?;
     if r.model.is_empty() {
         return Err(ApiError::new(d, ErrorKind::InvalidRequest, "model must not be empty"));
     }
-    Ok(r.model)
-}
-
-fn done(st: &AppState, action: &str, model: &str) -> Json<Value> {
-    let state = st.models.resolve(model).map(|s| s.status());
-    Json(json!({ "ok": true, "action": action, "model": model, "status": state }))
-}
-
-fn api(e: cortex_proto::generate::GenerateError) -> ApiError {
-    ApiError { dialect: Dialect::OpenAi, error: e }
+    let remote = match (&r.on, &st.mesh) {
+        (Some(node), Some(mesh)) if *node != mesh.name => Some((node.clone(), mesh.clone())),
+        (Some(node), None) => {
+            return Err(ApiError::new(
+                d,
+                ErrorKind::NotFound,
+                format!("no node {node}: this neuron is not part of a fleet"),
+            ))
+        }
+        _ => None,
+    };
+    if let Some((node, mesh)) = remote {
+        let msg = Message::Admin { action: action.to_string(), model: r.model.clone() };
+        let mut replies =
+            mesh.rpc(&node, &msg).await.map_err(|e| api(GenerateError::new(ErrorKind::Unavailable, e)))?;
+        return match replies.recv().await {
+            Some(Ok(Message::AdminResult { ok: true, .. })) => {
+                Ok(Json(json!({ "ok": true, "action": action, "model": r.model, "on": node })))
+            }
+            Some(Ok(Message::AdminResult { error: Some(e), .. })) => Err(api(e)),
+            _ => Err(api(GenerateError::new(ErrorKind::Unavailable, format!("node {node} did not answer")))),
+        };
+    }
+    match action {
+        "load" => st.models.load(&r.model).await,
+        "unload" => st.models.unload(&r.model),
+        "pin" => st.models.pin(&r.model).await,
+        _ => st.models.unpin(&r.model),
+    }
+    .map_err(api)?;
+    let state = st.models.resolve(&r.model).map(|s| s.status());
+    let node = st.mesh.as_ref().map(|m| m.name.clone());
+    Ok(Json(json!({ "ok": true, "action": action, "model": r.model, "on": node, "status": state })))
 }
 
 pub async fn load(
     State(st): State<AppState>,
-    headers: HeaderMap,
-    body: Result<Bytes, BytesRejection>,
+    h: HeaderMap,
+    b: Result<Bytes, BytesRejection>,
 ) -> Result<Json<Value>, ApiError> {
-    let model = model_ref(&st, &headers, body)?;
-    st.models.load(&model).await.map_err(api)?;
-    Ok(done(&st, "load", &model))
+    act(st, h, b, "load").await
 }
 
 pub async fn unload(
     State(st): State<AppState>,
-    headers: HeaderMap,
-    body: Result<Bytes, BytesRejection>,
+    h: HeaderMap,
+    b: Result<Bytes, BytesRejection>,
 ) -> Result<Json<Value>, ApiError> {
-    let model = model_ref(&st, &headers, body)?;
-    st.models.unload(&model).map_err(api)?;
-    Ok(done(&st, "unload", &model))
+    act(st, h, b, "unload").await
 }
 
 pub async fn pin(
     State(st): State<AppState>,
-    headers: HeaderMap,
-    body: Result<Bytes, BytesRejection>,
+    h: HeaderMap,
+    b: Result<Bytes, BytesRejection>,
 ) -> Result<Json<Value>, ApiError> {
-    let model = model_ref(&st, &headers, body)?;
-    st.models.pin(&model).await.map_err(api)?;
-    Ok(done(&st, "pin", &model))
+    act(st, h, b, "pin").await
 }
 
 pub async fn unpin(
     State(st): State<AppState>,
-    headers: HeaderMap,
-    body: Result<Bytes, BytesRejection>,
+    h: HeaderMap,
+    b: Result<Bytes, BytesRejection>,
 ) -> Result<Json<Value>, ApiError> {
-    let model = model_ref(&st, &headers, body)?;
-    st.models.unpin(&model).map_err(api)?;
-    Ok(done(&st, "unpin", &model))
+    act(st, h, b, "unpin").await
 }

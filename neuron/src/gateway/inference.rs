@@ -11,7 +11,6 @@ use axum::extract::State;
 use axum::http::{header, HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
-use cortex_proto::eviction::KeepAlive;
 use cortex_proto::generate::{ErrorKind, Event, GenerateError, GenerateRequest};
 use cortex_proto::translate::{self, AnthropicStream, Collected, OpenAiChatStream, OpenAiCompletionStream, SseFrame};
 use cortex_proto::{anthropic, openai};
@@ -99,7 +98,7 @@ fn parse<T: DeserializeOwned>(
 /// Records one request's outcome in the metrics exactly once, and holds the model's lease for
 /// as long as the response lives.
 struct Observer {
-    _lease: Lease,
+    _lease: Option<Lease>,
     metrics: Metrics,
     model: String,
     api: &'static str,
@@ -155,23 +154,12 @@ async fn generate(
     let d = route.dialect();
     let api_err = |error| ApiError { dialect: d, error };
     let start = Instant::now();
-    let keep_alive =
-        keep_alive.map(KeepAlive::parse).transpose().map_err(|e| ApiError::new(d, ErrorKind::InvalidRequest, e))?;
-    let lease = st.models.acquire(asked, keep_alive).await.map_err(api_err)?;
-    let model = lease.model.clone();
-    let id = new_id(route.id_prefix());
-    let req = make(id.clone(), model.id.clone()).map_err(api_err)?;
-    let (m, r) = (model.clone(), req.clone());
-    let prepared = tokio::task::spawn_blocking(move || m.prepare(&r))
-        .await
-        .map_err(|e| ApiError::new(d, ErrorKind::Internal, format!("tokenizer task failed: {e}")))?
-        .map_err(api_err)?;
-    tracing::info!(request = %id, model = %model.id, prompt_tokens = prepared.prompt.len(), max_tokens = prepared.max_tokens, stream, "generating");
-    let rx = model.submit(&req, prepared).map_err(api_err)?;
+    let opened = super::route::open(st, asked, keep_alive, new_id(route.id_prefix()), make).await.map_err(api_err)?;
+    let (rx, id) = (opened.events, opened.id);
     let mut obs = Observer {
-        _lease: lease,
+        _lease: opened.lease,
         metrics: st.metrics.clone(),
-        model: model.id.clone(),
+        model: opened.model,
         api: route.label(),
         start,
         recorded: false,
@@ -185,7 +173,7 @@ async fn generate(
             Route::Completion { include_usage } => {
                 Box::new(OpenAiCompletionStream::new(id, asked.to_string(), created, include_usage))
             }
-            Route::Messages => Box::new(AnthropicStream::new(id, asked.to_string())),
+            Route::Messages => Box::new(AnthropicStream::new(id.clone(), asked.to_string())),
         };
         return Ok(sse(render, rx, obs));
     }

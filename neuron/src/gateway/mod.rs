@@ -4,6 +4,7 @@
 mod admin;
 mod error;
 mod inference;
+mod route;
 
 use std::sync::Arc;
 
@@ -29,6 +30,8 @@ pub struct AppState {
     pub api_keys: Arc<Vec<String>>,
     /// Keys allowed on `/cortex/v1/...`; empty means every API key is.
     pub admin_keys: Arc<Vec<String>>,
+    /// The fleet, when this node is part of one.
+    pub mesh: Option<Arc<crate::mesh::Mesh>>,
 }
 
 impl AppState {
@@ -135,29 +138,83 @@ fn model_object(id: &str, v: &ModelStatus, alias_of: Option<&str>) -> ModelObjec
     ModelObject { id: id.to_string(), object: "model".into(), created: v.created, owned_by: "cortex".into(), extra }
 }
 
-/// Models on this node, then each alias whose target is here, mirroring its target.
-fn all_models(models: &Models) -> Vec<ModelObject> {
+/// Models on this node, then each alias whose target is here, mirroring its target. In a
+/// fleet, every member's models are merged in, each with where it is loaded (`locations`) and
+/// where it could be loaded (`feasible_on`).
+fn all_models(st: &AppState) -> Vec<ModelObject> {
+    let models: &Models = &st.models;
     let views = models.status().models;
     let mut out: Vec<ModelObject> = views.iter().map(|v| model_object(&v.id, v, None)).collect();
-    for (alias, target) in models.aliases().iter() {
-        let resolved = models.aliases().resolve(target);
-        if let Some(v) = views.iter().find(|v| v.id == resolved) {
-            out.push(model_object(alias, v, Some(resolved)));
+    if let Some(mesh) = &st.mesh {
+        merge_fleet(&mut out, &mesh.fleet());
+    }
+    let mut aliases: Vec<(String, String)> =
+        models.aliases().iter().map(|(a, t)| (a.to_string(), t.to_string())).collect();
+    if let Some(mesh) = &st.mesh {
+        aliases.extend(mesh.fleet().into_iter().flat_map(|(d, _)| d.aliases));
+    }
+    aliases.sort();
+    aliases.dedup_by(|a, b| a.0 == b.0);
+    for (alias, target) in aliases {
+        if let Some(t) = out.iter().find(|m| m.id == target).cloned() {
+            let mut entry = t;
+            entry.id = alias;
+            entry.extra.insert("alias_of".into(), target.into());
+            out.push(entry);
         }
     }
     out
 }
 
+/// Adds `locations` and `feasible_on` to each model, and the models only peers have.
+fn merge_fleet(out: &mut Vec<ModelObject>, fleet: &[(cortex_proto::placement::PlacementDoc, bool)]) {
+    let alive: Vec<_> = fleet.iter().filter(|(_, a)| *a).map(|(d, _)| d).collect();
+    let mut ids: Vec<String> = alive.iter().flat_map(|d| d.models.iter().map(|m| m.id.clone())).collect();
+    ids.sort();
+    ids.dedup();
+    for id in ids {
+        let locations: Vec<&str> =
+            alive.iter().filter(|d| d.model(&id).is_some_and(|m| m.is_ready())).map(|d| d.node.as_str()).collect();
+        let feasible: Vec<&str> = alive
+            .iter()
+            .filter(|d| d.model(&id).is_some_and(|m| m.bytes <= d.budget_bytes))
+            .map(|d| d.node.as_str())
+            .collect();
+        let entry = match out.iter_mut().find(|m| m.id == id) {
+            Some(e) => e,
+            None => {
+                let Some(m) = alive.iter().find_map(|d| d.model(&id)) else { continue };
+                let mut extra = serde_json::Map::new();
+                extra.insert("size_bytes".into(), m.bytes.into());
+                extra.insert("pinned".into(), false.into());
+                extra.insert("on_disk".into(), false.into());
+                out.push(ModelObject {
+                    id: id.clone(),
+                    object: "model".into(),
+                    created: 0,
+                    owned_by: "cortex".into(),
+                    extra,
+                });
+                out.last_mut().unwrap_or_else(|| unreachable!())
+            }
+        };
+        entry.extra.insert("loaded".into(), (!locations.is_empty()).into());
+        entry.extra.insert("state".into(), if locations.is_empty() { "unloaded" } else { "ready" }.into());
+        entry.extra.insert("locations".into(), locations.into());
+        entry.extra.insert("feasible_on".into(), feasible.into());
+    }
+}
+
 async fn list_models(State(st): State<AppState>, headers: HeaderMap) -> Result<Json<ModelList>, ApiError> {
     st.authorize(&headers, Dialect::OpenAi)?;
-    Ok(Json(ModelList::new(all_models(&st.models))))
+    Ok(Json(ModelList::new(all_models(&st))))
 }
 
 async fn get_model(State(st): State<AppState>, headers: HeaderMap, Path(id): Path<String>) -> Response {
     if let Err(e) = st.authorize(&headers, Dialect::OpenAi) {
         return e.into_response();
     }
-    match all_models(&st.models).into_iter().find(|m| m.id == id) {
+    match all_models(&st).into_iter().find(|m| m.id == id) {
         Some(m) => Json(m).into_response(),
         None => {
             ApiError::new(Dialect::OpenAi, ErrorKind::NotFound, format!("model `{id}` does not exist on this neuron"))

@@ -454,6 +454,12 @@ impl Models {
         self.publish();
     }
 
+    /// What loading `name` would cost here (its override, else the estimate from its files).
+    pub fn estimate(&self, name: &str) -> Option<u64> {
+        let slot = self.resolve(name)?;
+        slot.memory_override.or_else(|| memory::estimate(&slot.source, self.cfg.engine.max_context))
+    }
+
     /// Admin load (also what `pin` does first).
     pub async fn load(&self, name: &str) -> Result<(), GenerateError> {
         let _lease = self.acquire(name, None).await?;

@@ -6,9 +6,11 @@
 //! name. Membership, placement and RPC build on these and live beside them.
 
 pub mod identity;
+pub mod node;
 pub mod transport;
 
 pub use identity::{IdentityError, NodeIdentity};
+pub use node::{Mesh, MeshSettings, PeerState, PeerStatus};
 pub use transport::{HandshakeFailure, TransportError};
 
 #[cfg(test)]

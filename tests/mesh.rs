@@ -1,0 +1,187 @@
+//! The mesh with real neurons on 127.0.0.1: certificates from a generated fleet CA, tiny
+//! generated models, requests forwarded over mutually authenticated QUIC.
+
+mod common;
+
+use std::io::Read;
+use std::path::Path;
+use std::time::Duration;
+
+use common::{client, post, tiny_model, Neuron, TempDir};
+use cortex_neuron::mesh::identity::{init_ca, issue};
+use serde_json::{json, Value};
+
+fn fleet_ca(dir: &Path, names: &[&str]) {
+    init_ca(dir, false).unwrap();
+    for n in names {
+        issue(dir, n, &[], &["127.0.0.1".parse().unwrap()], 30).unwrap();
+    }
+}
+
+fn node(models: &Path, tls: &Path, name: &str, join: Option<&Neuron>, extra: &[&str]) -> Neuron {
+    let mut args = vec!["--name", name, "--tls-dir", tls.to_str().unwrap(), "--mesh-listen", "127.0.0.1:0"];
+    let seed;
+    if let Some(j) = join {
+        seed = j.mesh.clone().unwrap();
+        args.extend(["--join", seed.as_str()]);
+    }
+    args.extend_from_slice(extra);
+    Neuron::start(models, &args)
+}
+
+fn status(n: &Neuron) -> Value {
+    client().get(n.url("/cortex/v1/status")).send().unwrap().json().unwrap()
+}
+
+fn peer_state(n: &Neuron, peer: &str) -> Option<String> {
+    status(n)["peers"]
+        .as_array()?
+        .iter()
+        .find(|p| p["name"] == peer)
+        .and_then(|p| p["state"].as_str().map(str::to_string))
+}
+
+fn model_entry(n: &Neuron, id: &str) -> Option<Value> {
+    let list: Value = client().get(n.url("/v1/models")).send().ok()?.json().ok()?;
+    list["data"].as_array()?.iter().find(|m| m["id"] == id).cloned()
+}
+
+fn chat(model: &str, max_tokens: u32, stream: bool) -> Value {
+    json!({"model": model, "max_tokens": max_tokens, "temperature": 0, "stream": stream,
+           "messages": [{"role": "user", "content": "hello"}]})
+}
+
+fn streamed_text(body: &str) -> String {
+    body.lines()
+        .filter_map(|l| l.strip_prefix("data: "))
+        .filter_map(|d| serde_json::from_str::<Value>(d).ok())
+        .filter_map(|c| c.pointer("/choices/0/delta/content").and_then(Value::as_str).map(str::to_string))
+        .collect()
+}
+
+fn dirs(n: usize) -> Vec<TempDir> {
+    (0..n).map(|i| TempDir::new(&format!("mesh-models-{i}"))).collect()
+}
+
+#[test]
+fn a_request_to_a_is_answered_by_b_and_every_node_agrees_on_placement() {
+    let tls = TempDir::new("mesh-tls");
+    fleet_ca(tls.path(), &["a", "b", "c"]);
+    let d = dirs(3);
+    tiny_model(d[1].path(), "tiny-b");
+    let b = node(d[1].path(), tls.path(), "b", None, &[]);
+    let a = node(d[0].path(), tls.path(), "a", Some(&b), &[]);
+    let c = node(d[2].path(), tls.path(), "c", Some(&a), &[]);
+    for (n, peers) in [(&a, ["b", "c"]), (&b, ["a", "c"]), (&c, ["a", "b"])] {
+        for p in peers {
+            assert!(
+                n.eventually(Duration::from_secs(30), || peer_state(n, p).as_deref() == Some("alive")),
+                "{p} never alive:\n{}",
+                n.log()
+            );
+        }
+    }
+    // A knows B holds tiny-b once B's document arrived.
+    assert!(a.eventually(Duration::from_secs(20), || model_entry(&a, "tiny-b").is_some()), "{}", a.log());
+    let via_a = client().post(a.url("/v1/chat/completions")).json(&chat("tiny-b", 24, true)).send().unwrap();
+    assert_eq!(via_a.status(), 200);
+    let via_a = via_a.text().unwrap();
+    assert!(via_a.trim_end().ends_with("data: [DONE]"), "{via_a}");
+    let direct =
+        client().post(b.url("/v1/chat/completions")).json(&chat("tiny-b", 24, true)).send().unwrap().text().unwrap();
+    assert_eq!(streamed_text(&via_a), streamed_text(&direct), "tokens via A differ from B's own");
+    assert!(!streamed_text(&via_a).is_empty());
+    assert_eq!(a.metric("cortex_forwarded_requests_total", &["target=\"b\""]), 1.0);
+    // Every node lists it as loaded on b.
+    for n in [&a, &b, &c] {
+        let ok = n.eventually(Duration::from_secs(15), || {
+            model_entry(n, "tiny-b").is_some_and(|m| m["loaded"] == true && m["locations"] == json!(["b"]))
+        });
+        assert!(ok, "{:?}", model_entry(n, "tiny-b"));
+    }
+    // An unload on b, asked through c, shows everywhere.
+    let (code, body) = post(&c.url("/cortex/v1/unload"), &json!({"model": "tiny-b", "on": "b"}));
+    assert_eq!(code, 200, "{body}");
+    for n in [&a, &b, &c] {
+        assert!(
+            n.eventually(Duration::from_secs(15), || model_entry(n, "tiny-b").is_some_and(|m| m["loaded"] == false))
+        );
+    }
+    // Non-stream through the mesh too, with the Anthropic dialect.
+    let req = json!({"model": "tiny-b", "max_tokens": 4, "messages": [{"role": "user", "content": "hi"}]});
+    let (code, body) = post(&c.url("/v1/messages"), &req);
+    assert_eq!(code, 200, "{body}");
+    assert_eq!(body["usage"]["output_tokens"], 4);
+}
+
+#[test]
+fn a_cold_load_lands_on_the_only_peer_that_fits() {
+    let tls = TempDir::new("mesh-tls-cold");
+    fleet_ca(tls.path(), &["a", "b", "c"]);
+    let d = dirs(3);
+    tiny_model(d[1].path(), "x");
+    tiny_model(d[2].path(), "x");
+    let a = node(d[0].path(), tls.path(), "a", None, &[]);
+    let b = node(d[1].path(), tls.path(), "b", Some(&a), &["--memory-budget", "16KiB"]);
+    let c = node(d[2].path(), tls.path(), "c", Some(&a), &["--memory-budget", "64MiB"]);
+    assert!(
+        a.eventually(Duration::from_secs(30), || {
+            model_entry(&a, "x").is_some_and(|m| m["feasible_on"] == json!(["c"]))
+        }),
+        "{:?}\n{}",
+        model_entry(&a, "x"),
+        a.log()
+    );
+    let (code, body) = post(&a.url("/v1/chat/completions"), &chat("x", 3, false));
+    assert_eq!(code, 200, "{body}");
+    assert_eq!(a.metric("cortex_forwarded_requests_total", &["target=\"c\""]), 1.0);
+    let state =
+        |n: &Neuron| status(n)["models"].as_array().unwrap().iter().find(|m| m["id"] == "x").unwrap()["state"].clone();
+    assert_eq!(state(&c), "ready");
+    assert_eq!(state(&b), "unloaded");
+}
+
+#[test]
+fn a_killed_peer_is_marked_down_and_its_stream_ends_with_a_clean_error() {
+    let tls = TempDir::new("mesh-tls-kill");
+    fleet_ca(tls.path(), &["a", "b"]);
+    let d = dirs(2);
+    common::slow_model(d[1].path(), "slow");
+    let mut b = node(d[1].path(), tls.path(), "b", None, &[]);
+    let a = node(d[0].path(), tls.path(), "a", Some(&b), &[]);
+    assert!(a.eventually(Duration::from_secs(30), || model_entry(&a, "slow").is_some()), "{}", a.log());
+    let mut stream = client().post(a.url("/v1/chat/completions")).json(&chat("slow", 1500, true)).send().unwrap();
+    let mut first = [0u8; 128];
+    assert!(stream.read(&mut first).unwrap() > 0);
+    b.kill();
+    let mut rest = String::new();
+    stream.read_to_string(&mut rest).unwrap();
+    assert!(rest.contains("\"error\"") && rest.contains("failed in the middle"), "no clean error at the end: {rest}");
+    assert!(a.eventually(Duration::from_secs(30), || peer_state(&a, "b").as_deref() == Some("down")), "{}", a.log());
+    let (code, body) = post(&a.url("/v1/chat/completions"), &chat("slow", 3, false));
+    assert_eq!(code, 404, "{body}");
+    assert_eq!(client().get(a.url("/health")).send().unwrap().status(), 200);
+}
+
+#[test]
+fn a_node_with_a_foreign_certificate_cannot_join() {
+    let tls = TempDir::new("mesh-tls-fleet");
+    fleet_ca(tls.path(), &["a"]);
+    let rogue_tls = TempDir::new("mesh-tls-rogue");
+    fleet_ca(rogue_tls.path(), &["d"]);
+    let d = dirs(2);
+    tiny_model(d[1].path(), "rogue-model");
+    let a = node(d[0].path(), tls.path(), "a", None, &[]);
+    let rogue = node(d[1].path(), rogue_tls.path(), "d", Some(&a), &[]);
+    assert!(
+        a.eventually(Duration::from_secs(20), || a.metric("cortex_mesh_handshake_failures_total", &[]) >= 1.0),
+        "{}",
+        a.log()
+    );
+    std::thread::sleep(Duration::from_secs(2));
+    assert_eq!(peer_state(&a, "d"), None, "the rogue entered the fleet view");
+    assert!(model_entry(&a, "rogue-model").is_none());
+    assert!(status(&rogue)["peers"].as_array().unwrap().iter().all(|p| p["name"] == "d"));
+    let (code, _) = post(&a.url("/v1/chat/completions"), &chat("rogue-model", 3, false));
+    assert_eq!(code, 404);
+}
