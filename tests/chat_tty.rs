@@ -46,36 +46,41 @@ impl Drop for Tmux {
 
 #[test]
 fn interactive_chat_streams_stops_on_ctrl_c_and_keeps_the_conversation() {
-    let dir = TempDir::new("tty");
-    common::slow_model(dir.path(), "slow");
-    let n = Neuron::start(dir.path(), &[]);
-    let cmd =
-        format!("{} chat slow --endpoint {} --temperature 0 --max-tokens 1500", common::cortex_bin().display(), n.http);
+    // The real default model: its answers are printable text that visibly grows on screen.
+    let models = std::env::var_os("CORTEX_TEST_MODELS_DIR")
+        .map(std::path::PathBuf::from)
+        .unwrap_or_else(|| std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("models"));
+    let empty = TempDir::new("tty");
+    let model = models.join("SmolLM2-135M-Instruct.Q4_1.gguf");
+    let n = Neuron::start(empty.path(), &["--model", model.to_str().unwrap()]);
+    let bin = common::cortex_bin();
+    let cmd = format!("{} chat helexa/small --endpoint {} --temperature 0 --max-tokens 1500", bin.display(), n.http);
     let t = Tmux::start(&format!("cortex-tty-{}", std::process::id()), &cmd);
     let s = t.wait_for(|s| s.contains(">>> "), Duration::from_secs(30));
-    assert!(s.contains("Chatting with slow"), "{s}");
+    assert!(s.contains("Chatting with helexa/small"), "{s}");
 
     // A long answer: it streams (the screen grows), then Ctrl-C stops it, not the session.
-    t.keys(&["hello", "Enter"]);
+    t.keys(&["Write a very long story about a dragon and a knight.", "Enter"]);
     assert!(n.eventually(Duration::from_secs(30), || n.metric("cortex_in_flight_requests", &[]) == 1.0));
-    let first = t.screen();
-    std::thread::sleep(Duration::from_millis(700));
+    let visible = |s: &str| s.chars().filter(|c| !c.is_whitespace()).count();
+    let first = visible(&t.wait_for(|s| s.lines().count() > 3 || visible(s) > 200, Duration::from_secs(20)));
+    std::thread::sleep(Duration::from_millis(800));
     let later = t.screen();
-    assert!(later.len() > first.len(), "the answer is not streaming:\n{later}");
+    assert!(visible(&later) > first, "the answer is not streaming:\n{later}");
     t.keys(&["C-c"]);
     let s = t.wait_for(|s| s.contains("(stopped)"), Duration::from_secs(10));
     assert!(s.contains("(stopped)"), "{s}");
     assert!(n.eventually(Duration::from_secs(10), || n.metric("cortex_generations_cancelled_total", &[]) == 1.0));
 
     // The next question carries the conversation, the stopped answer included.
-    t.keys(&["again", "Enter"]);
+    t.keys(&["Tell me more.", "Enter"]);
     assert!(n.eventually(Duration::from_secs(30), || prompt_sizes(&n).len() == 2));
     t.keys(&["C-c"]);
     t.wait_for(|s| s.matches("(stopped)").count() == 2, Duration::from_secs(10));
     // After /reset only the new question is sent.
     t.keys(&["/reset", "Enter"]);
     t.wait_for(|s| s.contains("(conversation cleared)"), Duration::from_secs(5));
-    t.keys(&["again", "Enter"]);
+    t.keys(&["Tell me more.", "Enter"]);
     assert!(n.eventually(Duration::from_secs(30), || prompt_sizes(&n).len() == 3));
     t.keys(&["C-c"]);
     let sizes = prompt_sizes(&n);
