@@ -24,11 +24,20 @@ pub const TEXT_COMPLETION_OBJECT: &str = "text_completion";
 pub struct ChatCompletionRequest {
     pub model: String,
     pub messages: Vec<OaiMessage>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub max_tokens: Option<i64>,
     /// Newer name of `max_tokens`; wins when both are given.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub max_completion_tokens: Option<i64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub user: Option<String>,
+    #[serde(flatten)]
+    pub sampling: OaiSampling,
+}
+
+/// The sampling, stopping and streaming fields both generation requests share.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct OaiSampling {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_tokens: Option<i64>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub temperature: Option<f32>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -56,11 +65,9 @@ pub struct ChatCompletionRequest {
     /// Extension (Ollama): how long the model stays loaded; passed through untouched.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub keep_alive: Option<Value>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub user: Option<String>,
 }
 
-impl ChatCompletionRequest {
+impl OaiSampling {
     pub fn is_stream(&self) -> bool {
         self.stream.unwrap_or(false)
     }
@@ -132,45 +139,11 @@ pub struct StreamOptions {
 pub struct CompletionRequest {
     pub model: String,
     pub prompt: PromptSpec,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub max_tokens: Option<i64>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub temperature: Option<f32>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub top_p: Option<f32>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub top_k: Option<i64>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub seed: Option<u64>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub stop: Option<StopSpec>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub stream: Option<bool>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub stream_options: Option<StreamOptions>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub frequency_penalty: Option<f32>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub presence_penalty: Option<f32>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub repetition_penalty: Option<f32>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub n: Option<u32>,
     /// Accepted and ignored: the prompt is never echoed.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub echo: Option<bool>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub keep_alive: Option<Value>,
-}
-
-impl CompletionRequest {
-    pub fn is_stream(&self) -> bool {
-        self.stream.unwrap_or(false)
-    }
-
-    pub fn include_usage(&self) -> bool {
-        self.stream_options.as_ref().and_then(|o| o.include_usage).unwrap_or(false)
-    }
+    #[serde(flatten)]
+    pub sampling: OaiSampling,
 }
 
 /// `prompt`: a string, or an array that must hold exactly one string (batches are refused).

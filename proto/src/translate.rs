@@ -9,7 +9,9 @@ use crate::generate::{
     ChatMessage, ErrorKind, Event, FinishReason, GenerateError, GenerateRequest, Prompt, Role, SamplingParams, Timings,
     Usage,
 };
-use crate::openai::{self, ChatCompletionRequest, CompletionRequest, OaiContent, OaiMessage, PromptSpec, StopSpec};
+use crate::openai::{
+    self, ChatCompletionRequest, CompletionRequest, OaiContent, OaiMessage, OaiSampling, PromptSpec, StopSpec,
+};
 
 mod stream;
 
@@ -27,23 +29,10 @@ pub fn chat_request(req: &ChatCompletionRequest, id: String, model: String) -> R
     if req.messages.is_empty() {
         return Err(invalid("messages must not be empty"));
     }
-    check_n(req.n)?;
+    check_n(req.sampling.n)?;
     let messages = req.messages.iter().enumerate().map(|(i, m)| oai_message(i, m));
     let messages = messages.collect::<Result<Vec<_>, _>>()?;
-    let params = sampling(
-        Knobs {
-            max_tokens: req.max_completion_tokens.or(req.max_tokens),
-            temperature: req.temperature,
-            top_p: req.top_p,
-            top_k: req.top_k,
-            seed: req.seed,
-            stop: req.stop.as_ref().map_or_else(Vec::new, StopSpec::to_vec),
-            frequency_penalty: req.frequency_penalty,
-            presence_penalty: req.presence_penalty,
-            repetition_penalty: req.repetition_penalty,
-        },
-        2.0,
-    )?;
+    let params = sampling(oai_knobs(&req.sampling, req.max_completion_tokens.or(req.sampling.max_tokens)), 2.0)?;
     Ok(GenerateRequest { id, model, prompt: Prompt::Chat(messages), params })
 }
 
@@ -76,7 +65,7 @@ pub fn completion_request(
     id: String,
     model: String,
 ) -> Result<GenerateRequest, GenerateError> {
-    check_n(req.n)?;
+    check_n(req.sampling.n)?;
     let prompt = match &req.prompt {
         PromptSpec::One(p) => p.clone(),
         PromptSpec::Many(v) => match v.as_slice() {
@@ -84,20 +73,7 @@ pub fn completion_request(
             _ => return Err(invalid("prompt must be a string or an array of exactly one string")),
         },
     };
-    let params = sampling(
-        Knobs {
-            max_tokens: req.max_tokens,
-            temperature: req.temperature,
-            top_p: req.top_p,
-            top_k: req.top_k,
-            seed: req.seed,
-            stop: req.stop.as_ref().map_or_else(Vec::new, StopSpec::to_vec),
-            frequency_penalty: req.frequency_penalty,
-            presence_penalty: req.presence_penalty,
-            repetition_penalty: req.repetition_penalty,
-        },
-        2.0,
-    )?;
+    let params = sampling(oai_knobs(&req.sampling, req.sampling.max_tokens), 2.0)?;
     Ok(GenerateRequest { id, model, prompt: Prompt::Text(prompt), params })
 }
 
@@ -184,6 +160,21 @@ fn check_n(n: Option<u32>) -> Result<(), GenerateError> {
 }
 
 /// The sampling controls both dialects share, before validation.
+/// The knobs of either OpenAI generation request.
+fn oai_knobs(s: &OaiSampling, max_tokens: Option<i64>) -> Knobs {
+    Knobs {
+        max_tokens,
+        temperature: s.temperature,
+        top_p: s.top_p,
+        top_k: s.top_k,
+        seed: s.seed,
+        stop: s.stop.as_ref().map_or_else(Vec::new, StopSpec::to_vec),
+        frequency_penalty: s.frequency_penalty,
+        presence_penalty: s.presence_penalty,
+        repetition_penalty: s.repetition_penalty,
+    }
+}
+
 struct Knobs {
     max_tokens: Option<i64>,
     temperature: Option<f32>,

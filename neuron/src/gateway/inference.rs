@@ -250,11 +250,12 @@ pub async fn chat_completions(
         Ok(r) => r,
         Err(e) => return finish(&st, route, "", Err(e)),
     };
-    let route = Route::Chat { include_usage: req.include_usage() };
-    let res = generate(&st, route, &req.model, req.is_stream(), req.keep_alive.as_ref(), |id, model| {
-        translate::chat_request(&req, id, model)
-    })
-    .await;
+    let route = Route::Chat { include_usage: req.sampling.include_usage() };
+    let res =
+        generate(&st, route, &req.model, req.sampling.is_stream(), req.sampling.keep_alive.as_ref(), |id, model| {
+            translate::chat_request(&req, id, model)
+        })
+        .await;
     finish(&st, route, &req.model, res)
 }
 
@@ -268,11 +269,12 @@ pub async fn completions(
         Ok(r) => r,
         Err(e) => return finish(&st, route, "", Err(e)),
     };
-    let route = Route::Completion { include_usage: req.include_usage() };
-    let res = generate(&st, route, &req.model, req.is_stream(), req.keep_alive.as_ref(), |id, model| {
-        translate::completion_request(&req, id, model)
-    })
-    .await;
+    let route = Route::Completion { include_usage: req.sampling.include_usage() };
+    let res =
+        generate(&st, route, &req.model, req.sampling.is_stream(), req.sampling.keep_alive.as_ref(), |id, model| {
+            translate::completion_request(&req, id, model)
+        })
+        .await;
     finish(&st, route, &req.model, res)
 }
 

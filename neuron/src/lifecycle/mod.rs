@@ -82,6 +82,8 @@ pub struct Slot {
     hub: Option<(String, Option<String>)>,
     priority: i32,
     memory_override: Option<u64>,
+    /// The estimate from the files' metadata, read once (the files do not change under a name).
+    estimated: std::sync::OnceLock<Option<u64>>,
     inner: Mutex<Inner>,
     load_lock: tokio::sync::Mutex<()>,
 }
@@ -195,6 +197,7 @@ impl Models {
                 hub,
                 priority: entry.map(|e| e.priority).unwrap_or(0),
                 memory_override: entry.and_then(|e| e.memory),
+                estimated: std::sync::OnceLock::new(),
                 load_lock: tokio::sync::Mutex::new(()),
             })
         };
@@ -299,8 +302,7 @@ impl Models {
             return Ok(m);
         }
         self.fetch_if_missing(slot).await?;
-        let need =
-            slot.memory_override.or_else(|| memory::estimate(&slot.source, self.cfg.engine.max_context)).unwrap_or(0);
+        let need = self.cost(slot).unwrap_or(0);
         self.make_room(slot, need).await?;
         tracing::info!(model = %slot.id, estimate_bytes = need, "loading");
         let rss_before = memory::rss_bytes();
@@ -456,8 +458,20 @@ impl Models {
 
     /// What loading `name` would cost here (its override, else the estimate from its files).
     pub fn estimate(&self, name: &str) -> Option<u64> {
-        let slot = self.resolve(name)?;
-        slot.memory_override.or_else(|| memory::estimate(&slot.source, self.cfg.engine.max_context))
+        self.cost(self.resolve(name)?)
+    }
+
+    fn cost(&self, slot: &Slot) -> Option<u64> {
+        let ctx = self.cfg.engine.max_context;
+        if let Some(m) = slot.memory_override.or(slot.estimated.get().copied().flatten()) {
+            return Some(m);
+        }
+        // Cached only once known: files fetched later still get estimated.
+        let estimate = memory::estimate(&slot.source, ctx);
+        if estimate.is_some() {
+            let _ = slot.estimated.set(estimate);
+        }
+        estimate
     }
 
     /// Admin load (also what `pin` does first).

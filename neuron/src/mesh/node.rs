@@ -178,12 +178,7 @@ impl Mesh {
             metrics,
             http: settings.http,
         });
-        let mut config = foca::Config::new_lan(NonZeroU32::new(8).unwrap_or(NonZeroU32::MIN));
-        // Small fleets on one LAN: find a dead peer within a few seconds.
-        config.probe_period = Duration::from_millis(500);
-        config.probe_rtt = Duration::from_millis(250);
-        config.suspect_to_down_after = Duration::from_secs(2);
-        config.max_packet_size = std::num::NonZeroUsize::new(1200).unwrap_or(std::num::NonZeroUsize::MIN);
+        let config = foca_config(8);
         let rng = rand010::rngs::StdRng::seed_from_u64(rand::random());
         let foca = Foca::with_custom_broadcast(my_id, config, rng, PostcardCodec, Stamps { seen, fetch: fetch_tx });
         tokio::spawn(mesh.clone().drive(foca, input_rx));
@@ -653,6 +648,17 @@ impl Mesh {
         }
         self.endpoint.close(quinn::VarInt::from_u32(0), b"leaving");
     }
+}
+
+/// Membership tuning for a fleet of about `size` nodes on one network: a dead peer is found
+/// within a few seconds. Packets stay under a QUIC datagram's size.
+pub fn foca_config(size: u32) -> foca::Config {
+    let mut config = foca::Config::new_lan(NonZeroU32::new(size.max(1)).unwrap_or(NonZeroU32::MIN));
+    config.probe_period = Duration::from_millis(500);
+    config.probe_rtt = Duration::from_millis(250);
+    config.suspect_to_down_after = Duration::from_secs(2).max(config.suspect_to_down_after / 4);
+    config.max_packet_size = std::num::NonZeroUsize::new(1200).unwrap_or(std::num::NonZeroUsize::MIN);
+    config
 }
 
 /// Whether two documents say the same, ignoring version and idle times.

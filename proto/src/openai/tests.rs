@@ -40,11 +40,11 @@ fn parses_chat_request_with_parts_and_unknown_fields() {
     }
     assert_eq!(req.messages[2].content, None);
     assert_eq!(req.max_completion_tokens, Some(300));
-    assert_eq!(req.max_tokens, None);
-    assert_eq!(req.stop, Some(StopSpec::One("\n\n".into())));
-    assert!(req.is_stream());
-    assert!(req.include_usage());
-    assert_eq!(req.keep_alive, Some(json!("5m")));
+    assert_eq!(req.sampling.max_tokens, None);
+    assert_eq!(req.sampling.stop, Some(StopSpec::One("\n\n".into())));
+    assert!(req.sampling.is_stream());
+    assert!(req.sampling.include_usage());
+    assert_eq!(req.sampling.keep_alive, Some(json!("5m")));
 }
 
 #[test]
@@ -59,12 +59,12 @@ fn parses_stop_array_and_extensions() {
         "n": 1
     }))
     .unwrap();
-    assert_eq!(req.stop.as_ref().unwrap().to_vec(), vec!["END", "###"]);
-    assert_eq!(req.top_k, Some(40));
-    assert_eq!(req.repetition_penalty, Some(1.1));
-    assert_eq!(req.seed, Some(7));
-    assert!(!req.is_stream());
-    assert!(!req.include_usage());
+    assert_eq!(req.sampling.stop.as_ref().unwrap().to_vec(), vec!["END", "###"]);
+    assert_eq!(req.sampling.top_k, Some(40));
+    assert_eq!(req.sampling.repetition_penalty, Some(1.1));
+    assert_eq!(req.sampling.seed, Some(7));
+    assert!(!req.sampling.is_stream());
+    assert!(!req.sampling.include_usage());
 }
 
 #[test]
@@ -78,7 +78,7 @@ fn request_round_trips_for_the_cli() {
     let req = ChatCompletionRequest {
         model: "helexa/small".into(),
         messages: vec![OaiMessage::text("user", "hello")],
-        max_tokens: Some(16),
+        sampling: OaiSampling { max_tokens: Some(16), ..Default::default() },
         ..Default::default()
     };
     let v = serde_json::to_value(&req).unwrap();
