@@ -3,7 +3,7 @@
 use std::path::PathBuf;
 
 use clap::{CommandFactory, Parser, Subcommand};
-use cortex_commands::{admin, bench, cert, chat, models, pull, serve, status};
+use cortex_commands::{admin, bench, cert, chat, debug, devices, models, pull, serve, status};
 
 /// cortex turns GPU and CPU hosts into one LLM service with OpenAI- and Anthropic-compatible
 /// APIs.
@@ -49,6 +49,14 @@ pub enum Command {
     },
     /// Load-test a neuron: TTFT, inter-token latency, tok/s at several concurrency levels
     Bench(bench::BenchArgs),
+    /// Show this host's RAM and GPUs and the device models would run on (no neuron needed)
+    Devices(devices::DevicesArgs),
+    /// Engine checks for developers (logits on a chosen device)
+    #[command(hide = true)]
+    Debug {
+        #[command(subcommand)]
+        command: debug::DebugCommand,
+    },
     /// Print a shell completion script
     Completions {
         /// Shell to complete for
@@ -90,6 +98,8 @@ pub async fn dispatch(cli: Cli) -> anyhow::Result<()> {
         Command::Init(args) => cert::init(args),
         Command::Cert { command } => cert::run(command),
         Command::Bench(args) => bench::run(args).await,
+        Command::Devices(args) => tokio::task::spawn_blocking(move || devices::run(args)).await?,
+        Command::Debug { command } => tokio::task::spawn_blocking(move || debug::run(command)).await?,
         Command::Completions { shell } => {
             let mut buf = Vec::new();
             clap_complete::generate(shell, &mut Cli::command(), "cortex", &mut buf);

@@ -6,6 +6,8 @@ pub mod bench;
 pub mod cert;
 pub mod chat;
 pub mod client;
+pub mod debug;
+pub mod devices;
 pub mod error;
 pub mod models;
 pub mod printer;

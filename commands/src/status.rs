@@ -28,16 +28,19 @@ pub async fn run(args: StatusArgs) -> anyhow::Result<()> {
     let u = |v: &Value, k: &str| v.get(k).and_then(Value::as_u64).unwrap_or(0);
     let mut out = String::new();
     writeln!(out, "neuron {}", client.base)?;
-    writeln!(out, "{:8}  {:>12}  {:>12}  {:>12}", "DEVICE", "TOTAL", "BUDGET", "USED")?;
-    for d in status["devices"].as_array().into_iter().flatten() {
-        writeln!(
-            out,
-            "{:8}  {:>12}  {:>12}  {:>12}",
+    writeln!(out, "{:8}  {:>12}  {:>12}  {:>12}  DESCRIPTION", "DEVICE", "TOTAL", "BUDGET", "USED")?;
+    for (i, d) in status["devices"].as_array().into_iter().flatten().enumerate() {
+        // The first device carries the budget and holds the models; the others are only listed.
+        let used = if i == 0 { mib(u(&status, "used_bytes")) } else { "-".into() };
+        let row = format!(
+            "{:8}  {:>12}  {:>12}  {:>12}  {}",
             d["name"].as_str().unwrap_or("?"),
             mib(u(d, "total_bytes")),
             mib(u(d, "budget_bytes")),
-            mib(u(&status, "used_bytes"))
-        )?;
+            used,
+            d["description"].as_str().unwrap_or("")
+        );
+        writeln!(out, "{}", row.trim_end())?;
     }
     if let Some(peers) = status["peers"].as_array() {
         writeln!(out)?;

@@ -168,7 +168,20 @@ fn main() {
             }
             let start = sim.now_ms;
             let everyone = |s: &Sim| s.alive().iter().all(|&i| s.up[i].len() == s.alive().len() - 1);
-            let joined = sim.run(start + 120_000, everyone).map(|t| (t - start) as f64 / 1e3);
+            // Like the mesh's join loop: a node that knows nobody yet announces again each second.
+            let mut joined = None;
+            while joined.is_none() && sim.now_ms < start + 120_000 {
+                let until = sim.now_ms + 1_000;
+                joined = sim.run(until, everyone).map(|t| (t - start) as f64 / 1e3);
+                for i in 1..n {
+                    if sim.up[i].is_empty() {
+                        let seed = sim.ids[0].clone();
+                        sim.with(i, |node, rt| {
+                            let _ = node.announce(seed, rt);
+                        });
+                    }
+                }
+            }
             // Steady state for 60 s: bytes and false suspicions.
             let (b0, f0, t0) = (sim.bytes, sim.false_downs, sim.now_ms);
             sim.run(t0 + 60_000, |_| false);

@@ -5,6 +5,7 @@
 pub mod config;
 pub mod engine;
 pub mod gateway;
+pub mod gpu;
 pub mod lifecycle;
 pub mod mesh;
 pub mod metrics;

@@ -66,7 +66,14 @@ impl Neuron {
             None => ModelsFile::builtin(),
         };
         let (budget, reserve) = config.memory_budget().map_err(|e| ServeError::Config(vec![e.to_string()]))?;
-        let device = memory::cpu_device(budget, config.memory.share, reserve);
+        let gpus = crate::gpu::discover();
+        let (device, listed) = memory::node_devices(
+            crate::engine::cuda_ordinal(&opts.device),
+            &gpus,
+            budget,
+            config.memory.share,
+            reserve,
+        );
         tracing::info!(device = %device.name, budget_mib = device.budget_bytes >> 20, total_mib = device.total_bytes >> 20, "memory budget");
         let lifecycle = LifecycleConfig {
             models_dir,
@@ -74,6 +81,7 @@ impl Neuron {
             file,
             strategy: config.eviction.strategy,
             device,
+            listed_devices: listed,
             defrag_after_cycles: config.eviction.defrag_after_cycles,
             engine: opts,
         };

@@ -13,7 +13,7 @@ use std::path::{Path, PathBuf};
 use std::time::Instant;
 
 use candle_core::quantized::gguf_file;
-use candle_core::Device;
+pub use candle_core::{DType, Device};
 use cortex_proto::generate::{ErrorKind, Event, GenerateError, GenerateRequest, Prompt};
 use tokio::sync::mpsc::{unbounded_channel, UnboundedReceiver};
 
@@ -58,6 +58,9 @@ impl EngineError {
 #[derive(Debug, Clone)]
 pub struct EngineOptions {
     pub device: Device,
+    /// What safetensors models compute in; `None`: bf16 on a GPU, f32 on the CPU. (GGUF models
+    /// keep their quantized weights.)
+    pub dtype: Option<DType>,
     /// Upper bound on a model's context window (prompt + completion), to bound KV memory.
     pub max_context: usize,
     pub scheduler: SchedulerConfig,
@@ -65,17 +68,63 @@ pub struct EngineOptions {
 
 impl Default for EngineOptions {
     fn default() -> Self {
-        Self { device: default_device(), max_context: 4096, scheduler: SchedulerConfig::default() }
+        Self { device: default_device(), dtype: None, max_context: 4096, scheduler: SchedulerConfig::default() }
     }
 }
 
-/// The first CUDA device when built with `cuda` and one is present, else the CPU.
-pub fn default_device() -> Device {
-    #[cfg(feature = "cuda")]
-    if let Ok(d) = Device::new_cuda(0) {
-        return d;
+/// Picks the engine's device: `cpu`, `cuda` (the first GPU) or `cuda:N`.
+pub const DEVICE_ENV: &str = "CORTEX_DEVICE";
+
+/// A device by name: `cpu`, `cuda` (the first GPU) or `cuda:N`. CUDA fails on a build without
+/// the `cuda` feature and on a host without that GPU.
+pub fn device_by_name(name: &str) -> Result<Device, EngineError> {
+    let ordinal = match name.trim() {
+        "cpu" => return Ok(Device::Cpu),
+        "cuda" | "gpu" => 0,
+        other => other
+            .strip_prefix("cuda:")
+            .and_then(|n| n.parse::<usize>().ok())
+            .ok_or_else(|| EngineError::Unsupported(format!("device `{other}` (use cpu, cuda or cuda:N)")))?,
+    };
+    if !cfg!(feature = "cuda") {
+        return Err(EngineError::Unsupported(format!(
+            "device `{name}`: this cortex was built without CUDA (build it with scripts/build-cuda)"
+        )));
     }
-    Device::Cpu
+    Ok(Device::new_cuda(ordinal)?)
+}
+
+/// The engine's device, decided once per process: `CORTEX_DEVICE` when set, else the first CUDA
+/// device when built with `cuda` and one is present, else the CPU.
+pub fn default_device() -> Device {
+    static DEVICE: std::sync::OnceLock<Device> = std::sync::OnceLock::new();
+    DEVICE
+        .get_or_init(|| match std::env::var(DEVICE_ENV) {
+            Ok(name) if !name.is_empty() => device_by_name(&name).unwrap_or_else(|e| {
+                tracing::warn!(error = %e, "{DEVICE_ENV}={name} is unusable; computing on the CPU");
+                Device::Cpu
+            }),
+            _ if cfg!(feature = "cuda") => Device::new_cuda(0).unwrap_or(Device::Cpu),
+            _ => Device::Cpu,
+        })
+        .clone()
+}
+
+/// The CUDA ordinal of `device`; `None` for the CPU.
+pub fn cuda_ordinal(device: &Device) -> Option<u32> {
+    match device.location() {
+        candle_core::DeviceLocation::Cuda { gpu_id } => Some(gpu_id as u32),
+        _ => None,
+    }
+}
+
+/// A device's name as [`device_by_name`] takes it.
+pub fn device_name(device: &Device) -> String {
+    match device.location() {
+        candle_core::DeviceLocation::Cpu => "cpu".into(),
+        candle_core::DeviceLocation::Cuda { gpu_id } => format!("cuda:{gpu_id}"),
+        candle_core::DeviceLocation::Metal { gpu_id } => format!("metal:{gpu_id}"),
+    }
 }
 
 /// Facts about a loaded model, for status and listings.
@@ -121,43 +170,7 @@ impl LoadedModel {
         metrics: ModelMetrics,
     ) -> Result<Self, EngineError> {
         let t0 = Instant::now();
-        let (weights, tokenizer, template) = match source {
-            WeightsSource::Gguf(path) => {
-                let mut file = std::fs::File::open(path).map_err(|e| EngineError::io(path, e))?;
-                let content = gguf_file::Content::read(&mut file)
-                    .map_err(|e| EngineError::Format(format!("{}: {e}", path.display())))?;
-                let tokenizer = TextTokenizer::from_gguf(&content)?;
-                let template_src = gguf_meta::string(&content, "tokenizer.chat_template");
-                let template = ChatTemplate::new(template_src, tokenizer.bos_text.clone(), tokenizer.eos_text.clone())?;
-                let weights = ModelWeights::from_gguf(path, content, &opts.device, opts.max_context)?;
-                (weights, tokenizer, template)
-            }
-            WeightsSource::Safetensors(dir) => {
-                let cfg_path = dir.join("config.json");
-                let cfg: serde_json::Value =
-                    std::fs::read(&cfg_path).map_err(|e| EngineError::io(&cfg_path, e)).and_then(|b| {
-                        serde_json::from_slice(&b)
-                            .map_err(|e| EngineError::Format(format!("{}: {e}", cfg_path.display())))
-                    })?;
-                let tokenizer = TextTokenizer::from_dir(dir, &cfg)?;
-                let tc: serde_json::Value = std::fs::read(dir.join("tokenizer_config.json"))
-                    .ok()
-                    .and_then(|b| serde_json::from_slice(&b).ok())
-                    .unwrap_or_default();
-                let template_src = match tc.get("chat_template") {
-                    Some(serde_json::Value::String(s)) => Some(s.clone()),
-                    // A list of named templates: take "default".
-                    Some(serde_json::Value::Array(a)) => a
-                        .iter()
-                        .find(|t| t.get("name").and_then(|n| n.as_str()) == Some("default"))
-                        .and_then(|t| t.get("template")?.as_str().map(str::to_string)),
-                    _ => None,
-                };
-                let template = ChatTemplate::new(template_src, tokenizer.bos_text.clone(), tokenizer.eos_text.clone())?;
-                let weights = ModelWeights::from_safetensors(dir, &opts.device, opts.max_context)?;
-                (weights, tokenizer, template)
-            }
-        };
+        let (weights, tokenizer, template) = load_parts(source, opts)?;
         let info = ModelInfo {
             arch: weights.arch.clone(),
             context_len: weights.context_len,
@@ -233,6 +246,66 @@ impl LoadedModel {
     pub fn load_now(&self) -> (usize, usize) {
         self.scheduler.load()
     }
+}
+
+/// Weights, tokenizer and chat template of a model, as `LoadedModel::load` reads them.
+fn load_parts(
+    source: &WeightsSource,
+    opts: &EngineOptions,
+) -> Result<(ModelWeights, TextTokenizer, ChatTemplate), EngineError> {
+    Ok(match source {
+        WeightsSource::Gguf(path) => {
+            let mut file = std::fs::File::open(path).map_err(|e| EngineError::io(path, e))?;
+            let content = gguf_file::Content::read(&mut file)
+                .map_err(|e| EngineError::Format(format!("{}: {e}", path.display())))?;
+            let tokenizer = TextTokenizer::from_gguf(&content)?;
+            let template_src = gguf_meta::string(&content, "tokenizer.chat_template");
+            let template = ChatTemplate::new(template_src, tokenizer.bos_text.clone(), tokenizer.eos_text.clone())?;
+            let weights = ModelWeights::from_gguf(path, content, &opts.device, opts.max_context)?;
+            (weights, tokenizer, template)
+        }
+        WeightsSource::Safetensors(dir) => {
+            let cfg_path = dir.join("config.json");
+            let cfg: serde_json::Value =
+                std::fs::read(&cfg_path).map_err(|e| EngineError::io(&cfg_path, e)).and_then(|b| {
+                    serde_json::from_slice(&b).map_err(|e| EngineError::Format(format!("{}: {e}", cfg_path.display())))
+                })?;
+            let tokenizer = TextTokenizer::from_dir(dir, &cfg)?;
+            let tc: serde_json::Value = std::fs::read(dir.join("tokenizer_config.json"))
+                .ok()
+                .and_then(|b| serde_json::from_slice(&b).ok())
+                .unwrap_or_default();
+            let template_src = match tc.get("chat_template") {
+                Some(serde_json::Value::String(s)) => Some(s.clone()),
+                // A list of named templates: take "default".
+                Some(serde_json::Value::Array(a)) => a
+                    .iter()
+                    .find(|t| t.get("name").and_then(|n| n.as_str()) == Some("default"))
+                    .and_then(|t| t.get("template")?.as_str().map(str::to_string)),
+                _ => None,
+            };
+            let template = ChatTemplate::new(template_src, tokenizer.bos_text.clone(), tokenizer.eos_text.clone())?;
+            let weights = ModelWeights::from_safetensors(dir, &opts.device, opts.dtype, opts.max_context)?;
+            (weights, tokenizer, template)
+        }
+    })
+}
+
+/// Runs `text` (no chat template) through a freshly loaded model on `opts.device` and returns
+/// its token ids and the last position's logits: the raw numbers `cortex debug logits` prints
+/// to compare devices. Blocking.
+pub fn prompt_logits(
+    source: &WeightsSource,
+    opts: &EngineOptions,
+    text: &str,
+) -> Result<(Vec<u32>, Vec<f32>), EngineError> {
+    let (weights, tokenizer, _) = load_parts(source, opts)?;
+    let tokens = tokenizer.encode(text)?;
+    if tokens.is_empty() {
+        return Err(EngineError::BadPrompt("the prompt is empty".into()));
+    }
+    let logits = weights.new_sequence()?.forward(&tokens, 0)?;
+    Ok((tokens, logits))
 }
 
 /// Checks that `path` is a readable GGUF file with a known architecture (header only).

@@ -104,8 +104,14 @@ impl ModelWeights {
         Ok(Self { weights, arch, context_len: model_ctx.min(max_context), device: device.clone() })
     }
 
-    /// Loads a safetensors repository directory (llama or qwen3 per config.json).
-    pub fn from_safetensors(dir: &Path, device: &Device, max_context: usize) -> Result<Self, EngineError> {
+    /// Loads a safetensors repository directory (llama or qwen3 per config.json), computing in
+    /// `dtype` (default: bf16 on a GPU, f32 on the CPU).
+    pub fn from_safetensors(
+        dir: &Path,
+        device: &Device,
+        dtype: Option<DType>,
+        max_context: usize,
+    ) -> Result<Self, EngineError> {
         let config_path = dir.join("config.json");
         let raw = std::fs::read(&config_path).map_err(|e| EngineError::io(&config_path, e))?;
         let value: serde_json::Value =
@@ -121,7 +127,7 @@ impl ModelWeights {
             return Err(EngineError::Format(format!("no *.safetensors in {}", dir.display())));
         }
         // bf16 where the device computes it natively, f32 on CPU (candle's CPU bf16 matmul is slow).
-        let dtype = if device.is_cpu() { DType::F32 } else { DType::BF16 };
+        let dtype = dtype.unwrap_or(if device.is_cpu() { DType::F32 } else { DType::BF16 });
         let cfg_err = |e: serde_json::Error| EngineError::Format(format!("{}: {e}", config_path.display()));
         let load_err = |e: candle_core::Error| EngineError::Format(format!("{}: {e}", dir.display()));
         // SAFETY: the files are memory-mapped read-only; cortex never writes model files while

@@ -6,11 +6,15 @@ use std::path::Path;
 use candle_core::quantized::gguf_file;
 
 use crate::engine::{gguf_meta, WeightsSource};
+use crate::gpu::GpuInfo;
 
 /// Share of RAM models may use on a CPU node when no budget is configured.
 pub const DEFAULT_RAM_SHARE: f64 = 0.75;
 /// Kept back for the OS and the process itself.
 pub const DEFAULT_RESERVE: u64 = 512 << 20;
+/// The budget of a CUDA device whose memory NVML cannot report and no budget is configured for:
+/// none enforced (a model that does not fit fails to load).
+pub const UNKNOWN_GPU_BUDGET: u64 = 1 << 50;
 
 /// A device's memory as the lifecycle sees it.
 #[derive(Debug, Clone, serde::Serialize)]
@@ -21,6 +25,9 @@ pub struct Device {
     pub total_bytes: u64,
     /// What models may use.
     pub budget_bytes: u64,
+    /// What it is, where known (a GPU's model and compute capability).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub description: Option<String>,
 }
 
 fn meminfo(key: &str) -> Option<u64> {
@@ -51,7 +58,54 @@ pub fn rss_bytes() -> u64 {
 pub fn cpu_device(budget: Option<u64>, share: f64, reserve: u64) -> Device {
     let total = total_ram();
     let budget = budget.unwrap_or_else(|| ((total as f64 * share) as u64).saturating_sub(reserve));
-    Device { name: "cpu".into(), total_bytes: total, budget_bytes: budget }
+    Device { name: "cpu".into(), total_bytes: total, budget_bytes: budget, description: None }
+}
+
+/// A GPU the engine computes on: an explicit budget, else the memory free at start-up less a
+/// reserve (for the CUDA context, cuBLAS workspaces and activations).
+pub fn cuda_device(gpu: &GpuInfo, budget: Option<u64>, reserve: u64) -> Device {
+    let budget = budget.unwrap_or_else(|| gpu.free_bytes.saturating_sub(reserve));
+    Device { budget_bytes: budget, ..listed_gpu(gpu) }
+}
+
+/// A GPU this host has but the engine does not compute on (a CPU build, or not the engine's
+/// GPU): listed in status with no budget.
+pub fn listed_gpu(gpu: &GpuInfo) -> Device {
+    let (major, minor) = gpu.compute_capability;
+    Device {
+        name: format!("cuda:{}", gpu.index),
+        total_bytes: gpu.total_bytes,
+        budget_bytes: 0,
+        description: Some(format!("{}, compute capability {major}.{minor}", gpu.name)),
+    }
+}
+
+/// This node's devices: the one the engine computes on, which carries the budget (GPU `cuda`
+/// when the engine runs on CUDA, else the CPU), and the other GPUs, listed without one. NVML's
+/// index is taken for CUDA's ordinal (they differ only under `CUDA_VISIBLE_DEVICES`).
+pub fn node_devices(
+    ordinal: Option<u32>,
+    gpus: &[GpuInfo],
+    budget: Option<u64>,
+    share: f64,
+    reserve: u64,
+) -> (Device, Vec<Device>) {
+    let device = match ordinal {
+        Some(o) => match gpus.iter().find(|g| g.index == o) {
+            Some(gpu) => cuda_device(gpu, budget, reserve),
+            // CUDA works but NVML cannot say how much memory there is: trust the configured
+            // budget, or enforce none and let a load that does not fit fail.
+            None => Device {
+                name: format!("cuda:{o}"),
+                total_bytes: budget.unwrap_or(0),
+                budget_bytes: budget.unwrap_or(UNKNOWN_GPU_BUDGET),
+                description: Some("memory unknown without NVML: set memory.budget".into()),
+            },
+        },
+        None => cpu_device(budget, share, reserve),
+    };
+    let listed = gpus.iter().filter(|g| Some(g.index) != ordinal).map(listed_gpu).collect();
+    (device, listed)
 }
 
 /// Estimated bytes a model holds once loaded with `context` tokens of KV cache for one

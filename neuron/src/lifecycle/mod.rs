@@ -56,6 +56,8 @@ pub struct LifecycleConfig {
     pub file: ModelsFile,
     pub strategy: Strategy,
     pub device: memory::Device,
+    /// Devices shown in status beside `device` without a budget (GPUs on a CPU build).
+    pub listed_devices: Vec<memory::Device>,
     /// Reload resident models after this many unloads (0: never).
     pub defrag_after_cycles: u32,
     pub engine: EngineOptions,
@@ -605,7 +607,7 @@ impl Models {
 
     pub fn status(&self) -> NodeStatus {
         NodeStatus {
-            devices: vec![self.cfg.device.clone()],
+            devices: std::iter::once(&self.cfg.device).chain(&self.cfg.listed_devices).cloned().collect(),
             budget_bytes: self.cfg.device.budget_bytes,
             used_bytes: self.used(),
             eviction: self.cfg.strategy,

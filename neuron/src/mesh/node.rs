@@ -658,6 +658,11 @@ pub fn foca_config(size: u32) -> foca::Config {
     config.probe_rtt = Duration::from_millis(250);
     config.suspect_to_down_after = Duration::from_secs(2).max(config.suspect_to_down_after / 4);
     config.max_packet_size = std::num::NonZeroUsize::new(1200).unwrap_or(std::num::NonZeroUsize::MIN);
+    // A packet holds only a couple of dozen updates, so after many joins at once the periodic
+    // announce (which returns a feed of members) is what fills the gaps: do it every 5 s, not 30.
+    if let Some(p) = config.periodic_announce.as_mut() {
+        p.frequency = Duration::from_secs(5);
+    }
     config
 }
 

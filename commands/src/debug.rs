@@ -1,0 +1,106 @@
+//! `cortex debug`: tools for checking the engine itself, hidden from `--help`.
+//! `cortex debug logits` runs one prompt through a model on a chosen device and prints the last
+//! position's logits, so that a GPU build can be compared with the CPU number for number
+//! (scripts/gpu-check does).
+
+use std::fmt::Write;
+use std::path::PathBuf;
+use std::time::Instant;
+
+use anyhow::Context;
+use cortex_neuron::engine::{device_by_name, device_name, prompt_logits, DType, EngineOptions, WeightsSource};
+use serde::Serialize;
+
+use crate::error::user;
+
+#[derive(Debug, clap::Subcommand)]
+pub enum DebugCommand {
+    /// Print the last position's logits for a prompt (greedy, no chat template)
+    Logits(LogitsArgs),
+}
+
+#[derive(Debug, Clone, clap::Args)]
+pub struct LogitsArgs {
+    /// GGUF file or safetensors directory
+    #[arg(long, short = 'm', value_name = "PATH")]
+    pub model: PathBuf,
+    /// Text fed to the model as it is
+    #[arg(long, short = 'p', value_name = "TEXT", default_value = "The capital of France is")]
+    pub prompt: String,
+    /// Device to compute on: cpu, cuda or cuda:N [default: what `cortex serve` would use]
+    #[arg(long, value_name = "DEVICE")]
+    pub device: Option<String>,
+    /// What a safetensors model computes in: f32, bf16 or f16 [default: bf16 on a GPU, f32 on
+    /// the CPU]
+    #[arg(long, value_name = "DTYPE", value_parser = ["f32", "bf16", "f16"])]
+    pub dtype: Option<String>,
+    /// Print one JSON document with every logit instead of the top ten
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Debug, Serialize)]
+struct Logits {
+    model: PathBuf,
+    device: String,
+    tokens: Vec<u32>,
+    argmax: usize,
+    seconds: f64,
+    logits: Vec<f32>,
+}
+
+pub fn run(command: DebugCommand) -> anyhow::Result<()> {
+    match command {
+        DebugCommand::Logits(args) => logits(args),
+    }
+}
+
+fn logits(args: LogitsArgs) -> anyhow::Result<()> {
+    let source = if args.model.is_dir() {
+        WeightsSource::Safetensors(args.model.clone())
+    } else if args.model.is_file() {
+        WeightsSource::Gguf(args.model.clone())
+    } else {
+        return user(format!("{} is neither a GGUF file nor a safetensors directory", args.model.display()));
+    };
+    let mut opts = EngineOptions::default();
+    if let Some(name) = &args.device {
+        opts.device = device_by_name(name).map_err(|e| crate::UserError(e.to_string()))?;
+    }
+    opts.dtype = match args.dtype.as_deref() {
+        Some("f32") => Some(DType::F32),
+        Some("bf16") => Some(DType::BF16),
+        Some("f16") => Some(DType::F16),
+        _ => None,
+    };
+    let t0 = Instant::now();
+    let (tokens, logits) =
+        prompt_logits(&source, &opts, &args.prompt).with_context(|| format!("running {}", args.model.display()))?;
+    let argmax = logits.iter().enumerate().max_by(|a, b| a.1.total_cmp(b.1)).map(|(i, _)| i).unwrap_or(0);
+    let out = Logits {
+        model: args.model,
+        device: device_name(&opts.device),
+        tokens,
+        argmax,
+        seconds: t0.elapsed().as_secs_f64(),
+        logits,
+    };
+    if args.json {
+        return crate::printer::json(&out);
+    }
+    let mut ranked: Vec<(usize, f32)> = out.logits.iter().copied().enumerate().collect();
+    ranked.sort_by(|a, b| b.1.total_cmp(&a.1));
+    let mut text = format!(
+        "{} on {}: {} prompt tokens, {} logits, {:.2} s\n{:>8}  LOGIT\n",
+        out.model.display(),
+        out.device,
+        out.tokens.len(),
+        out.logits.len(),
+        out.seconds,
+        "TOKEN"
+    );
+    for (id, v) in ranked.iter().take(10) {
+        writeln!(text, "{id:>8}  {v:.6}")?;
+    }
+    crate::printer::emit(&text)
+}

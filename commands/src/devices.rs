@@ -1,0 +1,133 @@
+//! `cortex devices`: what this host offers a neuron, without one running: RAM, the GPUs NVML
+//! sees, which device the engine would compute on, and the memory budget `cortex serve` would
+//! give it with the same configuration.
+
+use std::fmt::Write;
+use std::path::PathBuf;
+
+use cortex_neuron::config::Config;
+use cortex_neuron::engine::{cuda_ordinal, default_device, device_by_name, device_name, DEVICE_ENV};
+use cortex_neuron::gpu::{self, GpuInfo};
+use cortex_neuron::lifecycle::memory::{self, Device};
+use serde::Serialize;
+
+use crate::status::mib;
+
+#[derive(Debug, Clone, clap::Args)]
+pub struct DevicesArgs {
+    /// Print one JSON document instead of a table
+    #[arg(long)]
+    pub json: bool,
+    /// cortex.toml whose [memory] settings the budget follows (default: built-in defaults)
+    #[arg(long, short = 'c', env = "CORTEX_CONFIG", value_name = "FILE")]
+    pub config: Option<PathBuf>,
+}
+
+/// What `--json` prints.
+#[derive(Debug, Serialize)]
+struct Report {
+    /// The device models would run on: `cpu` or `cuda:N`.
+    engine_device: String,
+    /// Whether this binary was built with the `cuda` feature.
+    cuda_build: bool,
+    /// Why CUDA is not used although this build has it (no driver, no GPU, CORTEX_DEVICE).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    cuda_error: Option<String>,
+    /// The engine's device with its budget, then the other GPUs.
+    devices: Vec<Device>,
+    /// RAM, which holds models on a CPU node and the loading buffers on a GPU node.
+    ram_bytes: u64,
+    /// Every GPU NVML reports (none without an NVIDIA driver).
+    gpus: Vec<GpuInfo>,
+}
+
+pub fn run(args: DevicesArgs) -> anyhow::Result<()> {
+    let config = match &args.config {
+        Some(path) => Config::from_file(path).map_err(|e| crate::UserError(e.to_string()))?,
+        None => Config::default(),
+    };
+    let (budget, reserve) = config.memory_budget().map_err(|e| crate::UserError(e.to_string()))?;
+    let gpus = gpu::discover();
+    let engine = default_device();
+    let cuda_build = gpu::CUDA_BUILD;
+    // default_device() falls back to the CPU quietly; here, say why.
+    let cuda_error = (cuda_build && !engine.is_cuda()).then(|| match std::env::var(DEVICE_ENV) {
+        Ok(v) if !v.is_empty() => match device_by_name(&v) {
+            Ok(_) => format!("{DEVICE_ENV}={v}"),
+            Err(e) => format!("{DEVICE_ENV}={v}: {e}"),
+        },
+        _ => device_by_name("cuda").err().map(|e| e.to_string()).unwrap_or_default(),
+    });
+    let (device, listed) = memory::node_devices(cuda_ordinal(&engine), &gpus, budget, config.memory.share, reserve);
+    let report = Report {
+        engine_device: device_name(&engine),
+        cuda_build,
+        cuda_error,
+        devices: std::iter::once(device).chain(listed).collect(),
+        ram_bytes: memory::total_ram(),
+        gpus,
+    };
+    if args.json {
+        return crate::printer::json(&report);
+    }
+    crate::printer::emit(&render(&report))
+}
+
+fn render(r: &Report) -> String {
+    let mut out = String::new();
+    let build = if r.cuda_build { "a CUDA build" } else { "a CPU build" };
+    let _ = writeln!(out, "engine: {} ({build})", r.engine_device);
+    if let Some(e) = &r.cuda_error {
+        let _ = writeln!(out, "CUDA not used: {e}");
+    }
+    let _ = writeln!(out, "RAM: {}", mib(r.ram_bytes));
+    let _ = writeln!(out, "{:8}  {:>12}  {:>12}  {:>12}  DESCRIPTION", "DEVICE", "TOTAL", "FREE", "BUDGET");
+    for d in &r.devices {
+        let free = r.gpus.iter().find(|g| format!("cuda:{}", g.index) == d.name).map(|g| mib(g.free_bytes));
+        let row = format!(
+            "{:8}  {:>12}  {:>12}  {:>12}  {}",
+            d.name,
+            mib(d.total_bytes),
+            free.unwrap_or_else(|| "-".into()),
+            mib(d.budget_bytes),
+            d.description.as_deref().unwrap_or("")
+        );
+        let _ = writeln!(out, "{}", row.trim_end());
+    }
+    if r.gpus.is_empty() {
+        let _ = writeln!(out, "no NVIDIA GPU found (NVML absent or no devices)");
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_cpu_host_shows_the_cpu_budget_and_its_gpus() {
+        let gpu = GpuInfo {
+            index: 0,
+            name: "NVIDIA H200".into(),
+            total_bytes: 140 << 30,
+            free_bytes: 139 << 30,
+            compute_capability: (9, 0),
+        };
+        let (device, listed) = memory::node_devices(None, std::slice::from_ref(&gpu), Some(1 << 30), 0.75, 0);
+        let r = Report {
+            engine_device: "cpu".into(),
+            cuda_build: false,
+            cuda_error: None,
+            devices: std::iter::once(device).chain(listed).collect(),
+            ram_bytes: 8 << 30,
+            gpus: vec![gpu],
+        };
+        let text = render(&r);
+        assert!(text.contains("engine: cpu (a CPU build)"), "{text}");
+        let cpu = text.lines().find(|l| l.starts_with("cpu ")).unwrap_or_default();
+        assert!(cpu.contains("1024.0 MiB"), "the CPU carries the budget: {text}");
+        let gpu = text.lines().find(|l| l.starts_with("cuda:0")).unwrap_or_default();
+        assert!(gpu.contains("143360.0 MiB") && gpu.contains("NVIDIA H200, compute capability 9.0"), "{text}");
+        assert!(gpu.contains(" 0.0 MiB"), "a GPU the engine does not use has no budget: {text}");
+    }
+}
