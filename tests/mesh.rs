@@ -153,10 +153,17 @@ fn a_killed_peer_is_marked_down_and_its_stream_ends_with_a_clean_error() {
     let mut stream = client().post(a.url("/v1/chat/completions")).json(&chat("slow", 1500, true)).send().unwrap();
     let mut first = [0u8; 128];
     assert!(stream.read(&mut first).unwrap() > 0);
+    // Frozen, b stops answering probes: a suspects it first.
+    let _ = std::process::Command::new("kill").args(["-STOP", &b.pid().to_string()]).status();
+    let seen =
+        a.eventually(Duration::from_secs(20), || matches!(peer_state(&a, "b").as_deref(), Some("suspect" | "down")));
+    assert!(seen, "{}", a.log());
     b.kill();
+    let killed = std::time::Instant::now();
     let mut rest = String::new();
     stream.read_to_string(&mut rest).unwrap();
     assert!(rest.contains("\"error\"") && rest.contains("failed in the middle"), "no clean error at the end: {rest}");
+    eprintln!("the stream ended {:?} after the kill", killed.elapsed());
     assert!(a.eventually(Duration::from_secs(30), || peer_state(&a, "b").as_deref() == Some("down")), "{}", a.log());
     let (code, body) = post(&a.url("/v1/chat/completions"), &chat("slow", 3, false));
     assert_eq!(code, 404, "{body}");

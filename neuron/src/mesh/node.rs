@@ -258,6 +258,7 @@ impl Mesh {
             while let Some(n) = rt.to_notify() {
                 self.on_notification(n);
             }
+            self.sync_suspicion(&foca);
             if let Some(done) = leaving {
                 // Give the leave messages a moment on the wire.
                 tokio::time::sleep(Duration::from_millis(200)).await;
@@ -265,6 +266,22 @@ impl Mesh {
                 return;
             }
         }
+    }
+
+    /// foca notifies only up and down; suspicion (probes failing, not yet declared down) is
+    /// read from its membership table so operators can see it.
+    fn sync_suspicion(&self, foca: &Foca<NodeId, PostcardCodec, rand010::rngs::StdRng, Stamps>) {
+        let mut members = self.members.write().unwrap_or_else(|p| p.into_inner());
+        for m in foca.iter_membership_state() {
+            if let Some((_, state)) = members.get_mut(&m.id().name) {
+                match (m.state(), *state) {
+                    (foca::State::Suspect, PeerState::Alive) => *state = PeerState::Suspect,
+                    (foca::State::Alive, PeerState::Suspect) => *state = PeerState::Alive,
+                    _ => {}
+                }
+            }
+        }
+        self.count_peers(&members);
     }
 
     fn on_notification(&self, n: OwnedNotification<NodeId>) {
@@ -278,6 +295,10 @@ impl Mesh {
             }
             OwnedNotification::MemberDown(id) => {
                 tracing::warn!(peer = %id.name, "peer down");
+                // Streams from a dead peer end now, not at the QUIC idle timeout.
+                if let Some(conn) = lock(&self.conns).remove(&id.name) {
+                    conn.close(quinn::VarInt::from_u32(3), b"peer down");
+                }
                 members.insert(id.name.clone(), (id, PeerState::Down));
             }
             OwnedNotification::Rename(old, new) => {
@@ -286,6 +307,10 @@ impl Mesh {
             }
             _ => {}
         }
+        self.count_peers(&members);
+    }
+
+    fn count_peers(&self, members: &BTreeMap<String, (NodeId, PeerState)>) {
         let mut counts = [0i64; 3];
         for (_, s) in members.values() {
             counts[*s as usize] += 1;
