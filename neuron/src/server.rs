@@ -7,6 +7,7 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
+use axum::serve::ListenerExt;
 use tokio::net::TcpListener;
 
 use crate::config::Config;
@@ -152,7 +153,14 @@ impl Neuron {
             let _ = axum::serve(self.metrics, metrics_app).await;
         });
         let mut stop = rx.clone();
-        let server = axum::serve(self.http, app).with_graceful_shutdown(async move {
+        // Streamed tokens are small writes: without TCP_NODELAY, Nagle and delayed ACKs hold
+        // each one back for up to 40 ms.
+        let http = self.http.tap_io(|tcp| {
+            if let Err(e) = tcp.set_nodelay(true) {
+                tracing::debug!(error = %e, "TCP_NODELAY not set");
+            }
+        });
+        let server = axum::serve(http, app).with_graceful_shutdown(async move {
             let _ = stop.wait_for(|s| *s).await;
         });
         let grace = self.grace;
