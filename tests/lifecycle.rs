@@ -187,3 +187,20 @@ fn an_invalid_models_file_is_rejected_at_start_with_every_error() {
     assert!(err.contains("models.toml:3: models.\"x\".shade: unknown key"), "{err}");
     assert!(err.contains("needs a path or a hub repository"), "{err}");
 }
+
+#[test]
+fn after_n_unloads_resident_models_are_reloaded_to_defragment() {
+    let dir = TempDir::new("defrag");
+    let cfg = dir.path().join("cortex.toml");
+    std::fs::write(&cfg, "[eviction]\ndefrag_after_cycles = 2\n").unwrap();
+    let n = start(&dir, "", &["--config", cfg.to_str().unwrap()]);
+    assert_eq!(ask(&n, "a").0, 200);
+    assert_eq!(ask(&n, "b").0, 200);
+    assert_eq!(admin(&n, "unload", "b").0, 200); // one unload
+    assert!(!n.log().contains("reloaded to defragment"));
+    assert_eq!(ask(&n, "c").0, 200);
+    assert_eq!(admin(&n, "unload", "c").0, 200); // two: a, still resident, is reloaded
+    assert!(n.eventually(Duration::from_secs(20), || n.log().contains("reloaded to defragment memory")), "{}", n.log());
+    assert_eq!(loaded(&n), vec!["a"]);
+    assert_eq!(ask(&n, "a").0, 200);
+}

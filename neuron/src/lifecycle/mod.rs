@@ -169,6 +169,9 @@ pub struct Models {
     started: Instant,
 }
 
+/// How often idle models are checked against their keep-alive.
+const REAP_EVERY: Duration = Duration::from_millis(250);
+
 fn err(kind: ErrorKind, msg: impl Into<String>) -> GenerateError {
     GenerateError::new(kind, msg)
 }
@@ -522,16 +525,20 @@ impl Models {
     /// `defrag_after_cycles` unloads. Runs until the process ends.
     pub async fn run_reaper(self: Arc<Self>) {
         loop {
-            let next = self.reap();
+            if self.reap() {
+                // Reloading models is blocking work: keep it off the async workers.
+                let m = self.clone();
+                let _ = tokio::task::spawn_blocking(move || m.defrag()).await;
+            }
             tokio::select! {
                 _ = self.wake.notified() => {}
-                _ = tokio::time::sleep(next) => {}
+                _ = tokio::time::sleep(REAP_EVERY) => {}
             }
         }
     }
 
-    /// One reaper pass; returns how long until the next deadline (capped at a second).
-    fn reap(&self) -> Duration {
+    /// One reaper pass: unloads expired models; true when a defragmenting reload is due.
+    fn reap(&self) -> bool {
         let now = Instant::now();
         let ms = |t: Instant| t.duration_since(self.started).as_millis() as u64;
         let idle: Vec<Idle> = self
@@ -555,11 +562,11 @@ impl Models {
             }
         }
         let n = self.cfg.defrag_after_cycles;
-        if n > 0 && self.unloads.load(Ordering::Relaxed) >= n {
+        let due = n > 0 && self.unloads.load(Ordering::Relaxed) >= n;
+        if due {
             self.unloads.store(0, Ordering::Relaxed);
-            self.defrag();
         }
-        Duration::from_millis(250)
+        due
     }
 
     /// Reloads idle resident models in place, so memory fragmented by load/unload cycles is
