@@ -26,9 +26,14 @@ pub async fn run(action: &str, args: AdminArgs) -> anyhow::Result<()> {
     if args.json {
         crate::printer::json(&answer)?;
     } else {
-        let state = answer.pointer("/status/state").and_then(|s| s.as_str()).unwrap_or("?");
-        let pinned = answer.pointer("/status/pinned").and_then(|s| s.as_bool()).unwrap_or(false);
-        eprintln!("{}: {action} done (now {state}{})", args.model, if pinned { ", pinned" } else { "" });
+        let on = answer.get("on").and_then(|s| s.as_str()).map(|n| format!(" on {n}")).unwrap_or_default();
+        match answer.pointer("/status/state").and_then(|s| s.as_str()) {
+            Some(state) => {
+                let pinned = answer.pointer("/status/pinned").and_then(|s| s.as_bool()).unwrap_or(false);
+                eprintln!("{}: {action} done{on} (now {state}{})", args.model, if pinned { ", pinned" } else { "" });
+            }
+            None => eprintln!("{}: {action} done{on}", args.model),
+        }
     }
     Ok(())
 }
