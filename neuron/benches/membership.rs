@@ -41,12 +41,23 @@ struct Sim {
 impl Sim {
     fn new(n: usize, loss: f64, seed: u64) -> Self {
         let ids: Vec<NodeId> = (0..n)
-            .map(|i| NodeId { name: format!("n{i}"), addr: SocketAddr::from(([10, 0, (i / 250) as u8, (i % 250) as u8], 31313)), bump: 0 })
+            .map(|i| NodeId {
+                name: format!("n{i}"),
+                addr: SocketAddr::from(([10, 0, (i / 250) as u8, (i % 250) as u8], 31313)),
+                bump: 0,
+            })
             .collect();
         let nodes = ids
             .iter()
             .enumerate()
-            .map(|(i, id)| Some(Foca::new(id.clone(), foca_config(n as u32), rand010::rngs::StdRng::seed_from_u64(seed + i as u64), PostcardCodec)))
+            .map(|(i, id)| {
+                Some(Foca::new(
+                    id.clone(),
+                    foca_config(n as u32),
+                    rand010::rngs::StdRng::seed_from_u64(seed + i as u64),
+                    PostcardCodec,
+                ))
+            })
             .collect();
         Self {
             nodes,
@@ -195,7 +206,12 @@ fn main() {
             let all_down = |s: &Sim| s.alive().iter().all(|&i| !s.up[i].contains(&victim));
             let down = sim.run(t1 + 120_000, all_down).map(|t| (t - t1) as f64 / 1e3);
             let fmt = |v: Option<f64>| v.map(|s| format!("{s:.1}")).unwrap_or_else(|| "> 120".into());
-            println!("| {n} | {:.0} % | {} | {} | {false_downs} | {bytes_rate:.0} |", loss * 100.0, fmt(joined), fmt(down));
+            println!(
+                "| {n} | {:.0} % | {} | {} | {false_downs} | {bytes_rate:.0} |",
+                loss * 100.0,
+                fmt(joined),
+                fmt(down)
+            );
         }
     }
     let _ = Duration::ZERO;
