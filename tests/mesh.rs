@@ -192,3 +192,43 @@ fn a_node_with_a_foreign_certificate_cannot_join() {
     let (code, _) = post(&a.url("/v1/chat/completions"), &chat("rogue-model", 3, false));
     assert_eq!(code, 404);
 }
+
+#[test]
+fn the_cli_sees_and_drives_a_two_neuron_fleet() {
+    let tls = TempDir::new("mesh-tls-cli");
+    fleet_ca(tls.path(), &["a", "b"]);
+    let d = dirs(2);
+    tiny_model(d[1].path(), "tiny-b");
+    let b = node(d[1].path(), tls.path(), "b", None, &[]);
+    let a = node(d[0].path(), tls.path(), "a", Some(&b), &[]);
+    assert!(a.eventually(Duration::from_secs(30), || model_entry(&a, "tiny-b").is_some()), "{}", a.log());
+    let cortex = |args: &[&str]| {
+        std::process::Command::new(common::cortex_bin())
+            .args(args)
+            .env("CORTEX_ENDPOINT", &a.http)
+            .env("NO_COLOR", "1")
+            .output()
+            .unwrap()
+    };
+    // Load on b through a; the fleet table and JSON then agree that b holds it.
+    let load = cortex(&["load", "tiny-b", "--on", "b"]);
+    assert!(load.status.success(), "{}", String::from_utf8_lossy(&load.stderr));
+    assert!(String::from_utf8_lossy(&load.stderr).contains("on b"));
+    let holds = || {
+        let out = cortex(&["status", "--json"]);
+        let s: Value = serde_json::from_slice(&out.stdout).unwrap();
+        s["peers"].as_array().unwrap().iter().any(|p| p["name"] == "b" && p["loaded"] == json!(["tiny-b"]))
+    };
+    assert!(a.eventually(Duration::from_secs(15), holds));
+    let table = String::from_utf8(cortex(&["status"]).stdout).unwrap();
+    let row = table.lines().find(|l| l.starts_with("b ")).unwrap_or_else(|| panic!("no row for b:\n{table}"));
+    assert!(row.contains("alive") && row.contains("tiny-b"), "{row}");
+    let models: Value = serde_json::from_slice(&cortex(&["models", "--json"]).stdout).unwrap();
+    let m = models["data"].as_array().unwrap().iter().find(|m| m["id"] == "tiny-b").unwrap();
+    assert_eq!(m["locations"], json!(["b"]));
+    // A chat through a is answered by b; an unknown node is a fixable error.
+    let chat = cortex(&["chat", "tiny-b", "hi", "--max-tokens", "3"]);
+    assert!(chat.status.success() && !chat.stdout.is_empty(), "{}", String::from_utf8_lossy(&chat.stderr));
+    assert_eq!(cortex(&["unload", "tiny-b", "--on", "nowhere"]).status.code(), Some(1));
+    assert!(cortex(&["unload", "tiny-b", "--on", "b"]).status.success());
+}
