@@ -39,6 +39,8 @@ Register-ArgumentCompleter -Native -CommandName 'cortex' -ScriptBlock {
             [CompletionResult]::new('init', 'init', [CompletionResultType]::ParameterValue, 'Make the fleet CA that signs every node''s certificate')
             [CompletionResult]::new('cert', 'cert', [CompletionResultType]::ParameterValue, 'Sign node certificates with the fleet CA')
             [CompletionResult]::new('bench', 'bench', [CompletionResultType]::ParameterValue, 'Load-test a neuron: TTFT, inter-token latency, tok/s at several concurrency levels')
+            [CompletionResult]::new('devices', 'devices', [CompletionResultType]::ParameterValue, 'Show this host''s RAM and GPUs and the device models would run on (no neuron needed)')
+            [CompletionResult]::new('debug', 'debug', [CompletionResultType]::ParameterValue, 'Engine checks for developers (logits on a chosen device)')
             [CompletionResult]::new('completions', 'completions', [CompletionResultType]::ParameterValue, 'Print a shell completion script')
             [CompletionResult]::new('man', 'man', [CompletionResultType]::ParameterValue, 'Write man pages, one per subcommand')
             [CompletionResult]::new('help', 'help', [CompletionResultType]::ParameterValue, 'Print this message or the help of the given subcommand(s)')
@@ -242,6 +244,56 @@ Register-ArgumentCompleter -Native -CommandName 'cortex' -ScriptBlock {
             [CompletionResult]::new('--version', '--version', [CompletionResultType]::ParameterName, 'Print version')
             break
         }
+        'cortex;devices' {
+            [CompletionResult]::new('-c', '-c', [CompletionResultType]::ParameterName, 'cortex.toml whose [memory] settings the budget follows (default: built-in defaults)')
+            [CompletionResult]::new('--config', '--config', [CompletionResultType]::ParameterName, 'cortex.toml whose [memory] settings the budget follows (default: built-in defaults)')
+            [CompletionResult]::new('--json', '--json', [CompletionResultType]::ParameterName, 'Print one JSON document instead of a table')
+            [CompletionResult]::new('-v', '-v', [CompletionResultType]::ParameterName, 'More log output (-v info, -vv debug); RUST_LOG overrides')
+            [CompletionResult]::new('--verbose', '--verbose', [CompletionResultType]::ParameterName, 'More log output (-v info, -vv debug); RUST_LOG overrides')
+            [CompletionResult]::new('-h', '-h', [CompletionResultType]::ParameterName, 'Print help')
+            [CompletionResult]::new('--help', '--help', [CompletionResultType]::ParameterName, 'Print help')
+            [CompletionResult]::new('-V', '-V ', [CompletionResultType]::ParameterName, 'Print version')
+            [CompletionResult]::new('--version', '--version', [CompletionResultType]::ParameterName, 'Print version')
+            break
+        }
+        'cortex;debug' {
+            [CompletionResult]::new('-v', '-v', [CompletionResultType]::ParameterName, 'More log output (-v info, -vv debug); RUST_LOG overrides')
+            [CompletionResult]::new('--verbose', '--verbose', [CompletionResultType]::ParameterName, 'More log output (-v info, -vv debug); RUST_LOG overrides')
+            [CompletionResult]::new('-h', '-h', [CompletionResultType]::ParameterName, 'Print help')
+            [CompletionResult]::new('--help', '--help', [CompletionResultType]::ParameterName, 'Print help')
+            [CompletionResult]::new('-V', '-V ', [CompletionResultType]::ParameterName, 'Print version')
+            [CompletionResult]::new('--version', '--version', [CompletionResultType]::ParameterName, 'Print version')
+            [CompletionResult]::new('logits', 'logits', [CompletionResultType]::ParameterValue, 'Print the last position''s logits for a prompt (greedy, no chat template)')
+            [CompletionResult]::new('help', 'help', [CompletionResultType]::ParameterValue, 'Print this message or the help of the given subcommand(s)')
+            break
+        }
+        'cortex;debug;logits' {
+            [CompletionResult]::new('-m', '-m', [CompletionResultType]::ParameterName, 'GGUF file or safetensors directory')
+            [CompletionResult]::new('--model', '--model', [CompletionResultType]::ParameterName, 'GGUF file or safetensors directory')
+            [CompletionResult]::new('-p', '-p', [CompletionResultType]::ParameterName, 'Text fed to the model as it is')
+            [CompletionResult]::new('--prompt', '--prompt', [CompletionResultType]::ParameterName, 'Text fed to the model as it is')
+            [CompletionResult]::new('--device', '--device', [CompletionResultType]::ParameterName, 'Device to compute on: cpu, cuda or cuda:N [default: what `cortex serve` would use]')
+            [CompletionResult]::new('--dtype', '--dtype', [CompletionResultType]::ParameterName, 'What a safetensors model computes in: f32, bf16 or f16 [default: bf16 on a GPU, f32 on the CPU]')
+            [CompletionResult]::new('--json', '--json', [CompletionResultType]::ParameterName, 'Print one JSON document with every logit instead of the top ten')
+            [CompletionResult]::new('-v', '-v', [CompletionResultType]::ParameterName, 'More log output (-v info, -vv debug); RUST_LOG overrides')
+            [CompletionResult]::new('--verbose', '--verbose', [CompletionResultType]::ParameterName, 'More log output (-v info, -vv debug); RUST_LOG overrides')
+            [CompletionResult]::new('-h', '-h', [CompletionResultType]::ParameterName, 'Print help')
+            [CompletionResult]::new('--help', '--help', [CompletionResultType]::ParameterName, 'Print help')
+            [CompletionResult]::new('-V', '-V ', [CompletionResultType]::ParameterName, 'Print version')
+            [CompletionResult]::new('--version', '--version', [CompletionResultType]::ParameterName, 'Print version')
+            break
+        }
+        'cortex;debug;help' {
+            [CompletionResult]::new('logits', 'logits', [CompletionResultType]::ParameterValue, 'Print the last position''s logits for a prompt (greedy, no chat template)')
+            [CompletionResult]::new('help', 'help', [CompletionResultType]::ParameterValue, 'Print this message or the help of the given subcommand(s)')
+            break
+        }
+        'cortex;debug;help;logits' {
+            break
+        }
+        'cortex;debug;help;help' {
+            break
+        }
         'cortex;completions' {
             [CompletionResult]::new('-v', '-v', [CompletionResultType]::ParameterName, 'More log output (-v info, -vv debug); RUST_LOG overrides')
             [CompletionResult]::new('--verbose', '--verbose', [CompletionResultType]::ParameterName, 'More log output (-v info, -vv debug); RUST_LOG overrides')
@@ -274,6 +326,8 @@ Register-ArgumentCompleter -Native -CommandName 'cortex' -ScriptBlock {
             [CompletionResult]::new('init', 'init', [CompletionResultType]::ParameterValue, 'Make the fleet CA that signs every node''s certificate')
             [CompletionResult]::new('cert', 'cert', [CompletionResultType]::ParameterValue, 'Sign node certificates with the fleet CA')
             [CompletionResult]::new('bench', 'bench', [CompletionResultType]::ParameterValue, 'Load-test a neuron: TTFT, inter-token latency, tok/s at several concurrency levels')
+            [CompletionResult]::new('devices', 'devices', [CompletionResultType]::ParameterValue, 'Show this host''s RAM and GPUs and the device models would run on (no neuron needed)')
+            [CompletionResult]::new('debug', 'debug', [CompletionResultType]::ParameterValue, 'Engine checks for developers (logits on a chosen device)')
             [CompletionResult]::new('completions', 'completions', [CompletionResultType]::ParameterValue, 'Print a shell completion script')
             [CompletionResult]::new('man', 'man', [CompletionResultType]::ParameterValue, 'Write man pages, one per subcommand')
             [CompletionResult]::new('help', 'help', [CompletionResultType]::ParameterValue, 'Print this message or the help of the given subcommand(s)')
@@ -317,6 +371,16 @@ Register-ArgumentCompleter -Native -CommandName 'cortex' -ScriptBlock {
             break
         }
         'cortex;help;bench' {
+            break
+        }
+        'cortex;help;devices' {
+            break
+        }
+        'cortex;help;debug' {
+            [CompletionResult]::new('logits', 'logits', [CompletionResultType]::ParameterValue, 'Print the last position''s logits for a prompt (greedy, no chat template)')
+            break
+        }
+        'cortex;help;debug;logits' {
             break
         }
         'cortex;help;completions' {

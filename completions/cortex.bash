@@ -28,6 +28,12 @@ _cortex() {
             cortex,completions)
                 cmd="cortex__subcmd__completions"
                 ;;
+            cortex,debug)
+                cmd="cortex__subcmd__debug"
+                ;;
+            cortex,devices)
+                cmd="cortex__subcmd__devices"
+                ;;
             cortex,help)
                 cmd="cortex__subcmd__help"
                 ;;
@@ -73,6 +79,18 @@ _cortex() {
             cortex__subcmd__cert__subcmd__help,issue)
                 cmd="cortex__subcmd__cert__subcmd__help__subcmd__issue"
                 ;;
+            cortex__subcmd__debug,help)
+                cmd="cortex__subcmd__debug__subcmd__help"
+                ;;
+            cortex__subcmd__debug,logits)
+                cmd="cortex__subcmd__debug__subcmd__logits"
+                ;;
+            cortex__subcmd__debug__subcmd__help,help)
+                cmd="cortex__subcmd__debug__subcmd__help__subcmd__help"
+                ;;
+            cortex__subcmd__debug__subcmd__help,logits)
+                cmd="cortex__subcmd__debug__subcmd__help__subcmd__logits"
+                ;;
             cortex__subcmd__help,bench)
                 cmd="cortex__subcmd__help__subcmd__bench"
                 ;;
@@ -84,6 +102,12 @@ _cortex() {
                 ;;
             cortex__subcmd__help,completions)
                 cmd="cortex__subcmd__help__subcmd__completions"
+                ;;
+            cortex__subcmd__help,debug)
+                cmd="cortex__subcmd__help__subcmd__debug"
+                ;;
+            cortex__subcmd__help,devices)
+                cmd="cortex__subcmd__help__subcmd__devices"
                 ;;
             cortex__subcmd__help,help)
                 cmd="cortex__subcmd__help__subcmd__help"
@@ -121,6 +145,9 @@ _cortex() {
             cortex__subcmd__help__subcmd__cert,issue)
                 cmd="cortex__subcmd__help__subcmd__cert__subcmd__issue"
                 ;;
+            cortex__subcmd__help__subcmd__debug,logits)
+                cmd="cortex__subcmd__help__subcmd__debug__subcmd__logits"
+                ;;
             *)
                 ;;
         esac
@@ -128,7 +155,7 @@ _cortex() {
 
     case "${cmd}" in
         cortex)
-            opts="-v -h -V --verbose --help --version serve chat status models load unload pin unpin pull init cert bench completions man help"
+            opts="-v -h -V --verbose --help --version serve chat status models load unload pin unpin pull init cert bench devices debug completions man help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 1 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -345,8 +372,124 @@ _cortex() {
             COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
             return 0
             ;;
+        cortex__subcmd__debug)
+            opts="-v -h -V --verbose --help --version logits help"
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        cortex__subcmd__debug__subcmd__help)
+            opts="logits help"
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        cortex__subcmd__debug__subcmd__help__subcmd__help)
+            opts=""
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 4 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        cortex__subcmd__debug__subcmd__help__subcmd__logits)
+            opts=""
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 4 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        cortex__subcmd__debug__subcmd__logits)
+            opts="-m -p -v -h -V --model --prompt --device --dtype --json --verbose --help --version"
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                --model)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                -m)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --prompt)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                -p)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --device)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --dtype)
+                    COMPREPLY=($(compgen -W "f32 bf16 f16" -- "${cur}"))
+                    return 0
+                    ;;
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        cortex__subcmd__devices)
+            opts="-c -v -h -V --json --config --verbose --help --version"
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                --config)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                -c)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
         cortex__subcmd__help)
-            opts="serve chat status models load unload pin unpin pull init cert bench completions man help"
+            opts="serve chat status models load unload pin unpin pull init cert bench devices debug completions man help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -416,6 +559,48 @@ _cortex() {
             return 0
             ;;
         cortex__subcmd__help__subcmd__completions)
+            opts=""
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        cortex__subcmd__help__subcmd__debug)
+            opts="logits"
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        cortex__subcmd__help__subcmd__debug__subcmd__logits)
+            opts=""
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 4 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        cortex__subcmd__help__subcmd__devices)
             opts=""
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )

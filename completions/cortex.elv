@@ -36,6 +36,8 @@ set edit:completion:arg-completer[cortex] = {|@words|
             cand init 'Make the fleet CA that signs every node''s certificate'
             cand cert 'Sign node certificates with the fleet CA'
             cand bench 'Load-test a neuron: TTFT, inter-token latency, tok/s at several concurrency levels'
+            cand devices 'Show this host''s RAM and GPUs and the device models would run on (no neuron needed)'
+            cand debug 'Engine checks for developers (logits on a chosen device)'
             cand completions 'Print a shell completion script'
             cand man 'Write man pages, one per subcommand'
             cand help 'Print this message or the help of the given subcommand(s)'
@@ -222,6 +224,50 @@ set edit:completion:arg-completer[cortex] = {|@words|
             cand -V 'Print version'
             cand --version 'Print version'
         }
+        &'cortex;devices'= {
+            cand -c 'cortex.toml whose [memory] settings the budget follows (default: built-in defaults)'
+            cand --config 'cortex.toml whose [memory] settings the budget follows (default: built-in defaults)'
+            cand --json 'Print one JSON document instead of a table'
+            cand -v 'More log output (-v info, -vv debug); RUST_LOG overrides'
+            cand --verbose 'More log output (-v info, -vv debug); RUST_LOG overrides'
+            cand -h 'Print help'
+            cand --help 'Print help'
+            cand -V 'Print version'
+            cand --version 'Print version'
+        }
+        &'cortex;debug'= {
+            cand -v 'More log output (-v info, -vv debug); RUST_LOG overrides'
+            cand --verbose 'More log output (-v info, -vv debug); RUST_LOG overrides'
+            cand -h 'Print help'
+            cand --help 'Print help'
+            cand -V 'Print version'
+            cand --version 'Print version'
+            cand logits 'Print the last position''s logits for a prompt (greedy, no chat template)'
+            cand help 'Print this message or the help of the given subcommand(s)'
+        }
+        &'cortex;debug;logits'= {
+            cand -m 'GGUF file or safetensors directory'
+            cand --model 'GGUF file or safetensors directory'
+            cand -p 'Text fed to the model as it is'
+            cand --prompt 'Text fed to the model as it is'
+            cand --device 'Device to compute on: cpu, cuda or cuda:N [default: what `cortex serve` would use]'
+            cand --dtype 'What a safetensors model computes in: f32, bf16 or f16 [default: bf16 on a GPU, f32 on the CPU]'
+            cand --json 'Print one JSON document with every logit instead of the top ten'
+            cand -v 'More log output (-v info, -vv debug); RUST_LOG overrides'
+            cand --verbose 'More log output (-v info, -vv debug); RUST_LOG overrides'
+            cand -h 'Print help'
+            cand --help 'Print help'
+            cand -V 'Print version'
+            cand --version 'Print version'
+        }
+        &'cortex;debug;help'= {
+            cand logits 'Print the last position''s logits for a prompt (greedy, no chat template)'
+            cand help 'Print this message or the help of the given subcommand(s)'
+        }
+        &'cortex;debug;help;logits'= {
+        }
+        &'cortex;debug;help;help'= {
+        }
         &'cortex;completions'= {
             cand -v 'More log output (-v info, -vv debug); RUST_LOG overrides'
             cand --verbose 'More log output (-v info, -vv debug); RUST_LOG overrides'
@@ -252,6 +298,8 @@ set edit:completion:arg-completer[cortex] = {|@words|
             cand init 'Make the fleet CA that signs every node''s certificate'
             cand cert 'Sign node certificates with the fleet CA'
             cand bench 'Load-test a neuron: TTFT, inter-token latency, tok/s at several concurrency levels'
+            cand devices 'Show this host''s RAM and GPUs and the device models would run on (no neuron needed)'
+            cand debug 'Engine checks for developers (logits on a chosen device)'
             cand completions 'Print a shell completion script'
             cand man 'Write man pages, one per subcommand'
             cand help 'Print this message or the help of the given subcommand(s)'
@@ -282,6 +330,13 @@ set edit:completion:arg-completer[cortex] = {|@words|
         &'cortex;help;cert;issue'= {
         }
         &'cortex;help;bench'= {
+        }
+        &'cortex;help;devices'= {
+        }
+        &'cortex;help;debug'= {
+            cand logits 'Print the last position''s logits for a prompt (greedy, no chat template)'
+        }
+        &'cortex;help;debug;logits'= {
         }
         &'cortex;help;completions'= {
         }

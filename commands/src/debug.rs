@@ -8,7 +8,9 @@ use std::path::PathBuf;
 use std::time::Instant;
 
 use anyhow::Context;
-use cortex_neuron::engine::{device_by_name, device_name, prompt_logits, DType, EngineOptions, WeightsSource};
+use cortex_neuron::engine::{
+    default_device, device_by_name, device_name, prompt_logits, DType, EngineOptions, WeightsSource,
+};
 use serde::Serialize;
 
 use crate::error::user;
@@ -63,10 +65,11 @@ fn logits(args: LogitsArgs) -> anyhow::Result<()> {
     } else {
         return user(format!("{} is neither a GGUF file nor a safetensors directory", args.model.display()));
     };
-    let mut opts = EngineOptions::default();
-    if let Some(name) = &args.device {
-        opts.device = device_by_name(name).map_err(|e| crate::UserError(e.to_string()))?;
-    }
+    let device = match &args.device {
+        Some(name) => device_by_name(name).map_err(|e| crate::UserError(e.to_string()))?,
+        None => default_device(),
+    };
+    let mut opts = EngineOptions::on(device);
     opts.dtype = match args.dtype.as_deref() {
         Some("f32") => Some(DType::F32),
         Some("bf16") => Some(DType::BF16),

@@ -37,6 +37,9 @@ pub enum EngineError {
     /// Valid, but an architecture or tokenizer cortex does not run.
     #[error("unsupported: {0}")]
     Unsupported(String),
+    /// The device asked for is unknown, not in this build, or not on this host.
+    #[error("device: {0}")]
+    Device(String),
     #[error("tokenizer: {0}")]
     Tokenizer(String),
     #[error("chat template: {0}")]
@@ -68,7 +71,14 @@ pub struct EngineOptions {
 
 impl Default for EngineOptions {
     fn default() -> Self {
-        Self { device: default_device(), dtype: None, max_context: 4096, scheduler: SchedulerConfig::default() }
+        Self::on(default_device())
+    }
+}
+
+impl EngineOptions {
+    /// The defaults, computing on `device`.
+    pub fn on(device: Device) -> Self {
+        Self { device, dtype: None, max_context: 4096, scheduler: SchedulerConfig::default() }
     }
 }
 
@@ -84,14 +94,18 @@ pub fn device_by_name(name: &str) -> Result<Device, EngineError> {
         other => other
             .strip_prefix("cuda:")
             .and_then(|n| n.parse::<usize>().ok())
-            .ok_or_else(|| EngineError::Unsupported(format!("device `{other}` (use cpu, cuda or cuda:N)")))?,
+            .ok_or_else(|| EngineError::Device(format!("`{other}` is not one (use cpu, cuda or cuda:N)")))?,
     };
     if !cfg!(feature = "cuda") {
-        return Err(EngineError::Unsupported(format!(
-            "device `{name}`: this cortex was built without CUDA (build it with scripts/build-cuda)"
+        return Err(EngineError::Device(format!(
+            "`{name}`: this cortex was built without CUDA (build it with scripts/build-cuda)"
         )));
     }
-    Ok(Device::new_cuda(ordinal)?)
+    // candle's CUDA errors carry a backtrace after the first line.
+    Device::new_cuda(ordinal).map_err(|e| {
+        let e = e.to_string();
+        EngineError::Device(format!("cuda:{ordinal}: {}", e.lines().next().unwrap_or_default()))
+    })
 }
 
 /// The engine's device, decided once per process: `CORTEX_DEVICE` when set, else the first CUDA
