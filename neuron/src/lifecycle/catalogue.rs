@@ -4,7 +4,6 @@
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
-use std::time::Duration;
 
 use cortex_proto::catalogue::{self, Aliases};
 use cortex_proto::eviction::KeepAlive;
@@ -208,9 +207,6 @@ impl ModelsFile {
     }
 }
 
-/// Default keep-alive as a `Duration`, for docs and status.
-pub const DEFAULT_KEEP_ALIVE: Duration = Duration::from_secs(300);
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -236,7 +232,7 @@ hub = "Qwen/Qwen3-0.6B"
         assert_eq!(tiny.memory, Some(300 * 1024 * 1024));
         assert!(tiny.pinned);
         assert_eq!(tiny.priority, 5);
-        assert_eq!(tiny.keep_alive, KeepAlive::For(Duration::from_secs(30)));
+        assert_eq!(tiny.keep_alive, KeepAlive::For(std::time::Duration::from_secs(30)));
         assert_eq!(f.aliases.resolve("helexa/small"), "tiny");
         let qwen = f.models.iter().find(|m| m.id == "qwen").unwrap();
         assert_eq!(qwen.source, ModelSource::Hub { repo: "Qwen/Qwen3-0.6B".into(), file: None });
