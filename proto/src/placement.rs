@@ -73,12 +73,6 @@ impl PlacementDoc {
     }
 }
 
-/// What a gossip message carries: who changed, and to which version.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
-pub struct VersionStamp {
-    pub version: u64,
-}
-
 /// Keeps the newest document seen per node.
 #[derive(Debug, Clone, Default)]
 pub struct FleetView {
@@ -105,10 +99,6 @@ impl FleetView {
     /// Whether a gossiped `(node, version)` is newer than the document held.
     pub fn is_stale(&self, node: &str, version: u64) -> bool {
         self.docs.get(node).is_none_or(|d| d.version < version)
-    }
-
-    pub fn remove(&mut self, node: &str) {
-        self.docs.remove(node);
     }
 
     pub fn get(&self, node: &str) -> Option<&PlacementDoc> {

@@ -193,10 +193,6 @@ impl Mesh {
         Ok(mesh)
     }
 
-    pub fn local_addr(&self) -> Option<SocketAddr> {
-        self.endpoint.local_addr().ok()
-    }
-
     /// Keeps announcing to a seed until this node has company.
     async fn join(self: Arc<Self>, seed: SocketAddr) {
         let mut wait = Duration::from_millis(200);
