@@ -102,7 +102,7 @@ pub async fn dispatch(cli: Cli) -> anyhow::Result<()> {
         Command::Debug { command } => tokio::task::spawn_blocking(move || debug::run(command)).await?,
         Command::Completions { shell } => {
             let mut buf = Vec::new();
-            clap_complete::generate(shell, &mut Cli::command(), "cortex", &mut buf);
+            cortex_commands::complete::registration(shell, &mut buf)?;
             cortex_commands::printer::emit(&String::from_utf8_lossy(&buf))
         }
         Command::Man { dir } => write_man(&dir),

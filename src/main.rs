@@ -7,6 +7,11 @@ use clap::Parser;
 use cortex_commands::error::{classify, ExitCode};
 
 fn main() -> std::process::ExitCode {
+    // `COMPLETE=bash cortex` prints the shell registration; with it set, the shell's Tab calls land
+    // here, are answered from the clap definitions (and the fleet, for model names), and exit.
+    clap_complete::CompleteEnv::with_factory(<cli::Cli as clap::CommandFactory>::command)
+        .completer("cortex")
+        .complete();
     let cli = match cli::Cli::try_parse() {
         Ok(cli) => cli,
         // Help and version exit 0; a usage mistake is the user's to fix (1), not clap's usual 2.

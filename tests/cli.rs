@@ -157,3 +157,31 @@ fn chat_reads_the_prompt_from_stdin() {
     assert_eq!(stdout(&arg), String::from_utf8_lossy(&piped.stdout));
     assert!(!arg.stdout.is_empty());
 }
+
+#[test]
+fn without_an_endpoint_the_cli_finds_the_fleet_through_the_neurons_config_seeds() {
+    let dir = TempDir::new("cli-seeds");
+    tiny_model(dir.path(), "tiny");
+    let n = Neuron::start(dir.path(), &[]);
+    // This host's neuron is not running (port 9); the seed is the live one.
+    let seed = n.http.trim_start_matches("http://");
+    let config = dir.path().join("cortex.toml");
+    std::fs::write(&config, format!("[server]\nlisten = \"127.0.0.1:9\"\n[mesh]\nseeds = [\"{seed}\"]\n")).unwrap();
+    let run = |config: &std::path::Path| {
+        Command::new(cortex_bin())
+            .args(["models", "--json"])
+            .env_remove("CORTEX_ENDPOINT")
+            .env("CORTEX_CONFIG", config)
+            .env("XDG_CONFIG_HOME", "/nonexistent")
+            .output()
+            .unwrap()
+    };
+    let list = json(&run(&config));
+    assert!(list["data"].as_array().unwrap().iter().any(|m| m["id"] == "tiny"), "{list}");
+    // Without the config there is nothing to find (unless a neuron runs on the default port).
+    let none = run(&dir.path().join("absent.toml"));
+    if !none.status.success() {
+        assert_eq!(none.status.code(), Some(1));
+        assert!(String::from_utf8_lossy(&none.stderr).contains("127.0.0.1:31313"));
+    }
+}

@@ -210,6 +210,12 @@ fn the_cli_sees_and_drives_a_two_neuron_fleet() {
             .output()
             .unwrap()
     };
+    // Tab completes subcommands, then models and nodes from the fleet (tiny-b lives on b only).
+    assert_eq!(common::bash_complete(&a.http, &["cortex", "unl"]), ["unload"]);
+    assert_eq!(common::bash_complete(&a.http, &["cortex", "load", "tiny"]), ["tiny-b"]);
+    let mut nodes = common::bash_complete(&a.http, &["cortex", "load", "tiny-b", "--on", ""]);
+    nodes.sort();
+    assert_eq!(nodes, ["a", "b"]);
     // Load on b through a; the fleet table and JSON then agree that b holds it.
     let load = cortex(&["load", "tiny-b", "--on", "b"]);
     assert!(load.status.success(), "{}", String::from_utf8_lossy(&load.stderr));

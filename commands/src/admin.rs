@@ -1,5 +1,6 @@
 //! `cortex load|unload|pin|unpin MODEL`: change what a neuron holds, from a shell or cron.
 
+use clap_complete::engine::ArgValueCompleter;
 use serde_json::json;
 
 use crate::client::EndpointArgs;
@@ -7,9 +8,10 @@ use crate::client::EndpointArgs;
 #[derive(Debug, Clone, clap::Args)]
 pub struct AdminArgs {
     /// Model id or alias
+    #[arg(add = ArgValueCompleter::new(crate::complete::models))]
     pub model: String,
     /// Act on this node of the fleet instead of the one answering
-    #[arg(long, value_name = "NODE")]
+    #[arg(long, value_name = "NODE", add = ArgValueCompleter::new(crate::complete::nodes))]
     pub on: Option<String>,
     /// Print the neuron's JSON answer on stdout
     #[arg(long)]

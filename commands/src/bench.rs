@@ -67,7 +67,7 @@ impl Api {
 pub struct BenchArgs {
     /// Models to test, by id or alias; each is loaded before its first level so that load time
     /// is not measured
-    #[arg(value_name = "MODEL", default_value = "helexa/small")]
+    #[arg(value_name = "MODEL", default_value = "helexa/small", add = clap_complete::engine::ArgValueCompleter::new(crate::complete::models))]
     pub models: Vec<String>,
     /// Concurrency levels, comma-separated: each runs --requests requests with at most this many
     /// in flight

@@ -6,6 +6,7 @@ use std::io::{IsTerminal, Read, Write};
 use std::path::PathBuf;
 
 use anyhow::Context;
+use clap_complete::engine::ArgValueCompleter;
 use cortex_neuron::config::Config;
 use cortex_neuron::server::Neuron;
 use serde_json::{json, Value};
@@ -17,6 +18,7 @@ use crate::error::user;
 #[derive(Debug, Clone, clap::Args)]
 pub struct ChatArgs {
     /// Model id or alias, e.g. helexa/small
+    #[arg(add = ArgValueCompleter::new(crate::complete::models))]
     pub model: String,
     /// Ask this and print the answer; without it (and without piped stdin) start a session
     pub prompt: Option<String>,

@@ -21,21 +21,29 @@ pub struct EndpointArgs {
 
 impl EndpointArgs {
     /// Candidate neurons: `--endpoint` / `CORTEX_ENDPOINT` (comma-separated), else `endpoints`
-    /// in `$XDG_CONFIG_HOME/cortex/cli.toml`, else the local default.
+    /// in `$XDG_CONFIG_HOME/cortex/cli.toml`, else this host's neuron and its fleet's seeds as
+    /// its `cortex.toml` names them, else the local default.
     pub fn candidates(&self) -> Vec<String> {
         if let Some(e) = &self.endpoint {
             return e.split(',').map(|s| s.trim().to_string()).filter(|s| !s.is_empty()).collect();
         }
-        let from_file = dirs::config_dir()
+        let file = dirs::config_dir()
             .map(|d| d.join("cortex").join("cli.toml"))
             .and_then(|p| std::fs::read_to_string(p).ok())
             .and_then(|t| toml::from_str::<CliFile>(&t).ok())
-            .map(|f| f.endpoints)
             .unwrap_or_default();
-        if from_file.is_empty() {
+        if !file.endpoints.is_empty() {
+            return file.endpoints;
+        }
+        let fleet = file
+            .fleet_config
+            .or_else(|| std::env::var_os("CORTEX_CONFIG").map(Into::into))
+            .unwrap_or_else(|| FLEET_CONFIG.into());
+        let from_fleet = fleet_endpoints(&fleet);
+        if from_fleet.is_empty() {
             vec![DEFAULT_ENDPOINT.to_string()]
         } else {
-            from_file
+            from_fleet
         }
     }
 
@@ -64,10 +72,28 @@ impl EndpointArgs {
     }
 }
 
+/// Where the packaged systemd unit keeps the neuron's configuration.
+const FLEET_CONFIG: &str = "/etc/cortex/cortex.toml";
+
 #[derive(serde::Deserialize, Default)]
 struct CliFile {
     #[serde(default)]
     endpoints: Vec<String>,
+    /// A neuron's `cortex.toml` whose listen address and seeds to try [default: CORTEX_CONFIG,
+    /// then /etc/cortex/cortex.toml].
+    #[serde(default)]
+    fleet_config: Option<std::path::PathBuf>,
+}
+
+/// The neuron this config describes, then its seeds. A seed is a mesh (UDP) address, and the mesh
+/// listens on the HTTP port unless told otherwise, so the seed's address is tried over HTTP.
+fn fleet_endpoints(path: &std::path::Path) -> Vec<String> {
+    let Ok(config) = cortex_neuron::config::Config::from_file(path) else { return Vec::new() };
+    let mut local = config.server.listen;
+    if local.ip().is_unspecified() {
+        local.set_ip(if local.is_ipv4() { [127, 0, 0, 1].into() } else { std::net::Ipv6Addr::LOCALHOST.into() });
+    }
+    std::iter::once(local).chain(config.mesh.seeds).map(|a| format!("http://{a}")).collect()
 }
 
 #[derive(Clone)]

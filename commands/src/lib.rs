@@ -6,6 +6,7 @@ pub mod bench;
 pub mod cert;
 pub mod chat;
 pub mod client;
+pub mod complete;
 pub mod debug;
 pub mod devices;
 pub mod error;

@@ -9,6 +9,7 @@ use cortex_neuron::lifecycle::download::{pull, DownloadError};
 pub struct PullArgs {
     /// Model id or alias (e.g. helexa/small), a hub repository (ORG/NAME) of safetensors, or a
     /// repository with --file
+    #[arg(add = clap_complete::engine::ArgValueCompleter::new(crate::complete::models))]
     pub model: String,
     /// File to fetch from the repository (GGUF); catalogue models need none
     #[arg(long, value_name = "NAME")]

@@ -226,3 +226,24 @@ pub fn sse_events(resp: reqwest::blocking::Response) -> Vec<(Option<String>, Str
         })
         .collect()
 }
+
+/// What bash offers on Tab after `words` (the last one is the word being completed), through the
+/// registration script `cortex completions bash` prints, against the neuron at `endpoint`.
+pub fn bash_complete(endpoint: &str, words: &[&str]) -> Vec<String> {
+    let bin_dir = cortex_bin().parent().unwrap().to_path_buf();
+    let path = format!("{}:{}", bin_dir.display(), std::env::var("PATH").unwrap_or_default());
+    let script = r#"source <(cortex completions bash)
+COMP_WORDS=("$@"); COMP_CWORD=$(( $# - 1 )); COMP_TYPE=9
+_clap_complete_cortex cortex "${COMP_WORDS[COMP_CWORD]}" "${COMP_WORDS[COMP_CWORD-1]}"
+printf '%s\n' "${COMPREPLY[@]}""#;
+    let out = Command::new("bash")
+        .args(["-c", script, "bash"])
+        .args(words)
+        .env("PATH", path)
+        .env("CORTEX_ENDPOINT", endpoint)
+        .env("XDG_CONFIG_HOME", "/nonexistent")
+        .output()
+        .expect("run bash");
+    assert!(out.status.success(), "bash completion failed: {}", String::from_utf8_lossy(&out.stderr));
+    String::from_utf8_lossy(&out.stdout).lines().filter(|l| !l.is_empty()).map(str::to_string).collect()
+}
