@@ -22,10 +22,13 @@ pub struct PullArgs {
     pub quiet: bool,
 }
 
-/// Runs a pull, mapping failures to exit codes: a bad name or no route is the user's to fix.
+/// Runs a pull, mapping failures to exit codes: a bad name, no route or a broken download (run it
+/// again) is the user's to fix.
 pub fn fetch(model: &str, file: Option<&str>, dir: &std::path::Path, quiet: bool) -> anyhow::Result<PathBuf> {
     pull(model, file, dir, quiet).map_err(|e| match e {
-        DownloadError::Unknown(m) | DownloadError::Unavailable(m) => crate::UserError(m).into(),
+        DownloadError::Unknown(m) | DownloadError::Unavailable(m) | DownloadError::Invalid(m) => {
+            crate::UserError(m).into()
+        }
         other => anyhow::Error::new(other),
     })
 }

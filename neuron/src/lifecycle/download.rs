@@ -157,14 +157,59 @@ fn from_hub(repo: &str, file: &str, dest: &Path, quiet: bool) -> Result<()> {
             .unwrap_or_else(|_| ProgressStyle::default_bar())
             .progress_chars("=> "),
     );
-    // hf-hub keeps partial downloads in its cache and resumes them on the next call.
+    // hf-hub keeps partial downloads in its cache (blobs/ETAG.part) and resumes them with a
+    // range request on the next call.
+    if let Some(have) = partial_bytes(repo) {
+        say(quiet, &format!("resuming {repo}/{file}: {have} bytes already downloaded"));
+    }
     let cached = api
         .model(repo.to_string())
         .download_with_progress(file, bar)
-        .map_err(|e| DownloadError::Unavailable(format!("{repo}/{file}: {e}")))?;
+        .map_err(|e| DownloadError::Unavailable(format!("{repo}/{file}: {e} (run the pull again to resume it)")))?;
+    let checked = check_digest(&cached)?;
     copy_into(&cached, dest)?;
-    say(quiet, &format!("fetched {repo}/{file} → {}", dest.display()));
+    let how = if checked { " (sha256 verified)" } else { "" };
+    say(quiet, &format!("fetched {repo}/{file} → {}{how}", dest.display()));
     Ok(())
+}
+
+/// Bytes of interrupted downloads waiting in hf-hub's cache for `repo`.
+fn partial_bytes(repo: &str) -> Option<u64> {
+    let blobs =
+        hf_hub::Cache::from_env().path().join(hf_hub::Repo::model(repo.to_string()).folder_name()).join("blobs");
+    let total: u64 = std::fs::read_dir(blobs)
+        .ok()?
+        .filter_map(|e| e.ok())
+        .filter(|e| e.path().extension().is_some_and(|x| x == "part"))
+        .filter_map(|e| e.metadata().ok().map(|m| m.len()))
+        .sum();
+    (total > 0).then_some(total)
+}
+
+/// The hub names a large (LFS) file's blob by its SHA-256, so the blob must hash to its own name.
+/// hf-hub appends a resumed body without checking that the server honoured the range, so this is
+/// what catches a spliced file. A mismatching blob is removed so the next pull starts over.
+/// Returns whether there was a digest to check (small git-tracked files carry a SHA-1 etag).
+fn check_digest(cached: &Path) -> Result<bool> {
+    use sha2::Digest;
+    let blob = std::fs::canonicalize(cached).map_err(|e| io(cached.display(), e))?;
+    let Some(expected) = blob.file_name().and_then(|n| n.to_str()).map(str::to_ascii_lowercase) else {
+        return Ok(false);
+    };
+    if expected.len() != 64 || !expected.bytes().all(|b| b.is_ascii_hexdigit()) {
+        return Ok(false);
+    }
+    let mut hasher = sha2::Sha256::new();
+    let mut f = std::fs::File::open(&blob).map_err(|e| io(blob.display(), e))?;
+    std::io::copy(&mut f, &mut hasher).map_err(|e| io(blob.display(), e))?;
+    let actual = format!("{:x}", hasher.finalize());
+    if actual != expected {
+        let _ = std::fs::remove_file(&blob);
+        return Err(DownloadError::Invalid(format!(
+            "the downloaded file's sha256 is {actual}, the hub says {expected}; the download was removed, run the pull again"
+        )));
+    }
+    Ok(true)
 }
 
 /// Copies through a temporary name so the models directory never holds half a file.
