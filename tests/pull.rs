@@ -155,6 +155,7 @@ fn an_interrupted_pull_resumes_where_it_stopped_and_the_file_is_verified() {
     assert!(second.status.success(), "{stderr}");
     assert!(stderr.contains(&format!("resuming test-org/tiny/tiny.gguf: {cut} bytes")), "{stderr}");
     assert!(stderr.contains("sha256 verified"), "{stderr}");
+    assert!(!stderr.contains('\r'), "a progress bar was drawn into a pipe: {stderr:?}");
     assert_eq!(String::from_utf8_lossy(&second.stdout).trim(), models.path().join("tiny.gguf").display().to_string());
     assert!(std::fs::read(models.path().join("tiny.gguf")).unwrap() == body, "the resumed file differs");
     // The second pull asked only for the missing bytes.
@@ -178,4 +179,28 @@ fn a_resumed_download_spliced_by_a_server_that_ignores_ranges_is_caught_and_remo
     let third = hub.pull(hf_home.path(), models.path());
     assert!(third.status.success(), "{}", String::from_utf8_lossy(&third.stderr));
     assert!(std::fs::read(models.path().join("tiny.gguf")).unwrap() == body);
+}
+
+#[test]
+fn pull_draws_a_progress_bar_on_a_terminal() {
+    let src = common::TempDir::new("hub-src3");
+    let body = std::fs::read(common::tiny_model(src.path(), "tiny")).unwrap();
+    // Cut a first attempt so that the terminal shows the resume too.
+    let hub = FakeHub::start(body.clone(), sha256_hex(&body), body.len() / 2, false);
+    let (hf_home, models) = (common::TempDir::new("hf-home3"), common::TempDir::new("hub-models3"));
+    assert_eq!(hub.pull(hf_home.path(), models.path()).status.code(), Some(1));
+    let cmd = format!(
+        "env -u HTTP_PROXY -u HTTPS_PROXY -u ALL_PROXY -u http_proxy -u https_proxy -u all_proxy HF_ENDPOINT=http://127.0.0.1:{} HF_HOME={} {} pull test-org/tiny --file tiny.gguf --models-dir {}; echo exit=$?; sleep 60",
+        hub.port,
+        hf_home.path().display(),
+        common::cortex_bin().display(),
+        models.path().display()
+    );
+    let t = common::Tmux::start(&format!("cortex-pull-{}", std::process::id()), &cmd);
+    let screen = t.wait_for(|s| s.contains("exit="), std::time::Duration::from_secs(30));
+    assert!(screen.contains("exit=0"), "{screen}");
+    let kib = format!("{:.2} KiB/{:.2} KiB", body.len() as f64 / 1024.0, body.len() as f64 / 1024.0);
+    let bar = screen.lines().find(|l| l.starts_with("tiny.gguf [")).unwrap_or_else(|| panic!("no bar:\n{screen}"));
+    assert!(bar.contains(&kib), "{bar}");
+    assert!(screen.contains("resuming test-org/tiny/tiny.gguf"), "{screen}");
 }

@@ -247,3 +247,40 @@ printf '%s\n' "${COMPREPLY[@]}""#;
     assert!(out.status.success(), "bash completion failed: {}", String::from_utf8_lossy(&out.stderr));
     String::from_utf8_lossy(&out.stdout).lines().filter(|l| !l.is_empty()).map(str::to_string).collect()
 }
+
+/// A real terminal: a detached tmux session running one command.
+pub struct Tmux(pub String);
+
+impl Tmux {
+    pub fn start(name: &str, cmd: &str) -> Self {
+        let ok = Command::new("tmux")
+            .args(["new-session", "-d", "-s", name, "-x", "200", "-y", "50", cmd])
+            .status()
+            .unwrap();
+        assert!(ok.success(), "tmux is needed for this test (.ci/run installs it)");
+        Self(name.to_string())
+    }
+    pub fn keys(&self, keys: &[&str]) {
+        assert!(Command::new("tmux").args(["send-keys", "-t", &self.0]).args(keys).status().unwrap().success());
+    }
+    pub fn screen(&self) -> String {
+        let out = Command::new("tmux").args(["capture-pane", "-p", "-S", "-200", "-t", &self.0]).output().unwrap();
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    }
+    pub fn wait_for(&self, what: impl Fn(&str) -> bool, limit: Duration) -> String {
+        let end = Instant::now() + limit;
+        loop {
+            let s = self.screen();
+            if what(&s) || Instant::now() > end {
+                return s;
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+}
+
+impl Drop for Tmux {
+    fn drop(&mut self) {
+        let _ = Command::new("tmux").args(["kill-session", "-t", &self.0]).status();
+    }
+}

