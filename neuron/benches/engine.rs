@@ -63,6 +63,11 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let content = gguf_file::Content::read(&mut file)?;
     let w = content.tensor(&mut file, "blk.0.ffn_up.weight", &Device::Cpu)?;
     let (_, k) = w.shape().dims2()?;
+    let format = cortex_kernels::Format::from_ggml(w.dtype());
+    let ours = match format {
+        Some(f) => Some(cortex_kernels::QWeight::from_gguf_bytes(f, w.shape().dims2()?.0, k, &w.data()?)?),
+        None => None,
+    };
     let mm = QMatMul::from_qtensor(w)?;
     let mut per_row = Vec::new();
     for rows in [1usize, 4, 8] {
@@ -82,6 +87,20 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
             us / base,
             us / base / rows as f64
         );
+    }
+    if let Some(q) = ours {
+        println!("cortex kernels: {:?}", cortex_kernels::level());
+        for rows in [1usize, 4, 8] {
+            let x: Vec<f32> = (0..rows * k).map(|i| (i % 97) as f32 / 97.0 - 0.5).collect();
+            let mut out = vec![0f32; rows * q.n];
+            let iters = 500;
+            let t = Instant::now();
+            for _ in 0..iters {
+                q.matmul(&x, rows, &mut out);
+            }
+            let us = t.elapsed().as_secs_f64() * 1e6 / iters as f64;
+            println!("cortex matmul ffn_up x{rows}: {us:.1} µs ({:.1} GB/s of weights)", q.bytes() as f64 / us / 1e3);
+        }
     }
     Ok(())
 }

@@ -10,7 +10,14 @@ use candle_core::{DType, Device, Tensor};
 use candle_nn::VarBuilder;
 use candle_transformers::models::{llama, quantized_gemma3, quantized_llama, quantized_qwen2, quantized_qwen3, qwen3};
 
+use super::cpu_llama::CpuLlama;
 use super::EngineError;
+
+/// `CORTEX_ENGINE=candle` runs llama GGUF files through candle-transformers' model instead of
+/// cortex's CPU kernels (to compare the two).
+fn cortex_kernels_wanted() -> bool {
+    std::env::var("CORTEX_ENGINE").map(|v| v != "candle").unwrap_or(true)
+}
 
 /// Where a model's weights live.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -32,6 +39,8 @@ impl WeightsSource {
 /// Architecture-specific weights. Variants hold candle-transformers' types unchanged.
 #[derive(Clone)]
 enum Weights {
+    /// llama GGUF on the CPU with cortex's kernels (see `cpu_llama`).
+    CpuLlama(Arc<CpuLlama>),
     QLlama(quantized_llama::ModelWeights),
     /// Not `Clone` in candle-transformers: one shared instance, one sequence at a time.
     QQwen2(Arc<Mutex<quantized_qwen2::ModelWeights>>),
@@ -55,6 +64,7 @@ pub struct ModelWeights {
 pub struct Sequence {
     weights: Weights,
     llama_cache: Option<llama::Cache>,
+    cpu_cache: super::cpu_llama::Cache,
     device: Device,
 }
 
@@ -75,6 +85,10 @@ impl ModelWeights {
         let load_err = |e: candle_core::Error| EngineError::Format(format!("{}: {e}", path.display()));
         // quantized_llama precomputes RoPE for MAX_SEQ_LEN positions only.
         let (weights, model_ctx) = match arch.as_str() {
+            "llama" if device.is_cpu() && cortex_kernels_wanted() && CpuLlama::applies(&content) => {
+                let ctx = file_ctx.min(max_context);
+                (Weights::CpuLlama(Arc::new(CpuLlama::from_gguf(&content, &mut file, ctx).map_err(load_err)?)), ctx)
+            }
             "llama" | "mistral" => (
                 Weights::QLlama(
                     quantized_llama::ModelWeights::from_gguf(content, &mut file, device).map_err(load_err)?,
@@ -172,6 +186,7 @@ impl ModelWeights {
                 w.clear_kv_cache();
                 None
             }
+            Weights::CpuLlama(_) => None,
             Weights::QQwen2(w) => {
                 w.lock().unwrap_or_else(|p| p.into_inner()).clear_kv_cache();
                 None
@@ -188,7 +203,7 @@ impl ModelWeights {
             // only if the base was never run, which holds: the base instance never runs.
             Weights::QGemma3(_) => None,
         };
-        Ok(Sequence { weights, llama_cache, device: self.device.clone() })
+        Ok(Sequence { weights, llama_cache, cpu_cache: Default::default(), device: self.device.clone() })
     }
 }
 
@@ -197,6 +212,7 @@ impl Sequence {
     pub fn forward(&mut self, tokens: &[u32], pos: usize) -> Result<Vec<f32>, EngineError> {
         let input = Tensor::new(tokens, &self.device)?.unsqueeze(0)?;
         let logits = match &mut self.weights {
+            Weights::CpuLlama(w) => w.forward(&mut self.cpu_cache, tokens, pos)?,
             Weights::QLlama(w) => w.forward(&input, pos)?,
             Weights::QQwen2(w) => w.lock().unwrap_or_else(|p| p.into_inner()).forward(&input, pos)?,
             Weights::QQwen3(w) => w.forward(&input, pos)?,

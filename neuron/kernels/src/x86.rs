@@ -1,0 +1,168 @@
+//! The x86 kernels. Every function here is `unsafe` only for its `target_feature`: the caller
+//! must have detected the features at run time (`super::level`). Slices hold whole blocks.
+//!
+//! AVX2: `maddubs` multiplies unsigned weight bytes by signed activation bytes into i16 pairs
+//! (|15·127·2| and |128·127·2| both fit), `madd` with ones widens to i32, and each block's sum is
+//! scaled in f32. AVX-512 VNNI: `dpbusd` does multiply, pair-add and accumulate in one
+//! instruction on 64 bytes, two blocks per register.
+
+use std::arch::x86_64::*;
+
+use half::f16;
+
+const QK: usize = super::QK;
+
+#[target_feature(enable = "avx2,fma,f16c")]
+#[inline]
+unsafe fn hsum256(v: __m256) -> f32 {
+    let s = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
+    let s = _mm_hadd_ps(s, s);
+    _mm_cvtss_f32(_mm_hadd_ps(s, s))
+}
+
+/// One Q4 block (16 nibble bytes) against 32 activation bytes: 8 i32 partial sums as f32.
+#[target_feature(enable = "avx2,fma,f16c")]
+#[inline]
+unsafe fn block_q4_avx2(w: *const u8, a: *const i8) -> __m256 {
+    let m4 = _mm_set1_epi8(0x0F);
+    let v = _mm_loadu_si128(w as *const __m128i);
+    let lo = _mm_and_si128(v, m4);
+    let hi = _mm_and_si128(_mm_srli_epi16(v, 4), m4);
+    let wv = _mm256_set_m128i(hi, lo);
+    let av = _mm256_loadu_si256(a as *const __m256i);
+    _mm256_cvtepi32_ps(_mm256_madd_epi16(_mm256_maddubs_epi16(wv, av), _mm256_set1_epi16(1)))
+}
+
+#[target_feature(enable = "avx2,fma,f16c")]
+#[inline]
+unsafe fn block_q8_avx2(w: *const u8, a: *const i8) -> __m256 {
+    let wv = _mm256_loadu_si256(w as *const __m256i);
+    let av = _mm256_loadu_si256(a as *const __m256i);
+    // |w| (unsigned) times a with w's sign moved onto it.
+    let p = _mm256_maddubs_epi16(_mm256_sign_epi8(wv, wv), _mm256_sign_epi8(av, wv));
+    _mm256_cvtepi32_ps(_mm256_madd_epi16(p, _mm256_set1_epi16(1)))
+}
+
+/// Σ over blocks of d·da·Σq·a + m·s.
+#[target_feature(enable = "avx2,fma,f16c")]
+pub unsafe fn dot_q4_avx2(qs: &[u8], d: &[f16], m: &[f16], aq: &[i8], ad: &[f32], asum: &[f32]) -> f32 {
+    let nb = d.len();
+    debug_assert!(qs.len() >= nb * 16 && m.len() >= nb && aq.len() >= nb * QK && ad.len() >= nb && asum.len() >= nb);
+    let (mut acc, mut macc) = (_mm256_setzero_ps(), _mm256_setzero_ps());
+    let mut b = 0;
+    while b + 8 <= nb {
+        // Eight blocks' scales at once: f16 → f32 in one instruction.
+        let dw = _mm256_cvtph_ps(_mm_loadu_si128(d.as_ptr().add(b) as *const __m128i));
+        let sc = _mm256_mul_ps(dw, _mm256_loadu_ps(ad.as_ptr().add(b)));
+        let mw = _mm256_cvtph_ps(_mm_loadu_si128(m.as_ptr().add(b) as *const __m128i));
+        macc = _mm256_fmadd_ps(mw, _mm256_loadu_ps(asum.as_ptr().add(b)), macc);
+        for j in 0..8 {
+            let p = block_q4_avx2(qs.as_ptr().add((b + j) * 16), aq.as_ptr().add((b + j) * QK));
+            let s = _mm256_permutevar8x32_ps(sc, _mm256_set1_epi32(j as i32));
+            acc = _mm256_fmadd_ps(s, p, acc);
+        }
+        b += 8;
+    }
+    let mut tail = 0f32;
+    while b < nb {
+        let p = hsum256(block_q4_avx2(qs.as_ptr().add(b * 16), aq.as_ptr().add(b * QK)));
+        tail += d[b].to_f32() * ad[b] * p + m[b].to_f32() * asum[b];
+        b += 1;
+    }
+    hsum256(acc) + hsum256(macc) + tail
+}
+
+#[target_feature(enable = "avx2,fma,f16c")]
+pub unsafe fn dot_q8_avx2(qs: &[u8], d: &[f16], aq: &[i8], ad: &[f32]) -> f32 {
+    let nb = d.len();
+    debug_assert!(qs.len() >= nb * QK && aq.len() >= nb * QK && ad.len() >= nb);
+    let mut acc = _mm256_setzero_ps();
+    let mut b = 0;
+    while b + 8 <= nb {
+        let dw = _mm256_cvtph_ps(_mm_loadu_si128(d.as_ptr().add(b) as *const __m128i));
+        let sc = _mm256_mul_ps(dw, _mm256_loadu_ps(ad.as_ptr().add(b)));
+        for j in 0..8 {
+            let p = block_q8_avx2(qs.as_ptr().add((b + j) * QK), aq.as_ptr().add((b + j) * QK));
+            acc = _mm256_fmadd_ps(_mm256_permutevar8x32_ps(sc, _mm256_set1_epi32(j as i32)), p, acc);
+        }
+        b += 8;
+    }
+    let mut tail = 0f32;
+    while b < nb {
+        let p = hsum256(block_q8_avx2(qs.as_ptr().add(b * QK), aq.as_ptr().add(b * QK)));
+        tail += d[b].to_f32() * ad[b] * p;
+        b += 1;
+    }
+    hsum256(acc) + tail
+}
+
+/// Lane i of the result picks scale 2j (lanes 0–7) or 2j + 1 (lanes 8–15): the two blocks one
+/// `dpbusd` covers.
+#[target_feature(enable = "avx512f")]
+#[inline]
+unsafe fn pair_scales(sc: __m512, j: i32) -> __m512 {
+    let base = _mm512_set_epi32(1, 1, 1, 1, 1, 1, 1, 1, 0, 0, 0, 0, 0, 0, 0, 0);
+    _mm512_permutexvar_ps(_mm512_add_epi32(base, _mm512_set1_epi32(2 * j)), sc)
+}
+
+#[target_feature(enable = "avx512f,avx512bw,avx512vnni,avx2,fma,f16c")]
+pub unsafe fn dot_q4_vnni(qs: &[u8], d: &[f16], m: &[f16], aq: &[i8], ad: &[f32], asum: &[f32]) -> f32 {
+    let nb = d.len();
+    debug_assert!(qs.len() >= nb * 16 && m.len() >= nb && aq.len() >= nb * QK && ad.len() >= nb && asum.len() >= nb);
+    let m4 = _mm256_set1_epi8(0x0F);
+    let (mut acc, mut macc) = (_mm512_setzero_ps(), _mm512_setzero_ps());
+    let mut b = 0;
+    while b + 16 <= nb {
+        let dw = _mm512_cvtph_ps(_mm256_loadu_si256(d.as_ptr().add(b) as *const __m256i));
+        let sc = _mm512_mul_ps(dw, _mm512_loadu_ps(ad.as_ptr().add(b)));
+        let mw = _mm512_cvtph_ps(_mm256_loadu_si256(m.as_ptr().add(b) as *const __m256i));
+        macc = _mm512_fmadd_ps(mw, _mm512_loadu_ps(asum.as_ptr().add(b)), macc);
+        for j in 0..8 {
+            let blk = b + 2 * j;
+            // Two blocks' nibbles: [lo₀ lo₁ | hi₀ hi₁] → 128-bit lanes reordered to
+            // [lo₀ hi₀ lo₁ hi₁], the order of the two blocks' 64 activation bytes.
+            let v = _mm256_loadu_si256(qs.as_ptr().add(blk * 16) as *const __m256i);
+            let lo = _mm256_and_si256(v, m4);
+            let hi = _mm256_and_si256(_mm256_srli_epi16(v, 4), m4);
+            let w = _mm512_inserti64x4(_mm512_castsi256_si512(lo), hi, 1);
+            let w = _mm512_shuffle_i64x2(w, w, 0b11_01_10_00);
+            let a = _mm512_loadu_si512(aq.as_ptr().add(blk * QK) as *const __m512i);
+            let p = _mm512_dpbusd_epi32(_mm512_setzero_si512(), w, a);
+            acc = _mm512_fmadd_ps(pair_scales(sc, j as i32), _mm512_cvtepi32_ps(p), acc);
+        }
+        b += 16;
+    }
+    let mut total = _mm512_reduce_add_ps(acc) + _mm512_reduce_add_ps(macc);
+    if b < nb {
+        total += dot_q4_avx2(&qs[b * 16..], &d[b..], &m[b..], &aq[b * QK..], &ad[b..], &asum[b..]);
+    }
+    total
+}
+
+#[target_feature(enable = "avx512f,avx512bw,avx512vnni,avx2,fma,f16c")]
+pub unsafe fn dot_q8_vnni(qs: &[u8], d: &[f16], aq: &[i8], ad: &[f32]) -> f32 {
+    let nb = d.len();
+    debug_assert!(qs.len() >= nb * QK && aq.len() >= nb * QK && ad.len() >= nb);
+    let mut acc = _mm512_setzero_ps();
+    let zero = _mm512_setzero_si512();
+    let mut b = 0;
+    while b + 16 <= nb {
+        let dw = _mm512_cvtph_ps(_mm256_loadu_si256(d.as_ptr().add(b) as *const __m256i));
+        let sc = _mm512_mul_ps(dw, _mm512_loadu_ps(ad.as_ptr().add(b)));
+        for j in 0..8 {
+            let blk = b + 2 * j;
+            let w = _mm512_loadu_si512(qs.as_ptr().add(blk * QK) as *const __m512i);
+            let a = _mm512_loadu_si512(aq.as_ptr().add(blk * QK) as *const __m512i);
+            // dpbusd wants unsigned × signed: |w| times a carrying w's sign.
+            let a = _mm512_mask_sub_epi8(a, _mm512_movepi8_mask(w), zero, a);
+            let p = _mm512_dpbusd_epi32(zero, _mm512_abs_epi8(w), a);
+            acc = _mm512_fmadd_ps(pair_scales(sc, j as i32), _mm512_cvtepi32_ps(p), acc);
+        }
+        b += 16;
+    }
+    let mut total = _mm512_reduce_add_ps(acc);
+    if b < nb {
+        total += dot_q8_avx2(&qs[b * QK..], &d[b..], &aq[b * QK..], &ad[b..]);
+    }
+    total
+}
