@@ -33,7 +33,10 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     println!("load: {:.3} s", t0.elapsed().as_secs_f64());
 
     let vocab = 1000u32;
-    for n in [64usize, 512] {
+    // CORTEX_BENCH_ONLY=tg128 runs decode alone (for a profiler).
+    let only = std::env::var("CORTEX_BENCH_ONLY").ok();
+    let prefill: &[usize] = if only.as_deref() == Some("tg128") { &[] } else { &[64, 512] };
+    for &n in prefill {
         let prompt: Vec<u32> = (0..n as u32).map(|i| (i * 7919) % vocab + 100).collect();
         let rates = (0..REPS)
             .map(|_| {
@@ -57,6 +60,9 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         })
         .collect();
     println!("tg128: {:.1} tok/s", median(rates));
+    if only.is_some() {
+        return Ok(());
+    }
 
     // Batching: the FFN up-projection of layer 0 with 1, 4 and 8 activation rows.
     let mut file = std::fs::File::open(&path)?;

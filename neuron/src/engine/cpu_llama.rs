@@ -1,38 +1,50 @@
-//! The llama-family decoder on the CPU with cortex's quantized kernels (`cortex-kernels`): the same
-//! computation as candle-transformers' `quantized_llama` (its RoPE, norms, attention and causal
-//! mask helpers are used as they are), with every Q4_0 / Q4_1 / Q8_0 projection going through
-//! [`Linear::Ours`] — a candle custom op — and any other format through candle's own `QMatMul`.
-//! The token embedding stays quantized (rows are expanded on lookup) instead of being widened
-//! to f32 at load.
+//! The llama-family decoder on the CPU, built for decode speed: every Q4_0 / Q4_1 / Q8_0
+//! projection goes through `cortex-kernels`, any other format through candle's own `QMatMul`,
+//! and the rest of the step (norms, RoPE, attention, SwiGLU) runs on plain f32 slices with
+//! scratch buffers reused across steps. The computation is candle-transformers' `quantized_llama`
+//! (interleaved RoPE as llama GGUF files need, RMS norms, grouped-query attention); what differs
+//! is the bookkeeping: the KV cache grows in place instead of being re-concatenated each step,
+//! grouped heads read their shared K/V rows instead of copies, and the token embedding stays
+//! quantized instead of being widened to f32 at load.
 
 use std::io::{Read, Seek};
-use std::sync::Arc;
 
 use candle_core::quantized::{gguf_file, QMatMul, QTensor};
-use candle_core::{CpuStorage, CustomOp1, DType, Device, IndexOp, Layout, Module, Result, Shape, Tensor};
-
+use candle_core::{Device, Module, Result, Tensor};
 use cortex_kernels::{Format, QWeight};
 
 /// A projection: cortex's kernel where the format has one, candle's otherwise.
-pub enum Linear {
-    Ours(Arc<QWeight>),
-    Candle(QMatMul),
+enum Linear {
+    Ours(QWeight),
+    Candle { mm: QMatMul, n: usize, k: usize },
 }
 
 impl Linear {
     fn new(t: QTensor) -> Result<Self> {
+        let (n, k) = t.shape().dims2()?;
         if let Some(format) = Format::from_ggml(t.dtype()) {
-            let (n, k) = t.shape().dims2()?;
             let w = QWeight::from_gguf_bytes(format, n, k, &t.data()?).map_err(candle_core::Error::msg)?;
-            return Ok(Linear::Ours(Arc::new(w)));
+            return Ok(Linear::Ours(w));
         }
-        QMatMul::from_qtensor(t).map(Linear::Candle)
+        Ok(Linear::Candle { mm: QMatMul::from_qtensor(t)?, n, k })
     }
 
-    fn forward(&self, x: &Tensor) -> Result<Tensor> {
+    /// `out[rows × n] = x[rows × k] · Wᵀ`.
+    fn forward(&self, x: &[f32], rows: usize, out: &mut [f32]) -> Result<()> {
         match self {
-            Linear::Ours(w) => x.apply_op1_no_bwd(&OurMatmul(w.clone())),
-            Linear::Candle(m) => m.forward(x),
+            Linear::Ours(w) => w.matmul(x, rows, out),
+            Linear::Candle { mm, n, k } => {
+                let y = mm.forward(&Tensor::from_slice(x, (rows, *k), &Device::Cpu)?)?;
+                out[..rows * n].copy_from_slice(&y.flatten_all()?.to_vec1::<f32>()?);
+            }
+        }
+        Ok(())
+    }
+
+    fn n(&self) -> usize {
+        match self {
+            Linear::Ours(w) => w.n,
+            Linear::Candle { n, .. } => *n,
         }
     }
 
@@ -41,45 +53,19 @@ impl Linear {
     }
 }
 
-struct OurMatmul(Arc<QWeight>);
-
-impl CustomOp1 for OurMatmul {
-    fn name(&self) -> &'static str {
-        "cortex-qmatmul"
-    }
-
-    fn cpu_fwd(&self, storage: &CpuStorage, layout: &Layout) -> Result<(CpuStorage, Shape)> {
-        let w = &self.0;
-        let CpuStorage::F32(data) = storage else { candle_core::bail!("cortex-qmatmul takes f32 input") };
-        let Some((start, end)) = layout.contiguous_offsets() else {
-            candle_core::bail!("cortex-qmatmul takes a contiguous input")
-        };
-        let dims = layout.dims();
-        if dims.last() != Some(&w.k) {
-            candle_core::bail!("cortex-qmatmul: input {dims:?} does not end in {}", w.k)
-        }
-        let rows = (end - start) / w.k;
-        let mut out = vec![0f32; rows * w.n];
-        w.matmul(&data[start..end], rows, &mut out);
-        let mut shape = dims.to_vec();
-        *shape.last_mut().unwrap_or_else(|| unreachable!("dims end in k")) = w.n;
-        Ok((CpuStorage::F32(out), Shape::from(shape)))
-    }
-}
-
 /// The token embedding, kept in its file format when the kernels know it.
 enum Embedding {
-    Quantized(Arc<QWeight>),
-    Dense(Tensor),
+    Quantized(QWeight),
+    Dense { rows: Vec<f32>, vocab: usize },
 }
 
 struct Layer {
-    attn_norm: Tensor,
+    attn_norm: Vec<f32>,
     wq: Linear,
     wk: Linear,
     wv: Linear,
     wo: Linear,
-    ffn_norm: Tensor,
+    ffn_norm: Vec<f32>,
     gate: Linear,
     up: Linear,
     down: Linear,
@@ -87,22 +73,49 @@ struct Layer {
 
 pub struct CpuLlama {
     embedding: Embedding,
+    /// Tied embeddings (SmolLM2): the output projection is the embedding matrix, used in place.
+    output: Option<Linear>,
     layers: Vec<Layer>,
-    norm: Tensor,
-    output: Linear,
-    cos: Tensor,
-    sin: Tensor,
+    norm: Vec<f32>,
+    /// cos and sin of position × frequency, `[position][head_dim / 2]`.
+    cos: Vec<f32>,
+    sin: Vec<f32>,
+    positions: usize,
     hidden: usize,
+    ff: usize,
     n_head: usize,
     n_kv_head: usize,
     head_dim: usize,
-    eps: f64,
+    eps: f32,
 }
 
-/// One sequence's KV cache, per layer.
+/// One sequence's state: its KV cache (`[position][kv head][head_dim]` per layer, grown in place)
+/// and the step's scratch buffers.
 #[derive(Default)]
 pub struct Cache {
-    kv: Vec<Option<(Tensor, Tensor)>>,
+    k: Vec<Vec<f32>>,
+    v: Vec<Vec<f32>>,
+    len: usize,
+    scratch: Scratch,
+}
+
+#[derive(Default)]
+struct Scratch {
+    x: Vec<f32>,
+    h: Vec<f32>,
+    q: Vec<f32>,
+    k: Vec<f32>,
+    v: Vec<f32>,
+    att: Vec<f32>,
+    o: Vec<f32>,
+    gate: Vec<f32>,
+    up: Vec<f32>,
+    scores: Vec<f32>,
+}
+
+fn resize(buf: &mut Vec<f32>, len: usize) -> &mut [f32] {
+    buf.resize(len, 0.0);
+    &mut buf[..len]
 }
 
 impl CpuLlama {
@@ -121,7 +134,7 @@ impl CpuLlama {
         rope_ok && dense && ours
     }
 
-    pub fn from_gguf<R: Read + Seek>(ct: &gguf_file::Content, reader: &mut R, max_positions: usize) -> Result<Self> {
+    pub fn from_gguf<R: Read + Seek>(ct: &gguf_file::Content, reader: &mut R, positions: usize) -> Result<Self> {
         let dev = Device::Cpu;
         let u =
             |k: &str| super::gguf_meta::u64(ct, k).ok_or_else(|| candle_core::Error::msg(format!("GGUF has no {k}")));
@@ -129,156 +142,381 @@ impl CpuLlama {
         let n_head = u("llama.attention.head_count")? as usize;
         let n_kv_head = super::gguf_meta::u64(ct, "llama.attention.head_count_kv").unwrap_or(n_head as u64) as usize;
         let n_layer = u("llama.block_count")? as usize;
-        let eps =
-            ct.metadata.get("llama.attention.layer_norm_rms_epsilon").and_then(|v| v.to_f32().ok()).unwrap_or(1e-5)
-                as f64;
-        let theta = ct.metadata.get("llama.rope.freq_base").and_then(|v| v.to_f32().ok()).unwrap_or(10_000.);
+        let f = |k: &str, default: f32| ct.metadata.get(k).and_then(|v| v.to_f32().ok()).unwrap_or(default);
+        let eps = f("llama.attention.layer_norm_rms_epsilon", 1e-5);
+        let theta = f("llama.rope.freq_base", 10_000.);
         let head_dim = hidden / n_head;
+        if n_kv_head == 0 || !n_head.is_multiple_of(n_kv_head) || !head_dim.is_multiple_of(2) {
+            candle_core::bail!("unsupported head layout: {n_head} heads, {n_kv_head} kv heads, head size {head_dim}")
+        }
 
         let mut tensor = |name: &str| ct.tensor(reader, name, &dev);
+        let dense = |t: QTensor| -> Result<Vec<f32>> { t.dequantize(&dev)?.flatten_all()?.to_vec1::<f32>() };
         let embd = tensor("token_embd.weight")?;
-        let (embedding, tied) = match Format::from_ggml(embd.dtype()) {
-            Some(_) => {
-                let lin = Linear::new(embd)?;
-                match lin {
-                    Linear::Ours(w) => (Embedding::Quantized(w.clone()), Some(Linear::Ours(w))),
-                    Linear::Candle(_) => unreachable!("a kernel format gives our Linear"),
-                }
+        let embedding = match Format::from_ggml(embd.dtype()) {
+            Some(format) => {
+                let (n, k) = embd.shape().dims2()?;
+                Embedding::Quantized(
+                    QWeight::from_gguf_bytes(format, n, k, &embd.data()?).map_err(candle_core::Error::msg)?,
+                )
             }
-            None => (Embedding::Dense(embd.dequantize(&dev)?), None),
+            None => {
+                let vocab = embd.shape().dims2()?.0;
+                Embedding::Dense { rows: dense(embd)?, vocab }
+            }
         };
-        let norm = tensor("output_norm.weight")?.dequantize(&dev)?;
+        let norm = dense(tensor("output_norm.weight")?)?;
         let output = match tensor("output.weight") {
-            Ok(t) => Linear::new(t)?,
-            // Tied embeddings (SmolLM2): the output projection is the embedding matrix.
-            Err(_) => match tied {
-                Some(l) => l,
-                None => Linear::new(ct.tensor(reader, "token_embd.weight", &dev)?)?,
-            },
+            Ok(t) => Some(Linear::new(t)?),
+            Err(_) if matches!(embedding, Embedding::Quantized(_)) => None,
+            Err(_) => Some(Linear::new(tensor("token_embd.weight")?)?),
         };
         let mut layers = Vec::with_capacity(n_layer);
         for i in 0..n_layer {
             let mut t = |n: &str| ct.tensor(reader, &format!("blk.{i}.{n}.weight"), &dev);
             layers.push(Layer {
-                attn_norm: t("attn_norm")?.dequantize(&dev)?,
+                attn_norm: dense(t("attn_norm")?)?,
                 wq: Linear::new(t("attn_q")?)?,
                 wk: Linear::new(t("attn_k")?)?,
                 wv: Linear::new(t("attn_v")?)?,
                 wo: Linear::new(t("attn_output")?)?,
-                ffn_norm: t("ffn_norm")?.dequantize(&dev)?,
+                ffn_norm: dense(t("ffn_norm")?)?,
                 gate: Linear::new(t("ffn_gate")?)?,
                 up: Linear::new(t("ffn_up")?)?,
                 down: Linear::new(t("ffn_down")?)?,
             });
         }
-        let (cos, sin) = rope_tables(head_dim, theta, max_positions)?;
+        let ff = layers.first().map(|l| l.up.n()).unwrap_or(0);
+        let ours = layers
+            .iter()
+            .flat_map(|l| [&l.wq, &l.wk, &l.wv, &l.wo, &l.gate, &l.up, &l.down])
+            .filter(|l| l.is_ours())
+            .count();
         tracing::debug!(
-            ours = layers
-                .iter()
-                .flat_map(|l| [&l.wq, &l.wk, &l.wv, &l.wo, &l.gate, &l.up, &l.down])
-                .filter(|l| l.is_ours())
-                .count(),
-            output_ours = output.is_ours(),
-            "cortex kernels on llama projections"
+            ours,
+            output_ours = output.as_ref().is_none_or(Linear::is_ours),
+            kernels = ?cortex_kernels::level(),
+            "llama projections on cortex's kernels"
         );
-        Ok(Self { embedding, layers, norm, output, cos, sin, hidden, n_head, n_kv_head, head_dim, eps })
-    }
-
-    pub fn max_positions(&self) -> usize {
-        self.cos.dim(0).unwrap_or(0)
-    }
-
-    fn embed(&self, tokens: &[u32]) -> Result<Tensor> {
-        match &self.embedding {
-            Embedding::Quantized(w) => {
-                let mut out = vec![0f32; tokens.len() * self.hidden];
-                for (row, &t) in out.chunks_exact_mut(self.hidden).zip(tokens) {
-                    if t as usize >= w.n {
-                        candle_core::bail!("token id {t} is outside the vocabulary ({})", w.n)
-                    }
-                    w.dequantize_row(t as usize, row);
-                }
-                Tensor::from_vec(out, (1, tokens.len(), self.hidden), &Device::Cpu)
-            }
-            Embedding::Dense(e) => {
-                let ids = Tensor::new(tokens, &Device::Cpu)?;
-                e.index_select(&ids, 0)?.unsqueeze(0)
+        // The same frequencies candle's llama uses: θ^(−2i/d).
+        let half = head_dim / 2;
+        let (mut cos, mut sin) = (Vec::with_capacity(positions * half), Vec::with_capacity(positions * half));
+        for p in 0..positions {
+            for i in 0..half {
+                let a = p as f32 * (1f32 / theta.powf((2 * i) as f32 / head_dim as f32));
+                cos.push(a.cos());
+                sin.push(a.sin());
             }
         }
+        Ok(Self { embedding, output, layers, norm, cos, sin, positions, hidden, ff, n_head, n_kv_head, head_dim, eps })
+    }
+
+    pub fn vocab(&self) -> usize {
+        match (&self.output, &self.embedding) {
+            (Some(o), _) => o.n(),
+            (None, Embedding::Quantized(w)) => w.n,
+            (None, Embedding::Dense { vocab, .. }) => *vocab,
+        }
+    }
+
+    fn embed(&self, tokens: &[u32], x: &mut [f32]) -> Result<()> {
+        let vocab = match &self.embedding {
+            Embedding::Quantized(w) => w.n,
+            Embedding::Dense { vocab, .. } => *vocab,
+        };
+        for (row, &t) in x.chunks_exact_mut(self.hidden).zip(tokens) {
+            let t = t as usize;
+            if t >= vocab {
+                candle_core::bail!("token id {t} is outside the vocabulary ({vocab})")
+            }
+            match &self.embedding {
+                Embedding::Quantized(w) => w.dequantize_row(t, row),
+                Embedding::Dense { rows, .. } => row.copy_from_slice(&rows[t * self.hidden..(t + 1) * self.hidden]),
+            }
+        }
+        Ok(())
     }
 
     /// Runs `tokens` at positions `pos..` and returns the last position's logits.
-    pub fn forward(&self, cache: &mut Cache, tokens: &[u32], pos: usize) -> Result<Tensor> {
+    pub fn forward(&self, cache: &mut Cache, tokens: &[u32], pos: usize) -> Result<Vec<f32>> {
         let t = tokens.len();
-        if pos + t > self.max_positions() {
-            candle_core::bail!("position {} is past the model's {} positions", pos + t, self.max_positions())
+        if t == 0 || pos + t > self.positions {
+            candle_core::bail!("positions {pos}..{} are outside the model's {}", pos + t, self.positions)
         }
-        cache.kv.resize(self.layers.len(), None);
-        if pos == 0 {
-            cache.kv.iter_mut().for_each(|c| *c = None);
+        if pos > cache.len {
+            candle_core::bail!("position {pos} skips past the {} cached positions", cache.len)
         }
-        let mask =
-            if t > 1 { Some(candle_transformers::utils::build_causal_mask(t, pos, &Device::Cpu)?) } else { None };
-        let mut x = self.embed(tokens)?;
-        for (layer, kv) in self.layers.iter().zip(cache.kv.iter_mut()) {
-            let h = candle_nn::ops::rms_norm(&x, &layer.attn_norm, self.eps as f32)?;
-            let h = self.attention(layer, &h, kv, mask.as_ref(), pos)?;
-            x = (h + x)?;
-            let h = candle_nn::ops::rms_norm(&x, &layer.ffn_norm, self.eps as f32)?;
-            let gate = candle_nn::ops::silu(&layer.gate.forward(&h)?)?;
-            let h = layer.down.forward(&(gate * layer.up.forward(&h)?)?)?;
-            x = (h + x)?;
+        let kv_width = self.n_kv_head * self.head_dim;
+        cache.k.resize_with(self.layers.len(), Vec::new);
+        cache.v.resize_with(self.layers.len(), Vec::new);
+        let (hidden, qw, ff) = (self.hidden, self.n_head * self.head_dim, self.ff);
+        let s = &mut cache.scratch;
+        let x = resize(&mut s.x, t * hidden);
+        self.embed(tokens, x)?;
+        for (l, layer) in self.layers.iter().enumerate() {
+            let h = resize(&mut s.h, t * hidden);
+            rms_norm(x, &layer.attn_norm, self.eps, h);
+            let q = resize(&mut s.q, t * qw);
+            let k = resize(&mut s.k, t * kv_width);
+            let v = resize(&mut s.v, t * kv_width);
+            layer.wq.forward(h, t, q)?;
+            layer.wk.forward(h, t, k)?;
+            layer.wv.forward(h, t, v)?;
+            for r in 0..t {
+                self.rope(&mut q[r * qw..(r + 1) * qw], pos + r);
+                self.rope(&mut k[r * kv_width..(r + 1) * kv_width], pos + r);
+            }
+            // Positions from `pos` on are rewritten (a sequence may go back and recompute).
+            let (kc, vc) = (&mut cache.k[l], &mut cache.v[l]);
+            kc.truncate(pos * kv_width);
+            vc.truncate(pos * kv_width);
+            kc.extend_from_slice(k);
+            vc.extend_from_slice(v);
+            let att = resize(&mut s.att, t * qw);
+            self.attention(q, kc, vc, pos, t, &mut s.scores, att);
+            let o = resize(&mut s.o, t * hidden);
+            layer.wo.forward(att, t, o)?;
+            add(x, o);
+            let h = resize(&mut s.h, t * hidden);
+            rms_norm(x, &layer.ffn_norm, self.eps, h);
+            let gate = resize(&mut s.gate, t * ff);
+            let up = resize(&mut s.up, t * ff);
+            layer.gate.forward(h, t, gate)?;
+            layer.up.forward(h, t, up)?;
+            for (g, u) in gate.iter_mut().zip(up.iter()) {
+                *g = *g / (1.0 + (-*g).exp()) * u;
+            }
+            layer.down.forward(gate, t, o)?;
+            add(x, o);
         }
-        let x = candle_nn::ops::rms_norm(&x.i((.., t - 1..t, ..))?, &self.norm, self.eps as f32)?;
-        self.output.forward(&x)?.squeeze(1)
+        cache.len = pos + t;
+        let last = &x[(t - 1) * hidden..];
+        let h = resize(&mut s.h, hidden);
+        rms_norm(last, &self.norm, self.eps, h);
+        let mut logits = vec![0f32; self.vocab()];
+        match (&self.output, &self.embedding) {
+            (Some(o), _) => o.forward(h, 1, &mut logits)?,
+            (None, Embedding::Quantized(w)) => w.matmul(h, 1, &mut logits),
+            (None, Embedding::Dense { .. }) => unreachable!("a dense embedding gets its own output Linear"),
+        }
+        Ok(logits)
     }
 
+    /// Interleaved rotation of each head's pairs (x₂ᵢ, x₂ᵢ₊₁), as candle's `rope_i`.
+    fn rope(&self, row: &mut [f32], pos: usize) {
+        let half = self.head_dim / 2;
+        let (cos, sin) = (&self.cos[pos * half..(pos + 1) * half], &self.sin[pos * half..(pos + 1) * half]);
+        for head in row.chunks_exact_mut(self.head_dim) {
+            for (i, pair) in head.chunks_exact_mut(2).enumerate() {
+                let (a, b) = (pair[0], pair[1]);
+                pair[0] = a * cos[i] - b * sin[i];
+                pair[1] = a * sin[i] + b * cos[i];
+            }
+        }
+    }
+
+    /// Causal grouped-query attention of `t` new rows (positions `pos..pos+t`) over the cache.
+    #[allow(clippy::too_many_arguments)]
     fn attention(
         &self,
-        l: &Layer,
-        x: &Tensor,
-        kv: &mut Option<(Tensor, Tensor)>,
-        mask: Option<&Tensor>,
+        q: &[f32],
+        kc: &[f32],
+        vc: &[f32],
         pos: usize,
-    ) -> Result<Tensor> {
-        let (b, t, _) = x.dims3()?;
-        let heads = |y: Tensor, n: usize| y.reshape((b, t, n, self.head_dim))?.transpose(1, 2)?.contiguous();
-        let q = heads(l.wq.forward(x)?, self.n_head)?;
-        let k = heads(l.wk.forward(x)?, self.n_kv_head)?;
-        let v = heads(l.wv.forward(x)?, self.n_kv_head)?;
-        let cos = self.cos.narrow(0, pos, t)?;
-        let sin = self.sin.narrow(0, pos, t)?;
-        // llama GGUF files store q/k permuted for interleaved rotation.
-        let q = candle_nn::rotary_emb::rope_i(&q, &cos, &sin)?;
-        let k = candle_nn::rotary_emb::rope_i(&k, &cos, &sin)?;
-        let (k, v) = match kv.take() {
-            Some((kc, vc)) if pos > 0 => (Tensor::cat(&[&kc, &k], 2)?, Tensor::cat(&[&vc, &v], 2)?),
-            _ => (k, v),
-        };
-        *kv = Some((k.clone(), v.clone()));
-        let rep = self.n_head / self.n_kv_head;
-        let k = candle_transformers::utils::repeat_kv(k, rep)?;
-        let v = candle_transformers::utils::repeat_kv(v, rep)?;
-        let att = (q.matmul(&k.t()?)? / (self.head_dim as f64).sqrt())?;
-        let att = match mask {
-            Some(m) => {
-                let neg = Tensor::new(f32::NEG_INFINITY, &Device::Cpu)?.broadcast_as(att.shape())?;
-                m.broadcast_as(att.shape())?.where_cond(&neg, &att)?
+        t: usize,
+        scores: &mut Vec<f32>,
+        out: &mut [f32],
+    ) {
+        let (hd, qw) = (self.head_dim, self.n_head * self.head_dim);
+        let kv_width = self.n_kv_head * hd;
+        let group = self.n_head / self.n_kv_head;
+        let scale = 1.0 / (hd as f32).sqrt();
+        for r in 0..t {
+            let seen = pos + r + 1;
+            let sc = resize(scores, seen);
+            for h in 0..self.n_head {
+                let g = h / group;
+                let qh = &q[r * qw + h * hd..r * qw + (h + 1) * hd];
+                for (j, s) in sc.iter_mut().enumerate() {
+                    *s = dot(qh, &kc[j * kv_width + g * hd..j * kv_width + (g + 1) * hd]) * scale;
+                }
+                softmax(sc);
+                let oh = &mut out[r * qw + h * hd..r * qw + (h + 1) * hd];
+                oh.fill(0.0);
+                for (j, &p) in sc.iter().enumerate() {
+                    let vj = &vc[j * kv_width + g * hd..j * kv_width + (g + 1) * hd];
+                    for (o, v) in oh.iter_mut().zip(vj) {
+                        *o += p * v;
+                    }
+                }
             }
-            None => att,
-        };
-        let att = candle_nn::ops::softmax_last_dim(&att)?;
-        let y = att.matmul(&v.contiguous()?)?;
-        let y = y.transpose(1, 2)?.reshape((b, t, self.n_head * self.head_dim))?;
-        l.wo.forward(&y)
+        }
     }
 }
 
-/// cos and sin of position × frequency, as candle's llama computes them.
-fn rope_tables(head_dim: usize, theta: f32, positions: usize) -> Result<(Tensor, Tensor)> {
-    let freqs: Vec<f32> = (0..head_dim).step_by(2).map(|i| 1f32 / theta.powf(i as f32 / head_dim as f32)).collect();
-    let freqs = Tensor::new(freqs.as_slice(), &Device::Cpu)?;
-    let idx = Tensor::arange(0, positions as u32, &Device::Cpu)?.to_dtype(DType::F32)?.reshape((positions, 1))?;
-    let angles = idx.matmul(&freqs.reshape((1, freqs.elem_count()))?)?;
-    Ok((angles.cos()?, angles.sin()?))
+/// Eight partial sums so that the compiler keeps them in one vector register.
+fn dot(a: &[f32], b: &[f32]) -> f32 {
+    let mut acc = [0f32; 8];
+    let (ca, cb) = (a.chunks_exact(8), b.chunks_exact(8));
+    let tail: f32 = ca.remainder().iter().zip(cb.remainder()).map(|(x, y)| x * y).sum();
+    for (x, y) in ca.zip(cb) {
+        for i in 0..8 {
+            acc[i] += x[i] * y[i];
+        }
+    }
+    acc.iter().sum::<f32>() + tail
+}
+
+fn softmax(xs: &mut [f32]) {
+    let max = xs.iter().copied().fold(f32::NEG_INFINITY, f32::max);
+    let mut sum = 0f32;
+    for x in xs.iter_mut() {
+        *x = (*x - max).exp();
+        sum += *x;
+    }
+    let inv = 1.0 / sum;
+    xs.iter_mut().for_each(|x| *x *= inv);
+}
+
+/// Row-wise `x / sqrt(mean(x²) + eps) · w`, as candle's `rms_norm`.
+fn rms_norm(x: &[f32], w: &[f32], eps: f32, out: &mut [f32]) {
+    let d = w.len();
+    for (xr, or) in x.chunks_exact(d).zip(out.chunks_exact_mut(d)) {
+        let mean = xr.iter().map(|v| v * v).sum::<f32>() / d as f32;
+        let inv = 1.0 / (mean + eps).sqrt();
+        for ((o, v), g) in or.iter_mut().zip(xr).zip(w) {
+            *o = v * inv * g;
+        }
+    }
+}
+
+fn add(x: &mut [f32], y: &[f32]) {
+    x.iter_mut().zip(y).for_each(|(a, b)| *a += b);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn data(n: usize, seed: u32) -> Vec<f32> {
+        (0..n)
+            .map(|i| (((i as u32).wrapping_mul(2654435761).wrapping_add(seed) >> 8) % 2000) as f32 / 1000.0 - 1.0)
+            .collect()
+    }
+
+    fn close(a: &[f32], b: &[f32]) -> f32 {
+        a.iter().zip(b).fold(0f32, |m, (x, y)| m.max((x - y).abs()))
+    }
+
+    /// With f32 weights (candle's matmul on both sides) the whole model computes what
+    /// candle-transformers' quantized_llama computes, prefill and decode.
+    #[test]
+    fn the_model_matches_candles_llama_on_f32_weights() {
+        use candle_transformers::models::quantized_llama::ModelWeights;
+        let dir = std::env::temp_dir().join(format!("cortex-cpu-llama-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("f32.gguf");
+        let spec = crate::testutil::TinyLlama { dtype: candle_core::quantized::GgmlDType::F32, ..Default::default() };
+        crate::testutil::write_tiny_llama(&path, spec).unwrap();
+        let read = || {
+            let mut f = std::fs::File::open(&path).unwrap();
+            (gguf_file::Content::read(&mut f).unwrap(), f)
+        };
+        let (ct, mut f) = read();
+        let ours = CpuLlama::from_gguf(&ct, &mut f, 64).unwrap();
+        let (ct, mut f) = read();
+        let mut theirs = ModelWeights::from_gguf(ct, &mut f, &Device::Cpu).unwrap();
+        let prompt = [5u32, 77, 200, 12, 9];
+        let mut cache = Cache::default();
+        let a = ours.forward(&mut cache, &prompt, 0).unwrap();
+        let input = Tensor::new(&prompt[..], &Device::Cpu).unwrap().unsqueeze(0).unwrap();
+        let b = theirs.forward(&input, 0).unwrap().flatten_all().unwrap().to_vec1::<f32>().unwrap();
+        assert!(close(&a, &b) < 1e-4, "prefill differs by {}", close(&a, &b));
+        for (i, tok) in [40u32, 41, 42].into_iter().enumerate() {
+            let a = ours.forward(&mut cache, &[tok], prompt.len() + i).unwrap();
+            let input = Tensor::new(&[tok], &Device::Cpu).unwrap().unsqueeze(0).unwrap();
+            let b = theirs.forward(&input, prompt.len() + i).unwrap().flatten_all().unwrap().to_vec1::<f32>().unwrap();
+            assert!(close(&a, &b) < 1e-4, "decode step {i} differs by {}", close(&a, &b));
+        }
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    /// The slice code computes what candle's ops compute (the model this replaces uses those).
+    #[test]
+    fn norms_rope_and_attention_match_candle_ops() {
+        let dev = Device::Cpu;
+        let (hidden, n_head, n_kv_head, head_dim, t, pos) = (64, 4, 2, 16, 3, 5);
+        let m = CpuLlama {
+            embedding: Embedding::Dense { rows: vec![], vocab: 0 },
+            output: None,
+            layers: vec![],
+            norm: vec![],
+            cos: vec![],
+            sin: vec![],
+            positions: 0,
+            hidden,
+            ff: 0,
+            n_head,
+            n_kv_head,
+            head_dim,
+            eps: 1e-5,
+        };
+        // RMS norm.
+        let x = data(t * hidden, 1);
+        let w = data(hidden, 2);
+        let mut ours = vec![0f32; t * hidden];
+        rms_norm(&x, &w, 1e-5, &mut ours);
+        let xt = Tensor::from_slice(&x, (t, hidden), &dev).unwrap();
+        let theirs = candle_nn::ops::rms_norm(&xt, &Tensor::from_slice(&w, hidden, &dev).unwrap(), 1e-5).unwrap();
+        assert!(close(&ours, &theirs.flatten_all().unwrap().to_vec1().unwrap()) < 1e-5);
+
+        // RoPE at positions pos..pos+t against rope_i on (1, heads, t, head_dim).
+        let positions = pos + t;
+        let half = head_dim / 2;
+        let (mut cos, mut sin) = (vec![], vec![]);
+        for p in 0..positions {
+            for i in 0..half {
+                let a = p as f32 / 10_000f32.powf((2 * i) as f32 / head_dim as f32);
+                cos.push(a.cos());
+                sin.push(a.sin());
+            }
+        }
+        let m = CpuLlama { cos: cos.clone(), sin: sin.clone(), positions, ..m };
+        let qw = n_head * head_dim;
+        let q = data(t * qw, 3);
+        let mut ours = q.clone();
+        for r in 0..t {
+            m.rope(&mut ours[r * qw..(r + 1) * qw], pos + r);
+        }
+        let qt = Tensor::from_slice(&q, (1, t, n_head, head_dim), &dev)
+            .unwrap()
+            .transpose(1, 2)
+            .unwrap()
+            .contiguous()
+            .unwrap();
+        let c = Tensor::from_slice(&cos, (positions, half), &dev).unwrap().narrow(0, pos, t).unwrap();
+        let s = Tensor::from_slice(&sin, (positions, half), &dev).unwrap().narrow(0, pos, t).unwrap();
+        let theirs = candle_nn::rotary_emb::rope_i(&qt, &c, &s).unwrap().transpose(1, 2).unwrap();
+        assert!(close(&ours, &theirs.flatten_all().unwrap().to_vec1().unwrap()) < 1e-5);
+
+        // Causal grouped-query attention of t new rows over pos cached + t new positions.
+        let kvw = n_kv_head * head_dim;
+        let (kc, vc) = (data(positions * kvw, 4), data(positions * kvw, 5));
+        let mut ours = vec![0f32; t * qw];
+        let mut scores = vec![];
+        m.attention(&q, &kc, &vc, pos, t, &mut scores, &mut ours);
+        let heads = |v: &[f32], rows: usize, n: usize| {
+            Tensor::from_slice(v, (1, rows, n, head_dim), &dev).unwrap().transpose(1, 2).unwrap().contiguous().unwrap()
+        };
+        let (qt, kt, vt) = (heads(&q, t, n_head), heads(&kc, positions, n_kv_head), heads(&vc, positions, n_kv_head));
+        let kt = candle_transformers::utils::repeat_kv(kt, n_head / n_kv_head).unwrap();
+        let vt = candle_transformers::utils::repeat_kv(vt, n_head / n_kv_head).unwrap();
+        let att = (qt.matmul(&kt.t().unwrap()).unwrap() / (head_dim as f64).sqrt()).unwrap();
+        let mask = candle_transformers::utils::build_causal_mask(t, pos, &dev).unwrap();
+        let neg = Tensor::new(f32::NEG_INFINITY, &dev).unwrap().broadcast_as(att.shape()).unwrap();
+        let att = mask.broadcast_as(att.shape()).unwrap().where_cond(&neg, &att).unwrap();
+        let att = candle_nn::ops::softmax_last_dim(&att).unwrap();
+        let theirs = att.matmul(&vt.contiguous().unwrap()).unwrap().transpose(1, 2).unwrap();
+        assert!(close(&ours, &theirs.flatten_all().unwrap().to_vec1().unwrap()) < 1e-5);
+    }
 }

@@ -210,9 +210,12 @@ impl ModelWeights {
 impl Sequence {
     /// Runs `tokens` at positions `pos..pos+len` and returns the last position's logits.
     pub fn forward(&mut self, tokens: &[u32], pos: usize) -> Result<Vec<f32>, EngineError> {
+        if let Weights::CpuLlama(w) = &self.weights {
+            return Ok(w.forward(&mut self.cpu_cache, tokens, pos)?);
+        }
         let input = Tensor::new(tokens, &self.device)?.unsqueeze(0)?;
         let logits = match &mut self.weights {
-            Weights::CpuLlama(w) => w.forward(&mut self.cpu_cache, tokens, pos)?,
+            Weights::CpuLlama(_) => unreachable!("answered above"),
             Weights::QLlama(w) => w.forward(&input, pos)?,
             Weights::QQwen2(w) => w.lock().unwrap_or_else(|p| p.into_inner()).forward(&input, pos)?,
             Weights::QQwen3(w) => w.forward(&input, pos)?,
