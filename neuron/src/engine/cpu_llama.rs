@@ -145,6 +145,9 @@ impl CpuLlama {
         let f = |k: &str, default: f32| ct.metadata.get(k).and_then(|v| v.to_f32().ok()).unwrap_or(default);
         let eps = f("llama.attention.layer_norm_rms_epsilon", 1e-5);
         let theta = f("llama.rope.freq_base", 10_000.);
+        if n_head == 0 || !hidden.is_multiple_of(n_head) {
+            candle_core::bail!("unsupported head layout: {n_head} heads for width {hidden}")
+        }
         let head_dim = hidden / n_head;
         if n_kv_head == 0 || !n_head.is_multiple_of(n_kv_head) || !head_dim.is_multiple_of(2) {
             candle_core::bail!("unsupported head layout: {n_head} heads, {n_kv_head} kv heads, head size {head_dim}")
