@@ -194,15 +194,26 @@ impl QWeight {
         let lvl = level();
         let n = self.n;
         let out = dst.as_mut_ptr() as usize;
-        // Rows in groups of 8 so that a work item is worth the cursor's atomic.
+        // Weight rows in groups of 8, so that a work item is worth the cursor's atomic and its
+        // rows stay in L1 while activation rows stream past them four at a time.
         const GROUP: usize = 8;
+        // SAFETY (the raw writes): each (i, r) is written by exactly one work item, and dst
+        // outlives the call.
+        let put = |i: usize, r: usize, v: f32| unsafe { *(out as *mut f32).add(i * n + r) = v };
         candle_core::utils::barrier_pool().execute_chunked(n.div_ceil(GROUP), |groups| {
-            for r in groups.start * GROUP..(groups.end * GROUP).min(n) {
-                let row = self.row(r);
-                for i in 0..m {
-                    let v = dot(self.kind, lvl, &row, &acts.row(i));
-                    // SAFETY: each (i, r) is written by exactly one work item; dst outlives the call.
-                    unsafe { *(out as *mut f32).add(i * n + r) = v };
+            let rows = groups.start * GROUP..(groups.end * GROUP).min(n);
+            let quads = m / 4;
+            for quad in 0..quads {
+                let a = [acts.row(4 * quad), acts.row(4 * quad + 1), acts.row(4 * quad + 2), acts.row(4 * quad + 3)];
+                for r in rows.clone() {
+                    let v = dot4(self.kind, lvl, &self.row(r), &a);
+                    (0..4).for_each(|j| put(4 * quad + j, r, v[j]));
+                }
+            }
+            for i in 4 * quads..m {
+                let a = acts.row(i);
+                for r in rows.clone() {
+                    put(i, r, dot(self.kind, lvl, &self.row(r), &a));
                 }
             }
         });
@@ -281,6 +292,22 @@ fn dot(kind: Kind, lvl: Level, w: &Row, a: &ActRow) -> f32 {
     }
 }
 
+/// Four activation rows against one weight row.
+fn dot4(kind: Kind, lvl: Level, w: &Row, a: &[ActRow; 4]) -> [f32; 4] {
+    #[cfg(target_arch = "x86_64")]
+    if lvl == Level::Avx512Vnni {
+        let refs = [0, 1, 2, 3].map(|i| (a[i].q, a[i].d, a[i].s));
+        // SAFETY: as in `dot`.
+        unsafe {
+            return match kind {
+                Kind::Q4 => x86::dot_q4_vnni_x4(w.qs, w.d, w.m, refs),
+                Kind::Q8 => x86::dot_q8_vnni_x4(w.qs, w.d, refs),
+            };
+        }
+    }
+    [0, 1, 2, 3].map(|i| dot(kind, lvl, w, &a[i]))
+}
+
 fn dot_q4_scalar(qs: &[u8], d: &[f16], m: &[f16], aq: &[i8], ad: &[f32], asum: &[f32]) -> f32 {
     let mut acc = 0f32;
     for b in 0..d.len() {
@@ -355,7 +382,7 @@ mod tests {
         for (format, dtype) in
             [(Format::Q4_0, GgmlDType::Q4_0), (Format::Q4_1, GgmlDType::Q4_1), (Format::Q8_0, GgmlDType::Q8_0)]
         {
-            for (n, k) in [(3, 32), (13, 576), (21, 1536), (9, 32 * 37)] {
+            for (n, k) in [(3, 32), (5, 96), (13, 576), (21, 1536), (9, 32 * 37)] {
                 let (raw, deq) = quantized(dtype, n, k, (n * k) as u64);
                 let w = QWeight::from_gguf_bytes(format, n, k, &raw).unwrap();
                 for m in [1usize, 5] {
@@ -369,6 +396,16 @@ mod tests {
                             .collect();
                         let e = rel_err(&got, &want);
                         assert!(e < 2e-2, "{format:?} {lvl:?} n={n} k={k} m={m}: relative error {e}");
+                    }
+                    if m >= 4 {
+                        let a = [acts.row(0), acts.row(1), acts.row(2), acts.row(3)];
+                        for &lvl in levels.iter().filter(|l| **l as u8 <= host as u8) {
+                            for r in 0..n {
+                                let four = dot4(w.kind, lvl, &w.row(r), &a);
+                                let one: Vec<f32> = (0..4).map(|i| dot(w.kind, lvl, &w.row(r), &a[i])).collect();
+                                assert!(rel_err(&four, &one) < 1e-5, "dot4 {format:?} {lvl:?} n={n} k={k}");
+                            }
+                        }
                     }
                     // Levels agree with each other far more closely than with f32 (same integers).
                     let scalar: Vec<f32> =

@@ -132,7 +132,23 @@ pub unsafe fn dot_q4_vnni(qs: &[u8], d: &[f16], m: &[f16], aq: &[i8], ad: &[f32]
         }
         b += 16;
     }
-    let mut total = _mm512_reduce_add_ps(acc) + _mm512_reduce_add_ps(macc);
+    // Whole pairs left over (576 = 18 blocks is a common width): one dpbusd each.
+    let mut mtail = 0f32;
+    while b + 2 <= nb {
+        let s0 = _mm512_set1_ps(d[b].to_f32() * ad[b]);
+        let s1 = _mm512_set1_ps(d[b + 1].to_f32() * ad[b + 1]);
+        let v = _mm256_loadu_si256(qs.as_ptr().add(b * 16) as *const __m256i);
+        let lo = _mm256_and_si256(v, m4);
+        let hi = _mm256_and_si256(_mm256_srli_epi16(v, 4), m4);
+        let w = _mm512_inserti64x4(_mm512_castsi256_si512(lo), hi, 1);
+        let w = _mm512_shuffle_i64x2(w, w, 0b11_01_10_00);
+        let a = _mm512_loadu_si512(aq.as_ptr().add(b * QK) as *const __m512i);
+        let p = _mm512_dpbusd_epi32(_mm512_setzero_si512(), w, a);
+        acc = _mm512_fmadd_ps(_mm512_mask_blend_ps(0xFF00, s0, s1), _mm512_cvtepi32_ps(p), acc);
+        mtail += m[b].to_f32() * asum[b] + m[b + 1].to_f32() * asum[b + 1];
+        b += 2;
+    }
+    let mut total = _mm512_reduce_add_ps(acc) + _mm512_reduce_add_ps(macc) + mtail;
     if b < nb {
         total += dot_q4_avx2(&qs[b * 16..], &d[b..], &m[b..], &aq[b * QK..], &ad[b..], &asum[b..]);
     }
@@ -165,4 +181,92 @@ pub unsafe fn dot_q8_vnni(qs: &[u8], d: &[f16], aq: &[i8], ad: &[f32]) -> f32 {
         total += dot_q8_avx2(&qs[b * QK..], &d[b..], &aq[b * QK..], &ad[b..]);
     }
     total
+}
+
+/// One activation row's quantized values, block scales and block sums.
+pub type ActRef<'a> = (&'a [i8], &'a [f32], &'a [f32]);
+
+/// Four activation rows against one Q4 weight row: the nibbles are unpacked once per two
+/// blocks and used four times (prefill).
+#[target_feature(enable = "avx512f,avx512bw,avx512vnni,avx2,fma,f16c")]
+pub unsafe fn dot_q4_vnni_x4(qs: &[u8], d: &[f16], m: &[f16], a: [ActRef; 4]) -> [f32; 4] {
+    let nb = d.len();
+    debug_assert!(qs.len() >= nb * 16 && m.len() >= nb);
+    debug_assert!(a.iter().all(|(q, ad, s)| q.len() >= nb * QK && ad.len() >= nb && s.len() >= nb));
+    let m4 = _mm256_set1_epi8(0x0F);
+    let zero = _mm512_setzero_si512();
+    let mut acc = [_mm512_setzero_ps(); 4];
+    let mut macc = [_mm512_setzero_ps(); 4];
+    let mut b = 0;
+    while b + 16 <= nb {
+        let dw = _mm512_cvtph_ps(_mm256_loadu_si256(d.as_ptr().add(b) as *const __m256i));
+        let mw = _mm512_cvtph_ps(_mm256_loadu_si256(m.as_ptr().add(b) as *const __m256i));
+        let mut sc = [_mm512_setzero_ps(); 4];
+        for r in 0..4 {
+            sc[r] = _mm512_mul_ps(dw, _mm512_loadu_ps(a[r].1.as_ptr().add(b)));
+            macc[r] = _mm512_fmadd_ps(mw, _mm512_loadu_ps(a[r].2.as_ptr().add(b)), macc[r]);
+        }
+        for j in 0..8 {
+            let blk = b + 2 * j;
+            let v = _mm256_loadu_si256(qs.as_ptr().add(blk * 16) as *const __m256i);
+            let lo = _mm256_and_si256(v, m4);
+            let hi = _mm256_and_si256(_mm256_srli_epi16(v, 4), m4);
+            let w = _mm512_inserti64x4(_mm512_castsi256_si512(lo), hi, 1);
+            let w = _mm512_shuffle_i64x2(w, w, 0b11_01_10_00);
+            for r in 0..4 {
+                let x = _mm512_loadu_si512(a[r].0.as_ptr().add(blk * QK) as *const __m512i);
+                let p = _mm512_dpbusd_epi32(zero, w, x);
+                acc[r] = _mm512_fmadd_ps(pair_scales(sc[r], j as i32), _mm512_cvtepi32_ps(p), acc[r]);
+            }
+        }
+        b += 16;
+    }
+    let mut out = [0f32; 4];
+    for r in 0..4 {
+        out[r] = _mm512_reduce_add_ps(acc[r]) + _mm512_reduce_add_ps(macc[r]);
+        if b < nb {
+            let (q, ad, s) = a[r];
+            out[r] += dot_q4_avx2(&qs[b * 16..], &d[b..], &m[b..], &q[b * QK..], &ad[b..], &s[b..]);
+        }
+    }
+    out
+}
+
+#[target_feature(enable = "avx512f,avx512bw,avx512vnni,avx2,fma,f16c")]
+pub unsafe fn dot_q8_vnni_x4(qs: &[u8], d: &[f16], a: [ActRef; 4]) -> [f32; 4] {
+    let nb = d.len();
+    debug_assert!(qs.len() >= nb * QK);
+    debug_assert!(a.iter().all(|(q, ad, _)| q.len() >= nb * QK && ad.len() >= nb));
+    let zero = _mm512_setzero_si512();
+    let mut acc = [_mm512_setzero_ps(); 4];
+    let mut b = 0;
+    while b + 16 <= nb {
+        let dw = _mm512_cvtph_ps(_mm256_loadu_si256(d.as_ptr().add(b) as *const __m256i));
+        let mut sc = [_mm512_setzero_ps(); 4];
+        for r in 0..4 {
+            sc[r] = _mm512_mul_ps(dw, _mm512_loadu_ps(a[r].1.as_ptr().add(b)));
+        }
+        for j in 0..8 {
+            let blk = b + 2 * j;
+            let w = _mm512_loadu_si512(qs.as_ptr().add(blk * QK) as *const __m512i);
+            let neg = _mm512_movepi8_mask(w);
+            let wa = _mm512_abs_epi8(w);
+            for r in 0..4 {
+                let x = _mm512_loadu_si512(a[r].0.as_ptr().add(blk * QK) as *const __m512i);
+                let x = _mm512_mask_sub_epi8(x, neg, zero, x);
+                let p = _mm512_dpbusd_epi32(zero, wa, x);
+                acc[r] = _mm512_fmadd_ps(pair_scales(sc[r], j as i32), _mm512_cvtepi32_ps(p), acc[r]);
+            }
+        }
+        b += 16;
+    }
+    let mut out = [0f32; 4];
+    for r in 0..4 {
+        out[r] = _mm512_reduce_add_ps(acc[r]);
+        if b < nb {
+            let (q, ad, _) = a[r];
+            out[r] += dot_q8_avx2(&qs[b * QK..], &d[b..], &q[b * QK..], &ad[b..]);
+        }
+    }
+    out
 }

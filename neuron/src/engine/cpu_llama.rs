@@ -110,7 +110,6 @@ struct Scratch {
     o: Vec<f32>,
     gate: Vec<f32>,
     up: Vec<f32>,
-    scores: Vec<f32>,
 }
 
 fn resize(buf: &mut Vec<f32>, len: usize) -> &mut [f32] {
@@ -276,7 +275,7 @@ impl CpuLlama {
             kc.extend_from_slice(k);
             vc.extend_from_slice(v);
             let att = resize(&mut s.att, t * qw);
-            self.attention(q, kc, vc, pos, t, &mut s.scores, att);
+            self.attention(q, kc, vc, pos, t, att);
             let o = resize(&mut s.o, t * hidden);
             layer.wo.forward(att, t, o)?;
             add(x, o);
@@ -319,32 +318,30 @@ impl CpuLlama {
     }
 
     /// Causal grouped-query attention of `t` new rows (positions `pos..pos+t`) over the cache.
-    #[allow(clippy::too_many_arguments)]
-    fn attention(
-        &self,
-        q: &[f32],
-        kc: &[f32],
-        vc: &[f32],
-        pos: usize,
-        t: usize,
-        scores: &mut Vec<f32>,
-        out: &mut [f32],
-    ) {
+    /// (row, head) pairs are independent: a long prefill spreads them over candle's worker pool.
+    fn attention(&self, q: &[f32], kc: &[f32], vc: &[f32], pos: usize, t: usize, out: &mut [f32]) {
+        thread_local! {
+            static SCORES: std::cell::RefCell<Vec<f32>> = const { std::cell::RefCell::new(Vec::new()) };
+        }
         let (hd, qw) = (self.head_dim, self.n_head * self.head_dim);
         let kv_width = self.n_kv_head * hd;
         let group = self.n_head / self.n_kv_head;
         let scale = 1.0 / (hd as f32).sqrt();
-        for r in 0..t {
+        let dst = out.as_mut_ptr() as usize;
+        let one = |item: usize| {
+            let (r, h) = (item / self.n_head, item % self.n_head);
+            let g = h / group;
             let seen = pos + r + 1;
-            let sc = resize(scores, seen);
-            for h in 0..self.n_head {
-                let g = h / group;
-                let qh = &q[r * qw + h * hd..r * qw + (h + 1) * hd];
+            let qh = &q[r * qw + h * hd..r * qw + (h + 1) * hd];
+            // SAFETY: item (r, h) alone writes this head's slice of row r; `out` outlives the call.
+            let oh = unsafe { std::slice::from_raw_parts_mut((dst as *mut f32).add(r * qw + h * hd), hd) };
+            SCORES.with(|cell| {
+                let mut scores = cell.borrow_mut();
+                let sc = resize(&mut scores, seen);
                 for (j, s) in sc.iter_mut().enumerate() {
                     *s = dot(qh, &kc[j * kv_width + g * hd..j * kv_width + (g + 1) * hd]) * scale;
                 }
                 softmax(sc);
-                let oh = &mut out[r * qw + h * hd..r * qw + (h + 1) * hd];
                 oh.fill(0.0);
                 for (j, &p) in sc.iter().enumerate() {
                     let vj = &vc[j * kv_width + g * hd..j * kv_width + (g + 1) * hd];
@@ -352,7 +349,15 @@ impl CpuLlama {
                         *o += p * v;
                     }
                 }
-            }
+            });
+        };
+        let items = t * self.n_head;
+        // Below this many multiply-adds a hand-off to the pool costs more than it saves.
+        const PARALLEL_FROM: usize = 1 << 16;
+        if t * (pos + t) * self.n_head * hd >= PARALLEL_FROM {
+            candle_core::utils::barrier_pool().execute_chunked(items, |range| range.for_each(one));
+        } else {
+            (0..items).for_each(one);
         }
     }
 }
@@ -502,24 +507,34 @@ mod tests {
         let theirs = candle_nn::rotary_emb::rope_i(&qt, &c, &s).unwrap().transpose(1, 2).unwrap();
         assert!(close(&ours, &theirs.flatten_all().unwrap().to_vec1().unwrap()) < 1e-5);
 
-        // Causal grouped-query attention of t new rows over pos cached + t new positions.
-        let kvw = n_kv_head * head_dim;
-        let (kc, vc) = (data(positions * kvw, 4), data(positions * kvw, 5));
-        let mut ours = vec![0f32; t * qw];
-        let mut scores = vec![];
-        m.attention(&q, &kc, &vc, pos, t, &mut scores, &mut ours);
-        let heads = |v: &[f32], rows: usize, n: usize| {
-            Tensor::from_slice(v, (1, rows, n, head_dim), &dev).unwrap().transpose(1, 2).unwrap().contiguous().unwrap()
-        };
-        let (qt, kt, vt) = (heads(&q, t, n_head), heads(&kc, positions, n_kv_head), heads(&vc, positions, n_kv_head));
-        let kt = candle_transformers::utils::repeat_kv(kt, n_head / n_kv_head).unwrap();
-        let vt = candle_transformers::utils::repeat_kv(vt, n_head / n_kv_head).unwrap();
-        let att = (qt.matmul(&kt.t().unwrap()).unwrap() / (head_dim as f64).sqrt()).unwrap();
-        let mask = candle_transformers::utils::build_causal_mask(t, pos, &dev).unwrap();
-        let neg = Tensor::new(f32::NEG_INFINITY, &dev).unwrap().broadcast_as(att.shape()).unwrap();
-        let att = mask.broadcast_as(att.shape()).unwrap().where_cond(&neg, &att).unwrap();
-        let att = candle_nn::ops::softmax_last_dim(&att).unwrap();
-        let theirs = att.matmul(&vt.contiguous().unwrap()).unwrap().transpose(1, 2).unwrap();
-        assert!(close(&ours, &theirs.flatten_all().unwrap().to_vec1().unwrap()) < 1e-5);
+        // Causal grouped-query attention of t new rows over pos cached + t new positions; the
+        // second shape is big enough to run on the worker pool.
+        for (t, pos) in [(t, pos), (40, 30)] {
+            let positions = pos + t;
+            let q = data(t * qw, 3);
+            let kvw = n_kv_head * head_dim;
+            let (kc, vc) = (data(positions * kvw, 4), data(positions * kvw, 5));
+            let mut ours = vec![0f32; t * qw];
+            m.attention(&q, &kc, &vc, pos, t, &mut ours);
+            let heads = |v: &[f32], rows: usize, n: usize| {
+                Tensor::from_slice(v, (1, rows, n, head_dim), &dev)
+                    .unwrap()
+                    .transpose(1, 2)
+                    .unwrap()
+                    .contiguous()
+                    .unwrap()
+            };
+            let (qt, kt, vt) =
+                (heads(&q, t, n_head), heads(&kc, positions, n_kv_head), heads(&vc, positions, n_kv_head));
+            let kt = candle_transformers::utils::repeat_kv(kt, n_head / n_kv_head).unwrap();
+            let vt = candle_transformers::utils::repeat_kv(vt, n_head / n_kv_head).unwrap();
+            let att = (qt.matmul(&kt.t().unwrap()).unwrap() / (head_dim as f64).sqrt()).unwrap();
+            let mask = candle_transformers::utils::build_causal_mask(t, pos, &dev).unwrap();
+            let neg = Tensor::new(f32::NEG_INFINITY, &dev).unwrap().broadcast_as(att.shape()).unwrap();
+            let att = mask.broadcast_as(att.shape()).unwrap().where_cond(&neg, &att).unwrap();
+            let att = candle_nn::ops::softmax_last_dim(&att).unwrap();
+            let theirs = att.matmul(&vt.contiguous().unwrap()).unwrap().transpose(1, 2).unwrap();
+            assert!(close(&ours, &theirs.flatten_all().unwrap().to_vec1().unwrap()) < 1e-5, "t={t} pos={pos}");
+        }
     }
 }
