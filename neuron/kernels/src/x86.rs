@@ -10,6 +10,8 @@ use std::arch::x86_64::*;
 
 use half::f16;
 
+use super::halves16;
+
 const QK: usize = super::QK;
 
 #[target_feature(enable = "avx2,fma,f16c")]
@@ -266,6 +268,179 @@ pub unsafe fn dot_q8_vnni_x4(qs: &[u8], d: &[f16], a: [ActRef; 4]) -> [f32; 4] {
         if b < nb {
             let (q, ad, _) = a[r];
             out[r] += dot_q8_avx2(&qs[b * QK..], &d[b..], &q[b * QK..], &ad[b..]);
+        }
+    }
+    out
+}
+
+// ---- 16-bit activations (near-f32 accuracy; see `Precision::I16`) ----
+//
+// The activation row is stored pair-interleaved: blocks 2p and 2p+1 occupy 64 i16 as
+// [2p lo half, 2p+1 lo half, 2p hi half, 2p+1 hi half] (an odd last block: its lo then hi half),
+// so that one `vpdpwssd` on the widened nibbles [lo₂ₚ lo₂ₚ₊₁] covers both blocks' low halves,
+// lanes 0–7 for block 2p and 8–15 for 2p+1: the same lane pattern as the 8-bit path.
+
+/// One Q4 block against its 32 i16 activations (lo half at `a`, hi half at `a + 16·stride`).
+#[target_feature(enable = "avx2,fma,f16c")]
+#[inline]
+unsafe fn block_q4_w16_avx2(w: *const u8, a_lo: *const i16, a_hi: *const i16) -> __m256 {
+    let m4 = _mm_set1_epi8(0x0F);
+    let v = _mm_loadu_si128(w as *const __m128i);
+    let lo = _mm256_cvtepu8_epi16(_mm_and_si128(v, m4));
+    let hi = _mm256_cvtepu8_epi16(_mm_and_si128(_mm_srli_epi16(v, 4), m4));
+    let p = _mm256_add_epi32(
+        _mm256_madd_epi16(lo, _mm256_loadu_si256(a_lo as *const __m256i)),
+        _mm256_madd_epi16(hi, _mm256_loadu_si256(a_hi as *const __m256i)),
+    );
+    _mm256_cvtepi32_ps(p)
+}
+
+#[target_feature(enable = "avx2,fma,f16c")]
+#[inline]
+unsafe fn block_q8_w16_avx2(w: *const u8, a_lo: *const i16, a_hi: *const i16) -> __m256 {
+    let lo = _mm256_cvtepi8_epi16(_mm_loadu_si128(w as *const __m128i));
+    let hi = _mm256_cvtepi8_epi16(_mm_loadu_si128(w.add(16) as *const __m128i));
+    let p = _mm256_add_epi32(
+        _mm256_madd_epi16(lo, _mm256_loadu_si256(a_lo as *const __m256i)),
+        _mm256_madd_epi16(hi, _mm256_loadu_si256(a_hi as *const __m256i)),
+    );
+    _mm256_cvtepi32_ps(p)
+}
+
+#[target_feature(enable = "avx2,fma,f16c")]
+pub unsafe fn dot_q4_w16_avx2(qs: &[u8], d: &[f16], m: &[f16], aq: &[i16], ad: &[f32], asum: &[f32]) -> f32 {
+    let nb = d.len();
+    debug_assert!(qs.len() >= nb * 16 && aq.len() >= nb * QK && ad.len() >= nb && asum.len() >= nb);
+    let mut acc = _mm256_setzero_ps();
+    let mut mt = 0f32;
+    for b in 0..nb {
+        let (lo, hi) = halves16(nb, b);
+        let p = block_q4_w16_avx2(qs.as_ptr().add(b * 16), aq.as_ptr().add(lo), aq.as_ptr().add(hi));
+        acc = _mm256_fmadd_ps(_mm256_set1_ps(d[b].to_f32() * ad[b]), p, acc);
+        mt += m[b].to_f32() * asum[b];
+    }
+    hsum256(acc) + mt
+}
+
+#[target_feature(enable = "avx2,fma,f16c")]
+pub unsafe fn dot_q8_w16_avx2(qs: &[u8], d: &[f16], aq: &[i16], ad: &[f32]) -> f32 {
+    let nb = d.len();
+    debug_assert!(qs.len() >= nb * QK && aq.len() >= nb * QK && ad.len() >= nb);
+    let mut acc = _mm256_setzero_ps();
+    for b in 0..nb {
+        let (lo, hi) = halves16(nb, b);
+        let p = block_q8_w16_avx2(qs.as_ptr().add(b * QK), aq.as_ptr().add(lo), aq.as_ptr().add(hi));
+        acc = _mm256_fmadd_ps(_mm256_set1_ps(d[b].to_f32() * ad[b]), p, acc);
+    }
+    hsum256(acc)
+}
+
+/// Two blocks' weights widened to i16, in the pair-interleaved order: (lo halves, hi halves).
+#[target_feature(enable = "avx512f,avx512bw,avx2")]
+#[inline]
+unsafe fn pair_w16_q4(w: *const u8) -> (__m512i, __m512i) {
+    let m4 = _mm256_set1_epi8(0x0F);
+    let v = _mm256_loadu_si256(w as *const __m256i);
+    let lo = _mm256_and_si256(v, m4);
+    let hi = _mm256_and_si256(_mm256_srli_epi16(v, 4), m4);
+    (_mm512_cvtepu8_epi16(lo), _mm512_cvtepu8_epi16(hi))
+}
+
+#[target_feature(enable = "avx512f,avx512bw,avx2")]
+#[inline]
+unsafe fn pair_w16_q8(w: *const u8) -> (__m512i, __m512i) {
+    let lo = _mm256_set_m128i(_mm_loadu_si128(w.add(QK) as *const __m128i), _mm_loadu_si128(w as *const __m128i));
+    let hi = _mm256_set_m128i(
+        _mm_loadu_si128(w.add(QK + 16) as *const __m128i),
+        _mm_loadu_si128(w.add(16) as *const __m128i),
+    );
+    (_mm512_cvtepi8_epi16(lo), _mm512_cvtepi8_epi16(hi))
+}
+
+#[target_feature(enable = "avx512f,avx512bw,avx2")]
+#[inline]
+unsafe fn pair_w16<const Q4: bool>(qs: &[u8], blk: usize) -> (__m512i, __m512i) {
+    if Q4 {
+        pair_w16_q4(qs.as_ptr().add(blk * 16))
+    } else {
+        pair_w16_q8(qs.as_ptr().add(blk * QK))
+    }
+}
+
+/// `rows` activation rows against one weight row, 16-bit activations, AVX-512 VNNI.
+/// `Q4` selects the nibble format (with its min term) over Q8.
+#[target_feature(enable = "avx512f,avx512bw,avx512vnni,avx2,fma,f16c")]
+pub unsafe fn dot_w16_vnni<const Q4: bool, const R: usize>(
+    qs: &[u8],
+    d: &[f16],
+    m: &[f16],
+    a: [(&[i16], &[f32], &[f32]); R],
+) -> [f32; R] {
+    let nb = d.len();
+    let bytes = if Q4 { 16 } else { QK };
+    debug_assert!(qs.len() >= nb * bytes && (!Q4 || m.len() >= nb));
+    debug_assert!(a.iter().all(|(q, ad, s)| q.len() >= nb * QK && ad.len() >= nb && s.len() >= nb));
+    let zero = _mm512_setzero_si512();
+    let mut acc = [_mm512_setzero_ps(); R];
+    let mut macc = [_mm512_setzero_ps(); R];
+    let mut b = 0;
+    while b + 16 <= nb {
+        let dw = _mm512_cvtph_ps(_mm256_loadu_si256(d.as_ptr().add(b) as *const __m256i));
+        let mut sc = [_mm512_setzero_ps(); R];
+        for r in 0..R {
+            sc[r] = _mm512_mul_ps(dw, _mm512_loadu_ps(a[r].1.as_ptr().add(b)));
+        }
+        if Q4 {
+            let mw = _mm512_cvtph_ps(_mm256_loadu_si256(m.as_ptr().add(b) as *const __m256i));
+            for r in 0..R {
+                macc[r] = _mm512_fmadd_ps(mw, _mm512_loadu_ps(a[r].2.as_ptr().add(b)), macc[r]);
+            }
+        }
+        for j in 0..8 {
+            let blk = b + 2 * j;
+            let (wl, wh) = pair_w16::<Q4>(qs, blk);
+            for r in 0..R {
+                let x = a[r].0.as_ptr().add(32 * blk);
+                let p = _mm512_dpwssd_epi32(zero, wl, _mm512_loadu_si512(x as *const __m512i));
+                let p = _mm512_dpwssd_epi32(p, wh, _mm512_loadu_si512(x.add(32) as *const __m512i));
+                acc[r] = _mm512_fmadd_ps(pair_scales(sc[r], j as i32), _mm512_cvtepi32_ps(p), acc[r]);
+            }
+        }
+        b += 16;
+    }
+    let mut out = [0f32; R];
+    let mut mt = [0f32; R];
+    while b + 2 <= nb {
+        let (wl, wh) = pair_w16::<Q4>(qs, b);
+        for r in 0..R {
+            let (q, ad, s) = a[r];
+            let s0 = _mm512_set1_ps(d[b].to_f32() * ad[b]);
+            let s1 = _mm512_set1_ps(d[b + 1].to_f32() * ad[b + 1]);
+            let x = q.as_ptr().add(32 * b);
+            let p = _mm512_dpwssd_epi32(zero, wl, _mm512_loadu_si512(x as *const __m512i));
+            let p = _mm512_dpwssd_epi32(p, wh, _mm512_loadu_si512(x.add(32) as *const __m512i));
+            acc[r] = _mm512_fmadd_ps(_mm512_mask_blend_ps(0xFF00, s0, s1), _mm512_cvtepi32_ps(p), acc[r]);
+            if Q4 {
+                mt[r] += m[b].to_f32() * s[b] + m[b + 1].to_f32() * s[b + 1];
+            }
+        }
+        b += 2;
+    }
+    for r in 0..R {
+        out[r] = _mm512_reduce_add_ps(acc[r]) + _mm512_reduce_add_ps(macc[r]) + mt[r];
+        if b < nb {
+            // The odd last block, in natural order at the end of the row.
+            let (q, ad, s) = a[r];
+            let x = q.as_ptr().add(32 * b);
+            let v = if Q4 {
+                block_q4_w16_avx2(qs.as_ptr().add(b * 16), x, x.add(16))
+            } else {
+                block_q8_w16_avx2(qs.as_ptr().add(b * QK), x, x.add(16))
+            };
+            out[r] += hsum256(v) * d[b].to_f32() * ad[b];
+            if Q4 {
+                out[r] += m[b].to_f32() * s[b];
+            }
         }
     }
     out
