@@ -194,68 +194,88 @@ impl QWeight {
 
     /// [`QWeight::matmul`] at the chosen activation precision.
     pub fn matmul_with(&self, x: &[f32], m: usize, dst: &mut [f32], precision: Precision) {
-        assert_eq!(x.len(), m * self.k, "activation shape");
-        assert_eq!(dst.len(), m * self.n, "output shape");
-        if precision == Precision::I16 {
-            return self.matmul16(x, m, dst);
-        }
-        let acts = Acts::quantize(x, m, self.k);
-        let lvl = level();
+        matmul_many(&[self], x, m, &mut [dst], precision)
+    }
+
+    /// Rows `rows` of this weight against all `m` activation rows, into `out` (`m × n`).
+    fn run_rows(&self, rows: std::ops::Range<usize>, acts: &QActs, m: usize, lvl: Level, out: usize) {
         let n = self.n;
-        let out = dst.as_mut_ptr() as usize;
-        // Weight rows in groups of 8, so that a work item is worth the cursor's atomic and its
-        // rows stay in L1 while activation rows stream past them four at a time.
-        const GROUP: usize = 8;
-        // SAFETY (the raw writes): each (i, r) is written by exactly one work item, and dst
-        // outlives the call.
+        // SAFETY: the caller gives each (weight, row range) to exactly one work item, and `out`
+        // points at an `m × n` buffer that outlives the pool call.
         let put = |i: usize, r: usize, v: f32| unsafe { *(out as *mut f32).add(i * n + r) = v };
-        candle_core::utils::barrier_pool().execute_chunked(n.div_ceil(GROUP), |groups| {
-            let rows = groups.start * GROUP..(groups.end * GROUP).min(n);
-            let quads = m / 4;
-            for quad in 0..quads {
-                let a = [acts.row(4 * quad), acts.row(4 * quad + 1), acts.row(4 * quad + 2), acts.row(4 * quad + 3)];
-                for r in rows.clone() {
-                    let v = dot4(self.kind, lvl, &self.row(r), &a);
-                    (0..4).for_each(|j| put(4 * quad + j, r, v[j]));
+        let quads = m / 4;
+        match acts {
+            QActs::I8(a) => {
+                for quad in 0..quads {
+                    let q = [a.row(4 * quad), a.row(4 * quad + 1), a.row(4 * quad + 2), a.row(4 * quad + 3)];
+                    for r in rows.clone() {
+                        let v = dot4(self.kind, lvl, &self.row(r), &q);
+                        (0..4).for_each(|j| put(4 * quad + j, r, v[j]));
+                    }
+                }
+                for i in 4 * quads..m {
+                    let q = a.row(i);
+                    for r in rows.clone() {
+                        put(i, r, dot(self.kind, lvl, &self.row(r), &q));
+                    }
                 }
             }
-            for i in 4 * quads..m {
-                let a = acts.row(i);
-                for r in rows.clone() {
-                    put(i, r, dot(self.kind, lvl, &self.row(r), &a));
+            QActs::I16(a) => {
+                for quad in 0..quads {
+                    let q = [a.row(4 * quad), a.row(4 * quad + 1), a.row(4 * quad + 2), a.row(4 * quad + 3)];
+                    for r in rows.clone() {
+                        let v = dot16(self.kind, lvl, &self.row(r), [&q[0], &q[1], &q[2], &q[3]]);
+                        (0..4).for_each(|j| put(4 * quad + j, r, v[j]));
+                    }
+                }
+                for i in 4 * quads..m {
+                    let q = a.row(i);
+                    for r in rows.clone() {
+                        put(i, r, dot16(self.kind, lvl, &self.row(r), [&q])[0]);
+                    }
                 }
             }
-        });
+        }
     }
 }
 
-impl QWeight {
-    fn matmul16(&self, x: &[f32], m: usize, dst: &mut [f32]) {
-        let acts = Acts16::quantize(x, m, self.k);
-        let lvl = level();
-        let n = self.n;
-        let out = dst.as_mut_ptr() as usize;
-        const GROUP: usize = 8;
-        // SAFETY: as in `matmul_with`.
-        let put = |i: usize, r: usize, v: f32| unsafe { *(out as *mut f32).add(i * n + r) = v };
-        candle_core::utils::barrier_pool().execute_chunked(n.div_ceil(GROUP), |groups| {
-            let rows = groups.start * GROUP..(groups.end * GROUP).min(n);
-            let quads = m / 4;
-            for quad in 0..quads {
-                let a = [acts.row(4 * quad), acts.row(4 * quad + 1), acts.row(4 * quad + 2), acts.row(4 * quad + 3)];
-                for r in rows.clone() {
-                    let v = dot16(self.kind, lvl, &self.row(r), [&a[0], &a[1], &a[2], &a[3]]);
-                    (0..4).for_each(|j| put(4 * quad + j, r, v[j]));
-                }
-            }
-            for i in 4 * quads..m {
-                let a = acts.row(i);
-                for r in rows.clone() {
-                    put(i, r, dot16(self.kind, lvl, &self.row(r), [&a])[0]);
-                }
-            }
-        });
+enum QActs {
+    I8(Acts),
+    I16(Acts16),
+}
+
+/// Several weights that read the same input (q, k and v; gate and up): the input is quantized
+/// once and all their rows go to the worker pool in one hand-off. `dsts[w]` is `m × ws[w].n`.
+pub fn matmul_many(ws: &[&QWeight], x: &[f32], m: usize, dsts: &mut [&mut [f32]], precision: Precision) {
+    assert_eq!(ws.len(), dsts.len(), "one output per weight");
+    let Some(k) = ws.first().map(|w| w.k) else { return };
+    assert!(ws.iter().all(|w| w.k == k), "weights of one batch share their input width");
+    assert_eq!(x.len(), m * k, "activation shape");
+    for (w, d) in ws.iter().zip(dsts.iter()) {
+        assert_eq!(d.len(), m * w.n, "output shape");
     }
+    let acts = match precision {
+        Precision::I8 => QActs::I8(Acts::quantize(x, m, k)),
+        Precision::I16 => QActs::I16(Acts16::quantize(x, m, k)),
+    };
+    let lvl = level();
+    let outs: Vec<usize> = dsts.iter_mut().map(|d| d.as_mut_ptr() as usize).collect();
+    // Weight rows in groups of 8, so that a work item is worth the cursor's atomic and its rows
+    // stay in L1 while activation rows stream past them four at a time.
+    const GROUP: usize = 8;
+    let mut starts = Vec::with_capacity(ws.len() + 1);
+    starts.push(0);
+    for w in ws {
+        starts.push(starts[starts.len() - 1] + w.n.div_ceil(GROUP));
+    }
+    let total = starts[ws.len()];
+    candle_core::utils::barrier_pool().execute_chunked(total, |items| {
+        for g in items {
+            let wi = starts.partition_point(|&s| s <= g) - 1;
+            let (w, local) = (ws[wi], g - starts[wi]);
+            w.run_rows(local * GROUP..((local + 1) * GROUP).min(w.n), &acts, m, lvl, outs[wi]);
+        }
+    });
 }
 
 /// One weight row.
@@ -585,6 +605,30 @@ mod tests {
                     w.dequantize_row(n - 1, &mut row);
                     assert_eq!(row, deq[(n - 1) * k..n * k], "{format:?} row");
                 }
+            }
+        }
+    }
+
+    #[test]
+    fn a_batch_of_weights_gives_what_each_gives_alone() {
+        let (k, m) = (96, 5);
+        let ws: Vec<QWeight> = [
+            (7, GgmlDType::Q4_1, Format::Q4_1),
+            (20, GgmlDType::Q8_0, Format::Q8_0),
+            (3, GgmlDType::Q4_0, Format::Q4_0),
+        ]
+        .iter()
+        .map(|&(n, dt, f)| QWeight::from_gguf_bytes(f, n, k, &quantized(dt, n, k, n as u64).0).unwrap())
+        .collect();
+        let x: Vec<f32> = (0..m * k).map(|i| (i % 13) as f32 / 6.0 - 1.0).collect();
+        for p in [Precision::I8, Precision::I16] {
+            let mut outs: Vec<Vec<f32>> = ws.iter().map(|w| vec![0f32; m * w.n]).collect();
+            let mut views: Vec<&mut [f32]> = outs.iter_mut().map(|o| o.as_mut_slice()).collect();
+            matmul_many(&ws.iter().collect::<Vec<_>>(), &x, m, &mut views, p);
+            for (w, o) in ws.iter().zip(&outs) {
+                let mut alone = vec![0f32; m * w.n];
+                w.matmul_with(&x, m, &mut alone, p);
+                assert_eq!(o, &alone, "{p:?}");
             }
         }
     }

@@ -41,6 +41,21 @@ impl Linear {
         Ok(())
     }
 
+    /// Several projections of the same input in one pool hand-off when the kernels run them all.
+    fn forward_many(ls: &[&Linear], x: &[f32], rows: usize, outs: &mut [&mut [f32]], p: Precision) -> Result<()> {
+        let ours: Option<Vec<&QWeight>> =
+            ls.iter().map(|l| if let Linear::Ours(w) = l { Some(w) } else { None }).collect();
+        match ours {
+            Some(ws) => cortex_kernels::matmul_many(&ws, x, rows, outs, p),
+            None => {
+                for (l, o) in ls.iter().zip(outs.iter_mut()) {
+                    l.forward(x, rows, o, p)?;
+                }
+            }
+        }
+        Ok(())
+    }
+
     fn n(&self) -> usize {
         match self {
             Linear::Ours(w) => w.n,
@@ -262,9 +277,7 @@ impl CpuLlama {
             let q = resize(&mut s.q, t * qw);
             let k = resize(&mut s.k, t * kv_width);
             let v = resize(&mut s.v, t * kv_width);
-            layer.wq.forward(h, t, q, p)?;
-            layer.wk.forward(h, t, k, p)?;
-            layer.wv.forward(h, t, v, p)?;
+            Linear::forward_many(&[&layer.wq, &layer.wk, &layer.wv], h, t, &mut [&mut *q, &mut *k, &mut *v], p)?;
             for r in 0..t {
                 self.rope(&mut q[r * qw..(r + 1) * qw], pos + r);
                 self.rope(&mut k[r * kv_width..(r + 1) * kv_width], pos + r);
@@ -284,8 +297,7 @@ impl CpuLlama {
             rms_norm(x, &layer.ffn_norm, self.eps, h);
             let gate = resize(&mut s.gate, t * ff);
             let up = resize(&mut s.up, t * ff);
-            layer.gate.forward(h, t, gate, p)?;
-            layer.up.forward(h, t, up, p)?;
+            Linear::forward_many(&[&layer.gate, &layer.up], h, t, &mut [&mut *gate, &mut *up], p)?;
             for (g, u) in gate.iter_mut().zip(up.iter()) {
                 *g = *g / (1.0 + (-*g).exp()) * u;
             }
