@@ -1,7 +1,7 @@
 //! The inference engine: loads a model (GGUF or safetensors) with its tokenizer and chat
 //! template, and runs generation on a dedicated thread per model (never on tokio workers).
 
-pub mod cpu_llama;
+pub mod cpu;
 pub mod detok;
 pub mod gguf_meta;
 pub mod model;

@@ -10,11 +10,12 @@ use candle_core::{DType, Device, Tensor};
 use candle_nn::VarBuilder;
 use candle_transformers::models::{llama, quantized_gemma3, quantized_llama, quantized_qwen2, quantized_qwen3, qwen3};
 
-use super::cpu_llama::CpuLlama;
+use super::cpu::gemma3::CpuGemma3;
+use super::cpu::llama::CpuLlama;
 use super::EngineError;
 
-/// `CORTEX_ENGINE=candle` runs llama GGUF files through candle-transformers' model instead of
-/// cortex's CPU kernels (to compare the two).
+/// `CORTEX_ENGINE=candle` runs llama and gemma3 GGUF files through candle-transformers' models
+/// instead of cortex's CPU decoders (to compare the two).
 fn cortex_kernels_wanted() -> bool {
     std::env::var("CORTEX_ENGINE").map(|v| v != "candle").unwrap_or(true)
 }
@@ -39,8 +40,10 @@ impl WeightsSource {
 /// Architecture-specific weights. Variants hold candle-transformers' types unchanged.
 #[derive(Clone)]
 enum Weights {
-    /// llama GGUF on the CPU with cortex's kernels (see `cpu_llama`).
+    /// llama GGUF on the CPU with cortex's kernels (see `cpu`).
     CpuLlama(Arc<CpuLlama>),
+    /// Gemma 3 GGUF on the CPU (see `cpu::gemma3` for where it departs from candle's model).
+    CpuGemma3(Arc<CpuGemma3>),
     QLlama(quantized_llama::ModelWeights),
     /// Not `Clone` in candle-transformers: one shared instance, one sequence at a time.
     QQwen2(Arc<Mutex<quantized_qwen2::ModelWeights>>),
@@ -64,7 +67,7 @@ pub struct ModelWeights {
 pub struct Sequence {
     weights: Weights,
     llama_cache: Option<llama::Cache>,
-    cpu_cache: super::cpu_llama::Cache,
+    cpu_cache: super::cpu::Cache,
     device: Device,
 }
 
@@ -107,6 +110,10 @@ impl ModelWeights {
                 ),
                 file_ctx,
             ),
+            "gemma3" if device.is_cpu() && cortex_kernels_wanted() => {
+                let ctx = file_ctx.min(max_context);
+                (Weights::CpuGemma3(Arc::new(CpuGemma3::from_gguf(&content, &mut file, ctx).map_err(load_err)?)), ctx)
+            }
             "gemma3" => (
                 Weights::QGemma3(
                     quantized_gemma3::ModelWeights::from_gguf(content, &mut file, device).map_err(load_err)?,
@@ -186,7 +193,7 @@ impl ModelWeights {
                 w.clear_kv_cache();
                 None
             }
-            Weights::CpuLlama(_) => None,
+            Weights::CpuLlama(_) | Weights::CpuGemma3(_) => None,
             Weights::QQwen2(w) => {
                 w.lock().unwrap_or_else(|p| p.into_inner()).clear_kv_cache();
                 None
@@ -210,12 +217,14 @@ impl ModelWeights {
 impl Sequence {
     /// Runs `tokens` at positions `pos..pos+len` and returns the last position's logits.
     pub fn forward(&mut self, tokens: &[u32], pos: usize) -> Result<Vec<f32>, EngineError> {
-        if let Weights::CpuLlama(w) = &self.weights {
-            return Ok(w.forward(&mut self.cpu_cache, tokens, pos)?);
+        match &self.weights {
+            Weights::CpuLlama(w) => return Ok(w.forward(&mut self.cpu_cache, tokens, pos)?),
+            Weights::CpuGemma3(w) => return Ok(w.forward(&mut self.cpu_cache, tokens, pos)?),
+            _ => {}
         }
         let input = Tensor::new(tokens, &self.device)?.unsqueeze(0)?;
         let logits = match &mut self.weights {
-            Weights::CpuLlama(_) => unreachable!("answered above"),
+            Weights::CpuLlama(_) | Weights::CpuGemma3(_) => unreachable!("answered above"),
             Weights::QLlama(w) => w.forward(&input, pos)?,
             Weights::QQwen2(w) => w.lock().unwrap_or_else(|p| p.into_inner()).forward(&input, pos)?,
             Weights::QQwen3(w) => w.forward(&input, pos)?,

@@ -1,0 +1,456 @@
+//! cortex's own decoders for the CPU, built for decode speed: every Q4_0 / Q4_1 / Q8_0 projection
+//! goes through `cortex-kernels`, any other format through candle's own `QMatMul`, and the rest
+//! of the step (norms, RoPE, attention, the MLP) runs on plain f32 slices with scratch buffers
+//! reused across steps. The KV cache grows in place instead of being re-concatenated each step,
+//! grouped heads read their shared K/V rows instead of copies, and the token embedding stays
+//! quantized instead of being widened to f32 at load. `llama` and `gemma3` hold what differs.
+
+pub mod gemma3;
+pub mod llama;
+
+use candle_core::quantized::{gguf_file, QMatMul, QTensor};
+use candle_core::{Device, Module, Result, Tensor};
+use cortex_kernels::{Format, Precision, QWeight};
+
+/// A projection: cortex's kernel where the format has one, candle's otherwise.
+enum Linear {
+    Ours(QWeight),
+    Candle { mm: QMatMul, n: usize, k: usize },
+}
+
+impl Linear {
+    fn new(t: QTensor) -> Result<Self> {
+        let (n, k) = t.shape().dims2()?;
+        if let Some(format) = Format::from_ggml(t.dtype()) {
+            let w = QWeight::from_gguf_bytes(format, n, k, &t.data()?).map_err(candle_core::Error::msg)?;
+            return Ok(Linear::Ours(w));
+        }
+        Ok(Linear::Candle { mm: QMatMul::from_qtensor(t)?, n, k })
+    }
+
+    /// `out[rows × n] = x[rows × k] · Wᵀ`.
+    fn forward(&self, x: &[f32], rows: usize, out: &mut [f32], p: Precision) -> Result<()> {
+        match self {
+            Linear::Ours(w) => w.matmul_with(x, rows, out, p),
+            Linear::Candle { mm, n, k } => {
+                let y = mm.forward(&Tensor::from_slice(x, (rows, *k), &Device::Cpu)?)?;
+                out[..rows * n].copy_from_slice(&y.flatten_all()?.to_vec1::<f32>()?);
+            }
+        }
+        Ok(())
+    }
+
+    /// Several projections of the same input in one pool hand-off when the kernels run them all.
+    fn forward_many(ls: &[&Linear], x: &[f32], rows: usize, outs: &mut [&mut [f32]], p: Precision) -> Result<()> {
+        let ours: Option<Vec<&QWeight>> =
+            ls.iter().map(|l| if let Linear::Ours(w) = l { Some(w) } else { None }).collect();
+        match ours {
+            Some(ws) => cortex_kernels::matmul_many(&ws, x, rows, outs, p),
+            None => {
+                for (l, o) in ls.iter().zip(outs.iter_mut()) {
+                    l.forward(x, rows, o, p)?;
+                }
+            }
+        }
+        Ok(())
+    }
+
+    fn n(&self) -> usize {
+        match self {
+            Linear::Ours(w) => w.n,
+            Linear::Candle { n, .. } => *n,
+        }
+    }
+
+    fn is_ours(&self) -> bool {
+        matches!(self, Linear::Ours(_))
+    }
+}
+
+/// The token embedding, kept in its file format when the kernels know it.
+enum Embedding {
+    Quantized(QWeight),
+    Dense { rows: Vec<f32>, vocab: usize, hidden: usize },
+}
+
+impl Embedding {
+    fn new(t: QTensor) -> Result<Self> {
+        let (vocab, hidden) = t.shape().dims2()?;
+        Ok(match Format::from_ggml(t.dtype()) {
+            Some(format) => Embedding::Quantized(
+                QWeight::from_gguf_bytes(format, vocab, hidden, &t.data()?).map_err(candle_core::Error::msg)?,
+            ),
+            None => Embedding::Dense { rows: dense(t)?, vocab, hidden },
+        })
+    }
+
+    fn vocab(&self) -> usize {
+        match self {
+            Embedding::Quantized(w) => w.n,
+            Embedding::Dense { vocab, .. } => *vocab,
+        }
+    }
+
+    /// Rows for `tokens` into `x` (`tokens.len() × hidden`).
+    fn lookup(&self, tokens: &[u32], x: &mut [f32]) -> Result<()> {
+        let vocab = self.vocab();
+        let hidden = x.len() / tokens.len().max(1);
+        for (row, &t) in x.chunks_exact_mut(hidden).zip(tokens) {
+            let t = t as usize;
+            if t >= vocab {
+                candle_core::bail!("token id {t} is outside the vocabulary ({vocab})")
+            }
+            match self {
+                Embedding::Quantized(w) => w.dequantize_row(t, row),
+                Embedding::Dense { rows, hidden, .. } => row.copy_from_slice(&rows[t * hidden..(t + 1) * hidden]),
+            }
+        }
+        Ok(())
+    }
+}
+
+/// The output projection: its own matrix, or (tied embeddings) the quantized embedding in place.
+fn output_layer(
+    ct: &gguf_file::Content,
+    reader: &mut (impl std::io::Read + std::io::Seek),
+    embedding: &Embedding,
+) -> Result<Option<Linear>> {
+    match ct.tensor(reader, "output.weight", &Device::Cpu) {
+        Ok(t) => Ok(Some(Linear::new(t)?)),
+        Err(_) if matches!(embedding, Embedding::Quantized(_)) => Ok(None),
+        Err(_) => Ok(Some(Linear::new(ct.tensor(reader, "token_embd.weight", &Device::Cpu)?)?)),
+    }
+}
+
+/// Logits of one normalised hidden state.
+fn logits(output: Option<&Linear>, embedding: &Embedding, h: &[f32], p: Precision) -> Result<Vec<f32>> {
+    match (output, embedding) {
+        (Some(o), _) => {
+            let mut out = vec![0f32; o.n()];
+            o.forward(h, 1, &mut out, p)?;
+            Ok(out)
+        }
+        (None, Embedding::Quantized(w)) => {
+            let mut out = vec![0f32; w.n];
+            w.matmul_with(h, 1, &mut out, p);
+            Ok(out)
+        }
+        (None, Embedding::Dense { .. }) => candle_core::bail!("a dense embedding needs its own output layer"),
+    }
+}
+
+fn dense(t: QTensor) -> Result<Vec<f32>> {
+    t.dequantize(&Device::Cpu)?.flatten_all()?.to_vec1::<f32>()
+}
+
+/// A metadata number (any integer or float type), as `f32`.
+fn meta_f32(ct: &gguf_file::Content, key: &str) -> Option<f32> {
+    let v = ct.metadata.get(key)?;
+    v.to_f32().ok().or_else(|| super::gguf_meta::u64(ct, key).map(|u| u as f32))
+}
+
+fn meta_usize(ct: &gguf_file::Content, key: &str) -> Result<usize> {
+    super::gguf_meta::u64(ct, key)
+        .map(|v| v as usize)
+        .ok_or_else(|| candle_core::Error::msg(format!("GGUF has no {key}")))
+}
+
+/// One sequence's state: its KV cache (`[position][kv head][head_dim]` per layer, grown in place)
+/// and the step's scratch buffers.
+#[derive(Default)]
+pub struct Cache {
+    k: Vec<Vec<f32>>,
+    v: Vec<Vec<f32>>,
+    len: usize,
+    scratch: Scratch,
+}
+
+impl Cache {
+    /// Makes room for `layers` and forgets positions from `pos` on (a sequence may go back and
+    /// recompute). Fails when `pos` skips past what is cached.
+    fn rewind(&mut self, layers: usize, pos: usize, kv_width: usize) -> Result<()> {
+        if pos > self.len {
+            candle_core::bail!("position {pos} skips past the {} cached positions", self.len)
+        }
+        self.k.resize_with(layers, Vec::new);
+        self.v.resize_with(layers, Vec::new);
+        for c in self.k.iter_mut().chain(self.v.iter_mut()) {
+            c.truncate(pos * kv_width);
+        }
+        self.len = pos;
+        Ok(())
+    }
+}
+
+#[derive(Default)]
+struct Scratch {
+    x: Vec<f32>,
+    h: Vec<f32>,
+    q: Vec<f32>,
+    k: Vec<f32>,
+    v: Vec<f32>,
+    att: Vec<f32>,
+    o: Vec<f32>,
+    gate: Vec<f32>,
+    up: Vec<f32>,
+}
+
+fn resize(buf: &mut Vec<f32>, len: usize) -> &mut [f32] {
+    buf.resize(len, 0.0);
+    &mut buf[..len]
+}
+
+/// Activation precision: 16 bits, so that logits lie within ~3e-4 (of the largest) of f32
+/// arithmetic on the same weights. 8 bits (llama.cpp's choice) land 2–6e-2 away and flip
+/// near-ties — the default model's first word for "What is the capital of France?", Gemma 3's
+/// continuations after a few words — for 1–3 % of speed here. `CORTEX_DECODE_BITS=8` takes the
+/// 8-bit path for decode steps (prompts stay at 16). BENCHMARKS.md has the figures.
+fn precision(t: usize) -> Precision {
+    static DECODE: std::sync::OnceLock<Precision> = std::sync::OnceLock::new();
+    if t > 1 {
+        return Precision::I16;
+    }
+    *DECODE.get_or_init(|| match std::env::var("CORTEX_DECODE_BITS").as_deref() {
+        Ok("8") => Precision::I8,
+        _ => Precision::I16,
+    })
+}
+
+/// cos and sin of position × θ^(−2i/d), `[position][head_dim / 2]`.
+struct Rope {
+    cos: Vec<f32>,
+    sin: Vec<f32>,
+    half: usize,
+    positions: usize,
+}
+
+impl Rope {
+    fn new(head_dim: usize, theta: f32, positions: usize) -> Self {
+        let half = head_dim / 2;
+        let (mut cos, mut sin) = (Vec::with_capacity(positions * half), Vec::with_capacity(positions * half));
+        for p in 0..positions {
+            for i in 0..half {
+                let a = p as f32 * (1f32 / theta.powf((2 * i) as f32 / head_dim as f32));
+                cos.push(a.cos());
+                sin.push(a.sin());
+            }
+        }
+        Self { cos, sin, half, positions }
+    }
+
+    /// Rotates every head of `row` for position `pos`: pairs (x₂ᵢ, x₂ᵢ₊₁) when `interleaved`
+    /// (candle's `rope_i`, llama GGUF files), else (xᵢ, xᵢ₊d/2) (candle's `rope`, "NeoX").
+    fn apply(&self, row: &mut [f32], pos: usize, interleaved: bool) {
+        let h = self.half;
+        let (cos, sin) = (&self.cos[pos * h..(pos + 1) * h], &self.sin[pos * h..(pos + 1) * h]);
+        for head in row.chunks_exact_mut(2 * h) {
+            for i in 0..h {
+                let (ia, ib) = if interleaved { (2 * i, 2 * i + 1) } else { (i, i + h) };
+                let (a, b) = (head[ia], head[ib]);
+                head[ia] = a * cos[i] - b * sin[i];
+                head[ib] = a * sin[i] + b * cos[i];
+            }
+        }
+    }
+}
+
+/// The attention shape of a layer.
+struct Heads {
+    n_head: usize,
+    n_kv_head: usize,
+    head_dim: usize,
+    scale: f32,
+    /// Sliding-window layers see only this many most recent positions (their own included).
+    window: Option<usize>,
+}
+
+/// Causal grouped-query attention of `t` new rows (positions `pos..pos+t`) over the cache.
+/// (row, head) pairs are independent: a long prefill spreads them over candle's worker pool.
+fn attention(hs: &Heads, q: &[f32], kc: &[f32], vc: &[f32], pos: usize, t: usize, out: &mut [f32]) {
+    thread_local! {
+        static SCORES: std::cell::RefCell<Vec<f32>> = const { std::cell::RefCell::new(Vec::new()) };
+    }
+    let (hd, qw) = (hs.head_dim, hs.n_head * hs.head_dim);
+    let kv_width = hs.n_kv_head * hd;
+    let group = hs.n_head / hs.n_kv_head;
+    let dst = out.as_mut_ptr() as usize;
+    let one = |item: usize| {
+        let (r, h) = (item / hs.n_head, item % hs.n_head);
+        let g = h / group;
+        let end = pos + r + 1;
+        let start = hs.window.map_or(0, |w| end.saturating_sub(w));
+        let qh = &q[r * qw + h * hd..r * qw + (h + 1) * hd];
+        // SAFETY: item (r, h) alone writes this head's slice of row r; `out` outlives the call.
+        let oh = unsafe { std::slice::from_raw_parts_mut((dst as *mut f32).add(r * qw + h * hd), hd) };
+        SCORES.with(|cell| {
+            let mut scores = cell.borrow_mut();
+            let sc = resize(&mut scores, end - start);
+            for (j, s) in (start..end).zip(sc.iter_mut()) {
+                *s = dot(qh, &kc[j * kv_width + g * hd..j * kv_width + (g + 1) * hd]) * hs.scale;
+            }
+            softmax(sc);
+            oh.fill(0.0);
+            for (j, &p) in (start..end).zip(sc.iter()) {
+                let vj = &vc[j * kv_width + g * hd..j * kv_width + (g + 1) * hd];
+                for (o, v) in oh.iter_mut().zip(vj) {
+                    *o += p * v;
+                }
+            }
+        });
+    };
+    let items = t * hs.n_head;
+    // Below this many multiply-adds a hand-off to the pool costs more than it saves.
+    const PARALLEL_FROM: usize = 1 << 16;
+    if t * (pos + t) * hs.n_head * hd >= PARALLEL_FROM {
+        candle_core::utils::barrier_pool().execute_chunked(items, |range| range.for_each(one));
+    } else {
+        (0..items).for_each(one);
+    }
+}
+
+/// Eight partial sums so that the compiler keeps them in one vector register.
+fn dot(a: &[f32], b: &[f32]) -> f32 {
+    let mut acc = [0f32; 8];
+    let (ca, cb) = (a.chunks_exact(8), b.chunks_exact(8));
+    let tail: f32 = ca.remainder().iter().zip(cb.remainder()).map(|(x, y)| x * y).sum();
+    for (x, y) in ca.zip(cb) {
+        for i in 0..8 {
+            acc[i] += x[i] * y[i];
+        }
+    }
+    acc.iter().sum::<f32>() + tail
+}
+
+fn softmax(xs: &mut [f32]) {
+    let max = xs.iter().copied().fold(f32::NEG_INFINITY, f32::max);
+    let mut sum = 0f32;
+    for x in xs.iter_mut() {
+        *x = (*x - max).exp();
+        sum += *x;
+    }
+    let inv = 1.0 / sum;
+    xs.iter_mut().for_each(|x| *x *= inv);
+}
+
+/// Row-wise `x / sqrt(mean(x²) + eps) · w` over rows of `w.len()`, as candle's `rms_norm`.
+fn rms_norm(x: &[f32], w: &[f32], eps: f32, out: &mut [f32]) {
+    let d = w.len();
+    for (xr, or) in x.chunks_exact(d).zip(out.chunks_exact_mut(d)) {
+        let mean = xr.iter().map(|v| v * v).sum::<f32>() / d as f32;
+        let inv = 1.0 / (mean + eps).sqrt();
+        for ((o, v), g) in or.iter_mut().zip(xr).zip(w) {
+            *o = v * inv * g;
+        }
+    }
+}
+
+/// [`rms_norm`] in place.
+fn rms_norm_in_place(x: &mut [f32], w: &[f32], eps: f32) {
+    let d = w.len();
+    for xr in x.chunks_exact_mut(d) {
+        let mean = xr.iter().map(|v| v * v).sum::<f32>() / d as f32;
+        let inv = 1.0 / (mean + eps).sqrt();
+        xr.iter_mut().zip(w).for_each(|(v, g)| *v *= inv * g);
+    }
+}
+
+fn add(x: &mut [f32], y: &[f32]) {
+    x.iter_mut().zip(y).for_each(|(a, b)| *a += b);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    pub(super) fn data(n: usize, seed: u32) -> Vec<f32> {
+        (0..n)
+            .map(|i| (((i as u32).wrapping_mul(2654435761).wrapping_add(seed) >> 8) % 2000) as f32 / 1000.0 - 1.0)
+            .collect()
+    }
+
+    pub(super) fn close(a: &[f32], b: &[f32]) -> f32 {
+        a.iter().zip(b).fold(0f32, |m, (x, y)| m.max((x - y).abs()))
+    }
+
+    /// The slice code computes what candle's ops compute (the models it replaces use those).
+    #[test]
+    fn norms_rope_and_attention_match_candle_ops() {
+        let dev = Device::Cpu;
+        let (hidden, n_head, n_kv_head, head_dim, t, pos) = (64, 4, 2, 16, 3, 5);
+        // RMS norm.
+        let x = data(t * hidden, 1);
+        let w = data(hidden, 2);
+        let mut ours = vec![0f32; t * hidden];
+        rms_norm(&x, &w, 1e-5, &mut ours);
+        let xt = Tensor::from_slice(&x, (t, hidden), &dev).unwrap();
+        let theirs = candle_nn::ops::rms_norm(&xt, &Tensor::from_slice(&w, hidden, &dev).unwrap(), 1e-5).unwrap();
+        assert!(close(&ours, &theirs.flatten_all().unwrap().to_vec1().unwrap()) < 1e-5);
+        let mut inplace = x.clone();
+        rms_norm_in_place(&mut inplace, &w, 1e-5);
+        assert!(close(&inplace, &ours) < 1e-6);
+
+        // RoPE at positions pos..pos+t against rope_i / rope on (1, heads, t, head_dim).
+        let rope = Rope::new(head_dim, 10_000., pos + t);
+        let half = head_dim / 2;
+        let c = Tensor::from_slice(&rope.cos, (pos + t, half), &dev).unwrap().narrow(0, pos, t).unwrap();
+        let s = Tensor::from_slice(&rope.sin, (pos + t, half), &dev).unwrap().narrow(0, pos, t).unwrap();
+        let qw = n_head * head_dim;
+        let q = data(t * qw, 3);
+        let qt = Tensor::from_slice(&q, (1, t, n_head, head_dim), &dev)
+            .unwrap()
+            .transpose(1, 2)
+            .unwrap()
+            .contiguous()
+            .unwrap();
+        for interleaved in [true, false] {
+            let mut ours = q.clone();
+            for r in 0..t {
+                rope.apply(&mut ours[r * qw..(r + 1) * qw], pos + r, interleaved);
+            }
+            let theirs = if interleaved {
+                candle_nn::rotary_emb::rope_i(&qt, &c, &s).unwrap()
+            } else {
+                candle_nn::rotary_emb::rope(&qt, &c, &s).unwrap()
+            };
+            let theirs = theirs.transpose(1, 2).unwrap();
+            assert!(close(&ours, &theirs.flatten_all().unwrap().to_vec1().unwrap()) < 1e-5, "{interleaved}");
+        }
+
+        // Causal grouped-query attention of t new rows over pos cached + t new positions; the
+        // second shape is big enough to run on the worker pool; the third has a sliding window.
+        for (t, pos, window) in [(t, pos, None), (40, 30, None), (6, 20, Some(9))] {
+            let hs = Heads { n_head, n_kv_head, head_dim, scale: 1.0 / (head_dim as f32).sqrt(), window };
+            let positions = pos + t;
+            let q = data(t * qw, 3);
+            let kvw = n_kv_head * head_dim;
+            let (kc, vc) = (data(positions * kvw, 4), data(positions * kvw, 5));
+            let mut ours = vec![0f32; t * qw];
+            attention(&hs, &q, &kc, &vc, pos, t, &mut ours);
+            let heads = |v: &[f32], rows: usize, n: usize| {
+                Tensor::from_slice(v, (1, rows, n, head_dim), &dev)
+                    .unwrap()
+                    .transpose(1, 2)
+                    .unwrap()
+                    .contiguous()
+                    .unwrap()
+            };
+            let (qt, kt, vt) =
+                (heads(&q, t, n_head), heads(&kc, positions, n_kv_head), heads(&vc, positions, n_kv_head));
+            let kt = candle_transformers::utils::repeat_kv(kt, n_head / n_kv_head).unwrap();
+            let vt = candle_transformers::utils::repeat_kv(vt, n_head / n_kv_head).unwrap();
+            let att = (qt.matmul(&kt.t().unwrap()).unwrap() / (head_dim as f64).sqrt()).unwrap();
+            // Masked: future positions, and with a window those `window` or more behind.
+            let mask: Vec<u8> = (0..t)
+                .flat_map(|i| {
+                    (0..positions).map(move |j| u8::from(j > pos + i || window.is_some_and(|w| j + w <= pos + i)))
+                })
+                .collect();
+            let mask = Tensor::from_slice(&mask, (t, positions), &dev).unwrap();
+            let neg = Tensor::new(f32::NEG_INFINITY, &dev).unwrap().broadcast_as(att.shape()).unwrap();
+            let att = mask.broadcast_as(att.shape()).unwrap().where_cond(&neg, &att).unwrap();
+            let att = candle_nn::ops::softmax_last_dim(&att).unwrap();
+            let theirs = att.matmul(&vt.contiguous().unwrap()).unwrap().transpose(1, 2).unwrap();
+            assert!(close(&ours, &theirs.flatten_all().unwrap().to_vec1().unwrap()) < 1e-5, "t={t} pos={pos}");
+        }
+    }
+}
