@@ -21,6 +21,8 @@ pub const QK: usize = 32;
 pub enum Format {
     Q4_0,
     Q4_1,
+    Q5_0,
+    Q5_1,
     Q8_0,
 }
 
@@ -43,6 +45,8 @@ pub struct QWeight {
     d: Vec<f16>,
     /// Q4 only.
     m: Vec<f16>,
+    /// Q5 formats only: each block's fifth bits (bit j for element j), on top of the nibbles.
+    qh: Vec<u32>,
 }
 
 /// Which instruction set the kernels use on this host.
@@ -72,6 +76,7 @@ fn detect(cap: &str) -> Level {
         let f16c = is_x86_feature_detected!("f16c");
         let vnni = is_x86_feature_detected!("avx512f")
             && is_x86_feature_detected!("avx512bw")
+            && is_x86_feature_detected!("avx512vl")
             && is_x86_feature_detected!("avx512vnni");
         if cap != "avx2" && avx2 && f16c && vnni {
             return Level::Avx512Vnni;
@@ -90,6 +95,8 @@ impl Format {
         match dtype {
             D::Q4_0 => Some(Format::Q4_0),
             D::Q4_1 => Some(Format::Q4_1),
+            D::Q5_0 => Some(Format::Q5_0),
+            D::Q5_1 => Some(Format::Q5_1),
             D::Q8_0 => Some(Format::Q8_0),
             _ => None,
         }
@@ -100,6 +107,8 @@ impl Format {
         match self {
             Format::Q4_0 => 18,
             Format::Q4_1 => 20,
+            Format::Q5_0 => 22,
+            Format::Q5_1 => 24,
             Format::Q8_0 => 34,
         }
     }
@@ -134,7 +143,27 @@ impl QWeight {
                         qs.extend_from_slice(&b[4..20]);
                     }
                 }
-                QWeight { kind: Kind::Q4, n, k, nb, qs, d, m }
+                QWeight { kind: Kind::Q4, n, k, nb, qs, d, m, qh: Vec::new() }
+            }
+            Format::Q5_0 | Format::Q5_1 => {
+                let (mut qs, mut d, mut m) = (Vec::with_capacity(n * nb * 16), Vec::with_capacity(n * nb), Vec::new());
+                let mut qh = Vec::with_capacity(n * nb);
+                m.reserve(n * nb);
+                for b in blocks {
+                    let scale = h(b, 0);
+                    d.push(scale);
+                    let at = if format == Format::Q5_0 {
+                        // d·(q − 16) = d·q + (−16·d), exact in f16 as above.
+                        m.push(f16::from_f32(-16.0 * scale.to_f32()));
+                        2
+                    } else {
+                        m.push(h(b, 2));
+                        4
+                    };
+                    qh.push(u32::from_le_bytes([b[at], b[at + 1], b[at + 2], b[at + 3]]));
+                    qs.extend_from_slice(&b[at + 4..at + 20]);
+                }
+                QWeight { kind: Kind::Q4, n, k, nb, qs, d, m, qh }
             }
             Format::Q8_0 => {
                 let (mut qs, mut d) = (Vec::with_capacity(n * k), Vec::with_capacity(n * nb));
@@ -142,7 +171,7 @@ impl QWeight {
                     d.push(h(b, 0));
                     qs.extend_from_slice(&b[2..34]);
                 }
-                QWeight { kind: Kind::Q8, n, k, nb, qs, d, m: Vec::new() }
+                QWeight { kind: Kind::Q8, n, k, nb, qs, d, m: Vec::new(), qh: Vec::new() }
             }
         };
         Ok(w)
@@ -150,7 +179,7 @@ impl QWeight {
 
     /// Bytes held (what one decode step streams from memory).
     pub fn bytes(&self) -> usize {
-        self.qs.len() + 2 * (self.d.len() + self.m.len())
+        self.qs.len() + 2 * (self.d.len() + self.m.len()) + 4 * self.qh.len()
     }
 
     /// Row `r` widened to f32 (an embedding lookup).
@@ -161,10 +190,11 @@ impl QWeight {
             match self.kind {
                 Kind::Q4 => {
                     let m = row.m[b].to_f32();
+                    let hb = row.qh.get(b).copied().unwrap_or(0);
                     for j in 0..16 {
                         let q = row.qs[b * 16 + j];
-                        o[j] = d * (q & 15) as f32 + m;
-                        o[j + 16] = d * (q >> 4) as f32 + m;
+                        o[j] = d * ((q & 15) as u32 | ((hb >> j) & 1) << 4) as f32 + m;
+                        o[j + 16] = d * ((q >> 4) as u32 | ((hb >> (j + 16)) & 1) << 4) as f32 + m;
                     }
                 }
                 Kind::Q8 => {
@@ -183,6 +213,7 @@ impl QWeight {
             qs: &self.qs[r * nb * qb..(r + 1) * nb * qb],
             d: &self.d[r * nb..(r + 1) * nb],
             m: if self.kind == Kind::Q4 { &self.m[r * nb..(r + 1) * nb] } else { &[] },
+            qh: if self.qh.is_empty() { &[] } else { &self.qh[r * nb..(r + 1) * nb] },
         }
     }
 
@@ -254,6 +285,8 @@ pub fn matmul_many(ws: &[&QWeight], x: &[f32], m: usize, dsts: &mut [&mut [f32]]
     for (w, d) in ws.iter().zip(dsts.iter()) {
         assert_eq!(d.len(), m * w.n, "output shape");
     }
+    // The Q5 formats have 16-bit kernels only.
+    let precision = if ws.iter().any(|w| !w.qh.is_empty()) { Precision::I16 } else { precision };
     let acts = match precision {
         Precision::I8 => QActs::I8(Acts::quantize(x, m, k)),
         Precision::I16 => QActs::I16(Acts16::quantize(x, m, k)),
@@ -283,6 +316,8 @@ struct Row<'a> {
     qs: &'a [u8],
     d: &'a [f16],
     m: &'a [f16],
+    /// Empty unless a Q5 format.
+    qh: &'a [u32],
 }
 
 /// How finely activations are quantized before the integer dot products.
@@ -408,9 +443,11 @@ fn dot16<const R: usize>(kind: Kind, lvl: Level, w: &Row, a: [&ActRow16; R]) -> 
     unsafe {
         let refs = a.map(|r| (r.q, r.d, r.s));
         match (kind, lvl) {
-            (Kind::Q4, Level::Avx512Vnni) => return x86::dot_w16_vnni::<true, R>(w.qs, w.d, w.m, refs),
-            (Kind::Q8, Level::Avx512Vnni) => return x86::dot_w16_vnni::<false, R>(w.qs, w.d, w.m, refs),
-            (Kind::Q4, Level::Avx2) => return refs.map(|(q, d, s)| x86::dot_q4_w16_avx2(w.qs, w.d, w.m, q, d, s)),
+            (Kind::Q4, Level::Avx512Vnni) => return x86::dot_w16_vnni::<true, R>(w.qs, w.d, w.m, w.qh, refs),
+            (Kind::Q8, Level::Avx512Vnni) => return x86::dot_w16_vnni::<false, R>(w.qs, w.d, w.m, w.qh, refs),
+            (Kind::Q4, Level::Avx2) => {
+                return refs.map(|(q, d, s)| x86::dot_q4_w16_avx2(w.qs, w.d, w.m, w.qh, q, d, s))
+            }
             (Kind::Q8, Level::Avx2) => return refs.map(|(q, d, _)| x86::dot_q8_w16_avx2(w.qs, w.d, q, d)),
             _ => {}
         }
@@ -426,9 +463,11 @@ fn dot16_scalar(kind: Kind, w: &Row, a: &ActRow16) -> f32 {
         let (lo, hi) = halves16(nb, b);
         let x = |j: usize| if j < 16 { a.q[lo + j] } else { a.q[hi + j - 16] } as i32;
         let sum: i32 = match kind {
-            Kind::Q4 => (0..16)
-                .map(|j| (w.qs[b * 16 + j] & 15) as i32 * x(j) + (w.qs[b * 16 + j] >> 4) as i32 * x(j + 16))
-                .sum(),
+            Kind::Q4 => {
+                let hb = w.qh.get(b).copied().unwrap_or(0);
+                let q = |j: usize, v: u8| v as i32 | (((hb >> j) & 1) << 4) as i32;
+                (0..16).map(|j| q(j, w.qs[b * 16 + j] & 15) * x(j) + q(j + 16, w.qs[b * 16 + j] >> 4) * x(j + 16)).sum()
+            }
             Kind::Q8 => (0..QK).map(|j| w.qs[b * QK + j] as i8 as i32 * x(j)).sum(),
         };
         acc += w.d[b].to_f32() * a.d[b] * sum as f32;
@@ -440,6 +479,8 @@ fn dot16_scalar(kind: Kind, w: &Row, a: &ActRow16) -> f32 {
 }
 
 fn dot(kind: Kind, lvl: Level, w: &Row, a: &ActRow) -> f32 {
+    // Q5 rows reach the 8-bit path only in tests (`matmul_many` moves them to 16 bits).
+    let lvl = if w.qh.is_empty() { lvl } else { Level::Scalar };
     #[cfg(target_arch = "x86_64")]
     // SAFETY: `lvl` comes from run-time feature detection of exactly what each path uses.
     unsafe {
@@ -453,13 +494,14 @@ fn dot(kind: Kind, lvl: Level, w: &Row, a: &ActRow) -> f32 {
     }
     let _ = lvl;
     match kind {
-        Kind::Q4 => dot_q4_scalar(w.qs, w.d, w.m, a.q, a.d, a.s),
+        Kind::Q4 => dot_q4_scalar(w.qs, w.d, w.m, w.qh, a.q, a.d, a.s),
         Kind::Q8 => dot_q8_scalar(w.qs, w.d, a.q, a.d),
     }
 }
 
 /// Four activation rows against one weight row.
 fn dot4(kind: Kind, lvl: Level, w: &Row, a: &[ActRow; 4]) -> [f32; 4] {
+    let lvl = if w.qh.is_empty() { lvl } else { Level::Scalar };
     #[cfg(target_arch = "x86_64")]
     if lvl == Level::Avx512Vnni {
         let refs = [0, 1, 2, 3].map(|i| (a[i].q, a[i].d, a[i].s));
@@ -474,13 +516,15 @@ fn dot4(kind: Kind, lvl: Level, w: &Row, a: &[ActRow; 4]) -> [f32; 4] {
     [0, 1, 2, 3].map(|i| dot(kind, lvl, w, &a[i]))
 }
 
-fn dot_q4_scalar(qs: &[u8], d: &[f16], m: &[f16], aq: &[i8], ad: &[f32], asum: &[f32]) -> f32 {
+fn dot_q4_scalar(qs: &[u8], d: &[f16], m: &[f16], qh: &[u32], aq: &[i8], ad: &[f32], asum: &[f32]) -> f32 {
     let mut acc = 0f32;
     for b in 0..d.len() {
         let (w, a) = (&qs[b * 16..b * 16 + 16], &aq[b * QK..b * QK + QK]);
+        let hb = qh.get(b).copied().unwrap_or(0);
+        let q = |j: usize, v: u8| v as i32 | (((hb >> j) & 1) << 4) as i32;
         let mut sum = 0i32;
         for j in 0..16 {
-            sum += (w[j] & 15) as i32 * a[j] as i32 + (w[j] >> 4) as i32 * a[j + 16] as i32;
+            sum += q(j, w[j] & 15) * a[j] as i32 + q(j + 16, w[j] >> 4) * a[j + 16] as i32;
         }
         acc += d[b].to_f32() * ad[b] * sum as f32 + m[b].to_f32() * asum[b];
     }

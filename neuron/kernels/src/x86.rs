@@ -280,14 +280,28 @@ pub unsafe fn dot_q8_vnni_x4(qs: &[u8], d: &[f16], a: [ActRef; 4]) -> [f32; 4] {
 // so that one `vpdpwssd` on the widened nibbles [lo₂ₚ lo₂ₚ₊₁] covers both blocks' low halves,
 // lanes 0–7 for block 2p and 8–15 for 2p+1: the same lane pattern as the 8-bit path.
 
-/// One Q4 block against its 32 i16 activations (lo half at `a`, hi half at `a + 16·stride`).
+/// Sixteen fifth bits as i16 lanes of 16 or 0.
 #[target_feature(enable = "avx2,fma,f16c")]
 #[inline]
-unsafe fn block_q4_w16_avx2(w: *const u8, a_lo: *const i16, a_hi: *const i16) -> __m256 {
+unsafe fn fifth_bits16(bits: u32) -> __m256i {
+    let lanes = _mm256_setr_epi16(1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024, 2048, 4096, 8192, 16384, i16::MIN);
+    let set = _mm256_cmpeq_epi16(_mm256_and_si256(_mm256_set1_epi16(bits as u16 as i16), lanes), lanes);
+    _mm256_and_si256(set, _mm256_set1_epi16(16))
+}
+
+/// One Q4 (or, with `qh`'s bits, Q5) block against its 32 i16 activations (lo half at `a_lo`, hi
+/// half at `a_hi`).
+#[target_feature(enable = "avx2,fma,f16c")]
+#[inline]
+unsafe fn block_q4_w16_avx2(w: *const u8, qh: Option<u32>, a_lo: *const i16, a_hi: *const i16) -> __m256 {
     let m4 = _mm_set1_epi8(0x0F);
     let v = _mm_loadu_si128(w as *const __m128i);
-    let lo = _mm256_cvtepu8_epi16(_mm_and_si128(v, m4));
-    let hi = _mm256_cvtepu8_epi16(_mm_and_si128(_mm_srli_epi16(v, 4), m4));
+    let mut lo = _mm256_cvtepu8_epi16(_mm_and_si128(v, m4));
+    let mut hi = _mm256_cvtepu8_epi16(_mm_and_si128(_mm_srli_epi16(v, 4), m4));
+    if let Some(bits) = qh {
+        lo = _mm256_or_si256(lo, fifth_bits16(bits));
+        hi = _mm256_or_si256(hi, fifth_bits16(bits >> 16));
+    }
     let p = _mm256_add_epi32(
         _mm256_madd_epi16(lo, _mm256_loadu_si256(a_lo as *const __m256i)),
         _mm256_madd_epi16(hi, _mm256_loadu_si256(a_hi as *const __m256i)),
@@ -308,14 +322,24 @@ unsafe fn block_q8_w16_avx2(w: *const u8, a_lo: *const i16, a_hi: *const i16) ->
 }
 
 #[target_feature(enable = "avx2,fma,f16c")]
-pub unsafe fn dot_q4_w16_avx2(qs: &[u8], d: &[f16], m: &[f16], aq: &[i16], ad: &[f32], asum: &[f32]) -> f32 {
+#[allow(clippy::too_many_arguments)]
+pub unsafe fn dot_q4_w16_avx2(
+    qs: &[u8],
+    d: &[f16],
+    m: &[f16],
+    qh: &[u32],
+    aq: &[i16],
+    ad: &[f32],
+    asum: &[f32],
+) -> f32 {
     let nb = d.len();
     debug_assert!(qs.len() >= nb * 16 && aq.len() >= nb * QK && ad.len() >= nb && asum.len() >= nb);
     let mut acc = _mm256_setzero_ps();
     let mut mt = 0f32;
     for b in 0..nb {
         let (lo, hi) = halves16(nb, b);
-        let p = block_q4_w16_avx2(qs.as_ptr().add(b * 16), aq.as_ptr().add(lo), aq.as_ptr().add(hi));
+        let p =
+            block_q4_w16_avx2(qs.as_ptr().add(b * 16), qh.get(b).copied(), aq.as_ptr().add(lo), aq.as_ptr().add(hi));
         acc = _mm256_fmadd_ps(_mm256_set1_ps(d[b].to_f32() * ad[b]), p, acc);
         mt += m[b].to_f32() * asum[b];
     }
@@ -336,13 +360,20 @@ pub unsafe fn dot_q8_w16_avx2(qs: &[u8], d: &[f16], aq: &[i16], ad: &[f32]) -> f
 }
 
 /// Two blocks' weights widened to i16, in the pair-interleaved order: (lo halves, hi halves).
-#[target_feature(enable = "avx512f,avx512bw,avx2")]
+/// With `qh` (Q5), each element's fifth bit is set from the two blocks' bit words.
+#[target_feature(enable = "avx512f,avx512bw,avx512vl,avx2")]
 #[inline]
-unsafe fn pair_w16_q4(w: *const u8) -> (__m512i, __m512i) {
+unsafe fn pair_w16_q4(w: *const u8, qh: Option<(u32, u32)>) -> (__m512i, __m512i) {
     let m4 = _mm256_set1_epi8(0x0F);
     let v = _mm256_loadu_si256(w as *const __m256i);
-    let lo = _mm256_and_si256(v, m4);
-    let hi = _mm256_and_si256(_mm256_srli_epi16(v, 4), m4);
+    let mut lo = _mm256_and_si256(v, m4);
+    let mut hi = _mm256_and_si256(_mm256_srli_epi16(v, 4), m4);
+    if let Some((b0, b1)) = qh {
+        // lo bytes are elements 0–15 of each block, hi bytes 16–31; a nibble plus 16 sets bit 4.
+        let sixteen = _mm256_set1_epi8(16);
+        lo = _mm256_mask_add_epi8(lo, (b0 & 0xFFFF) | (b1 << 16), lo, sixteen);
+        hi = _mm256_mask_add_epi8(hi, (b0 >> 16) | (b1 & 0xFFFF_0000), hi, sixteen);
+    }
     (_mm512_cvtepu8_epi16(lo), _mm512_cvtepu8_epi16(hi))
 }
 
@@ -357,11 +388,12 @@ unsafe fn pair_w16_q8(w: *const u8) -> (__m512i, __m512i) {
     (_mm512_cvtepi8_epi16(lo), _mm512_cvtepi8_epi16(hi))
 }
 
-#[target_feature(enable = "avx512f,avx512bw,avx2")]
+#[target_feature(enable = "avx512f,avx512bw,avx512vl,avx2")]
 #[inline]
-unsafe fn pair_w16<const Q4: bool>(qs: &[u8], blk: usize) -> (__m512i, __m512i) {
+unsafe fn pair_w16<const Q4: bool>(qs: &[u8], qh: &[u32], blk: usize) -> (__m512i, __m512i) {
     if Q4 {
-        pair_w16_q4(qs.as_ptr().add(blk * 16))
+        let bits = if qh.is_empty() { None } else { Some((qh[blk], qh[blk + 1])) };
+        pair_w16_q4(qs.as_ptr().add(blk * 16), bits)
     } else {
         pair_w16_q8(qs.as_ptr().add(blk * QK))
     }
@@ -369,11 +401,12 @@ unsafe fn pair_w16<const Q4: bool>(qs: &[u8], blk: usize) -> (__m512i, __m512i) 
 
 /// `rows` activation rows against one weight row, 16-bit activations, AVX-512 VNNI.
 /// `Q4` selects the nibble format (with its min term) over Q8.
-#[target_feature(enable = "avx512f,avx512bw,avx512vnni,avx2,fma,f16c")]
+#[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni,avx2,fma,f16c")]
 pub unsafe fn dot_w16_vnni<const Q4: bool, const R: usize>(
     qs: &[u8],
     d: &[f16],
     m: &[f16],
+    qh: &[u32],
     a: [(&[i16], &[f32], &[f32]); R],
 ) -> [f32; R] {
     let nb = d.len();
@@ -398,7 +431,7 @@ pub unsafe fn dot_w16_vnni<const Q4: bool, const R: usize>(
         }
         for j in 0..8 {
             let blk = b + 2 * j;
-            let (wl, wh) = pair_w16::<Q4>(qs, blk);
+            let (wl, wh) = pair_w16::<Q4>(qs, qh, blk);
             for r in 0..R {
                 let x = a[r].0.as_ptr().add(32 * blk);
                 let p = _mm512_dpwssd_epi32(zero, wl, _mm512_loadu_si512(x as *const __m512i));
@@ -411,7 +444,7 @@ pub unsafe fn dot_w16_vnni<const Q4: bool, const R: usize>(
     let mut out = [0f32; R];
     let mut mt = [0f32; R];
     while b + 2 <= nb {
-        let (wl, wh) = pair_w16::<Q4>(qs, b);
+        let (wl, wh) = pair_w16::<Q4>(qs, qh, b);
         for r in 0..R {
             let (q, ad, s) = a[r];
             let s0 = _mm512_set1_ps(d[b].to_f32() * ad[b]);
@@ -433,7 +466,7 @@ pub unsafe fn dot_w16_vnni<const Q4: bool, const R: usize>(
             let (q, ad, s) = a[r];
             let x = q.as_ptr().add(32 * b);
             let v = if Q4 {
-                block_q4_w16_avx2(qs.as_ptr().add(b * 16), x, x.add(16))
+                block_q4_w16_avx2(qs.as_ptr().add(b * 16), qh.get(b).copied(), x, x.add(16))
             } else {
                 block_q8_w16_avx2(qs.as_ptr().add(b * QK), x, x.add(16))
             };
