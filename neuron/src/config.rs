@@ -90,6 +90,11 @@ pub struct ServerConfig {
     pub max_body_bytes: usize,
     /// Seconds in-flight requests get to finish after SIGTERM.
     pub shutdown_grace_secs: u64,
+    /// Seconds a client gets to send a request's headers; a connection that trickles them is
+    /// closed.
+    pub header_timeout_secs: u64,
+    /// Seconds a client gets to send a request's whole body; a trickled body is refused.
+    pub body_timeout_secs: u64,
 }
 
 impl Default for ServerConfig {
@@ -101,6 +106,8 @@ impl Default for ServerConfig {
             admin_keys: Vec::new(),
             max_body_bytes: DEFAULT_MAX_BODY_BYTES,
             shutdown_grace_secs: DEFAULT_SHUTDOWN_GRACE.as_secs(),
+            header_timeout_secs: 10,
+            body_timeout_secs: 30,
         }
     }
 }
@@ -138,8 +145,13 @@ pub enum ConfigError {
 impl Config {
     pub fn from_file(path: &Path) -> Result<Self, ConfigError> {
         let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read { path: path.into(), source })?;
+        Self::parse(&text, path)
+    }
+
+    /// Parses and checks `text`; `path` only names it in errors.
+    pub fn parse(text: &str, path: &Path) -> Result<Self, ConfigError> {
         let config: Self =
-            toml::from_str(&text).map_err(|e| ConfigError::Parse { path: path.into(), message: e.to_string() })?;
+            toml::from_str(text).map_err(|e| ConfigError::Parse { path: path.into(), message: e.to_string() })?;
         config.memory_budget()?;
         Ok(config)
     }

@@ -7,8 +7,13 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
-use axum::serve::ListenerExt;
+use axum::extract::Request;
+use hyper::body::Incoming;
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use hyper_util::server::conn::auto::Builder;
+use hyper_util::service::TowerToHyperService;
 use tokio::net::TcpListener;
+use tower::ServiceExt;
 
 use crate::config::Config;
 use crate::engine::{scheduler::SchedulerConfig, EngineOptions};
@@ -36,6 +41,8 @@ pub struct Neuron {
     metrics: TcpListener,
     max_body_bytes: usize,
     grace: Duration,
+    header_timeout: Duration,
+    body_timeout: Duration,
 }
 
 async fn bind(addr: SocketAddr) -> Result<TcpListener, ServeError> {
@@ -107,6 +114,8 @@ impl Neuron {
             metrics: metrics_listener,
             max_body_bytes: config.server.max_body_bytes,
             grace: Duration::from_secs(config.server.shutdown_grace_secs),
+            header_timeout: Duration::from_secs(config.server.header_timeout_secs.max(1)),
+            body_timeout: Duration::from_secs(config.server.body_timeout_secs.max(1)),
         })
     }
 
@@ -145,7 +154,7 @@ impl Neuron {
     /// requests (streams included) to finish.
     pub async fn run(self, shutdown: impl Future<Output = ()> + Send + 'static) -> Result<(), ServeError> {
         let (tx, rx) = tokio::sync::watch::channel(false);
-        let app = gateway::router(self.state.clone(), self.max_body_bytes);
+        let app = gateway::router(self.state.clone(), self.max_body_bytes, self.body_timeout);
         let metrics_app = gateway::metrics_router(self.state.metrics.clone());
         tracing::info!(http = %self.http_addr(), metrics = %self.metrics_addr(), "neuron listening");
         let reaper = tokio::spawn(self.state.models.clone().run_reaper());
@@ -153,14 +162,7 @@ impl Neuron {
             let _ = axum::serve(self.metrics, metrics_app).await;
         });
         let mut stop = rx.clone();
-        // Streamed tokens are small writes: without TCP_NODELAY, Nagle and delayed ACKs hold
-        // each one back for up to 40 ms.
-        let http = self.http.tap_io(|tcp| {
-            if let Err(e) = tcp.set_nodelay(true) {
-                tracing::debug!(error = %e, "TCP_NODELAY not set");
-            }
-        });
-        let server = axum::serve(http, app).with_graceful_shutdown(async move {
+        let server = serve_http(self.http, app, self.header_timeout, async move {
             let _ = stop.wait_for(|s| *s).await;
         });
         let grace = self.grace;
@@ -175,7 +177,7 @@ impl Neuron {
         let mesh = self.state.mesh.clone();
         let mut stopped = rx;
         let result = tokio::select! {
-            r = async { server.await } => r.map_err(ServeError::Serve),
+            () = server => Ok(()),
             _ = async {
                 let _ = stopped.wait_for(|s| *s).await;
                 tokio::time::sleep(grace).await;
@@ -192,6 +194,53 @@ impl Neuron {
         }
         result
     }
+}
+
+/// Serves `app` on `listener` until `stop`, then waits for open connections to finish their
+/// requests (the caller bounds that wait). axum's own `serve` has no way to set hyper's header
+/// timeout, so this is its accept loop with one: a client that trickles its headers is cut off
+/// after `header_timeout` instead of holding a socket and a task for as long as it likes.
+async fn serve_http(
+    listener: TcpListener,
+    app: axum::Router,
+    header_timeout: Duration,
+    stop: impl Future<Output = ()> + Send,
+) {
+    let graceful = hyper_util::server::graceful::GracefulShutdown::new();
+    let mut builder = Builder::new(TokioExecutor::new());
+    builder.http1().timer(TokioTimer::new()).header_read_timeout(header_timeout);
+    builder.http2().timer(TokioTimer::new());
+    let mut stop = std::pin::pin!(stop);
+    loop {
+        let (tcp, _) = tokio::select! {
+            accepted = listener.accept() => match accepted {
+                Ok(conn) => conn,
+                Err(e) => {
+                    // Out of file descriptors and the like: back off instead of spinning.
+                    tracing::warn!(error = %e, "accepting a connection failed");
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                    continue;
+                }
+            },
+            () = &mut stop => break,
+        };
+        // Streamed tokens are small writes: without TCP_NODELAY, Nagle and delayed ACKs hold
+        // each one back for up to 40 ms.
+        if let Err(e) = tcp.set_nodelay(true) {
+            tracing::debug!(error = %e, "TCP_NODELAY not set");
+        }
+        let service =
+            TowerToHyperService::new(app.clone().map_request(|r: Request<Incoming>| r.map(axum::body::Body::new)));
+        let conn = builder.serve_connection_with_upgrades(TokioIo::new(tcp), service).into_owned();
+        let conn = graceful.watch(conn);
+        tokio::spawn(async move {
+            if let Err(e) = conn.await {
+                tracing::debug!(error = %e, "connection ended with an error");
+            }
+        });
+    }
+    drop(listener);
+    graceful.shutdown().await;
 }
 
 /// Resolves on SIGINT or SIGTERM.

@@ -278,6 +278,13 @@ enum QActs {
 /// Several weights that read the same input (q, k and v; gate and up): the input is quantized
 /// once and all their rows go to the worker pool in one hand-off. `dsts[w]` is `m × ws[w].n`.
 pub fn matmul_many(ws: &[&QWeight], x: &[f32], m: usize, dsts: &mut [&mut [f32]], precision: Precision) {
+    matmul_many_at(level(), ws, x, m, dsts, precision)
+}
+
+/// [`matmul_many`] on a chosen instruction set, capped at what this CPU has (for tests and the
+/// fuzzer, which compare the levels).
+pub fn matmul_many_at(lvl: Level, ws: &[&QWeight], x: &[f32], m: usize, dsts: &mut [&mut [f32]], precision: Precision) {
+    let lvl = if lvl as u8 <= level() as u8 { lvl } else { level() };
     assert_eq!(ws.len(), dsts.len(), "one output per weight");
     let Some(k) = ws.first().map(|w| w.k) else { return };
     assert!(ws.iter().all(|w| w.k == k), "weights of one batch share their input width");
@@ -291,7 +298,6 @@ pub fn matmul_many(ws: &[&QWeight], x: &[f32], m: usize, dsts: &mut [&mut [f32]]
         Precision::I8 => QActs::I8(Acts::quantize(x, m, k)),
         Precision::I16 => QActs::I16(Acts16::quantize(x, m, k)),
     };
-    let lvl = level();
     let outs: Vec<usize> = dsts.iter_mut().map(|d| d.as_mut_ptr() as usize).collect();
     // Weight rows in groups of 8, so that a work item is worth the cursor's atomic and its rows
     // stay in L1 while activation rows stream past them four at a time.

@@ -83,7 +83,48 @@ fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
     a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
 }
 
-pub fn router(state: AppState, max_body_bytes: usize) -> Router {
+/// A request body that has not fully arrived by its deadline fails to read: the handler answers
+/// 400 in its dialect ("could not read the request body") and the connection closes, instead of a
+/// client holding it open by trickling bytes.
+struct DeadlineBody {
+    inner: axum::body::Body,
+    deadline: std::pin::Pin<Box<tokio::time::Sleep>>,
+}
+
+impl http_body::Body for DeadlineBody {
+    type Data = axum::body::Bytes;
+    type Error = axum::Error;
+
+    fn poll_frame(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Result<http_body::Frame<Self::Data>, Self::Error>>> {
+        if std::future::Future::poll(self.deadline.as_mut(), cx).is_ready() {
+            return std::task::Poll::Ready(Some(Err(axum::Error::new("the request body did not arrive in time"))));
+        }
+        std::pin::Pin::new(&mut self.inner).poll_frame(cx)
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> http_body::SizeHint {
+        self.inner.size_hint()
+    }
+}
+
+async fn body_deadline(
+    axum::extract::State(limit): axum::extract::State<std::time::Duration>,
+    req: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> Response {
+    let req =
+        req.map(|inner| axum::body::Body::new(DeadlineBody { inner, deadline: Box::pin(tokio::time::sleep(limit)) }));
+    next.run(req).await
+}
+
+pub fn router(state: AppState, max_body_bytes: usize, body_timeout: std::time::Duration) -> Router {
     Router::new()
         .route("/health", get(health))
         .route("/v1/models", get(list_models))
@@ -99,6 +140,7 @@ pub fn router(state: AppState, max_body_bytes: usize) -> Router {
         .route("/cortex/v1/unpin", post(admin::unpin))
         .fallback(not_found)
         .layer(DefaultBodyLimit::max(max_body_bytes))
+        .layer(axum::middleware::from_fn_with_state(body_timeout, body_deadline))
         .with_state(state)
 }
 
