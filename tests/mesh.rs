@@ -238,3 +238,57 @@ fn the_cli_sees_and_drives_a_two_neuron_fleet() {
     assert_eq!(cortex(&["unload", "tiny-b", "--on", "nowhere"]).status.code(), Some(1));
     assert!(cortex(&["unload", "tiny-b", "--on", "b"]).status.success());
 }
+
+#[test]
+fn garbled_and_oversized_mesh_frames_close_their_stream_and_the_node_keeps_serving() {
+    use cortex_neuron::mesh::{transport, NodeIdentity};
+    use cortex_proto::frame::{self, Message};
+    let tls = TempDir::new("mesh-tls-garbled");
+    // A member of the fleet (its certificate is good) that sends garbage: what a bug or a
+    // compromised node would do. Outsiders never get this far (see the foreign-CA test).
+    fleet_ca(tls.path(), &["a", "prober"]);
+    let d = dirs(1);
+    tiny_model(d[0].path(), "tiny");
+    let a = node(d[0].path(), tls.path(), "a", None, &[]);
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    rt.block_on(async {
+        let id = NodeIdentity::load(tls.path(), "prober").unwrap();
+        let ep = transport::endpoint(&id, "127.0.0.1:0".parse().unwrap()).unwrap();
+        let addr = a.mesh.as_ref().unwrap().parse().unwrap();
+        let (conn, name) = transport::connect(&ep, addr, Some("a")).await.unwrap();
+        assert_eq!(name, "a");
+        let junk: [(&str, Vec<u8>); 4] = [
+            ("not our protocol", b"GET / HTTP/1.1\r\n\r\n".to_vec()),
+            ("a 1 GiB frame", vec![frame::VERSION, 6, 0x40, 0, 0, 0, b'{']),
+            ("a payload that is no message", vec![frame::VERSION, 3, 0, 0, 0, 2, b'{', b'}']),
+            ("an unknown frame kind", vec![frame::VERSION, 99, 0, 0, 0, 0]),
+        ];
+        for (what, bytes) in junk {
+            let (mut send, mut recv) = conn.open_bi().await.unwrap();
+            send.write_all(&bytes).await.unwrap();
+            let _ = send.finish();
+            // Refused at once: the stream is reset, or ends with no answer.
+            let answer = tokio::time::timeout(Duration::from_secs(10), recv.read_to_end(1 << 20))
+                .await
+                .unwrap_or_else(|_| panic!("{what}: the stream was left hanging"));
+            if let Ok(bytes) = answer {
+                assert!(bytes.is_empty(), "{what}: answered {bytes:?}");
+            }
+        }
+        // The connection itself is still good for a well-formed request.
+        let (mut send, mut recv) = conn.open_bi().await.unwrap();
+        send.write_all(&frame::encode(&Message::FetchPlacement { node: "a".into() })).await.unwrap();
+        let _ = send.finish();
+        let bytes = recv.read_to_end(1 << 20).await.unwrap();
+        let (msg, _) = frame::decode(&bytes).unwrap().unwrap();
+        assert!(matches!(msg, Message::Placement { .. }), "{msg:?}");
+    });
+    // And the node answers its clients, having logged each refusal.
+    let (status, body) = post(&a.url("/v1/chat/completions"), &chat("tiny", 3, false));
+    assert_eq!(status, 200, "{body}\n{}", a.log());
+    assert!(
+        a.eventually(Duration::from_secs(5), || a.log().matches("garbled mesh request").count() == 4),
+        "{}",
+        a.log()
+    );
+}
