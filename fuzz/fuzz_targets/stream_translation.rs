@@ -4,8 +4,8 @@
 #![no_main]
 
 use cortex_proto::generate::{ErrorKind, Event, FinishReason, GenerateError, Timings, Usage};
-use cortex_proto::translate::{AnthropicStream, OpenAiChatStream, OpenAiCompletionStream};
 use cortex_proto::translate::{chat_completion, completion, message, Collected};
+use cortex_proto::translate::{AnthropicStream, OpenAiChatStream, OpenAiCompletionStream};
 use libfuzzer_sys::fuzz_target;
 
 fn events(data: &[u8]) -> Vec<Event> {
