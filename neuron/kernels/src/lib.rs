@@ -271,8 +271,8 @@ impl QWeight {
 }
 
 enum QActs {
-    I8(Acts),
-    I16(Acts16),
+    I8(Acts<i8>),
+    I16(Acts<i16>),
 }
 
 /// Several weights that read the same input (q, k and v; gate and up): the input is quantized
@@ -295,8 +295,8 @@ pub fn matmul_many_at(lvl: Level, ws: &[&QWeight], x: &[f32], m: usize, dsts: &m
     // The Q5 formats have 16-bit kernels only.
     let precision = if ws.iter().any(|w| !w.qh.is_empty()) { Precision::I16 } else { precision };
     let acts = match precision {
-        Precision::I8 => QActs::I8(Acts::quantize(x, m, k)),
-        Precision::I16 => QActs::I16(Acts16::quantize(x, m, k)),
+        Precision::I8 => QActs::I8(Acts::<i8>::quantize(x, m, k)),
+        Precision::I16 => QActs::I16(Acts::<i16>::quantize(x, m, k)),
     };
     let outs: Vec<usize> = dsts.iter_mut().map(|d| d.as_mut_ptr() as usize).collect();
     // Weight rows in groups of 8, so that a work item is worth the cursor's atomic and its rows
@@ -332,47 +332,30 @@ pub enum Precision {
     /// 8 bits per value, as llama.cpp does: the fastest, with a relative error near 1e-2 of a
     /// layer's output scale.
     I8,
-    /// 16 bits per value: near-f32 results (about 1e-4) for some 1.3× the arithmetic.
+    /// 16 bits per value: near-f32 results (about 1e-4), for half the multiply-adds per
+    /// instruction (1–3 % of decode speed, more in compute-bound prefill).
     I16,
 }
 
-/// Activations quantized per block: `x ≈ d·q`, with `s = d·Σq` per block for the Q4 min term.
-pub struct Acts {
+/// Activations quantized per block: `x ≈ d·q` with `q` an i8 (`Acts<i8>`, natural order) or an
+/// i16 (`Acts<i16>`, each row pair-interleaved — see `x86`: blocks 2p and 2p+1 as
+/// [2p lo, 2p+1 lo, 2p hi, 2p+1 hi] halves), and `s = d·Σq` per block for the Q4 min term.
+pub struct Acts<T> {
     nb: usize,
-    q: Vec<i8>,
+    q: Vec<T>,
     d: Vec<f32>,
     s: Vec<f32>,
 }
 
 /// One activation row.
-struct ActRow<'a> {
-    q: &'a [i8],
+struct ActRow<'a, T> {
+    q: &'a [T],
     d: &'a [f32],
     s: &'a [f32],
 }
 
-impl Acts {
-    pub fn quantize(x: &[f32], m: usize, k: usize) -> Self {
-        let nb = k / QK;
-        let mut q = vec![0i8; m * k];
-        let (mut d, mut s) = (vec![0f32; m * nb], vec![0f32; m * nb]);
-        for (b, (xs, qs)) in x.chunks_exact(QK).zip(q.chunks_exact_mut(QK)).enumerate() {
-            let amax = xs.iter().fold(0f32, |a, v| a.max(v.abs()));
-            let scale = amax / 127.0;
-            let inv = if scale > 0.0 { 1.0 / scale } else { 0.0 };
-            let mut sum = 0i32;
-            for (o, v) in qs.iter_mut().zip(xs) {
-                let r = (v * inv).round() as i32;
-                sum += r;
-                *o = r as i8;
-            }
-            d[b] = scale;
-            s[b] = scale * sum as f32;
-        }
-        Acts { nb, q, d, s }
-    }
-
-    fn row(&self, i: usize) -> ActRow<'_> {
+impl<T> Acts<T> {
+    fn row(&self, i: usize) -> ActRow<'_, T> {
         let nb = self.nb;
         ActRow {
             q: &self.q[i * nb * QK..(i + 1) * nb * QK],
@@ -382,19 +365,61 @@ impl Acts {
     }
 }
 
-/// Activations at 16 bits, each row pair-interleaved (see `x86`): blocks 2p and 2p+1 as
-/// [2p lo, 2p+1 lo, 2p hi, 2p+1 hi] halves.
-pub struct Acts16 {
-    nb: usize,
-    q: Vec<i16>,
-    d: Vec<f32>,
-    s: Vec<f32>,
+/// Quantizes each 32-value block to `±max` with a per-block scale, writing element `j` of block
+/// `b` (of `nb` per row) where `place(nb, b, j)` says within its row.
+fn quantize<T: Copy + Default>(
+    x: &[f32],
+    m: usize,
+    k: usize,
+    max: f32,
+    to: impl Fn(i32) -> T,
+    place: impl Fn(usize, usize, usize) -> usize,
+) -> Acts<T> {
+    let nb = k / QK;
+    let mut q = vec![T::default(); m * k];
+    let (mut d, mut s) = (vec![0f32; m * nb], vec![0f32; m * nb]);
+    for (i, (xr, qr)) in x.chunks_exact(k).zip(q.chunks_exact_mut(k)).enumerate() {
+        for (b, xs) in xr.chunks_exact(QK).enumerate() {
+            let amax = xs.iter().fold(0f32, |a, v| a.max(v.abs()));
+            let scale = amax / max;
+            let inv = if scale > 0.0 { 1.0 / scale } else { 0.0 };
+            let mut sum = 0i32;
+            for (j, v) in xs.iter().enumerate() {
+                let r = (v * inv).round() as i32;
+                sum += r;
+                qr[place(nb, b, j)] = to(r);
+            }
+            d[i * nb + b] = scale;
+            s[i * nb + b] = scale * sum as f32;
+        }
+    }
+    Acts { nb, q, d, s }
 }
 
-struct ActRow16<'a> {
-    q: &'a [i16],
-    d: &'a [f32],
-    s: &'a [f32],
+impl Acts<i8> {
+    pub fn quantize(x: &[f32], m: usize, k: usize) -> Self {
+        quantize(x, m, k, 127.0, |r| r as i8, |_, b, j| b * QK + j)
+    }
+}
+
+impl Acts<i16> {
+    pub fn quantize(x: &[f32], m: usize, k: usize) -> Self {
+        quantize(
+            x,
+            m,
+            k,
+            32767.0,
+            |r| r as i16,
+            |nb, b, j| {
+                let (lo, hi) = halves16(nb, b);
+                if j < 16 {
+                    lo + j
+                } else {
+                    hi + j - 16
+                }
+            },
+        )
+    }
 }
 
 /// Where block `b`'s lo and hi halves start in a pair-interleaved row of `nb` blocks.
@@ -408,42 +433,8 @@ fn halves16(nb: usize, b: usize) -> (usize, usize) {
     }
 }
 
-impl Acts16 {
-    pub fn quantize(x: &[f32], m: usize, k: usize) -> Self {
-        let nb = k / QK;
-        let mut q = vec![0i16; m * k];
-        let (mut d, mut s) = (vec![0f32; m * nb], vec![0f32; m * nb]);
-        for (i, (xr, qr)) in x.chunks_exact(k).zip(q.chunks_exact_mut(k)).enumerate() {
-            for (b, xs) in xr.chunks_exact(QK).enumerate() {
-                let amax = xs.iter().fold(0f32, |a, v| a.max(v.abs()));
-                let scale = amax / 32767.0;
-                let inv = if scale > 0.0 { 1.0 / scale } else { 0.0 };
-                let (lo, hi) = halves16(nb, b);
-                let mut sum = 0i32;
-                for (j, v) in xs.iter().enumerate() {
-                    let r = (v * inv).round() as i32;
-                    sum += r;
-                    qr[if j < 16 { lo + j } else { hi + j - 16 }] = r as i16;
-                }
-                d[i * nb + b] = scale;
-                s[i * nb + b] = scale * sum as f32;
-            }
-        }
-        Acts16 { nb, q, d, s }
-    }
-
-    fn row(&self, i: usize) -> ActRow16<'_> {
-        let nb = self.nb;
-        ActRow16 {
-            q: &self.q[i * nb * QK..(i + 1) * nb * QK],
-            d: &self.d[i * nb..(i + 1) * nb],
-            s: &self.s[i * nb..(i + 1) * nb],
-        }
-    }
-}
-
 /// `R` activation rows (16-bit) against one weight row.
-fn dot16<const R: usize>(kind: Kind, lvl: Level, w: &Row, a: [&ActRow16; R]) -> [f32; R] {
+fn dot16<const R: usize>(kind: Kind, lvl: Level, w: &Row, a: [&ActRow<i16>; R]) -> [f32; R] {
     #[cfg(target_arch = "x86_64")]
     // SAFETY: `lvl` comes from run-time feature detection of exactly what each path uses.
     unsafe {
@@ -462,7 +453,7 @@ fn dot16<const R: usize>(kind: Kind, lvl: Level, w: &Row, a: [&ActRow16; R]) -> 
     a.map(|a| dot16_scalar(kind, w, a))
 }
 
-fn dot16_scalar(kind: Kind, w: &Row, a: &ActRow16) -> f32 {
+fn dot16_scalar(kind: Kind, w: &Row, a: &ActRow<i16>) -> f32 {
     let nb = w.d.len();
     let mut acc = 0f32;
     for b in 0..nb {
@@ -484,7 +475,7 @@ fn dot16_scalar(kind: Kind, w: &Row, a: &ActRow16) -> f32 {
     acc
 }
 
-fn dot(kind: Kind, lvl: Level, w: &Row, a: &ActRow) -> f32 {
+fn dot(kind: Kind, lvl: Level, w: &Row, a: &ActRow<i8>) -> f32 {
     // Q5 rows reach the 8-bit path only in tests (`matmul_many` moves them to 16 bits).
     let lvl = if w.qh.is_empty() { lvl } else { Level::Scalar };
     #[cfg(target_arch = "x86_64")]
@@ -506,7 +497,7 @@ fn dot(kind: Kind, lvl: Level, w: &Row, a: &ActRow) -> f32 {
 }
 
 /// Four activation rows against one weight row.
-fn dot4(kind: Kind, lvl: Level, w: &Row, a: &[ActRow; 4]) -> [f32; 4] {
+fn dot4(kind: Kind, lvl: Level, w: &Row, a: &[ActRow<i8>; 4]) -> [f32; 4] {
     let lvl = if w.qh.is_empty() { lvl } else { Level::Scalar };
     #[cfg(target_arch = "x86_64")]
     if lvl == Level::Avx512Vnni {
@@ -604,7 +595,7 @@ mod tests {
                 for m in [1usize, 5] {
                     let x: Vec<f32> = (0..m * k).map(|i| ((i * 7919 % 1000) as f32 / 500.0 - 1.0) * 1.7).collect();
                     let want = reference(&deq, &x, m, n, k);
-                    let acts = Acts::quantize(&x, m, k);
+                    let acts = Acts::<i8>::quantize(&x, m, k);
                     for &lvl in levels.iter().filter(|l| **l as u8 <= host as u8) {
                         let got: Vec<f32> = (0..m)
                             .flat_map(|i| (0..n).map(move |r| (i, r)))
@@ -624,7 +615,7 @@ mod tests {
                         }
                     }
                     // 16-bit activations: near the f32 result on every level, and levels agree.
-                    let acts16 = Acts16::quantize(&x, m, k);
+                    let acts16 = Acts::<i16>::quantize(&x, m, k);
                     let mut scalar16 = Vec::new();
                     for &lvl in levels.iter().filter(|l| **l as u8 <= host as u8) {
                         let got: Vec<f32> = (0..m)

@@ -10,8 +10,7 @@ use candle_core::{DType, Device, Tensor};
 use candle_nn::VarBuilder;
 use candle_transformers::models::{llama, quantized_gemma3, quantized_llama, quantized_qwen2, quantized_qwen3, qwen3};
 
-use super::cpu::gemma3::CpuGemma3;
-use super::cpu::llama::CpuLlama;
+use super::cpu::{self, Decoder};
 use super::EngineError;
 
 /// `CORTEX_ENGINE=candle` runs llama and gemma3 GGUF files through candle-transformers' models
@@ -40,10 +39,8 @@ impl WeightsSource {
 /// Architecture-specific weights. Variants hold candle-transformers' types unchanged.
 #[derive(Clone)]
 enum Weights {
-    /// llama GGUF on the CPU with cortex's kernels (see `cpu`).
-    CpuLlama(Arc<CpuLlama>),
-    /// Gemma 3 GGUF on the CPU (see `cpu::gemma3` for where it departs from candle's model).
-    CpuGemma3(Arc<CpuGemma3>),
+    /// llama and Gemma 3 GGUF files on the CPU: cortex's decoder and kernels (see `cpu`).
+    Cpu(Arc<Decoder>),
     QLlama(quantized_llama::ModelWeights),
     /// Not `Clone` in candle-transformers: one shared instance, one sequence at a time.
     QQwen2(Arc<Mutex<quantized_qwen2::ModelWeights>>),
@@ -88,9 +85,9 @@ impl ModelWeights {
         let load_err = |e: candle_core::Error| EngineError::Format(format!("{}: {e}", path.display()));
         // quantized_llama precomputes RoPE for MAX_SEQ_LEN positions only.
         let (weights, model_ctx) = match arch.as_str() {
-            "llama" if device.is_cpu() && cortex_kernels_wanted() && CpuLlama::applies(&content) => {
+            "llama" if device.is_cpu() && cortex_kernels_wanted() && cpu::llama::applies(&content) => {
                 let ctx = file_ctx.min(max_context);
-                (Weights::CpuLlama(Arc::new(CpuLlama::from_gguf(&content, &mut file, ctx).map_err(load_err)?)), ctx)
+                (Weights::Cpu(Arc::new(cpu::llama::load(&content, &mut file, ctx).map_err(load_err)?)), ctx)
             }
             "llama" | "mistral" => (
                 Weights::QLlama(
@@ -112,7 +109,7 @@ impl ModelWeights {
             ),
             "gemma3" if device.is_cpu() && cortex_kernels_wanted() => {
                 let ctx = file_ctx.min(max_context);
-                (Weights::CpuGemma3(Arc::new(CpuGemma3::from_gguf(&content, &mut file, ctx).map_err(load_err)?)), ctx)
+                (Weights::Cpu(Arc::new(cpu::gemma3::load(&content, &mut file, ctx).map_err(load_err)?)), ctx)
             }
             "gemma3" => (
                 Weights::QGemma3(
@@ -193,7 +190,7 @@ impl ModelWeights {
                 w.clear_kv_cache();
                 None
             }
-            Weights::CpuLlama(_) | Weights::CpuGemma3(_) => None,
+            Weights::Cpu(_) => None,
             Weights::QQwen2(w) => {
                 w.lock().unwrap_or_else(|p| p.into_inner()).clear_kv_cache();
                 None
@@ -217,14 +214,12 @@ impl ModelWeights {
 impl Sequence {
     /// Runs `tokens` at positions `pos..pos+len` and returns the last position's logits.
     pub fn forward(&mut self, tokens: &[u32], pos: usize) -> Result<Vec<f32>, EngineError> {
-        match &self.weights {
-            Weights::CpuLlama(w) => return Ok(w.forward(&mut self.cpu_cache, tokens, pos)?),
-            Weights::CpuGemma3(w) => return Ok(w.forward(&mut self.cpu_cache, tokens, pos)?),
-            _ => {}
+        if let Weights::Cpu(w) = &self.weights {
+            return Ok(w.forward(&mut self.cpu_cache, tokens, pos)?);
         }
         let input = Tensor::new(tokens, &self.device)?.unsqueeze(0)?;
         let logits = match &mut self.weights {
-            Weights::CpuLlama(_) | Weights::CpuGemma3(_) => unreachable!("answered above"),
+            Weights::Cpu(_) => unreachable!("answered above"),
             Weights::QLlama(w) => w.forward(&input, pos)?,
             Weights::QQwen2(w) => w.lock().unwrap_or_else(|p| p.into_inner()).forward(&input, pos)?,
             Weights::QQwen3(w) => w.forward(&input, pos)?,

@@ -3,7 +3,8 @@
 //! of the step (norms, RoPE, attention, the MLP) runs on plain f32 slices with scratch buffers
 //! reused across steps. The KV cache grows in place instead of being re-concatenated each step,
 //! grouped heads read their shared K/V rows instead of copies, and the token embedding stays
-//! quantized instead of being widened to f32 at load. `llama` and `gemma3` hold what differs.
+//! quantized instead of being widened to f32 at load. One [`Decoder`] runs both families; `llama`
+//! and `gemma3` read their files into it and say what differs.
 
 pub mod gemma3;
 pub mod llama;
@@ -155,6 +156,177 @@ fn meta_usize(ct: &gguf_file::Content, key: &str) -> Result<usize> {
         .ok_or_else(|| candle_core::Error::msg(format!("GGUF has no {key}")))
 }
 
+/// The MLP's gate activation.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Gate {
+    /// SwiGLU (llama).
+    Silu,
+    /// GeGLU with the tanh approximation (Gemma).
+    GeluTanh,
+}
+
+/// √(2/π), for the tanh approximation of GELU.
+const SQRT_2_OVER_PI: f32 = 0.797_884_6;
+
+impl Gate {
+    fn apply(self, g: f32) -> f32 {
+        match self {
+            Gate::Silu => g / (1.0 + (-g).exp()),
+            Gate::GeluTanh => 0.5 * g * (1.0 + (SQRT_2_OVER_PI * (g + 0.044_715 * g * g * g)).tanh()),
+        }
+    }
+}
+
+/// One transformer block. The optional norms are Gemma's (per-head q/k norms, norms after
+/// attention and after the MLP).
+struct Layer {
+    attn_norm: Vec<f32>,
+    wq: Linear,
+    wk: Linear,
+    wv: Linear,
+    wo: Linear,
+    q_norm: Option<Vec<f32>>,
+    k_norm: Option<Vec<f32>>,
+    post_attn_norm: Option<Vec<f32>>,
+    ffn_norm: Vec<f32>,
+    gate: Linear,
+    up: Linear,
+    down: Linear,
+    post_ffn_norm: Option<Vec<f32>>,
+    /// Which of the decoder's RoPE tables and attention shapes this layer uses.
+    kind: usize,
+}
+
+impl Layer {
+    /// Block `i`'s tensors; the optional norms are read where the file has them.
+    fn load(
+        ct: &gguf_file::Content,
+        reader: &mut (impl std::io::Read + std::io::Seek),
+        i: usize,
+        kind: usize,
+    ) -> Result<Self> {
+        let name = |n: &str| format!("blk.{i}.{n}.weight");
+        let mut t = |n: &str| ct.tensor(reader, &name(n), &Device::Cpu);
+        let mut opt = |n: &str| -> Result<Option<Vec<f32>>> {
+            match ct.tensor_infos.contains_key(&name(n)) {
+                true => Ok(Some(dense(t(n)?)?)),
+                false => Ok(None),
+            }
+        };
+        let (q_norm, k_norm) = (opt("attn_q_norm")?, opt("attn_k_norm")?);
+        let (post_attn_norm, post_ffn_norm) = (opt("post_attention_norm")?, opt("post_ffw_norm")?);
+        Ok(Layer {
+            attn_norm: dense(t("attn_norm")?)?,
+            wq: Linear::new(t("attn_q")?)?,
+            wk: Linear::new(t("attn_k")?)?,
+            wv: Linear::new(t("attn_v")?)?,
+            wo: Linear::new(t("attn_output")?)?,
+            q_norm,
+            k_norm,
+            post_attn_norm,
+            ffn_norm: dense(t("ffn_norm")?)?,
+            gate: Linear::new(t("ffn_gate")?)?,
+            up: Linear::new(t("ffn_up")?)?,
+            down: Linear::new(t("ffn_down")?)?,
+            post_ffn_norm,
+            kind,
+        })
+    }
+}
+
+/// A decoder-only transformer on the CPU: what `llama::load` and `gemma3::load` build.
+pub struct Decoder {
+    embedding: Embedding,
+    /// None with tied embeddings: the embedding matrix is used in place.
+    output: Option<Linear>,
+    layers: Vec<Layer>,
+    norm: Vec<f32>,
+    /// RoPE tables and attention shapes, indexed by `Layer::kind`.
+    ropes: Vec<Rope>,
+    heads: Vec<Heads>,
+    /// Interleaved pairs (llama GGUF files) or NeoX halves.
+    interleaved: bool,
+    gate_fn: Gate,
+    /// Gemma multiplies the embedding by √hidden.
+    embed_scale: Option<f32>,
+    hidden: usize,
+    ff: usize,
+    eps: f32,
+}
+
+impl Decoder {
+    /// Runs `tokens` at positions `pos..` and returns the last position's logits.
+    pub fn forward(&self, cache: &mut Cache, tokens: &[u32], pos: usize) -> Result<Vec<f32>> {
+        let t = tokens.len();
+        let positions = self.ropes.iter().map(|r| r.positions).min().unwrap_or(0);
+        if t == 0 || pos + t > positions {
+            candle_core::bail!("positions {pos}..{} are outside the model's {positions}", pos + t)
+        }
+        // Every kind of layer has the same widths; only windows and RoPE bases differ.
+        let hs = &self.heads[0];
+        let (hidden, ff) = (self.hidden, self.ff);
+        let (qw, kvw) = (hs.n_head * hs.head_dim, hs.n_kv_head * hs.head_dim);
+        cache.rewind(self.layers.len(), pos, kvw)?;
+        let p = precision(t);
+        let s = &mut cache.scratch;
+        let x = resize(&mut s.x, t * hidden);
+        self.embedding.lookup(tokens, x)?;
+        if let Some(scale) = self.embed_scale {
+            x.iter_mut().for_each(|v| *v *= scale);
+        }
+        for (l, layer) in self.layers.iter().enumerate() {
+            let (rope, heads) = (&self.ropes[layer.kind], &self.heads[layer.kind]);
+            let h = resize(&mut s.h, t * hidden);
+            rms_norm(x, &layer.attn_norm, self.eps, h);
+            let (q, k, v) = (resize(&mut s.q, t * qw), resize(&mut s.k, t * kvw), resize(&mut s.v, t * kvw));
+            Linear::forward_many(&[&layer.wq, &layer.wk, &layer.wv], h, t, &mut [&mut *q, &mut *k, &mut *v], p)?;
+            if let (Some(qn), Some(kn)) = (&layer.q_norm, &layer.k_norm) {
+                rms_norm_in_place(q, qn, self.eps);
+                rms_norm_in_place(k, kn, self.eps);
+            }
+            for r in 0..t {
+                rope.apply(&mut q[r * qw..(r + 1) * qw], pos + r, self.interleaved);
+                rope.apply(&mut k[r * kvw..(r + 1) * kvw], pos + r, self.interleaved);
+            }
+            let (kc, vc) = (&mut cache.k[l], &mut cache.v[l]);
+            kc.extend_from_slice(k);
+            vc.extend_from_slice(v);
+            let att = resize(&mut s.att, t * qw);
+            attention(heads, q, kc, vc, pos, t, att);
+            let o = resize(&mut s.o, t * hidden);
+            layer.wo.forward(att, t, o, p)?;
+            if let Some(n) = &layer.post_attn_norm {
+                rms_norm_in_place(o, n, self.eps);
+            }
+            add(x, o);
+            let h = resize(&mut s.h, t * hidden);
+            rms_norm(x, &layer.ffn_norm, self.eps, h);
+            let (gate, up) = (resize(&mut s.gate, t * ff), resize(&mut s.up, t * ff));
+            Linear::forward_many(&[&layer.gate, &layer.up], h, t, &mut [&mut *gate, &mut *up], p)?;
+            for (g, u) in gate.iter_mut().zip(up.iter()) {
+                *g = self.gate_fn.apply(*g) * u;
+            }
+            layer.down.forward(gate, t, o, p)?;
+            if let Some(n) = &layer.post_ffn_norm {
+                rms_norm_in_place(o, n, self.eps);
+            }
+            add(x, o);
+        }
+        cache.len = pos + t;
+        let h = resize(&mut s.h, hidden);
+        rms_norm(&x[(t - 1) * hidden..], &self.norm, self.eps, h);
+        logits(self.output.as_ref(), &self.embedding, h, p)
+    }
+
+    fn kernel_share(&self) -> usize {
+        self.layers
+            .iter()
+            .flat_map(|l| [&l.wq, &l.wk, &l.wv, &l.wo, &l.gate, &l.up, &l.down])
+            .filter(|l| l.is_ours())
+            .count()
+    }
+}
+
 /// One sequence's state: its KV cache (`[position][kv head][head_dim]` per layer, grown in place)
 /// and the step's scratch buffers.
 #[derive(Default)]
@@ -264,6 +436,16 @@ struct Heads {
     window: Option<usize>,
 }
 
+impl Heads {
+    /// Scaled by 1/√head_dim (Gemma 3's `query_pre_attn_scalar` is its head size too).
+    fn new(n_head: usize, n_kv_head: usize, head_dim: usize, window: Option<usize>) -> Result<Self> {
+        if n_head == 0 || n_kv_head == 0 || !n_head.is_multiple_of(n_kv_head) || !head_dim.is_multiple_of(2) {
+            candle_core::bail!("unsupported head layout: {n_head} heads, {n_kv_head} kv heads, head size {head_dim}")
+        }
+        Ok(Heads { n_head, n_kv_head, head_dim, scale: 1.0 / (head_dim as f32).sqrt(), window })
+    }
+}
+
 /// Causal grouped-query attention of `t` new rows (positions `pos..pos+t`) over the cache.
 /// (row, head) pairs are independent: a long prefill spreads them over candle's worker pool.
 fn attention(hs: &Heads, q: &[f32], kc: &[f32], vc: &[f32], pos: usize, t: usize, out: &mut [f32]) {
@@ -370,6 +552,15 @@ mod tests {
 
     pub(super) fn close(a: &[f32], b: &[f32]) -> f32 {
         a.iter().zip(b).fold(0f32, |m, (x, y)| m.max((x - y).abs()))
+    }
+
+    #[test]
+    fn gelu_is_the_tanh_approximation() {
+        // Values of 0.5·x·(1 + tanh(√(2/π)·(x + 0.044715·x³))).
+        for (x, want) in [(0.0f32, 0.0f32), (1.0, 0.841_192), (-1.0, -0.158_808), (3.0, 2.996_363)] {
+            let got = Gate::GeluTanh.apply(x);
+            assert!((got - want).abs() < 1e-5, "gelu({x}) = {got}");
+        }
     }
 
     /// The slice code computes what candle's ops compute (the models it replaces use those).
