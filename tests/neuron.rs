@@ -188,6 +188,35 @@ fn sigterm_lets_a_running_stream_finish_then_exits_zero() {
 }
 
 #[test]
+fn qwen2_and_qwen3_gguf_files_serve_chats() {
+    use cortex_neuron::testutil::{write_tiny_gguf, GgufArch, TinyLlama};
+    let dir = TempDir::new("qwen-gguf");
+    write_tiny_gguf(&dir.path().join("tiny-qwen2.gguf"), TinyLlama::default(), GgufArch::Qwen2).unwrap();
+    write_tiny_gguf(&dir.path().join("tiny-qwen3.gguf"), TinyLlama::default(), GgufArch::Qwen3).unwrap();
+    let n = Neuron::start(dir.path(), &[]);
+    for model in ["tiny-qwen2", "tiny-qwen3"] {
+        let (status, body) = post(&n.url("/v1/chat/completions"), &chat(model, 6, false));
+        assert_eq!(status, 200, "{model}: {body}\n{}", n.log());
+        assert_eq!(body["usage"]["completion_tokens"], 6, "{body}");
+        assert!(!body["choices"][0]["message"]["content"].as_str().unwrap().is_empty(), "{body}");
+    }
+    // qwen2 runs one sequence at a time (its candle weights cannot be cloned): two concurrent
+    // streams both complete, one after the other.
+    let url = n.url("/v1/chat/completions");
+    let streams: Vec<_> = (0..2)
+        .map(|_| {
+            let url = url.clone();
+            std::thread::spawn(move || {
+                sse_events(client().post(&url).json(&chat("tiny-qwen2", 8, true)).send().unwrap())
+            })
+        })
+        .collect();
+    for s in streams {
+        assert_eq!(s.join().unwrap().last().map(|e| e.1.clone()), Some("[DONE]".to_string()));
+    }
+}
+
+#[test]
 fn safetensors_repositories_serve_llama_and_qwen3() {
     use cortex_neuron::testutil::{write_tiny_safetensors, SafetensorsArch, TinyLlama};
     let dir = TempDir::new("safetensors");

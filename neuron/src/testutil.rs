@@ -81,8 +81,22 @@ fn random(rng: &mut rand::rngs::StdRng, shape: (usize, usize), scale: f32) -> Re
     Ok(Tensor::from_vec(data, shape, &Device::Cpu)?)
 }
 
+/// GGUF architectures a generated model can take: the llama layout, plus qwen2's q/k/v biases or
+/// qwen3's per-head q/k norms.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum GgufArch {
+    Llama,
+    Qwen2,
+    Qwen3,
+}
+
 /// Writes a random llama GGUF with tokenizer metadata and a ChatML template to `path`.
 pub fn write_tiny_llama(path: &Path, spec: TinyLlama) -> Result<(), EngineError> {
+    write_tiny_gguf(path, spec, GgufArch::Llama)
+}
+
+/// Writes a random GGUF of `arch` with tokenizer metadata and a ChatML template to `path`.
+pub fn write_tiny_gguf(path: &Path, spec: TinyLlama, arch: GgufArch) -> Result<(), EngineError> {
     let mut rng = rand::rngs::StdRng::seed_from_u64(spec.seed);
     let (tokens, merges) = vocab();
     let n_vocab = tokens.len();
@@ -114,23 +128,47 @@ pub fn write_tiny_llama(path: &Path, spec: TinyLlama) -> Result<(), EngineError>
         tensors.push((format!("{p}.ffn_gate.weight"), q(random(&mut rng, (ff, d), s)?, spec.dtype)?));
         tensors.push((format!("{p}.ffn_up.weight"), q(random(&mut rng, (ff, d), s)?, spec.dtype)?));
         tensors.push((format!("{p}.ffn_down.weight"), q(random(&mut rng, (d, ff), s)?, spec.dtype)?));
+        match arch {
+            GgufArch::Llama => {}
+            GgufArch::Qwen2 => {
+                for (n, w) in [("attn_q", d), ("attn_k", kv), ("attn_v", kv)] {
+                    let bias =
+                        Tensor::new(random(&mut rng, (1, w), 0.1)?.flatten_all()?.to_vec1::<f32>()?, &Device::Cpu)?;
+                    tensors.push((format!("{p}.{n}.bias"), q(bias, GgmlDType::F32)?));
+                }
+            }
+            GgufArch::Qwen3 => {
+                tensors.push((format!("{p}.attn_q_norm.weight"), q(ones(head_dim)?, GgmlDType::F32)?));
+                tensors.push((format!("{p}.attn_k_norm.weight"), q(ones(head_dim)?, GgmlDType::F32)?));
+            }
+        }
     }
     use gguf_file::Value as V;
     let n_special = SPECIAL_TOKENS.len();
     let token_types: Vec<V> = (0..n_vocab).map(|i| V::I32(if i >= n_vocab - n_special { 3 } else { 1 })).collect();
     let id_of = |t: &str| tokens.iter().position(|x| x == t).unwrap_or(0) as u32;
-    let metadata: Vec<(&str, V)> = vec![
-        ("general.architecture", V::String("llama".into())),
-        ("general.name", V::String("cortex tiny test llama".into())),
-        ("llama.context_length", V::U32(spec.context as u32)),
-        ("llama.embedding_length", V::U32(d as u32)),
-        ("llama.block_count", V::U32(spec.layers as u32)),
-        ("llama.feed_forward_length", V::U32(ff as u32)),
-        ("llama.attention.head_count", V::U32(spec.heads as u32)),
-        ("llama.attention.head_count_kv", V::U32(spec.kv_heads as u32)),
-        ("llama.rope.dimension_count", V::U32(head_dim as u32)),
-        ("llama.attention.layer_norm_rms_epsilon", V::F32(1e-5)),
-        ("llama.rope.freq_base", V::F32(10000.0)),
+    let a = match arch {
+        GgufArch::Llama => "llama",
+        GgufArch::Qwen2 => "qwen2",
+        GgufArch::Qwen3 => "qwen3",
+    };
+    let key = |k: &str| format!("{a}.{k}");
+    let arch_keys: Vec<(String, V)> = vec![
+        (key("context_length"), V::U32(spec.context as u32)),
+        (key("embedding_length"), V::U32(d as u32)),
+        (key("block_count"), V::U32(spec.layers as u32)),
+        (key("feed_forward_length"), V::U32(ff as u32)),
+        (key("attention.head_count"), V::U32(spec.heads as u32)),
+        (key("attention.head_count_kv"), V::U32(spec.kv_heads as u32)),
+        (key("attention.key_length"), V::U32(head_dim as u32)),
+        (key("attention.value_length"), V::U32(head_dim as u32)),
+        (key("rope.dimension_count"), V::U32(head_dim as u32)),
+        (key("attention.layer_norm_rms_epsilon"), V::F32(1e-5)),
+        (key("rope.freq_base"), V::F32(10000.0)),
+    ];
+    let mut metadata: Vec<(&str, V)> = vec![
+        ("general.architecture", V::String(a.into())),
+        ("general.name", V::String(format!("cortex tiny test {a}"))),
         ("tokenizer.ggml.model", V::String("gpt2".into())),
         ("tokenizer.ggml.pre", V::String("smollm".into())),
         ("tokenizer.ggml.tokens", V::Array(tokens.iter().map(|t| V::String(t.clone())).collect())),
@@ -141,6 +179,7 @@ pub fn write_tiny_llama(path: &Path, spec: TinyLlama) -> Result<(), EngineError>
         ("tokenizer.ggml.add_bos_token", V::Bool(false)),
         ("tokenizer.chat_template", V::String(CHATML.into())),
     ];
+    metadata.extend(arch_keys.iter().map(|(k, v)| (k.as_str(), v.clone())));
     let md: Vec<(&str, &V)> = metadata.iter().map(|(k, v)| (*k, v)).collect();
     let ts: Vec<(&str, &QTensor)> = tensors.iter().map(|(k, v)| (k.as_str(), v)).collect();
     // Write to a temporary name and rename, so a reader never sees half a file.
