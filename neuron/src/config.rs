@@ -106,7 +106,7 @@ impl Default for ServerConfig {
             admin_keys: Vec::new(),
             max_body_bytes: DEFAULT_MAX_BODY_BYTES,
             shutdown_grace_secs: DEFAULT_SHUTDOWN_GRACE.as_secs(),
-            header_timeout_secs: 10,
+            header_timeout_secs: 30,
             body_timeout_secs: 30,
         }
     }
