@@ -1,12 +1,12 @@
-//! Quantized matmul kernels for the CPU: the GGUF block formats that dominate decode time
-//! (Q4_0, Q4_1, Q8_0), with AVX-512 VNNI and AVX2 paths picked at run time and a scalar fallback,
-//! so one x86-64-v3 binary runs at its best on every host.
+//! Quantized matmul kernels for the CPU: the 32-value GGUF block formats small models ship
+//! (Q4_0, Q4_1, Q5_0, Q5_1, Q8_0), with AVX-512 VNNI and AVX2 paths picked at run time and a
+//! scalar fallback, so one x86-64-v3 binary runs at its best on every host.
 //!
 //! Weights are repacked at load without changing a value: a row's nibbles (or bytes) lie
-//! contiguous and its scales (and mins) in their own arrays, so SIMD loads are plain. Q4_0 is
-//! stored as Q4_1 with `m = -8·d` (exact in f16). Activations are quantized per 32-value block to
-//! i8 with an f32 scale, as ggml does (Q8_0 / Q8_1), and the block sums are kept for the Q4 min
-//! term: `Σ (d·q + m)·(da·a) = d·da·Σ q·a + m·(da·Σ a)`.
+//! contiguous and its scales, mins and fifth bits in their own arrays, so SIMD loads are plain.
+//! Q4_0 and Q5_0 are stored as `d·q + m` with `m = −8·d` or `−16·d` (exact in f16). Activations are
+//! quantized per 32-value block to i8 (as ggml does) or i16 ([`Precision`]) with an f32 scale, and
+//! the block sums are kept for the min term: `Σ (d·q + m)·(da·a) = d·da·Σ q·a + m·(da·Σ a)`.
 
 use half::f16;
 
@@ -51,6 +51,7 @@ pub struct QWeight {
 
 /// Which instruction set the kernels use on this host.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+/// Ordered from least to most capable (levels are compared with `as u8`).
 pub enum Level {
     Scalar,
     Avx2,
