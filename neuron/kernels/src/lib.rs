@@ -49,9 +49,9 @@ pub struct QWeight {
     qh: Vec<u32>,
 }
 
-/// Which instruction set the kernels use on this host.
+/// Which instruction set the kernels use on this host, ordered from least to most capable
+/// (levels are compared with `as u8`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-/// Ordered from least to most capable (levels are compared with `as u8`).
 pub enum Level {
     Scalar,
     Avx2,
