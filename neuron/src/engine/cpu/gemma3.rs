@@ -10,16 +10,15 @@
 use std::io::{Read, Seek};
 
 use candle_core::quantized::gguf_file;
-use candle_core::{Device, Result};
+use candle_core::Result;
 
-use super::{dense, meta_f32, meta_usize, Decoder, Embedding, Gate, Heads, Layer, Rope};
+use super::{meta_f32, meta_usize, Decoder, Gate, Heads, Layer, Rope};
 
 /// `Layer::kind` of the global (full attention) layers and of the sliding-window ones.
 const GLOBAL: usize = 0;
 const LOCAL: usize = 1;
 
 pub fn load<R: Read + Seek>(ct: &gguf_file::Content, reader: &mut R, positions: usize) -> Result<Decoder> {
-    let dev = Device::Cpu;
     let hidden = meta_usize(ct, "gemma3.embedding_length")?;
     let n_head = meta_usize(ct, "gemma3.attention.head_count")?;
     let n_kv_head = meta_usize(ct, "gemma3.attention.head_count_kv").unwrap_or(n_head);
@@ -32,9 +31,7 @@ pub fn load<R: Read + Seek>(ct: &gguf_file::Content, reader: &mut R, positions: 
     let theta_local = meta_f32(ct, "gemma3.rope.local_freq_base").unwrap_or(10_000.);
     let heads =
         vec![Heads::new(n_head, n_kv_head, head_dim, None)?, Heads::new(n_head, n_kv_head, head_dim, Some(window))?];
-    let embedding = Embedding::new(ct.tensor(reader, "token_embd.weight", &dev)?)?;
-    let norm = dense(ct.tensor(reader, "output_norm.weight", &dev)?)?;
-    let output = super::output_layer(ct, reader, &embedding)?;
+    let (embedding, norm, output) = super::ends(ct, reader)?;
     let layers = (0..n_layer)
         .map(|i| Layer::load(ct, reader, i, if (i + 1) % pattern == 0 { GLOBAL } else { LOCAL }))
         .collect::<Result<Vec<_>>>()?;

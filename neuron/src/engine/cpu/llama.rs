@@ -5,10 +5,10 @@
 use std::io::{Read, Seek};
 
 use candle_core::quantized::gguf_file;
-use candle_core::{Device, Result};
+use candle_core::Result;
 use cortex_kernels::Format;
 
-use super::{dense, meta_f32, meta_usize, Decoder, Embedding, Gate, Heads, Layer, Rope};
+use super::{meta_f32, meta_usize, Decoder, Gate, Heads, Layer, Rope};
 
 /// Whether this file is one the CPU decoder runs: a dense llama (no experts), full-width RoPE,
 /// and projections the kernels take (else candle's model is as fast).
@@ -25,7 +25,6 @@ pub fn applies(ct: &gguf_file::Content) -> bool {
 }
 
 pub fn load<R: Read + Seek>(ct: &gguf_file::Content, reader: &mut R, positions: usize) -> Result<Decoder> {
-    let dev = Device::Cpu;
     let hidden = meta_usize(ct, "llama.embedding_length")?;
     let n_head = meta_usize(ct, "llama.attention.head_count")?;
     let n_kv_head = meta_usize(ct, "llama.attention.head_count_kv").unwrap_or(n_head);
@@ -37,9 +36,7 @@ pub fn load<R: Read + Seek>(ct: &gguf_file::Content, reader: &mut R, positions: 
     }
     let head_dim = hidden / n_head;
     let heads = Heads::new(n_head, n_kv_head, head_dim, None)?;
-    let embedding = Embedding::new(ct.tensor(reader, "token_embd.weight", &dev)?)?;
-    let norm = dense(ct.tensor(reader, "output_norm.weight", &dev)?)?;
-    let output = super::output_layer(ct, reader, &embedding)?;
+    let (embedding, norm, output) = super::ends(ct, reader)?;
     let layers = (0..n_layer).map(|i| Layer::load(ct, reader, i, 0)).collect::<Result<Vec<_>>>()?;
     let ff = layers.first().map(|l| l.up.n()).unwrap_or(0);
     let d = Decoder {
@@ -65,7 +62,7 @@ mod tests {
     use super::super::tests::close;
     use super::super::Cache;
     use super::*;
-    use candle_core::Tensor;
+    use candle_core::{Device, Tensor};
 
     /// With f32 weights (candle's matmul on both sides) the whole model computes what
     /// candle-transformers' quantized_llama computes, prefill and decode.

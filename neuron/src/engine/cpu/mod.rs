@@ -110,6 +110,18 @@ impl Embedding {
     }
 }
 
+/// The parts every decoder file has outside its blocks: the token embedding, the final norm and
+/// the output projection.
+fn ends(
+    ct: &gguf_file::Content,
+    reader: &mut (impl std::io::Read + std::io::Seek),
+) -> Result<(Embedding, Vec<f32>, Option<Linear>)> {
+    let embedding = Embedding::new(ct.tensor(reader, "token_embd.weight", &Device::Cpu)?)?;
+    let norm = dense(ct.tensor(reader, "output_norm.weight", &Device::Cpu)?)?;
+    let output = output_layer(ct, reader, &embedding)?;
+    Ok((embedding, norm, output))
+}
+
 /// The output projection: its own matrix, or (tied embeddings) the quantized embedding in place.
 fn output_layer(
     ct: &gguf_file::Content,
