@@ -171,6 +171,32 @@ fn a_killed_peer_is_marked_down_and_its_stream_ends_with_a_clean_error() {
 }
 
 #[test]
+fn a_peer_stopped_with_sigterm_is_seen_to_leave_not_to_fail() {
+    let tls = TempDir::new("mesh-tls-leave");
+    fleet_ca(tls.path(), &["a", "b"]);
+    let d = dirs(2);
+    tiny_model(d[0].path(), "tiny-a");
+    tiny_model(d[1].path(), "tiny-b");
+    let b = node(d[1].path(), tls.path(), "b", None, &[]);
+    let a = node(d[0].path(), tls.path(), "a", Some(&b), &[]);
+    assert!(a.eventually(Duration::from_secs(30), || model_entry(&a, "tiny-b").is_some()), "{}", a.log());
+    assert!(b.terminate().success());
+    assert!(a.eventually(Duration::from_secs(30), || peer_state(&a, "b").as_deref() == Some("left")), "{}", a.log());
+    // foca's own notice (its leave, or failure detection at the latest: 2 s of suspicion after
+    // a missed probe) comes after the goodbye, and must not turn the leave into a failure.
+    std::thread::sleep(Duration::from_secs(6));
+    assert_eq!(peer_state(&a, "b").as_deref(), Some("left"), "{}", a.log());
+    assert_eq!(a.metric("cortex_mesh_peers", &["state=\"left\""]), 1.0);
+    assert_eq!(a.metric("cortex_mesh_peers", &["state=\"down\""]), 0.0);
+    assert!(a.log().contains("peer left") && !a.log().contains("peer down"), "{}", a.log());
+    // A goes on serving its own model, and knows b's is gone rather than waiting on it.
+    let (code, body) = post(&a.url("/v1/chat/completions"), &chat("tiny-a", 3, false));
+    assert_eq!(code, 200, "{body}");
+    let (code, body) = post(&a.url("/v1/chat/completions"), &chat("tiny-b", 3, false));
+    assert_eq!(code, 404, "{body}");
+}
+
+#[test]
 fn a_node_with_a_foreign_certificate_cannot_join() {
     let tls = TempDir::new("mesh-tls-fleet");
     fleet_ca(tls.path(), &["a"]);

@@ -131,7 +131,7 @@ impl Metrics {
             ),
             budget_bytes: reg(&r, gauge("cortex_memory_budget_bytes", "Bytes models may use", &["device"])),
             model_state: reg(&r, gauge("cortex_model_state", "1 for the state each model is in", &["model", "state"])),
-            peers: reg(&r, gauge("cortex_mesh_peers", "Mesh peers by state", &["state"])),
+            peers: reg(&r, gauge("cortex_mesh_peers", "Mesh peers by state (alive, suspect, down, left)", &["state"])),
             mesh_rpcs: reg(
                 &r,
                 counter("cortex_mesh_rpcs_total", "Mesh RPCs by kind and outcome", &["kind", "outcome"]),

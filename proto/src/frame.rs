@@ -40,6 +40,10 @@ pub enum Message {
     Placement {
         doc: Option<PlacementDoc>,
     },
+    /// The sender is shutting down on purpose (peers record a leave, not a failure); the
+    /// receiver ends the stream once it has noted it. Who leaves is the connection's verified
+    /// peer, so the message names nobody.
+    Leaving,
 }
 
 impl Message {
@@ -51,6 +55,7 @@ impl Message {
             Message::AdminResult { .. } => 4,
             Message::FetchPlacement { .. } => 5,
             Message::Placement { .. } => 6,
+            Message::Leaving => 7,
         }
     }
 }
@@ -91,7 +96,7 @@ pub fn decode(buf: &[u8]) -> Result<Option<(Message, usize)>, FrameError> {
         return Err(FrameError::Version(buf[0]));
     }
     let kind = buf[1];
-    if !(1..=6).contains(&kind) {
+    if !(1..=7).contains(&kind) {
         return Err(FrameError::Kind(kind));
     }
     let len = u32::from_be_bytes([buf[2], buf[3], buf[4], buf[5]]) as usize;
@@ -119,6 +124,7 @@ mod tests {
         let b = Message::Admin { action: "pin".into(), model: "m".into() };
         let mut bytes = encode(&a);
         bytes.extend(encode(&b));
+        bytes.extend(encode(&Message::Leaving));
         for cut in 0..bytes.len() {
             let first = decode(&bytes[..cut]).unwrap();
             if cut < encode(&a).len() {
@@ -129,7 +135,9 @@ mod tests {
         assert_eq!(m1, a);
         let (m2, used2) = decode(&bytes[used..]).unwrap().unwrap();
         assert_eq!(m2, b);
-        assert_eq!(used + used2, bytes.len());
+        let (m3, used3) = decode(&bytes[used + used2..]).unwrap().unwrap();
+        assert_eq!(m3, Message::Leaving);
+        assert_eq!(used + used2 + used3, bytes.len());
     }
 
     #[test]

@@ -28,8 +28,31 @@ use crate::metrics::Metrics;
 #[serde(rename_all = "lowercase")]
 pub enum PeerState {
     Alive,
+    /// Probes fail; not yet declared down.
     Suspect,
+    /// Failed: declared down without saying goodbye (killed, crashed, cut off).
     Down,
+    /// Shut down on purpose: it said it was leaving before it went.
+    Left,
+}
+
+impl PeerState {
+    /// Every state, in the order of their metric labels.
+    const ALL: [PeerState; 4] = [PeerState::Alive, PeerState::Suspect, PeerState::Down, PeerState::Left];
+
+    fn as_str(self) -> &'static str {
+        match self {
+            PeerState::Alive => "alive",
+            PeerState::Suspect => "suspect",
+            PeerState::Down => "down",
+            PeerState::Left => "left",
+        }
+    }
+
+    /// Gone, by failure or by leave: nothing is sent to it.
+    fn is_gone(self) -> bool {
+        matches!(self, PeerState::Down | PeerState::Left)
+    }
 }
 
 /// A member's identity in foca: its node name, mesh address and a bump that renews it after
@@ -210,8 +233,7 @@ impl Mesh {
             }
             tokio::time::sleep(wait).await;
             wait = (wait * 2).min(Duration::from_secs(5));
-            let alone =
-                self.members.read().unwrap_or_else(|p| p.into_inner()).values().all(|(_, s)| *s == PeerState::Down);
+            let alone = self.members.read().unwrap_or_else(|p| p.into_inner()).values().all(|(_, s)| s.is_gone());
             if !alone {
                 return;
             }
@@ -290,12 +312,20 @@ impl Mesh {
                 lock(&self.seen).remove(&id.name);
             }
             OwnedNotification::MemberDown(id) => {
-                tracing::warn!(peer = %id.name, "peer down");
+                // foca reports a leave and a failure alike; a peer that said goodbye first
+                // (`Message::Leaving`) stays `Left`.
+                let state = match members.get(&id.name) {
+                    Some((_, PeerState::Left)) => PeerState::Left,
+                    _ => {
+                        tracing::warn!(peer = %id.name, "peer down");
+                        PeerState::Down
+                    }
+                };
                 // Streams from a dead peer end now, not at the QUIC idle timeout.
                 if let Some(conn) = lock(&self.conns).remove(&id.name) {
                     conn.close(quinn::VarInt::from_u32(3), b"peer down");
                 }
-                members.insert(id.name.clone(), (id, PeerState::Down));
+                members.insert(id.name.clone(), (id, state));
             }
             OwnedNotification::Rename(old, new) => {
                 members.remove(&old.name);
@@ -307,13 +337,24 @@ impl Mesh {
     }
 
     fn count_peers(&self, members: &BTreeMap<String, (NodeId, PeerState)>) {
-        let mut counts = [0i64; 3];
-        for (_, s) in members.values() {
-            counts[*s as usize] += 1;
+        for state in PeerState::ALL {
+            let n = members.values().filter(|(_, s)| *s == state).count();
+            self.metrics.peers.with_label_values(&[state.as_str()]).set(n as i64);
         }
-        for (i, st) in ["alive", "suspect", "down"].iter().enumerate() {
-            self.metrics.peers.with_label_values(&[st]).set(counts[i]);
+    }
+
+    /// `peer` (named by its verified certificate) says it is shutting down: route nothing more
+    /// to it. Its streams still running are left alone; foca's down notice closes the
+    /// connection once it has gone.
+    fn peer_left(&self, peer: &str) {
+        let mut members = self.members.write().unwrap_or_else(|p| p.into_inner());
+        if let Some((_, state)) = members.get_mut(peer) {
+            if *state != PeerState::Left {
+                tracing::info!(peer = %peer, "peer left");
+                *state = PeerState::Left;
+            }
         }
+        self.count_peers(&members);
     }
 
     async fn send_datagram(self: &Arc<Self>, to: NodeId, data: bytes::Bytes) {
@@ -537,7 +578,7 @@ impl Mesh {
             .read()
             .unwrap_or_else(|p| p.into_inner())
             .get(node)
-            .filter(|(_, s)| *s != PeerState::Down)
+            .filter(|(_, s)| !s.is_gone())
             .map(|(id, _)| id.addr)
             .ok_or_else(|| format!("peer {node} is not a live member"))?;
         let conn = self.conn(node, addr).await.map_err(|e| e.to_string())?;
@@ -603,6 +644,11 @@ impl Mesh {
                 }
                 let _ = send.finish();
             }
+            Message::Leaving => {
+                self.peer_left(&peer);
+                // Ending the stream is the acknowledgement the leaver waits for.
+                let _ = send.finish();
+            }
             other => tracing::warn!(peer = %peer, message = ?other, "unexpected mesh request"),
         }
     }
@@ -661,8 +707,27 @@ impl Mesh {
         rx
     }
 
-    /// Leaves the cluster gracefully (peers see a leave, not a failure).
-    pub async fn leave(&self) {
+    /// Leaves the cluster gracefully: peers see a leave, not a failure. foca's own leave looks
+    /// like a failure to them, so each live peer is told first, over a stream it acknowledges
+    /// by ending; a peer that does not answer within a second learns it from foca alone.
+    pub async fn leave(self: &Arc<Self>) {
+        let peers: Vec<String> = {
+            let members = self.members.read().unwrap_or_else(|p| p.into_inner());
+            members.iter().filter(|(_, (_, s))| !s.is_gone()).map(|(n, _)| n.clone()).collect()
+        };
+        let told = peers.into_iter().map(|peer| async move {
+            let ack = async {
+                let mut replies = self.rpc(&peer, &Message::Leaving).await?;
+                while replies.recv().await.is_some() {}
+                Ok::<_, String>(())
+            };
+            match tokio::time::timeout(Duration::from_secs(1), ack).await {
+                Ok(Ok(())) => {}
+                Ok(Err(e)) => tracing::debug!(peer = %peer, error = %e, "could not say goodbye"),
+                Err(_) => tracing::debug!(peer = %peer, "no answer to goodbye"),
+            }
+        });
+        futures::future::join_all(told).await;
         let (tx, rx) = tokio::sync::oneshot::channel();
         if self.input.send(Input::Leave(tx)).is_ok() {
             let _ = tokio::time::timeout(Duration::from_secs(2), rx).await;
