@@ -1,5 +1,5 @@
-//! Hostile or broken HTTP clients against a real neuron: slow headers and trickled bodies are cut
-//! off at their deadlines while everyone else is served.
+//! Hostile or broken HTTP clients against a real neuron: slow headers (on the API and the metrics
+//! port) and trickled bodies are cut off at their deadlines while everyone else is served.
 
 mod common;
 
@@ -53,6 +53,23 @@ fn a_client_that_trickles_its_headers_is_cut_off_while_others_are_served() {
     let took = t0.elapsed();
     assert!(took >= Duration::from_millis(900), "closed before the header deadline: {took:?}");
     assert!(client().get(n.url("/health")).send().unwrap().status().is_success(), "{}", n.log());
+}
+
+#[test]
+fn the_metrics_port_cuts_off_trickled_headers_too() {
+    let dir = TempDir::new("slow-metrics-headers");
+    let n = neuron_with_short_deadlines(&dir);
+    let mut slow = TcpStream::connect(n.metrics.trim_start_matches("http://")).unwrap();
+    slow.set_read_timeout(Some(Duration::from_secs(15))).unwrap();
+    let t0 = Instant::now();
+    slow.write_all(b"GET /metrics HTTP/1.1\r\nHost: neuron\r\n").unwrap();
+    // Prometheus scraping goes on meanwhile.
+    assert!(n.metric("cortex_in_flight_requests", &[]) == 0.0);
+    let answer = read_until_closed(&mut slow).unwrap();
+    let took = t0.elapsed();
+    assert!(took >= Duration::from_millis(900), "closed before the header deadline: {took:?}");
+    assert!(!answer.contains("cortex_"), "answered a request whose headers never ended: {answer}");
+    assert!(n.metric("cortex_in_flight_requests", &[]) == 0.0, "{}", n.log());
 }
 
 #[test]

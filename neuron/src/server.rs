@@ -158,9 +158,10 @@ impl Neuron {
         let metrics_app = gateway::metrics_router(self.state.metrics.clone());
         tracing::info!(http = %self.http_addr(), metrics = %self.metrics_addr(), "neuron listening");
         let reaper = tokio::spawn(self.state.models.clone().run_reaper());
-        let metrics_task = tokio::spawn(async move {
-            let _ = axum::serve(self.metrics, metrics_app).await;
-        });
+        // The same accept loop and header timeout as the API: the metrics port is no less
+        // exposed to slow clients. It serves until the end, so the drain can be watched.
+        let metrics_task =
+            tokio::spawn(serve_http(self.metrics, metrics_app, self.header_timeout, std::future::pending()));
         let mut stop = rx.clone();
         let server = serve_http(self.http, app, self.header_timeout, async move {
             let _ = stop.wait_for(|s| *s).await;
@@ -196,7 +197,7 @@ impl Neuron {
     }
 }
 
-/// Serves `app` on `listener` until `stop`, then waits for open connections to finish their
+/// Serves `app` (the API or the metrics) on `listener` until `stop`, then waits for open connections to finish their
 /// requests (the caller bounds that wait). axum's own `serve` has no way to set hyper's header
 /// timeout, so this is its accept loop with one: a client that trickles its headers is cut off
 /// after `header_timeout` instead of holding a socket and a task for as long as it likes.
