@@ -3,27 +3,34 @@
 //! block shows here), at both activation precisions.
 #![no_main]
 
-use cortex_kernels::{matmul_many_at, Format, Level, Precision, QWeight};
+use cortex_kernels::{effective_precision, matmul_many_at, Format, Level, Precision, QWeight};
 use libfuzzer_sys::fuzz_target;
 
-const FORMATS: [(Format, usize); 5] =
-    [(Format::Q4_0, 18), (Format::Q4_1, 20), (Format::Q5_0, 22), (Format::Q5_1, 24), (Format::Q8_0, 34)];
+/// Each format with its block's values and bytes, and where its f16 scales' high bytes lie.
+const FORMATS: [(Format, usize, usize, &[usize]); 7] = [
+    (Format::Q4_0, 32, 18, &[1]),
+    (Format::Q4_1, 32, 20, &[1, 3]),
+    (Format::Q5_0, 32, 22, &[1]),
+    (Format::Q5_1, 32, 24, &[1, 3]),
+    (Format::Q8_0, 32, 34, &[1]),
+    (Format::Q4K, 256, 144, &[1, 3]),
+    (Format::Q6K, 256, 210, &[209]),
+];
 
 fuzz_target!(|data: &[u8]| {
     let [f, n, nb, m, rest @ ..] = data else { return };
-    let (format, block) = FORMATS[*f as usize % FORMATS.len()];
-    let (n, nb, m) = (1 + *n as usize % 9, 1 + *nb as usize % 40, 1 + *m as usize % 6);
-    let k = nb * 32;
+    let (format, values, block, scales) = FORMATS[*f as usize % FORMATS.len()];
+    let (n, nb, m) = (1 + *n as usize % 9, 1 + *nb as usize % (1280 / values), 1 + *m as usize % 6);
+    let k = nb * values;
     if rest.is_empty() {
         return;
     }
     let mut raw: Vec<u8> = rest.iter().copied().cycle().take(n * nb * block).collect();
     // Keep the f16 scale (and min) finite and small: arbitrary exponents make inf − inf = NaN,
     // which no two summation orders agree on.
-    let halves = if matches!(format, Format::Q4_1 | Format::Q5_1) { 2 } else { 1 };
     for b in raw.chunks_exact_mut(block) {
-        for h in 0..halves {
-            b[2 * h + 1] &= 0x83;
+        for &at in scales {
+            b[at] &= 0x83;
         }
     }
     let w = QWeight::from_gguf_bytes(format, n, k, &raw).expect("sizes match");
@@ -40,9 +47,10 @@ fuzz_target!(|data: &[u8]| {
         }
     }
     for p in [Precision::I8, Precision::I16] {
-        let mut want = vec![0f32; m * n];
-        matmul_many_at(Level::Scalar, &[&w], &x, m, &mut [&mut want], p);
         for lvl in [Level::Avx2, Level::Avx512Vnni] {
+            // Against the scalar path at the precision this level computes at.
+            let mut want = vec![0f32; m * n];
+            matmul_many_at(Level::Scalar, &[&w], &x, m, &mut [&mut want], effective_precision(lvl, &[&w], p));
             let mut got = vec![0f32; m * n];
             matmul_many_at(lvl, &[&w], &x, m, &mut [&mut got], p);
             for (g, e) in got.iter().zip(&want) {

@@ -33,9 +33,13 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     println!("load: {:.3} s", t0.elapsed().as_secs_f64());
 
     let vocab = 1000u32;
-    // CORTEX_BENCH_ONLY=tg128 runs decode alone (for a profiler).
+    // CORTEX_BENCH_ONLY=tg128 (or pp512) runs that part alone, for a profiler.
     let only = std::env::var("CORTEX_BENCH_ONLY").ok();
-    let prefill: &[usize] = if only.as_deref() == Some("tg128") { &[] } else { &[64, 512] };
+    let prefill: &[usize] = match only.as_deref() {
+        Some("tg128") => &[],
+        Some("pp512") => &[512],
+        _ => &[64, 512],
+    };
     for &n in prefill {
         let prompt: Vec<u32> = (0..n as u32).map(|i| (i * 7919) % vocab + 100).collect();
         let rates = (0..REPS)
@@ -47,6 +51,9 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
             })
             .collect();
         println!("pp{n}: {:.1} tok/s", median(rates));
+    }
+    if only.as_deref() == Some("pp512") {
+        return Ok(());
     }
     let rates = (0..REPS)
         .map(|_| {

@@ -1,20 +1,27 @@
-//! Quantized matmul kernels for the CPU: the 32-value GGUF block formats small models ship
-//! (Q4_0, Q4_1, Q5_0, Q5_1, Q8_0), with AVX-512 VNNI and AVX2 paths picked at run time and a
-//! scalar fallback, so one x86-64-v3 binary runs at its best on every host.
+//! Quantized matmul kernels for the CPU: the GGUF formats small models ship (Q4_0, Q4_1, Q5_0,
+//! Q5_1, Q8_0 and the K-quants Q4_K, Q6_K), with AVX-512 VNNI and AVX2 paths picked at run time
+//! and a scalar fallback, so one x86-64-v3 binary runs at its best on every host.
 //!
 //! Weights are repacked at load without changing a value: a row's nibbles (or bytes) lie
 //! contiguous and its scales, mins and fifth bits in their own arrays, so SIMD loads are plain.
-//! Q4_0 and Q5_0 are stored as `d·q + m` with `m = −8·d` or `−16·d` (exact in f16). Activations are
-//! quantized per 32-value block to i8 (as ggml does) or i16 ([`Precision`]) with an f32 scale, and
-//! the block sums are kept for the min term: `Σ (d·q + m)·(da·a) = d·da·Σ q·a + m·(da·Σ a)`.
+//! Q4_0 and Q5_0 are stored as `d·q + m` with `m = −8·d` or `−16·d` (exact in f16). The K-quants
+//! become the same 32-value blocks: Q4_K's sub-block `d·sc` and `−dmin·min` are exact products in
+//! f32 (not in f16), and Q6_K becomes i8 `q − 32` with one f32 scale `d·sc` per 16 values.
+//! Activations are quantized per 32-value block to i8 (as ggml does) or i16 ([`Precision`]) with an
+//! f32 scale, and the block sums are kept for the min term:
+//! `Σ (d·q + m)·(da·a) = d·da·Σ q·a + m·(da·Σ a)`.
 
 use half::f16;
 
 #[cfg(target_arch = "x86_64")]
 mod x86;
 
-/// Values per quantization block in every format here.
+/// Values per quantization block in every format here (K-quant super-blocks are split into
+/// blocks of this size at load).
 pub const QK: usize = 32;
+
+/// Values per K-quant super-block.
+const QK_K: usize = 256;
 
 /// The block formats these kernels take.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -24,14 +31,74 @@ pub enum Format {
     Q5_0,
     Q5_1,
     Q8_0,
+    Q4K,
+    Q6K,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Kind {
     /// value = d·q + m, q in 0..=15 (nibbles: low = element j, high = element j + 16).
     Q4,
-    /// value = d·q, q an i8.
+    /// value = d·q, q an i8 (with `split`, one d per 16 values).
     Q8,
+}
+
+/// A weight's block scales (and Q4 mins): f16 as the file stores them, or f32 where a format's
+/// scale is a product that f16 cannot hold exactly (the K-quants).
+enum Scales {
+    F16(Vec<f16>),
+    F32(Vec<f32>),
+}
+
+impl Scales {
+    fn bytes(&self) -> usize {
+        match self {
+            Scales::F16(v) => 2 * v.len(),
+            Scales::F32(v) => 4 * v.len(),
+        }
+    }
+
+    fn slice(&self, r: std::ops::Range<usize>) -> ScaleRow<'_> {
+        match self {
+            Scales::F16(v) => ScaleRow::F16(&v[r]),
+            Scales::F32(v) => ScaleRow::F32(&v[r]),
+        }
+    }
+}
+
+#[derive(Clone, Copy)]
+enum ScaleRow<'a> {
+    F16(&'a [f16]),
+    F32(&'a [f32]),
+}
+
+impl ScaleRow<'_> {
+    fn get(&self, i: usize) -> f32 {
+        match self {
+            ScaleRow::F16(v) => v[i].to_f32(),
+            ScaleRow::F32(v) => v[i],
+        }
+    }
+}
+
+/// A scale as the kernels read it: `F32` tells the SIMD paths which load to use.
+pub(crate) trait Scale: Copy {
+    const F32: bool;
+    fn f(self) -> f32;
+}
+
+impl Scale for f16 {
+    const F32: bool = false;
+    fn f(self) -> f32 {
+        self.to_f32()
+    }
+}
+
+impl Scale for f32 {
+    const F32: bool = true;
+    fn f(self) -> f32 {
+        self
+    }
 }
 
 /// One linear layer's weights: `n` rows (outputs) of `k` inputs, repacked for the kernels.
@@ -42,11 +109,13 @@ pub struct QWeight {
     /// Blocks per row.
     nb: usize,
     qs: Vec<u8>,
-    d: Vec<f16>,
+    d: Scales,
     /// Q4 only.
-    m: Vec<f16>,
+    m: Scales,
     /// Q5 formats only: each block's fifth bits (bit j for element j), on top of the nibbles.
     qh: Vec<u32>,
+    /// Two scales per block, one per 16 values (Q6_K).
+    split: bool,
 }
 
 /// Which instruction set the kernels use on this host, ordered from least to most capable
@@ -99,18 +168,22 @@ impl Format {
             D::Q5_0 => Some(Format::Q5_0),
             D::Q5_1 => Some(Format::Q5_1),
             D::Q8_0 => Some(Format::Q8_0),
+            D::Q4K => Some(Format::Q4K),
+            D::Q6K => Some(Format::Q6K),
             _ => None,
         }
     }
 
-    /// Bytes of one block in the GGUF file.
-    fn block_bytes(self) -> usize {
+    /// Values and bytes of one block (a super-block for the K-quants) in the GGUF file.
+    fn block(self) -> (usize, usize) {
         match self {
-            Format::Q4_0 => 18,
-            Format::Q4_1 => 20,
-            Format::Q5_0 => 22,
-            Format::Q5_1 => 24,
-            Format::Q8_0 => 34,
+            Format::Q4_0 => (QK, 18),
+            Format::Q4_1 => (QK, 20),
+            Format::Q5_0 => (QK, 22),
+            Format::Q5_1 => (QK, 24),
+            Format::Q8_0 => (QK, 34),
+            Format::Q4K => (QK_K, 144),
+            Format::Q6K => (QK_K, 210),
         }
     }
 }
@@ -118,13 +191,13 @@ impl Format {
 impl QWeight {
     /// Repacks `n × k` weights from their GGUF bytes (row-major blocks, as in the file).
     pub fn from_gguf_bytes(format: Format, n: usize, k: usize, raw: &[u8]) -> Result<Self, String> {
-        if k == 0 || !k.is_multiple_of(QK) {
-            return Err(format!("row length {k} is not a multiple of {QK}"));
+        let (bk, bb) = format.block();
+        if k == 0 || !k.is_multiple_of(bk) {
+            return Err(format!("{format:?}: row length {k} is not a multiple of {bk}"));
         }
         let nb = k / QK;
-        let bb = format.block_bytes();
-        if raw.len() != n * nb * bb {
-            return Err(format!("{format:?} {n}x{k} needs {} bytes, got {}", n * nb * bb, raw.len()));
+        if raw.len() != n * (k / bk) * bb {
+            return Err(format!("{format:?} {n}x{k} needs {} bytes, got {}", n * (k / bk) * bb, raw.len()));
         }
         let h = |b: &[u8], at: usize| f16::from_le_bytes([b[at], b[at + 1]]);
         let blocks = raw.chunks_exact(bb);
@@ -144,7 +217,17 @@ impl QWeight {
                         qs.extend_from_slice(&b[4..20]);
                     }
                 }
-                QWeight { kind: Kind::Q4, n, k, nb, qs, d, m, qh: Vec::new() }
+                QWeight {
+                    kind: Kind::Q4,
+                    n,
+                    k,
+                    nb,
+                    qs,
+                    d: Scales::F16(d),
+                    m: Scales::F16(m),
+                    qh: Vec::new(),
+                    split: false,
+                }
             }
             Format::Q5_0 | Format::Q5_1 => {
                 let (mut qs, mut d, mut m) = (Vec::with_capacity(n * nb * 16), Vec::with_capacity(n * nb), Vec::new());
@@ -164,7 +247,7 @@ impl QWeight {
                     qh.push(u32::from_le_bytes([b[at], b[at + 1], b[at + 2], b[at + 3]]));
                     qs.extend_from_slice(&b[at + 4..at + 20]);
                 }
-                QWeight { kind: Kind::Q4, n, k, nb, qs, d, m, qh }
+                QWeight { kind: Kind::Q4, n, k, nb, qs, d: Scales::F16(d), m: Scales::F16(m), qh, split: false }
             }
             Format::Q8_0 => {
                 let (mut qs, mut d) = (Vec::with_capacity(n * k), Vec::with_capacity(n * nb));
@@ -172,25 +255,103 @@ impl QWeight {
                     d.push(h(b, 0));
                     qs.extend_from_slice(&b[2..34]);
                 }
-                QWeight { kind: Kind::Q8, n, k, nb, qs, d, m: Vec::new(), qh: Vec::new() }
+                QWeight {
+                    kind: Kind::Q8,
+                    n,
+                    k,
+                    nb,
+                    qs,
+                    d: Scales::F16(d),
+                    m: Scales::F16(Vec::new()),
+                    qh: Vec::new(),
+                    split: false,
+                }
+            }
+            Format::Q4K => {
+                let (mut qs, mut d, mut m) = (Vec::with_capacity(n * k / 2), Vec::with_capacity(n * nb), Vec::new());
+                m.reserve(n * nb);
+                for b in raw.chunks_exact(bb) {
+                    let (sd, smin) = (h(b, 0).to_f32(), h(b, 2).to_f32());
+                    let sc = &b[4..16];
+                    let q = &b[16..144];
+                    for s in 0..QK_K / QK {
+                        // ggml's 6-bit scale and min of sub-block s, packed in 12 bytes.
+                        let (scale, min) = if s < 4 {
+                            (sc[s] & 63, sc[s + 4] & 63)
+                        } else {
+                            ((sc[s + 4] & 0xF) | ((sc[s - 4] >> 6) << 4), (sc[s + 4] >> 4) | ((sc[s] >> 6) << 4))
+                        };
+                        d.push(sd * scale as f32);
+                        m.push(-smin * min as f32);
+                        // Sub-block s is the low (even s) or high (odd s) nibbles of 32 bytes.
+                        let v = |j: usize| (q[32 * (s / 2) + j] >> (4 * (s % 2))) & 15;
+                        qs.extend((0..16).map(|j| v(j) | (v(j + 16) << 4)));
+                    }
+                }
+                QWeight {
+                    kind: Kind::Q4,
+                    n,
+                    k,
+                    nb,
+                    qs,
+                    d: Scales::F32(d),
+                    m: Scales::F32(m),
+                    qh: Vec::new(),
+                    split: false,
+                }
+            }
+            Format::Q6K => {
+                let (mut qs, mut d) = (Vec::with_capacity(n * k), Vec::with_capacity(2 * n * nb));
+                for b in raw.chunks_exact(bb) {
+                    let (ql, qh, sc) = (&b[0..128], &b[128..192], &b[192..208]);
+                    let sd = h(b, 208).to_f32();
+                    // ggml's layout: per 128 values, 64 low-nibble bytes and 32 bytes of 2-bit
+                    // pairs; value 128·c + 32·g + l takes ql's nibble and qh's bits 2g, 2g+1.
+                    for c in 0..2 {
+                        let (ql, qh) = (&ql[64 * c..], &qh[32 * c..]);
+                        for g in 0..4 {
+                            qs.extend((0..32).map(|l| {
+                                let lo = (ql[32 * (g % 2) + l] >> (4 * (g / 2))) & 15;
+                                let hi = (qh[l] >> (2 * g)) & 3;
+                                ((lo | (hi << 4)) as i8 - 32) as u8
+                            }));
+                        }
+                    }
+                    d.extend(sc.iter().map(|&s| sd * s as i8 as f32));
+                }
+                QWeight {
+                    kind: Kind::Q8,
+                    n,
+                    k,
+                    nb,
+                    qs,
+                    d: Scales::F32(d),
+                    m: Scales::F32(Vec::new()),
+                    qh: Vec::new(),
+                    split: true,
+                }
             }
         };
         Ok(w)
     }
 
+    /// Whether the AVX2 kernels take this weight with 8-bit activations (f16 scales, no fifth bits).
+    fn has_avx2_8bit(&self) -> bool {
+        self.qh.is_empty() && matches!(self.d, Scales::F16(_))
+    }
+
     /// Bytes held (what one decode step streams from memory).
     pub fn bytes(&self) -> usize {
-        self.qs.len() + 2 * (self.d.len() + self.m.len()) + 4 * self.qh.len()
+        self.qs.len() + self.d.bytes() + self.m.bytes() + 4 * self.qh.len()
     }
 
     /// Row `r` widened to f32 (an embedding lookup).
     pub fn dequantize_row(&self, r: usize, out: &mut [f32]) {
         let row = self.row(r);
         for (b, o) in out.chunks_exact_mut(QK).enumerate().take(self.nb) {
-            let d = row.d[b].to_f32();
             match self.kind {
                 Kind::Q4 => {
-                    let m = row.m[b].to_f32();
+                    let (d, m) = (row.d.get(b), row.m.get(b));
                     let hb = row.qh.get(b).copied().unwrap_or(0);
                     for j in 0..16 {
                         let q = row.qs[b * 16 + j];
@@ -200,6 +361,7 @@ impl QWeight {
                 }
                 Kind::Q8 => {
                     for (j, v) in o.iter_mut().enumerate() {
+                        let d = if self.split { row.d.get(2 * b + j / 16) } else { row.d.get(b) };
                         *v = d * row.qs[b * QK + j] as i8 as f32;
                     }
                 }
@@ -210,11 +372,13 @@ impl QWeight {
     fn row(&self, r: usize) -> Row<'_> {
         let nb = self.nb;
         let qb = if self.kind == Kind::Q4 { 16 } else { 32 };
+        let ds = if self.split { 2 * nb } else { nb };
         Row {
             qs: &self.qs[r * nb * qb..(r + 1) * nb * qb],
-            d: &self.d[r * nb..(r + 1) * nb],
-            m: if self.kind == Kind::Q4 { &self.m[r * nb..(r + 1) * nb] } else { &[] },
+            d: self.d.slice(r * ds..(r + 1) * ds),
+            m: if self.kind == Kind::Q4 { self.m.slice(r * nb..(r + 1) * nb) } else { self.m.slice(0..0) },
             qh: if self.qh.is_empty() { &[] } else { &self.qh[r * nb..(r + 1) * nb] },
+            split: self.split,
         }
     }
 
@@ -285,7 +449,7 @@ pub fn matmul_many(ws: &[&QWeight], x: &[f32], m: usize, dsts: &mut [&mut [f32]]
 /// [`matmul_many`] on a chosen instruction set, capped at what this CPU has (for tests and the
 /// fuzzer, which compare the levels).
 pub fn matmul_many_at(lvl: Level, ws: &[&QWeight], x: &[f32], m: usize, dsts: &mut [&mut [f32]], precision: Precision) {
-    let lvl = if lvl as u8 <= level() as u8 { lvl } else { level() };
+    let lvl = capped(lvl);
     assert_eq!(ws.len(), dsts.len(), "one output per weight");
     let Some(k) = ws.first().map(|w| w.k) else { return };
     assert!(ws.iter().all(|w| w.k == k), "weights of one batch share their input width");
@@ -293,8 +457,7 @@ pub fn matmul_many_at(lvl: Level, ws: &[&QWeight], x: &[f32], m: usize, dsts: &m
     for (w, d) in ws.iter().zip(dsts.iter()) {
         assert_eq!(d.len(), m * w.n, "output shape");
     }
-    // The Q5 formats have 16-bit kernels only.
-    let precision = if ws.iter().any(|w| !w.qh.is_empty()) { Precision::I16 } else { precision };
+    let precision = effective_precision(lvl, ws, precision);
     let acts = match precision {
         Precision::I8 => QActs::I8(Acts::<i8>::quantize(x, m, k)),
         Precision::I16 => QActs::I16(Acts::<i16>::quantize(x, m, k)),
@@ -318,13 +481,34 @@ pub fn matmul_many_at(lvl: Level, ws: &[&QWeight], x: &[f32], m: usize, dsts: &m
     });
 }
 
+/// `lvl`, or this CPU's best level where `lvl` is beyond it.
+fn capped(lvl: Level) -> Level {
+    if lvl as u8 <= level() as u8 {
+        lvl
+    } else {
+        level()
+    }
+}
+
+/// The activation precision [`matmul_many_at`] computes `ws` at when asked for `p` on `lvl`: AVX2
+/// has 8-bit kernels only for the formats with one f16 scale per block and no fifth bits, and
+/// takes the Q5 formats and the K-quants at 16 bits.
+pub fn effective_precision(lvl: Level, ws: &[&QWeight], p: Precision) -> Precision {
+    if capped(lvl) == Level::Avx2 && ws.iter().any(|w| !w.has_avx2_8bit()) {
+        Precision::I16
+    } else {
+        p
+    }
+}
+
 /// One weight row.
 struct Row<'a> {
     qs: &'a [u8],
-    d: &'a [f16],
-    m: &'a [f16],
+    d: ScaleRow<'a>,
+    m: ScaleRow<'a>,
     /// Empty unless a Q5 format.
     qh: &'a [u32],
+    split: bool,
 }
 
 /// How finely activations are quantized before the integer dot products.
@@ -440,100 +624,141 @@ fn dot16<const R: usize>(kind: Kind, lvl: Level, w: &Row, a: [&ActRow<i16>; R]) 
     // SAFETY: `lvl` comes from run-time feature detection of exactly what each path uses.
     unsafe {
         let refs = a.map(|r| (r.q, r.d, r.s));
-        match (kind, lvl) {
-            (Kind::Q4, Level::Avx512Vnni) => return x86::dot_w16_vnni::<true, R>(w.qs, w.d, w.m, w.qh, refs),
-            (Kind::Q8, Level::Avx512Vnni) => return x86::dot_w16_vnni::<false, R>(w.qs, w.d, w.m, w.qh, refs),
-            (Kind::Q4, Level::Avx2) => {
-                return refs.map(|(q, d, s)| x86::dot_q4_w16_avx2(w.qs, w.d, w.m, w.qh, q, d, s))
-            }
-            (Kind::Q8, Level::Avx2) => return refs.map(|(q, d, _)| x86::dot_q8_w16_avx2(w.qs, w.d, q, d)),
-            _ => {}
+        let simd = match (w.d, w.m) {
+            (ScaleRow::F16(d), ScaleRow::F16(m)) => dot16_x86(kind, lvl, w, d, m, refs),
+            (ScaleRow::F32(d), ScaleRow::F32(m)) => dot16_x86(kind, lvl, w, d, m, refs),
+            _ => None,
+        };
+        if let Some(v) = simd {
+            return v;
         }
     }
     let _ = lvl;
     a.map(|a| dot16_scalar(kind, w, a))
 }
 
+/// The SIMD paths for 16-bit activations, or None where `lvl` has none.
+#[cfg(target_arch = "x86_64")]
+unsafe fn dot16_x86<S: Scale, const R: usize>(
+    kind: Kind,
+    lvl: Level,
+    w: &Row,
+    d: &[S],
+    m: &[S],
+    a: [(&[i16], &[f32], &[f32]); R],
+) -> Option<[f32; R]> {
+    Some(match (kind, lvl, w.split) {
+        (Kind::Q4, Level::Avx512Vnni, _) => x86::dot_w16_vnni::<S, true, false, R>(w.qs, d, m, w.qh, a),
+        (Kind::Q8, Level::Avx512Vnni, false) => x86::dot_w16_vnni::<S, false, false, R>(w.qs, d, m, w.qh, a),
+        (Kind::Q8, Level::Avx512Vnni, true) => x86::dot_w16_vnni::<S, false, true, R>(w.qs, d, m, w.qh, a),
+        (Kind::Q4, Level::Avx2, _) => a.map(|(q, ad, s)| x86::dot_q4_w16_avx2(w.qs, d, m, w.qh, q, ad, s)),
+        (Kind::Q8, Level::Avx2, false) => a.map(|(q, ad, _)| x86::dot_q8_w16_avx2::<S, false>(w.qs, d, q, ad)),
+        (Kind::Q8, Level::Avx2, true) => a.map(|(q, ad, _)| x86::dot_q8_w16_avx2::<S, true>(w.qs, d, q, ad)),
+        _ => return None,
+    })
+}
+
 fn dot16_scalar(kind: Kind, w: &Row, a: &ActRow<i16>) -> f32 {
-    let nb = w.d.len();
+    let nb = a.d.len();
     let mut acc = 0f32;
     for b in 0..nb {
         let (lo, hi) = halves16(nb, b);
         let x = |j: usize| if j < 16 { a.q[lo + j] } else { a.q[hi + j - 16] } as i32;
-        let sum: i32 = match kind {
+        match kind {
             Kind::Q4 => {
                 let hb = w.qh.get(b).copied().unwrap_or(0);
                 let q = |j: usize, v: u8| v as i32 | (((hb >> j) & 1) << 4) as i32;
-                (0..16).map(|j| q(j, w.qs[b * 16 + j] & 15) * x(j) + q(j + 16, w.qs[b * 16 + j] >> 4) * x(j + 16)).sum()
+                let sum: i32 = (0..16)
+                    .map(|j| q(j, w.qs[b * 16 + j] & 15) * x(j) + q(j + 16, w.qs[b * 16 + j] >> 4) * x(j + 16))
+                    .sum();
+                acc += w.d.get(b) * a.d[b] * sum as f32 + w.m.get(b) * a.s[b];
             }
-            Kind::Q8 => (0..QK).map(|j| w.qs[b * QK + j] as i8 as i32 * x(j)).sum(),
-        };
-        acc += w.d[b].to_f32() * a.d[b] * sum as f32;
-        if kind == Kind::Q4 {
-            acc += w.m[b].to_f32() * a.s[b];
+            Kind::Q8 => {
+                let half = |h: usize| (16 * h..16 * h + 16).map(|j| w.qs[b * QK + j] as i8 as i32 * x(j)).sum::<i32>();
+                acc += a.d[b]
+                    * if w.split {
+                        w.d.get(2 * b) * half(0) as f32 + w.d.get(2 * b + 1) * half(1) as f32
+                    } else {
+                        w.d.get(b) * (half(0) + half(1)) as f32
+                    };
+            }
         }
     }
     acc
 }
 
+/// Whether the AVX2 8-bit kernels take this row (f16 scales, no fifth bits, one scale a block);
+/// VNNI takes every row.
+fn avx2_8bit(w: &Row) -> bool {
+    w.qh.is_empty() && !w.split && matches!(w.d, ScaleRow::F16(_))
+}
+
 fn dot(kind: Kind, lvl: Level, w: &Row, a: &ActRow<i8>) -> f32 {
-    // Q5 rows reach the 8-bit path only in tests (`matmul_many` moves them to 16 bits).
-    let lvl = if w.qh.is_empty() { lvl } else { Level::Scalar };
-    #[cfg(target_arch = "x86_64")]
-    // SAFETY: `lvl` comes from run-time feature detection of exactly what each path uses.
-    unsafe {
-        match (kind, lvl) {
-            (Kind::Q4, Level::Avx512Vnni) => return x86::dot_q4_vnni(w.qs, w.d, w.m, a.q, a.d, a.s),
-            (Kind::Q4, Level::Avx2) => return x86::dot_q4_avx2(w.qs, w.d, w.m, a.q, a.d, a.s),
-            (Kind::Q8, Level::Avx512Vnni) => return x86::dot_q8_vnni(w.qs, w.d, a.q, a.d),
-            (Kind::Q8, Level::Avx2) => return x86::dot_q8_avx2(w.qs, w.d, a.q, a.d),
-            _ => {}
-        }
-    }
-    let _ = lvl;
-    match kind {
-        Kind::Q4 => dot_q4_scalar(w.qs, w.d, w.m, w.qh, a.q, a.d, a.s),
-        Kind::Q8 => dot_q8_scalar(w.qs, w.d, a.q, a.d),
-    }
+    dot8(kind, lvl, w, [a])[0]
 }
 
 /// Four activation rows against one weight row.
 fn dot4(kind: Kind, lvl: Level, w: &Row, a: &[ActRow<i8>; 4]) -> [f32; 4] {
-    let lvl = if w.qh.is_empty() { lvl } else { Level::Scalar };
+    dot8(kind, lvl, w, [&a[0], &a[1], &a[2], &a[3]])
+}
+
+/// `R` activation rows (8-bit) against one weight row.
+fn dot8<const R: usize>(kind: Kind, lvl: Level, w: &Row, a: [&ActRow<i8>; R]) -> [f32; R] {
     #[cfg(target_arch = "x86_64")]
-    if lvl == Level::Avx512Vnni {
-        let refs = [0, 1, 2, 3].map(|i| (a[i].q, a[i].d, a[i].s));
-        // SAFETY: as in `dot`.
-        unsafe {
+    // SAFETY: `lvl` comes from run-time feature detection of exactly what each path uses.
+    unsafe {
+        let refs = a.map(|r| (r.q, r.d, r.s));
+        if lvl == Level::Avx512Vnni {
+            match (w.d, w.m) {
+                (ScaleRow::F16(d), ScaleRow::F16(m)) => return dot8_vnni(kind, w, d, m, refs),
+                (ScaleRow::F32(d), ScaleRow::F32(m)) => return dot8_vnni(kind, w, d, m, refs),
+                _ => {}
+            }
+        }
+        if let (Level::Avx2, true, ScaleRow::F16(d), ScaleRow::F16(m)) = (lvl, avx2_8bit(w), w.d, w.m) {
             return match kind {
-                Kind::Q4 => x86::dot_q4_vnni_x4(w.qs, w.d, w.m, refs),
-                Kind::Q8 => x86::dot_q8_vnni_x4(w.qs, w.d, refs),
+                Kind::Q4 => refs.map(|(q, ad, s)| x86::dot_q4_avx2(w.qs, d, m, q, ad, s)),
+                Kind::Q8 => refs.map(|(q, ad, _)| x86::dot_q8_avx2(w.qs, d, q, ad)),
             };
         }
     }
-    [0, 1, 2, 3].map(|i| dot(kind, lvl, w, &a[i]))
+    let _ = lvl;
+    a.map(|a| dot_scalar(kind, w, a))
 }
 
-fn dot_q4_scalar(qs: &[u8], d: &[f16], m: &[f16], qh: &[u32], aq: &[i8], ad: &[f32], asum: &[f32]) -> f32 {
-    let mut acc = 0f32;
-    for b in 0..d.len() {
-        let (w, a) = (&qs[b * 16..b * 16 + 16], &aq[b * QK..b * QK + QK]);
-        let hb = qh.get(b).copied().unwrap_or(0);
-        let q = |j: usize, v: u8| v as i32 | (((hb >> j) & 1) << 4) as i32;
-        let mut sum = 0i32;
-        for j in 0..16 {
-            sum += q(j, w[j] & 15) * a[j] as i32 + q(j + 16, w[j] >> 4) * a[j + 16] as i32;
-        }
-        acc += d[b].to_f32() * ad[b] * sum as f32 + m[b].to_f32() * asum[b];
+#[cfg(target_arch = "x86_64")]
+unsafe fn dot8_vnni<S: Scale, const R: usize>(kind: Kind, w: &Row, d: &[S], m: &[S], a: [x86::ActRef; R]) -> [f32; R] {
+    match (kind, w.split) {
+        (Kind::Q4, _) => x86::dot_w8_vnni::<S, true, false, R>(w.qs, d, m, w.qh, a),
+        (Kind::Q8, false) => x86::dot_w8_vnni::<S, false, false, R>(w.qs, d, m, w.qh, a),
+        (Kind::Q8, true) => x86::dot_w8_vnni::<S, false, true, R>(w.qs, d, m, w.qh, a),
     }
-    acc
 }
 
-fn dot_q8_scalar(qs: &[u8], d: &[f16], aq: &[i8], ad: &[f32]) -> f32 {
+fn dot_scalar(kind: Kind, w: &Row, a: &ActRow<i8>) -> f32 {
     let mut acc = 0f32;
-    for b in 0..d.len() {
-        let sum: i32 = (0..QK).map(|j| qs[b * QK + j] as i8 as i32 * aq[b * QK + j] as i32).sum();
-        acc += d[b].to_f32() * ad[b] * sum as f32;
+    for b in 0..a.d.len() {
+        let x = &a.q[b * QK..b * QK + QK];
+        match kind {
+            Kind::Q4 => {
+                let q = &w.qs[b * 16..b * 16 + 16];
+                let hb = w.qh.get(b).copied().unwrap_or(0);
+                let v = |j: usize, n: u8| n as i32 | (((hb >> j) & 1) << 4) as i32;
+                let sum: i32 =
+                    (0..16).map(|j| v(j, q[j] & 15) * x[j] as i32 + v(j + 16, q[j] >> 4) * x[j + 16] as i32).sum();
+                acc += w.d.get(b) * a.d[b] * sum as f32 + w.m.get(b) * a.s[b];
+            }
+            Kind::Q8 => {
+                let half =
+                    |h: usize| (16 * h..16 * h + 16).map(|j| w.qs[b * QK + j] as i8 as i32 * x[j] as i32).sum::<i32>();
+                acc += a.d[b]
+                    * if w.split {
+                        w.d.get(2 * b) * half(0) as f32 + w.d.get(2 * b + 1) * half(1) as f32
+                    } else {
+                        w.d.get(b) * (half(0) + half(1)) as f32
+                    };
+            }
+        }
     }
     acc
 }
@@ -586,11 +811,21 @@ mod tests {
         let levels = [Level::Scalar, Level::Avx2, Level::Avx512Vnni];
         let host = detect("");
         // k: one block, a block count that is not a multiple of 16 (or 8), and a long row;
-        // n: not a multiple of the 8-row work group; m: decode (1) and a small prefill.
-        for (format, dtype) in
-            [(Format::Q4_0, GgmlDType::Q4_0), (Format::Q4_1, GgmlDType::Q4_1), (Format::Q8_0, GgmlDType::Q8_0)]
-        {
-            for (n, k) in [(3, 32), (5, 96), (13, 576), (21, 1536), (9, 32 * 37)] {
+        // n: not a multiple of the 8-row work group; m: decode (1) and a small prefill. The
+        // K-quants' rows hold whole 256-value super-blocks: 8 blocks (no full 16-block step),
+        // 16, 24 and 40 (full steps plus pairs).
+        let small = [(3, 32), (5, 96), (13, 576), (21, 1536), (9, 32 * 37)];
+        let k_quant = [(3, 256), (5, 512), (13, 768), (9, 1280)];
+        for (format, dtype, shapes) in [
+            (Format::Q4_0, GgmlDType::Q4_0, &small[..]),
+            (Format::Q4_1, GgmlDType::Q4_1, &small[..]),
+            (Format::Q5_0, GgmlDType::Q5_0, &small[..]),
+            (Format::Q5_1, GgmlDType::Q5_1, &small[..]),
+            (Format::Q8_0, GgmlDType::Q8_0, &small[..]),
+            (Format::Q4K, GgmlDType::Q4K, &k_quant[..]),
+            (Format::Q6K, GgmlDType::Q6K, &k_quant[..]),
+        ] {
+            for &(n, k) in shapes {
                 let (raw, deq) = quantized(dtype, n, k, (n * k) as u64);
                 let w = QWeight::from_gguf_bytes(format, n, k, &raw).unwrap();
                 for m in [1usize, 5] {
@@ -684,5 +919,9 @@ mod tests {
         assert_eq!(out, [0f32; 4]);
         assert!(QWeight::from_gguf_bytes(Format::Q4_1, 4, 64, &raw[1..]).is_err());
         assert!(QWeight::from_gguf_bytes(Format::Q4_1, 4, 48, &raw).is_err());
+        // A K-quant row must hold whole super-blocks.
+        let (raw, _) = quantized(GgmlDType::Q6K, 2, 256, 1);
+        assert!(QWeight::from_gguf_bytes(Format::Q6K, 1, 512, &raw).is_ok());
+        assert!(QWeight::from_gguf_bytes(Format::Q6K, 4, 128, &raw).is_err());
     }
 }

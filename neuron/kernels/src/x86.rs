@@ -10,7 +10,7 @@ use std::arch::x86_64::*;
 
 use half::f16;
 
-use super::halves16;
+use super::{halves16, Scale};
 
 const QK: usize = super::QK;
 
@@ -107,173 +107,151 @@ unsafe fn pair_scales(sc: __m512, j: i32) -> __m512 {
     _mm512_permutexvar_ps(_mm512_add_epi32(base, _mm512_set1_epi32(2 * j)), sc)
 }
 
-#[target_feature(enable = "avx512f,avx512bw,avx512vnni,avx2,fma,f16c")]
-pub unsafe fn dot_q4_vnni(qs: &[u8], d: &[f16], m: &[f16], aq: &[i8], ad: &[f32], asum: &[f32]) -> f32 {
-    let nb = d.len();
-    debug_assert!(qs.len() >= nb * 16 && m.len() >= nb && aq.len() >= nb * QK && ad.len() >= nb && asum.len() >= nb);
-    let m4 = _mm256_set1_epi8(0x0F);
-    let (mut acc, mut macc) = (_mm512_setzero_ps(), _mm512_setzero_ps());
+/// One activation row's quantized values, block scales and block sums.
+pub type ActRef<'a> = (&'a [i8], &'a [f32], &'a [f32]);
+
+/// Two blocks' weights as `dpbusd`'s unsigned bytes, in the activations' order, and for Q8 the
+/// mask of negative weights (their sign moves onto the activations). Q4: the nibbles
+/// `[lo₀ lo₁ | hi₀ hi₁]` reordered to `[lo₀ hi₀ lo₁ hi₁]`, plus 16 where a Q5 fifth bit is set.
+#[target_feature(enable = "avx512f,avx512bw,avx512vl,avx2")]
+#[inline]
+unsafe fn pair_w8<const Q4: bool>(qs: &[u8], qh: &[u32], blk: usize) -> (__m512i, __mmask64) {
+    if Q4 {
+        let m4 = _mm256_set1_epi8(0x0F);
+        let v = _mm256_loadu_si256(qs.as_ptr().add(blk * 16) as *const __m256i);
+        let mut lo = _mm256_and_si256(v, m4);
+        let mut hi = _mm256_and_si256(_mm256_srli_epi16(v, 4), m4);
+        if !qh.is_empty() {
+            let (b0, b1, sixteen) = (qh[blk], qh[blk + 1], _mm256_set1_epi8(16));
+            lo = _mm256_mask_add_epi8(lo, (b0 & 0xFFFF) | (b1 << 16), lo, sixteen);
+            hi = _mm256_mask_add_epi8(hi, (b0 >> 16) | (b1 & 0xFFFF_0000), hi, sixteen);
+        }
+        let w = _mm512_inserti64x4(_mm512_castsi256_si512(lo), hi, 1);
+        (_mm512_shuffle_i64x2(w, w, 0b11_01_10_00), 0)
+    } else {
+        let w = _mm512_loadu_si512(qs.as_ptr().add(blk * QK) as *const __m512i);
+        (_mm512_abs_epi8(w), _mm512_movepi8_mask(w))
+    }
+}
+
+/// Lane i of the result picks `sub[4j + i/4]` from the 32 half-block scales in (`lo`, `hi`):
+/// with 8-bit activations in natural order, `dpbusd` lane i sums values 4i..4i+3 of a pair.
+#[target_feature(enable = "avx512f")]
+#[inline]
+unsafe fn split_scales8(lo: __m512, hi: __m512, j: i32) -> __m512 {
+    let base = _mm512_set_epi32(3, 3, 3, 3, 2, 2, 2, 2, 1, 1, 1, 1, 0, 0, 0, 0);
+    _mm512_permutex2var_ps(lo, _mm512_add_epi32(base, _mm512_set1_epi32(4 * j)), hi)
+}
+
+/// `R` activation rows (8-bit) against one weight row, AVX-512 VNNI: with `R` = 4 (prefill) each
+/// pair of weight blocks is unpacked once and used four times. `Q4` selects the nibble formats
+/// (with their min term; Q5's fifth bits come in `qh`), `SPLIT` (Q8 only) one scale per 16 values.
+#[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni,avx2,fma,f16c")]
+pub unsafe fn dot_w8_vnni<S: Scale, const Q4: bool, const SPLIT: bool, const R: usize>(
+    qs: &[u8],
+    d: &[S],
+    m: &[S],
+    qh: &[u32],
+    a: [ActRef; R],
+) -> [f32; R] {
+    let nb = a.first().map_or(0, |r| r.1.len());
+    debug_assert!(qs.len() >= nb * if Q4 { 16 } else { QK } && d.len() >= nb * (1 + SPLIT as usize));
+    debug_assert!((!Q4 || m.len() >= nb) && (qh.is_empty() || qh.len() >= nb));
+    debug_assert!(!SPLIT || (!Q4 && nb.is_multiple_of(2)));
+    debug_assert!(a.iter().all(|(q, ad, s)| q.len() >= nb * QK && ad.len() >= nb && s.len() >= nb));
+    let zero = _mm512_setzero_si512();
+    let mut acc = [_mm512_setzero_ps(); R];
+    let mut macc = [_mm512_setzero_ps(); R];
     let mut b = 0;
     while b + 16 <= nb {
-        let dw = _mm512_cvtph_ps(_mm256_loadu_si256(d.as_ptr().add(b) as *const __m256i));
-        let sc = _mm512_mul_ps(dw, _mm512_loadu_ps(ad.as_ptr().add(b)));
-        let mw = _mm512_cvtph_ps(_mm256_loadu_si256(m.as_ptr().add(b) as *const __m256i));
-        macc = _mm512_fmadd_ps(mw, _mm512_loadu_ps(asum.as_ptr().add(b)), macc);
+        let dw = load16(d.as_ptr().add(if SPLIT { 2 * b } else { b }));
+        let dw_hi = if SPLIT { load16(d.as_ptr().add(2 * b + 16)) } else { dw };
+        let mut sc = [_mm512_setzero_ps(); R];
+        for r in 0..R {
+            let ad = _mm512_loadu_ps(a[r].1.as_ptr().add(b));
+            sc[r] = if SPLIT { ad } else { _mm512_mul_ps(dw, ad) };
+        }
+        if Q4 {
+            let mw = load16(m.as_ptr().add(b));
+            for r in 0..R {
+                macc[r] = _mm512_fmadd_ps(mw, _mm512_loadu_ps(a[r].2.as_ptr().add(b)), macc[r]);
+            }
+        }
         for j in 0..8 {
             let blk = b + 2 * j;
-            // Two blocks' nibbles: [lo₀ lo₁ | hi₀ hi₁] → 128-bit lanes reordered to
-            // [lo₀ hi₀ lo₁ hi₁], the order of the two blocks' 64 activation bytes.
-            let v = _mm256_loadu_si256(qs.as_ptr().add(blk * 16) as *const __m256i);
-            let lo = _mm256_and_si256(v, m4);
-            let hi = _mm256_and_si256(_mm256_srli_epi16(v, 4), m4);
-            let w = _mm512_inserti64x4(_mm512_castsi256_si512(lo), hi, 1);
-            let w = _mm512_shuffle_i64x2(w, w, 0b11_01_10_00);
-            let a = _mm512_loadu_si512(aq.as_ptr().add(blk * QK) as *const __m512i);
-            let p = _mm512_dpbusd_epi32(_mm512_setzero_si512(), w, a);
-            acc = _mm512_fmadd_ps(pair_scales(sc, j as i32), _mm512_cvtepi32_ps(p), acc);
+            let (w, neg) = pair_w8::<Q4>(qs, qh, blk);
+            let ws = if SPLIT { split_scales8(dw, dw_hi, j as i32) } else { dw };
+            for r in 0..R {
+                let mut x = _mm512_loadu_si512(a[r].0.as_ptr().add(blk * QK) as *const __m512i);
+                if !Q4 {
+                    x = _mm512_mask_sub_epi8(x, neg, zero, x);
+                }
+                let p = _mm512_dpbusd_epi32(zero, w, x);
+                let s = pair_scales(sc[r], j as i32);
+                let s = if SPLIT { _mm512_mul_ps(s, ws) } else { s };
+                acc[r] = _mm512_fmadd_ps(s, _mm512_cvtepi32_ps(p), acc[r]);
+            }
         }
         b += 16;
     }
     // Whole pairs left over (576 = 18 blocks is a common width): one dpbusd each.
-    let mut mtail = 0f32;
+    let mut mt = [0f32; R];
     while b + 2 <= nb {
-        let s0 = _mm512_set1_ps(d[b].to_f32() * ad[b]);
-        let s1 = _mm512_set1_ps(d[b + 1].to_f32() * ad[b + 1]);
-        let v = _mm256_loadu_si256(qs.as_ptr().add(b * 16) as *const __m256i);
-        let lo = _mm256_and_si256(v, m4);
-        let hi = _mm256_and_si256(_mm256_srli_epi16(v, 4), m4);
-        let w = _mm512_inserti64x4(_mm512_castsi256_si512(lo), hi, 1);
-        let w = _mm512_shuffle_i64x2(w, w, 0b11_01_10_00);
-        let a = _mm512_loadu_si512(aq.as_ptr().add(b * QK) as *const __m512i);
-        let p = _mm512_dpbusd_epi32(_mm512_setzero_si512(), w, a);
-        acc = _mm512_fmadd_ps(_mm512_mask_blend_ps(0xFF00, s0, s1), _mm512_cvtepi32_ps(p), acc);
-        mtail += m[b].to_f32() * asum[b] + m[b + 1].to_f32() * asum[b + 1];
+        let (w, neg) = pair_w8::<Q4>(qs, qh, b);
+        for r in 0..R {
+            let (q, ad, s) = a[r];
+            let mut x = _mm512_loadu_si512(q.as_ptr().add(b * QK) as *const __m512i);
+            if !Q4 {
+                x = _mm512_mask_sub_epi8(x, neg, zero, x);
+            }
+            let p = _mm512_dpbusd_epi32(zero, w, x);
+            let scale = if SPLIT {
+                let (s0, s1) = (ad[b], ad[b + 1]);
+                let v = |i: usize| d[2 * b + i].f();
+                #[rustfmt::skip]
+                let sv = _mm512_set_ps(
+                    v(3) * s1, v(3) * s1, v(3) * s1, v(3) * s1, v(2) * s1, v(2) * s1, v(2) * s1, v(2) * s1,
+                    v(1) * s0, v(1) * s0, v(1) * s0, v(1) * s0, v(0) * s0, v(0) * s0, v(0) * s0, v(0) * s0,
+                );
+                sv
+            } else {
+                let s0 = _mm512_set1_ps(d[b].f() * ad[b]);
+                _mm512_mask_blend_ps(0xFF00, s0, _mm512_set1_ps(d[b + 1].f() * ad[b + 1]))
+            };
+            acc[r] = _mm512_fmadd_ps(scale, _mm512_cvtepi32_ps(p), acc[r]);
+            if Q4 {
+                mt[r] += m[b].f() * s[b] + m[b + 1].f() * s[b + 1];
+            }
+        }
         b += 2;
     }
-    let mut total = _mm512_reduce_add_ps(acc) + _mm512_reduce_add_ps(macc) + mtail;
-    if b < nb {
-        total += dot_q4_avx2(&qs[b * 16..], &d[b..], &m[b..], &aq[b * QK..], &ad[b..], &asum[b..]);
-    }
-    total
-}
-
-#[target_feature(enable = "avx512f,avx512bw,avx512vnni,avx2,fma,f16c")]
-pub unsafe fn dot_q8_vnni(qs: &[u8], d: &[f16], aq: &[i8], ad: &[f32]) -> f32 {
-    let nb = d.len();
-    debug_assert!(qs.len() >= nb * QK && aq.len() >= nb * QK && ad.len() >= nb);
-    let mut acc = _mm512_setzero_ps();
-    let zero = _mm512_setzero_si512();
-    let mut b = 0;
-    while b + 16 <= nb {
-        let dw = _mm512_cvtph_ps(_mm256_loadu_si256(d.as_ptr().add(b) as *const __m256i));
-        let sc = _mm512_mul_ps(dw, _mm512_loadu_ps(ad.as_ptr().add(b)));
-        for j in 0..8 {
-            let blk = b + 2 * j;
-            let w = _mm512_loadu_si512(qs.as_ptr().add(blk * QK) as *const __m512i);
-            let a = _mm512_loadu_si512(aq.as_ptr().add(blk * QK) as *const __m512i);
-            // dpbusd wants unsigned × signed: |w| times a carrying w's sign.
-            let a = _mm512_mask_sub_epi8(a, _mm512_movepi8_mask(w), zero, a);
-            let p = _mm512_dpbusd_epi32(zero, _mm512_abs_epi8(w), a);
-            acc = _mm512_fmadd_ps(pair_scales(sc, j as i32), _mm512_cvtepi32_ps(p), acc);
-        }
-        b += 16;
-    }
-    let mut total = _mm512_reduce_add_ps(acc);
-    if b < nb {
-        total += dot_q8_avx2(&qs[b * QK..], &d[b..], &aq[b * QK..], &ad[b..]);
-    }
-    total
-}
-
-/// One activation row's quantized values, block scales and block sums.
-pub type ActRef<'a> = (&'a [i8], &'a [f32], &'a [f32]);
-
-/// Four activation rows against one Q4 weight row: the nibbles are unpacked once per two
-/// blocks and used four times (prefill).
-#[target_feature(enable = "avx512f,avx512bw,avx512vnni,avx2,fma,f16c")]
-pub unsafe fn dot_q4_vnni_x4(qs: &[u8], d: &[f16], m: &[f16], a: [ActRef; 4]) -> [f32; 4] {
-    let nb = d.len();
-    debug_assert!(qs.len() >= nb * 16 && m.len() >= nb);
-    debug_assert!(a.iter().all(|(q, ad, s)| q.len() >= nb * QK && ad.len() >= nb && s.len() >= nb));
-    let m4 = _mm256_set1_epi8(0x0F);
-    let zero = _mm512_setzero_si512();
-    let mut acc = [_mm512_setzero_ps(); 4];
-    let mut macc = [_mm512_setzero_ps(); 4];
-    let mut b = 0;
-    while b + 16 <= nb {
-        let dw = _mm512_cvtph_ps(_mm256_loadu_si256(d.as_ptr().add(b) as *const __m256i));
-        let mw = _mm512_cvtph_ps(_mm256_loadu_si256(m.as_ptr().add(b) as *const __m256i));
-        let mut sc = [_mm512_setzero_ps(); 4];
-        for r in 0..4 {
-            sc[r] = _mm512_mul_ps(dw, _mm512_loadu_ps(a[r].1.as_ptr().add(b)));
-            macc[r] = _mm512_fmadd_ps(mw, _mm512_loadu_ps(a[r].2.as_ptr().add(b)), macc[r]);
-        }
-        for j in 0..8 {
-            let blk = b + 2 * j;
-            let v = _mm256_loadu_si256(qs.as_ptr().add(blk * 16) as *const __m256i);
-            let lo = _mm256_and_si256(v, m4);
-            let hi = _mm256_and_si256(_mm256_srli_epi16(v, 4), m4);
-            let w = _mm512_inserti64x4(_mm512_castsi256_si512(lo), hi, 1);
-            let w = _mm512_shuffle_i64x2(w, w, 0b11_01_10_00);
-            for r in 0..4 {
-                let x = _mm512_loadu_si512(a[r].0.as_ptr().add(blk * QK) as *const __m512i);
-                let p = _mm512_dpbusd_epi32(zero, w, x);
-                acc[r] = _mm512_fmadd_ps(pair_scales(sc[r], j as i32), _mm512_cvtepi32_ps(p), acc[r]);
-            }
-        }
-        b += 16;
-    }
-    let mut out = [0f32; 4];
-    for r in 0..4 {
-        out[r] = _mm512_reduce_add_ps(acc[r]) + _mm512_reduce_add_ps(macc[r]);
+    let mut out = [0f32; R];
+    for r in 0..R {
+        out[r] = _mm512_reduce_add_ps(acc[r]) + _mm512_reduce_add_ps(macc[r]) + mt[r];
         if b < nb {
+            // The odd last block (never SPLIT: K-quant rows hold whole super-blocks).
             let (q, ad, s) = a[r];
-            out[r] += dot_q4_avx2(&qs[b * 16..], &d[b..], &m[b..], &q[b * QK..], &ad[b..], &s[b..]);
-        }
-    }
-    out
-}
-
-#[target_feature(enable = "avx512f,avx512bw,avx512vnni,avx2,fma,f16c")]
-pub unsafe fn dot_q8_vnni_x4(qs: &[u8], d: &[f16], a: [ActRef; 4]) -> [f32; 4] {
-    let nb = d.len();
-    debug_assert!(qs.len() >= nb * QK);
-    debug_assert!(a.iter().all(|(q, ad, _)| q.len() >= nb * QK && ad.len() >= nb));
-    let zero = _mm512_setzero_si512();
-    let mut acc = [_mm512_setzero_ps(); 4];
-    let mut b = 0;
-    while b + 16 <= nb {
-        let dw = _mm512_cvtph_ps(_mm256_loadu_si256(d.as_ptr().add(b) as *const __m256i));
-        let mut sc = [_mm512_setzero_ps(); 4];
-        for r in 0..4 {
-            sc[r] = _mm512_mul_ps(dw, _mm512_loadu_ps(a[r].1.as_ptr().add(b)));
-        }
-        for j in 0..8 {
-            let blk = b + 2 * j;
-            let w = _mm512_loadu_si512(qs.as_ptr().add(blk * QK) as *const __m512i);
-            let neg = _mm512_movepi8_mask(w);
-            let wa = _mm512_abs_epi8(w);
-            for r in 0..4 {
-                let x = _mm512_loadu_si512(a[r].0.as_ptr().add(blk * QK) as *const __m512i);
-                let x = _mm512_mask_sub_epi8(x, neg, zero, x);
-                let p = _mm512_dpbusd_epi32(zero, wa, x);
-                acc[r] = _mm512_fmadd_ps(pair_scales(sc[r], j as i32), _mm512_cvtepi32_ps(p), acc[r]);
+            let x = &q[b * QK..b * QK + QK];
+            let sum: i32 = if Q4 {
+                let (w, hb) = (&qs[b * 16..b * 16 + 16], qh.get(b).copied().unwrap_or(0));
+                let v = |j: usize, n: u8| n as i32 | (((hb >> j) & 1) << 4) as i32;
+                (0..16).map(|j| v(j, w[j] & 15) * x[j] as i32 + v(j + 16, w[j] >> 4) * x[j + 16] as i32).sum()
+            } else {
+                (0..QK).map(|j| qs[b * QK + j] as i8 as i32 * x[j] as i32).sum()
+            };
+            out[r] += d[b].f() * ad[b] * sum as f32;
+            if Q4 {
+                out[r] += m[b].f() * s[b];
             }
-        }
-        b += 16;
-    }
-    let mut out = [0f32; 4];
-    for r in 0..4 {
-        out[r] = _mm512_reduce_add_ps(acc[r]);
-        if b < nb {
-            let (q, ad, _) = a[r];
-            out[r] += dot_q8_avx2(&qs[b * QK..], &d[b..], &q[b * QK..], &ad[b..]);
         }
     }
     out
 }
 
 // ---- 16-bit activations (near-f32 accuracy; see `Precision::I16`) ----
+//
+// These take f16 or f32 weight scales (`S`); with `SPLIT` (Q6_K) a Q8 block has two scales, one
+// per 16 values, which are exactly the lo and hi halves the 16-bit layout keeps apart.
 //
 // The activation row is stored pair-interleaved: blocks 2p and 2p+1 occupy 64 i16 as
 // [2p lo half, 2p+1 lo half, 2p hi half, 2p+1 hi half] (an odd last block: its lo then hi half),
@@ -287,6 +265,17 @@ unsafe fn fifth_bits16(bits: u32) -> __m256i {
     let lanes = _mm256_setr_epi16(1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024, 2048, 4096, 8192, 16384, i16::MIN);
     let set = _mm256_cmpeq_epi16(_mm256_and_si256(_mm256_set1_epi16(bits as u16 as i16), lanes), lanes);
     _mm256_and_si256(set, _mm256_set1_epi16(16))
+}
+
+/// Sixteen consecutive scales as f32.
+#[target_feature(enable = "avx512f,avx2,f16c")]
+#[inline]
+unsafe fn load16<S: Scale>(p: *const S) -> __m512 {
+    if S::F32 {
+        _mm512_loadu_ps(p as *const f32)
+    } else {
+        _mm512_cvtph_ps(_mm256_loadu_si256(p as *const __m256i))
+    }
 }
 
 /// One Q4 (or, with `qh`'s bits, Q5) block against its 32 i16 activations (lo half at `a_lo`, hi
@@ -309,24 +298,46 @@ unsafe fn block_q4_w16_avx2(w: *const u8, qh: Option<u32>, a_lo: *const i16, a_h
     _mm256_cvtepi32_ps(p)
 }
 
+/// One Q8 block against its 32 i16 activations: the lo and hi halves' products, apart.
 #[target_feature(enable = "avx2,fma,f16c")]
 #[inline]
-unsafe fn block_q8_w16_avx2(w: *const u8, a_lo: *const i16, a_hi: *const i16) -> __m256 {
+unsafe fn block_q8_w16_avx2(w: *const u8, a_lo: *const i16, a_hi: *const i16) -> (__m256i, __m256i) {
     let lo = _mm256_cvtepi8_epi16(_mm_loadu_si128(w as *const __m128i));
     let hi = _mm256_cvtepi8_epi16(_mm_loadu_si128(w.add(16) as *const __m128i));
-    let p = _mm256_add_epi32(
+    (
         _mm256_madd_epi16(lo, _mm256_loadu_si256(a_lo as *const __m256i)),
         _mm256_madd_epi16(hi, _mm256_loadu_si256(a_hi as *const __m256i)),
-    );
-    _mm256_cvtepi32_ps(p)
+    )
+}
+
+/// Block `b`'s Q8 dot product against activations with scale `ad`, scaled: by one weight scale,
+/// or with `SPLIT` one per half.
+#[target_feature(enable = "avx2,fma,f16c")]
+#[inline]
+unsafe fn scaled_q8_w16_avx2<S: Scale, const SPLIT: bool>(
+    w: *const u8,
+    d: &[S],
+    b: usize,
+    ad: f32,
+    a_lo: *const i16,
+    a_hi: *const i16,
+    acc: __m256,
+) -> __m256 {
+    let (lo, hi) = block_q8_w16_avx2(w, a_lo, a_hi);
+    if SPLIT {
+        let acc = _mm256_fmadd_ps(_mm256_set1_ps(d[2 * b].f() * ad), _mm256_cvtepi32_ps(lo), acc);
+        _mm256_fmadd_ps(_mm256_set1_ps(d[2 * b + 1].f() * ad), _mm256_cvtepi32_ps(hi), acc)
+    } else {
+        _mm256_fmadd_ps(_mm256_set1_ps(d[b].f() * ad), _mm256_cvtepi32_ps(_mm256_add_epi32(lo, hi)), acc)
+    }
 }
 
 #[target_feature(enable = "avx2,fma,f16c")]
 #[allow(clippy::too_many_arguments)]
-pub unsafe fn dot_q4_w16_avx2(
+pub unsafe fn dot_q4_w16_avx2<S: Scale>(
     qs: &[u8],
-    d: &[f16],
-    m: &[f16],
+    d: &[S],
+    m: &[S],
     qh: &[u32],
     aq: &[i16],
     ad: &[f32],
@@ -334,27 +345,28 @@ pub unsafe fn dot_q4_w16_avx2(
 ) -> f32 {
     let nb = d.len();
     debug_assert!(qs.len() >= nb * 16 && aq.len() >= nb * QK && ad.len() >= nb && asum.len() >= nb);
+    debug_assert!(m.len() >= nb);
     let mut acc = _mm256_setzero_ps();
     let mut mt = 0f32;
     for b in 0..nb {
         let (lo, hi) = halves16(nb, b);
         let p =
             block_q4_w16_avx2(qs.as_ptr().add(b * 16), qh.get(b).copied(), aq.as_ptr().add(lo), aq.as_ptr().add(hi));
-        acc = _mm256_fmadd_ps(_mm256_set1_ps(d[b].to_f32() * ad[b]), p, acc);
-        mt += m[b].to_f32() * asum[b];
+        acc = _mm256_fmadd_ps(_mm256_set1_ps(d[b].f() * ad[b]), p, acc);
+        mt += m[b].f() * asum[b];
     }
     hsum256(acc) + mt
 }
 
 #[target_feature(enable = "avx2,fma,f16c")]
-pub unsafe fn dot_q8_w16_avx2(qs: &[u8], d: &[f16], aq: &[i16], ad: &[f32]) -> f32 {
-    let nb = d.len();
-    debug_assert!(qs.len() >= nb * QK && aq.len() >= nb * QK && ad.len() >= nb);
+pub unsafe fn dot_q8_w16_avx2<S: Scale, const SPLIT: bool>(qs: &[u8], d: &[S], aq: &[i16], ad: &[f32]) -> f32 {
+    let nb = ad.len();
+    debug_assert!(qs.len() >= nb * QK && aq.len() >= nb * QK && d.len() >= nb * (1 + SPLIT as usize));
     let mut acc = _mm256_setzero_ps();
-    for b in 0..nb {
+    for (b, &da) in ad.iter().enumerate() {
         let (lo, hi) = halves16(nb, b);
-        let p = block_q8_w16_avx2(qs.as_ptr().add(b * QK), aq.as_ptr().add(lo), aq.as_ptr().add(hi));
-        acc = _mm256_fmadd_ps(_mm256_set1_ps(d[b].to_f32() * ad[b]), p, acc);
+        let (x_lo, x_hi) = (aq.as_ptr().add(lo), aq.as_ptr().add(hi));
+        acc = scaled_q8_w16_avx2::<S, SPLIT>(qs.as_ptr().add(b * QK), d, b, da, x_lo, x_hi, acc);
     }
     hsum256(acc)
 }
@@ -399,32 +411,47 @@ unsafe fn pair_w16<const Q4: bool>(qs: &[u8], qh: &[u32], blk: usize) -> (__m512
     }
 }
 
+/// Lane i of the result picks `sub[4j + 2·(i ≥ 8) + HI]` from the 32 sub-block scales in
+/// (`lo`, `hi`): the scales of blocks 2j and 2j+1's lo (or hi) halves, as one `dpwssd` lays them.
+#[target_feature(enable = "avx512f")]
+#[inline]
+unsafe fn split_scales<const HI: i32>(lo: __m512, hi: __m512, j: i32) -> __m512 {
+    let base = _mm512_set_epi32(2, 2, 2, 2, 2, 2, 2, 2, 0, 0, 0, 0, 0, 0, 0, 0);
+    _mm512_permutex2var_ps(lo, _mm512_add_epi32(base, _mm512_set1_epi32(4 * j + HI)), hi)
+}
+
 /// `rows` activation rows against one weight row, 16-bit activations, AVX-512 VNNI.
-/// `Q4` selects the nibble format (with its min term) over Q8.
+/// `Q4` selects the nibble format (with its min term) over Q8; `SPLIT` (Q8 only) one scale per
+/// 16 values.
 #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni,avx2,fma,f16c")]
-pub unsafe fn dot_w16_vnni<const Q4: bool, const R: usize>(
+pub unsafe fn dot_w16_vnni<S: Scale, const Q4: bool, const SPLIT: bool, const R: usize>(
     qs: &[u8],
-    d: &[f16],
-    m: &[f16],
+    d: &[S],
+    m: &[S],
     qh: &[u32],
     a: [(&[i16], &[f32], &[f32]); R],
 ) -> [f32; R] {
-    let nb = d.len();
+    let nb = a.first().map_or(0, |r| r.1.len());
     let bytes = if Q4 { 16 } else { QK };
-    debug_assert!(qs.len() >= nb * bytes && (!Q4 || m.len() >= nb));
+    debug_assert!(qs.len() >= nb * bytes && d.len() >= nb * (1 + SPLIT as usize) && (!Q4 || m.len() >= nb));
+    // SPLIT is for Q8 blocks, and K-quant rows hold whole super-blocks (an even block count).
+    debug_assert!(!SPLIT || (!Q4 && nb.is_multiple_of(2)));
     debug_assert!(a.iter().all(|(q, ad, s)| q.len() >= nb * QK && ad.len() >= nb && s.len() >= nb));
     let zero = _mm512_setzero_si512();
     let mut acc = [_mm512_setzero_ps(); R];
     let mut macc = [_mm512_setzero_ps(); R];
     let mut b = 0;
     while b + 16 <= nb {
-        let dw = _mm512_cvtph_ps(_mm256_loadu_si256(d.as_ptr().add(b) as *const __m256i));
+        // Per-block weight scales (or, with SPLIT, the 32 half-block scales in two registers).
+        let dw = load16(d.as_ptr().add(if SPLIT { 2 * b } else { b }));
+        let dw_hi = if SPLIT { load16(d.as_ptr().add(2 * b + 16)) } else { dw };
         let mut sc = [_mm512_setzero_ps(); R];
         for r in 0..R {
-            sc[r] = _mm512_mul_ps(dw, _mm512_loadu_ps(a[r].1.as_ptr().add(b)));
+            let ad = _mm512_loadu_ps(a[r].1.as_ptr().add(b));
+            sc[r] = if SPLIT { ad } else { _mm512_mul_ps(dw, ad) };
         }
         if Q4 {
-            let mw = _mm512_cvtph_ps(_mm256_loadu_si256(m.as_ptr().add(b) as *const __m256i));
+            let mw = load16(m.as_ptr().add(b));
             for r in 0..R {
                 macc[r] = _mm512_fmadd_ps(mw, _mm512_loadu_ps(a[r].2.as_ptr().add(b)), macc[r]);
             }
@@ -432,11 +459,23 @@ pub unsafe fn dot_w16_vnni<const Q4: bool, const R: usize>(
         for j in 0..8 {
             let blk = b + 2 * j;
             let (wl, wh) = pair_w16::<Q4>(qs, qh, blk);
+            let (sl, sh) = if SPLIT {
+                (split_scales::<0>(dw, dw_hi, j as i32), split_scales::<1>(dw, dw_hi, j as i32))
+            } else {
+                (dw, dw)
+            };
             for r in 0..R {
                 let x = a[r].0.as_ptr().add(32 * blk);
-                let p = _mm512_dpwssd_epi32(zero, wl, _mm512_loadu_si512(x as *const __m512i));
-                let p = _mm512_dpwssd_epi32(p, wh, _mm512_loadu_si512(x.add(32) as *const __m512i));
-                acc[r] = _mm512_fmadd_ps(pair_scales(sc[r], j as i32), _mm512_cvtepi32_ps(p), acc[r]);
+                let pl = _mm512_dpwssd_epi32(zero, wl, _mm512_loadu_si512(x as *const __m512i));
+                if SPLIT {
+                    let ph = _mm512_dpwssd_epi32(zero, wh, _mm512_loadu_si512(x.add(32) as *const __m512i));
+                    let s = pair_scales(sc[r], j as i32);
+                    acc[r] = _mm512_fmadd_ps(_mm512_mul_ps(sl, s), _mm512_cvtepi32_ps(pl), acc[r]);
+                    acc[r] = _mm512_fmadd_ps(_mm512_mul_ps(sh, s), _mm512_cvtepi32_ps(ph), acc[r]);
+                } else {
+                    let p = _mm512_dpwssd_epi32(pl, wh, _mm512_loadu_si512(x.add(32) as *const __m512i));
+                    acc[r] = _mm512_fmadd_ps(pair_scales(sc[r], j as i32), _mm512_cvtepi32_ps(p), acc[r]);
+                }
             }
         }
         b += 16;
@@ -447,14 +486,24 @@ pub unsafe fn dot_w16_vnni<const Q4: bool, const R: usize>(
         let (wl, wh) = pair_w16::<Q4>(qs, qh, b);
         for r in 0..R {
             let (q, ad, s) = a[r];
-            let s0 = _mm512_set1_ps(d[b].to_f32() * ad[b]);
-            let s1 = _mm512_set1_ps(d[b + 1].to_f32() * ad[b + 1]);
             let x = q.as_ptr().add(32 * b);
-            let p = _mm512_dpwssd_epi32(zero, wl, _mm512_loadu_si512(x as *const __m512i));
-            let p = _mm512_dpwssd_epi32(p, wh, _mm512_loadu_si512(x.add(32) as *const __m512i));
-            acc[r] = _mm512_fmadd_ps(_mm512_mask_blend_ps(0xFF00, s0, s1), _mm512_cvtepi32_ps(p), acc[r]);
+            let pl = _mm512_dpwssd_epi32(zero, wl, _mm512_loadu_si512(x as *const __m512i));
+            if SPLIT {
+                let ph = _mm512_dpwssd_epi32(zero, wh, _mm512_loadu_si512(x.add(32) as *const __m512i));
+                let half = |h: usize| {
+                    let s0 = _mm512_set1_ps(d[2 * b + h].f() * ad[b]);
+                    _mm512_mask_blend_ps(0xFF00, s0, _mm512_set1_ps(d[2 * b + 2 + h].f() * ad[b + 1]))
+                };
+                acc[r] = _mm512_fmadd_ps(half(0), _mm512_cvtepi32_ps(pl), acc[r]);
+                acc[r] = _mm512_fmadd_ps(half(1), _mm512_cvtepi32_ps(ph), acc[r]);
+            } else {
+                let s0 = _mm512_set1_ps(d[b].f() * ad[b]);
+                let s1 = _mm512_set1_ps(d[b + 1].f() * ad[b + 1]);
+                let p = _mm512_dpwssd_epi32(pl, wh, _mm512_loadu_si512(x.add(32) as *const __m512i));
+                acc[r] = _mm512_fmadd_ps(_mm512_mask_blend_ps(0xFF00, s0, s1), _mm512_cvtepi32_ps(p), acc[r]);
+            }
             if Q4 {
-                mt[r] += m[b].to_f32() * s[b] + m[b + 1].to_f32() * s[b + 1];
+                mt[r] += m[b].f() * s[b] + m[b + 1].f() * s[b + 1];
             }
         }
         b += 2;
@@ -462,17 +511,24 @@ pub unsafe fn dot_w16_vnni<const Q4: bool, const R: usize>(
     for r in 0..R {
         out[r] = _mm512_reduce_add_ps(acc[r]) + _mm512_reduce_add_ps(macc[r]) + mt[r];
         if b < nb {
-            // The odd last block, in natural order at the end of the row.
+            // The odd last block, in natural order at the end of the row (never SPLIT: K-quant
+            // rows hold whole super-blocks).
             let (q, ad, s) = a[r];
             let x = q.as_ptr().add(32 * b);
-            let v = if Q4 {
-                block_q4_w16_avx2(qs.as_ptr().add(b * 16), qh.get(b).copied(), x, x.add(16))
-            } else {
-                block_q8_w16_avx2(qs.as_ptr().add(b * QK), x, x.add(16))
-            };
-            out[r] += hsum256(v) * d[b].to_f32() * ad[b];
             if Q4 {
-                out[r] += m[b].to_f32() * s[b];
+                let v = block_q4_w16_avx2(qs.as_ptr().add(b * 16), qh.get(b).copied(), x, x.add(16));
+                out[r] += hsum256(v) * d[b].f() * ad[b] + m[b].f() * s[b];
+            } else {
+                let v = scaled_q8_w16_avx2::<S, SPLIT>(
+                    qs.as_ptr().add(b * QK),
+                    d,
+                    b,
+                    ad[b],
+                    x,
+                    x.add(16),
+                    _mm256_setzero_ps(),
+                );
+                out[r] += hsum256(v);
             }
         }
     }

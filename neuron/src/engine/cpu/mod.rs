@@ -184,7 +184,9 @@ impl Gate {
     fn apply(self, g: f32) -> f32 {
         match self {
             Gate::Silu => g / (1.0 + (-g).exp()),
-            Gate::GeluTanh => 0.5 * g * (1.0 + (SQRT_2_OVER_PI * (g + 0.044_715 * g * g * g)).tanh()),
+            // 0.5·g·(1 + tanh(u)) = g·σ(2u): one `exp` like SiLU, where libm's `tanhf` (through
+            // `expm1f`) cost a quarter of Gemma's prefill.
+            Gate::GeluTanh => g / (1.0 + (-2.0 * SQRT_2_OVER_PI * (g + 0.044_715 * g * g * g)).exp()),
         }
     }
 }
@@ -387,17 +389,20 @@ fn resize(buf: &mut Vec<f32>, len: usize) -> &mut [f32] {
 /// Activation precision: 16 bits, so that logits lie within ~3e-4 (of the largest) of f32
 /// arithmetic on the same weights. 8 bits (llama.cpp's choice) land 2–6e-2 away and flip
 /// near-ties — the default model's first word for "What is the capital of France?", Gemma 3's
-/// continuations after a few words — for 1–3 % of speed here. `CORTEX_DECODE_BITS=8` takes the
-/// 8-bit path for decode steps (prompts stay at 16). BENCHMARKS.md has the figures.
+/// continuations after a few words. Decode is bandwidth-bound and loses only 1–3 % to 16 bits;
+/// prompts are compute-bound and lose more, so operators who want llama.cpp's trade can take it:
+/// `CORTEX_DECODE_BITS=8` for decode steps, `CORTEX_PREFILL_BITS=8` for prompts. BENCHMARKS.md has
+/// the figures.
 fn precision(t: usize) -> Precision {
-    static DECODE: std::sync::OnceLock<Precision> = std::sync::OnceLock::new();
-    if t > 1 {
-        return Precision::I16;
-    }
-    *DECODE.get_or_init(|| match std::env::var("CORTEX_DECODE_BITS").as_deref() {
-        Ok("8") => Precision::I8,
-        _ => Precision::I16,
-    })
+    static BITS: std::sync::OnceLock<[Precision; 2]> = std::sync::OnceLock::new();
+    let bits = BITS.get_or_init(|| {
+        let read = |var: &str| match std::env::var(var).as_deref() {
+            Ok("8") => Precision::I8,
+            _ => Precision::I16,
+        };
+        [read("CORTEX_DECODE_BITS"), read("CORTEX_PREFILL_BITS")]
+    });
+    bits[(t > 1) as usize]
 }
 
 /// cos and sin of position × θ^(−2i/d), `[position][head_dim / 2]`.
@@ -573,6 +578,15 @@ mod tests {
             let got = Gate::GeluTanh.apply(x);
             assert!((got - want).abs() < 1e-5, "gelu({x}) = {got}");
         }
+        // The σ form against the tanh form itself, over the range activations take (and far out,
+        // where exp overflows to ∞ and the result must still be 0·x, not NaN).
+        for i in -2000..=2000 {
+            let x = i as f32 / 100.0;
+            let tanh_form = 0.5 * x * (1.0 + (SQRT_2_OVER_PI * (x + 0.044_715 * x * x * x)).tanh());
+            let got = Gate::GeluTanh.apply(x);
+            assert!((got - tanh_form).abs() <= 1e-6 * (1.0 + x.abs()), "gelu({x}) = {got}, tanh form {tanh_form}");
+        }
+        assert_eq!(Gate::GeluTanh.apply(-200.0), 0.0);
     }
 
     /// The slice code computes what candle's ops compute (the models it replaces use those).
