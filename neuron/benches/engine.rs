@@ -114,6 +114,20 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
             let us = t.elapsed().as_secs_f64() * 1e6 / iters as f64;
             println!("cortex matmul ffn_up x{rows}: {us:.1} µs ({:.1} GB/s of weights)", q.bytes() as f64 / us / 1e3);
         }
+        // A 512-token prompt's projection at both activation precisions: multiply-adds per second.
+        let rows = 512;
+        let x: Vec<f32> = (0..rows * k).map(|i| (i % 97) as f32 / 97.0 - 0.5).collect();
+        let mut out = vec![0f32; rows * q.n];
+        for p in [cortex_kernels::Precision::I16, cortex_kernels::Precision::I8] {
+            let iters = 20;
+            let t = Instant::now();
+            for _ in 0..iters {
+                q.matmul_with(&x, rows, &mut out, p);
+            }
+            let s = t.elapsed().as_secs_f64() / iters as f64;
+            let gmac = (rows * k * q.n) as f64 / s / 1e9;
+            println!("cortex matmul ffn_up x{rows} {p:?}: {:.2} ms ({gmac:.1} GMAC/s)", s * 1e3);
+        }
     }
     Ok(())
 }

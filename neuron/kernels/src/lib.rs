@@ -394,22 +394,30 @@ impl QWeight {
     }
 
     /// Rows `rows` of this weight against all `m` activation rows, into `out` (`m × n`).
-    fn run_rows(&self, rows: std::ops::Range<usize>, acts: &QActs, m: usize, lvl: Level, out: usize) {
+    fn run_rows(
+        &self,
+        rows: std::ops::Range<usize>,
+        acts: &QActs,
+        act_rows: std::ops::Range<usize>,
+        lvl: Level,
+        out: usize,
+    ) {
         let n = self.n;
-        // SAFETY: the caller gives each (weight, row range) to exactly one work item, and `out`
-        // points at an `m × n` buffer that outlives the pool call.
+        // SAFETY: the caller gives each (weight rows, activation rows) tile to exactly one work
+        // item, and `out` points at an `m × n` buffer that outlives the pool call.
         let put = |i: usize, r: usize, v: f32| unsafe { *(out as *mut f32).add(i * n + r) = v };
-        let quads = m / 4;
+        let (first, end) = (act_rows.start, act_rows.end);
+        let quads_end = first + (end - first) / 4 * 4;
         match acts {
             QActs::I8(a) => {
-                for quad in 0..quads {
-                    let q = [a.row(4 * quad), a.row(4 * quad + 1), a.row(4 * quad + 2), a.row(4 * quad + 3)];
+                for i in (first..quads_end).step_by(4) {
+                    let q = [a.row(i), a.row(i + 1), a.row(i + 2), a.row(i + 3)];
                     for r in rows.clone() {
                         let v = dot4(self.kind, lvl, &self.row(r), &q);
-                        (0..4).for_each(|j| put(4 * quad + j, r, v[j]));
+                        (0..4).for_each(|j| put(i + j, r, v[j]));
                     }
                 }
-                for i in 4 * quads..m {
+                for i in quads_end..end {
                     let q = a.row(i);
                     for r in rows.clone() {
                         put(i, r, dot(self.kind, lvl, &self.row(r), &q));
@@ -417,14 +425,14 @@ impl QWeight {
                 }
             }
             QActs::I16(a) => {
-                for quad in 0..quads {
-                    let q = [a.row(4 * quad), a.row(4 * quad + 1), a.row(4 * quad + 2), a.row(4 * quad + 3)];
+                for i in (first..quads_end).step_by(4) {
+                    let q = [a.row(i), a.row(i + 1), a.row(i + 2), a.row(i + 3)];
                     for r in rows.clone() {
                         let v = dot16(self.kind, lvl, &self.row(r), [&q[0], &q[1], &q[2], &q[3]]);
-                        (0..4).for_each(|j| put(4 * quad + j, r, v[j]));
+                        (0..4).for_each(|j| put(i + j, r, v[j]));
                     }
                 }
-                for i in 4 * quads..m {
+                for i in quads_end..end {
                     let q = a.row(i);
                     for r in rows.clone() {
                         put(i, r, dot16(self.kind, lvl, &self.row(r), [&q])[0]);
@@ -463,20 +471,29 @@ pub fn matmul_many_at(lvl: Level, ws: &[&QWeight], x: &[f32], m: usize, dsts: &m
         Precision::I16 => QActs::I16(Acts::<i16>::quantize(x, m, k)),
     };
     let outs: Vec<usize> = dsts.iter_mut().map(|d| d.as_mut_ptr() as usize).collect();
-    // Weight rows in groups of 8, so that a work item is worth the cursor's atomic and its rows
-    // stay in L1 while activation rows stream past them four at a time.
+    // Work items are tiles: 8 weight rows (a work item is then worth the cursor's atomic, and
+    // its rows stay in L1) by a chunk of activation rows small enough to stay in L2 while every
+    // weight group passes it. Without chunks a 512-token prompt streamed all its activations
+    // from L3 once per 8 weight rows, which bound prefill more than the multiply-adds did.
     const GROUP: usize = 8;
+    const CHUNK_BYTES: usize = 128 * 1024;
+    let act_bytes = k * if matches!(acts, QActs::I8(_)) { 1 } else { 2 };
+    let chunk = (CHUNK_BYTES / act_bytes).max(4) / 4 * 4;
+    let chunks = m.div_ceil(chunk);
     let mut starts = Vec::with_capacity(ws.len() + 1);
     starts.push(0);
     for w in ws {
         starts.push(starts[starts.len() - 1] + w.n.div_ceil(GROUP));
     }
-    let total = starts[ws.len()];
-    candle_core::utils::barrier_pool().execute_chunked(total, |items| {
-        for g in items {
+    let groups = starts[ws.len()];
+    // Chunk-major: both threads work through one activation chunk at a time.
+    candle_core::utils::barrier_pool().execute_chunked(chunks * groups, |items| {
+        for item in items {
+            let (c, g) = (item / groups, item % groups);
             let wi = starts.partition_point(|&s| s <= g) - 1;
             let (w, local) = (ws[wi], g - starts[wi]);
-            w.run_rows(local * GROUP..((local + 1) * GROUP).min(w.n), &acts, m, lvl, outs[wi]);
+            let act_rows = c * chunk..((c + 1) * chunk).min(m);
+            w.run_rows(local * GROUP..((local + 1) * GROUP).min(w.n), &acts, act_rows, lvl, outs[wi]);
         }
     });
 }
@@ -906,6 +923,26 @@ mod tests {
                 let mut alone = vec![0f32; m * w.n];
                 w.matmul_with(&x, m, &mut alone, p);
                 assert_eq!(o, &alone, "{p:?}");
+            }
+        }
+    }
+
+    #[test]
+    fn a_long_prompt_split_into_activation_chunks_gives_what_each_row_gives_alone() {
+        // k = 4096 at 16 bits is 8 KiB a row: 16-row chunks, so 37 rows are 16 + 16 + 5 (with
+        // a tail of one after the last whole quad).
+        let (n, k, m) = (13, 4096, 37);
+        for (format, dtype) in [(Format::Q4_1, GgmlDType::Q4_1), (Format::Q6K, GgmlDType::Q6K)] {
+            let w = QWeight::from_gguf_bytes(format, n, k, &quantized(dtype, n, k, 5).0).unwrap();
+            let x: Vec<f32> = (0..m * k).map(|i| ((i * 31) % 17) as f32 / 8.0 - 1.0).collect();
+            for p in [Precision::I8, Precision::I16] {
+                let mut all = vec![0f32; m * n];
+                w.matmul_with(&x, m, &mut all, p);
+                for i in 0..m {
+                    let mut one = vec![0f32; n];
+                    w.matmul_with(&x[i * k..(i + 1) * k], 1, &mut one, p);
+                    assert_eq!(all[i * n..(i + 1) * n], one, "{format:?} {p:?} row {i}");
+                }
             }
         }
     }
