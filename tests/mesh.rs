@@ -197,6 +197,34 @@ fn a_peer_stopped_with_sigterm_is_seen_to_leave_not_to_fail() {
 }
 
 #[test]
+fn a_stream_relayed_from_a_peer_stopped_with_sigterm_completes_and_no_new_work_goes_there() {
+    let tls = TempDir::new("mesh-tls-drain");
+    fleet_ca(tls.path(), &["a", "b"]);
+    let d = dirs(2);
+    common::slow_model(d[1].path(), "slow");
+    let b = node(d[1].path(), tls.path(), "b", None, &[]);
+    let a = node(d[0].path(), tls.path(), "a", Some(&b), &[]);
+    assert!(a.eventually(Duration::from_secs(30), || model_entry(&a, "slow").is_some()), "{}", a.log());
+    // A client of a, answered by b over the mesh: b holds no HTTP connection for it.
+    let mut stream = client().post(a.url("/v1/chat/completions")).json(&chat("slow", 300, true)).send().unwrap();
+    let mut first = [0u8; 128];
+    assert!(stream.read(&mut first).unwrap() > 0);
+    let stopping = std::thread::spawn(move || b.terminate_logged());
+    // b says goodbye as its drain starts: a routes nothing new to it while its stream runs on.
+    assert!(a.eventually(Duration::from_secs(10), || peer_state(&a, "b").as_deref() == Some("left")), "{}", a.log());
+    let (code, body) = post(&a.url("/v1/chat/completions"), &chat("slow", 3, false));
+    assert_eq!(code, 404, "a new request went to a draining peer: {body}");
+    let mut rest = String::new();
+    stream.read_to_string(&mut rest).unwrap();
+    let body = String::from_utf8_lossy(&first).to_string() + &rest;
+    assert!(!body.contains("\"error\""), "the relayed stream was cut: {body}");
+    assert!(body.contains("\"finish_reason\":\"length\"") && body.trim_end().ends_with("data: [DONE]"), "{body}");
+    assert!(!streamed_text(&body).is_empty(), "{body}");
+    let (status, log) = stopping.join().unwrap();
+    assert!(status.success(), "b did not exit cleanly: {status:?}\n{log}");
+}
+
+#[test]
 fn a_node_with_a_foreign_certificate_cannot_join() {
     let tls = TempDir::new("mesh-tls-fleet");
     fleet_ca(tls.path(), &["a"]);

@@ -167,18 +167,32 @@ impl Neuron {
             let _ = stop.wait_for(|s| *s).await;
         });
         let grace = self.grace;
+        let mesh = self.state.mesh.clone();
+        let goodbye = mesh.clone();
         let signal = tokio::spawn(async move {
             shutdown.await;
             tracing::info!(
                 grace_secs = grace.as_secs(),
                 "shutting down: no new connections; waiting for in-flight requests"
             );
+            // Peers stop sending work here at the start of the drain, not at its end.
+            if let Some(mesh) = goodbye {
+                mesh.say_goodbye().await;
+            }
             let _ = tx.send(true);
         });
-        let mesh = self.state.mesh.clone();
+        let models = self.state.models.clone();
+        let drained = async move {
+            server.await;
+            // Generations run for peers over the mesh hold no HTTP connection here: wait for
+            // the schedulers to empty too, so that a relayed stream is not cut at exit.
+            while models.busy() != (0, 0) {
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+        };
         let mut stopped = rx;
         let result = tokio::select! {
-            () = server => Ok(()),
+            () = drained => Ok(()),
             _ = async {
                 let _ = stopped.wait_for(|s| *s).await;
                 tokio::time::sleep(grace).await;

@@ -186,6 +186,16 @@ impl Neuron {
     }
 }
 
+impl Neuron {
+    /// [`Neuron::terminate`], keeping the log (for a test that stops a neuron in another thread).
+    pub fn terminate_logged(self) -> (std::process::ExitStatus, String) {
+        let log = self.log.clone();
+        let status = self.terminate();
+        let text = log.lock().unwrap().clone();
+        (status, text)
+    }
+}
+
 impl Drop for Neuron {
     fn drop(&mut self) {
         let _ = self.child.kill();

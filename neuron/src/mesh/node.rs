@@ -707,10 +707,12 @@ impl Mesh {
         rx
     }
 
-    /// Leaves the cluster gracefully: peers see a leave, not a failure. foca's own leave looks
-    /// like a failure to them, so each live peer is told first, over a stream it acknowledges
-    /// by ending; a peer that does not answer within a second learns it from foca alone.
-    pub async fn leave(self: &Arc<Self>) {
+    /// Tells each live peer that this node is shutting down, over a stream it acknowledges by
+    /// ending: peers mark it left and route nothing more to it, while the streams it is already
+    /// serving run on. foca's own leave looks like a failure to them; a peer that does not
+    /// answer within a second learns it from foca alone. Called when the drain starts, and again
+    /// by [`Mesh::leave`] (a peer told twice is unchanged).
+    pub async fn say_goodbye(self: &Arc<Self>) {
         let peers: Vec<String> = {
             let members = self.members.read().unwrap_or_else(|p| p.into_inner());
             members.iter().filter(|(_, (_, s))| !s.is_gone()).map(|(n, _)| n.clone()).collect()
@@ -728,6 +730,11 @@ impl Mesh {
             }
         });
         futures::future::join_all(told).await;
+    }
+
+    /// Leaves the cluster gracefully: peers see a leave, not a failure.
+    pub async fn leave(self: &Arc<Self>) {
+        self.say_goodbye().await;
         let (tx, rx) = tokio::sync::oneshot::channel();
         if self.input.send(Input::Leave(tx)).is_ok() {
             let _ = tokio::time::timeout(Duration::from_secs(2), rx).await;
