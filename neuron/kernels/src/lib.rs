@@ -425,7 +425,17 @@ impl QWeight {
                 }
             }
             QActs::I16(a) => {
-                for i in (first..quads_end).step_by(4) {
+                // Eight rows a pass where there are eight: the weights' unpacking to 16 bits is
+                // shared by twice the rows (SmolLM2 pp512 +6 %; the 8-bit path gained nothing).
+                let octs_end = first + (end - first) / 8 * 8;
+                for i in (first..octs_end).step_by(8) {
+                    let q: [ActRow<i16>; 8] = std::array::from_fn(|j| a.row(i + j));
+                    for r in rows.clone() {
+                        let v = dot16(self.kind, lvl, &self.row(r), std::array::from_fn::<_, 8, _>(|j| &q[j]));
+                        (0..8).for_each(|j| put(i + j, r, v[j]));
+                    }
+                }
+                for i in (octs_end..quads_end).step_by(4) {
                     let q = [a.row(i), a.row(i + 1), a.row(i + 2), a.row(i + 3)];
                     for r in rows.clone() {
                         let v = dot16(self.kind, lvl, &self.row(r), [&q[0], &q[1], &q[2], &q[3]]);
