@@ -19,10 +19,17 @@ enum Linear {
     Candle { mm: QMatMul, n: usize, k: usize },
 }
 
+/// candle's `CANDLE_DEQUANTIZE_ALL` (every matrix widened to f32 at load, f32 arithmetic) is
+/// honoured here too: the same decoder on the same weights without quantized activations, the
+/// reference the logit distances in BENCHMARKS.md are measured against.
+fn f32_reference() -> bool {
+    std::env::var_os("CANDLE_DEQUANTIZE_ALL").is_some()
+}
+
 impl Linear {
     fn new(t: QTensor) -> Result<Self> {
         let (n, k) = t.shape().dims2()?;
-        if let Some(format) = Format::from_ggml(t.dtype()) {
+        if let Some(format) = Format::from_ggml(t.dtype()).filter(|_| !f32_reference()) {
             let w = QWeight::from_gguf_bytes(format, n, k, &t.data()?).map_err(candle_core::Error::msg)?;
             return Ok(Linear::Ours(w));
         }
@@ -77,7 +84,7 @@ enum Embedding {
 impl Embedding {
     fn new(t: QTensor) -> Result<Self> {
         let (vocab, hidden) = t.shape().dims2()?;
-        Ok(match Format::from_ggml(t.dtype()) {
+        Ok(match Format::from_ggml(t.dtype()).filter(|_| !f32_reference()) {
             Some(format) => Embedding::Quantized(
                 QWeight::from_gguf_bytes(format, vocab, hidden, &t.data()?).map_err(candle_core::Error::msg)?,
             ),
