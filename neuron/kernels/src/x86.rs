@@ -143,6 +143,35 @@ unsafe fn split_scales8(lo: __m512, hi: __m512, j: i32) -> __m512 {
     _mm512_permutex2var_ps(lo, _mm512_add_epi32(base, _mm512_set1_epi32(4 * j)), hi)
 }
 
+/// Sixteen blocks' scales from block `b` on, for `R` activation rows: per row the weight ×
+/// activation scales (with `SPLIT`, the activation scales alone), and the weight's own scales
+/// (with `SPLIT`, its 32 half-block scales in two registers). `Q4` adds the blocks' min terms
+/// to `macc`.
+#[target_feature(enable = "avx512f,avx2,fma,f16c")]
+#[inline]
+unsafe fn scales16<S: Scale, const Q4: bool, const SPLIT: bool, const R: usize>(
+    d: &[S],
+    m: &[S],
+    a: [(&[f32], &[f32]); R],
+    b: usize,
+    macc: &mut [__m512; R],
+) -> ([__m512; R], __m512, __m512) {
+    let dw = load16(d.as_ptr().add(if SPLIT { 2 * b } else { b }));
+    let dw_hi = if SPLIT { load16(d.as_ptr().add(2 * b + 16)) } else { dw };
+    let mut sc = [_mm512_setzero_ps(); R];
+    for r in 0..R {
+        let ad = _mm512_loadu_ps(a[r].0.as_ptr().add(b));
+        sc[r] = if SPLIT { ad } else { _mm512_mul_ps(dw, ad) };
+    }
+    if Q4 {
+        let mw = load16(m.as_ptr().add(b));
+        for r in 0..R {
+            macc[r] = _mm512_fmadd_ps(mw, _mm512_loadu_ps(a[r].1.as_ptr().add(b)), macc[r]);
+        }
+    }
+    (sc, dw, dw_hi)
+}
+
 /// `R` activation rows (8-bit) against one weight row, AVX-512 VNNI: with `R` = 4 (prefill) each
 /// pair of weight blocks is unpacked once and used four times. `Q4` selects the nibble formats
 /// (with their min term; Q5's fifth bits come in `qh`), `SPLIT` (Q8 only) one scale per 16 values.
@@ -164,19 +193,7 @@ pub unsafe fn dot_w8_vnni<S: Scale, const Q4: bool, const SPLIT: bool, const R: 
     let mut macc = [_mm512_setzero_ps(); R];
     let mut b = 0;
     while b + 16 <= nb {
-        let dw = load16(d.as_ptr().add(if SPLIT { 2 * b } else { b }));
-        let dw_hi = if SPLIT { load16(d.as_ptr().add(2 * b + 16)) } else { dw };
-        let mut sc = [_mm512_setzero_ps(); R];
-        for r in 0..R {
-            let ad = _mm512_loadu_ps(a[r].1.as_ptr().add(b));
-            sc[r] = if SPLIT { ad } else { _mm512_mul_ps(dw, ad) };
-        }
-        if Q4 {
-            let mw = load16(m.as_ptr().add(b));
-            for r in 0..R {
-                macc[r] = _mm512_fmadd_ps(mw, _mm512_loadu_ps(a[r].2.as_ptr().add(b)), macc[r]);
-            }
-        }
+        let (sc, dw, dw_hi) = scales16::<S, Q4, SPLIT, R>(d, m, a.map(|r| (r.1, r.2)), b, &mut macc);
         for j in 0..8 {
             let blk = b + 2 * j;
             let (w, neg) = pair_w8::<Q4>(qs, qh, blk);
@@ -442,20 +459,7 @@ pub unsafe fn dot_w16_vnni<S: Scale, const Q4: bool, const SPLIT: bool, const R:
     let mut macc = [_mm512_setzero_ps(); R];
     let mut b = 0;
     while b + 16 <= nb {
-        // Per-block weight scales (or, with SPLIT, the 32 half-block scales in two registers).
-        let dw = load16(d.as_ptr().add(if SPLIT { 2 * b } else { b }));
-        let dw_hi = if SPLIT { load16(d.as_ptr().add(2 * b + 16)) } else { dw };
-        let mut sc = [_mm512_setzero_ps(); R];
-        for r in 0..R {
-            let ad = _mm512_loadu_ps(a[r].1.as_ptr().add(b));
-            sc[r] = if SPLIT { ad } else { _mm512_mul_ps(dw, ad) };
-        }
-        if Q4 {
-            let mw = load16(m.as_ptr().add(b));
-            for r in 0..R {
-                macc[r] = _mm512_fmadd_ps(mw, _mm512_loadu_ps(a[r].2.as_ptr().add(b)), macc[r]);
-            }
-        }
+        let (sc, dw, dw_hi) = scales16::<S, Q4, SPLIT, R>(d, m, a.map(|r| (r.1, r.2)), b, &mut macc);
         for j in 0..8 {
             let blk = b + 2 * j;
             let (wl, wh) = pair_w16::<Q4>(qs, qh, blk);
