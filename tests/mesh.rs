@@ -346,3 +346,88 @@ fn garbled_and_oversized_mesh_frames_close_their_stream_and_the_node_keeps_servi
         a.log()
     );
 }
+
+#[test]
+fn replayed_and_duplicated_mesh_packets_are_dropped_and_the_node_keeps_serving() {
+    use cortex_neuron::mesh::{transport, NodeIdentity};
+    use cortex_proto::frame::{self, Message};
+    use std::net::UdpSocket;
+    use std::sync::{Arc, Mutex};
+    let tls = TempDir::new("mesh-tls-replay");
+    fleet_ca(tls.path(), &["a", "prober"]);
+    let d = dirs(1);
+    tiny_model(d[0].path(), "tiny");
+    let a = node(d[0].path(), tls.path(), "a", None, &[]);
+    let a_mesh: std::net::SocketAddr = a.mesh.as_ref().unwrap().parse().unwrap();
+    // An on-path attacker: a UDP relay that delivers every packet to a twice and records what
+    // the fleet member sends, to replay it later.
+    let relay = UdpSocket::bind("127.0.0.1:0").unwrap();
+    let relay_addr = relay.local_addr().unwrap();
+    let upstream = UdpSocket::bind("127.0.0.1:0").unwrap();
+    upstream.connect(a_mesh).unwrap();
+    let captured: Arc<Mutex<Vec<Vec<u8>>>> = Arc::default();
+    let client_addr: Arc<Mutex<Option<std::net::SocketAddr>>> = Arc::default();
+    {
+        let (relay, upstream, captured, client_addr) =
+            (relay.try_clone().unwrap(), upstream.try_clone().unwrap(), captured.clone(), client_addr.clone());
+        std::thread::spawn(move || {
+            let mut buf = [0u8; 65536];
+            while let Ok((n, from)) = relay.recv_from(&mut buf) {
+                *client_addr.lock().unwrap() = Some(from);
+                captured.lock().unwrap().push(buf[..n].to_vec());
+                let _ = upstream.send(&buf[..n]);
+                let _ = upstream.send(&buf[..n]);
+            }
+        });
+    }
+    {
+        let (relay, upstream, client_addr) = (relay.try_clone().unwrap(), upstream.try_clone().unwrap(), client_addr);
+        std::thread::spawn(move || {
+            let mut buf = [0u8; 65536];
+            while let Ok(n) = upstream.recv(&mut buf) {
+                if let Some(to) = *client_addr.lock().unwrap() {
+                    let _ = relay.send_to(&buf[..n], to);
+                }
+            }
+        });
+    }
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    rt.block_on(async {
+        let id = NodeIdentity::load(tls.path(), "prober").unwrap();
+        let ep = transport::endpoint(&id, "127.0.0.1:0".parse().unwrap()).unwrap();
+        let (conn, name) = transport::connect(&ep, relay_addr, Some("a")).await.unwrap();
+        assert_eq!(name, "a");
+        let fetch = || async {
+            let (mut send, mut recv) = conn.open_bi().await.unwrap();
+            send.write_all(&frame::encode(&Message::FetchPlacement { node: "a".into() })).await.unwrap();
+            let _ = send.finish();
+            let bytes = tokio::time::timeout(Duration::from_secs(10), recv.read_to_end(1 << 20))
+                .await
+                .expect("an answer through the relay")
+                .unwrap();
+            let (msg, _) = frame::decode(&bytes).unwrap().unwrap();
+            assert!(matches!(msg, Message::Placement { .. }), "{msg:?}");
+        };
+        // Every packet arrives twice: the handshake and the request still work.
+        fetch().await;
+        let old = captured.lock().unwrap().clone();
+        assert!(old.len() >= 3, "too few packets captured: {}", old.len());
+        // Replay the whole conversation, on the same path and from a new address.
+        let stranger = UdpSocket::bind("127.0.0.1:0").unwrap();
+        for p in &old {
+            upstream.send(p).unwrap();
+            stranger.send_to(p, a_mesh).unwrap();
+        }
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        // The live connection is unharmed, and so is a fresh one.
+        fetch().await;
+        let (conn2, _) = transport::connect(&ep, a_mesh, Some("a")).await.unwrap();
+        let (mut send, mut recv) = conn2.open_bi().await.unwrap();
+        send.write_all(&frame::encode(&Message::FetchPlacement { node: "a".into() })).await.unwrap();
+        let _ = send.finish();
+        assert!(!recv.read_to_end(1 << 20).await.unwrap().is_empty());
+    });
+    let (status, body) = post(&a.url("/v1/chat/completions"), &chat("tiny", 3, false));
+    assert_eq!(status, 200, "{body}\n{}", a.log());
+    assert!(!a.log().contains("panicked"), "{}", a.log());
+}
