@@ -43,25 +43,29 @@ enum Kind {
     Q8,
 }
 
-/// A weight's block scales (and Q4 mins): f16 as the file stores them, or f32 where a format's
-/// scale is a product that f16 cannot hold exactly (the K-quants).
+/// A weight's block scales (and Q4 mins): f16 as the file stores them, or for the K-quants the
+/// file's small integer scales with their super-block's f16 factor (`PER` entries a factor), so
+/// that the repacked weight is no larger than the file's.
 enum Scales {
     F16(Vec<f16>),
-    F32(Vec<f32>),
+    K8(Vec<i8>, Vec<f16>),
+    K16(Vec<i8>, Vec<f16>),
 }
 
 impl Scales {
     fn bytes(&self) -> usize {
         match self {
             Scales::F16(v) => 2 * v.len(),
-            Scales::F32(v) => 4 * v.len(),
+            Scales::K8(q, d) | Scales::K16(q, d) => q.len() + 2 * d.len(),
         }
     }
 
+    /// Entries `r` (whole super-blocks for the K variants).
     fn slice(&self, r: std::ops::Range<usize>) -> ScaleRow<'_> {
         match self {
             Scales::F16(v) => ScaleRow::F16(&v[r]),
-            Scales::F32(v) => ScaleRow::F32(&v[r]),
+            Scales::K8(q, d) => ScaleRow::K8(KScales { q: &q[r.clone()], d: &d[r.start / 8..r.end.div_ceil(8)] }),
+            Scales::K16(q, d) => ScaleRow::K16(KScales { q: &q[r.clone()], d: &d[r.start / 16..r.end.div_ceil(16)] }),
         }
     }
 }
@@ -69,35 +73,78 @@ impl Scales {
 #[derive(Clone, Copy)]
 enum ScaleRow<'a> {
     F16(&'a [f16]),
-    F32(&'a [f32]),
+    K8(KScales<'a, 8>),
+    K16(KScales<'a, 16>),
 }
 
 impl ScaleRow<'_> {
     fn get(&self, i: usize) -> f32 {
-        match self {
-            ScaleRow::F16(v) => v[i].to_f32(),
-            ScaleRow::F32(v) => v[i],
+        match *self {
+            ScaleRow::F16(v) => Scale::get(v, i),
+            ScaleRow::K8(k) => k.get(i),
+            ScaleRow::K16(k) => k.get(i),
         }
     }
 }
 
-/// A scale as the kernels read it: `F32` tells the SIMD paths which load to use.
-pub(crate) trait Scale: Copy {
-    const F32: bool;
-    fn f(self) -> f32;
+/// K-quant scales: entry i is `q[i] · d[i / PER]`, a product f32 holds exactly (a 6- or 8-bit
+/// integer times an f16).
+#[derive(Clone, Copy)]
+pub(crate) struct KScales<'a, const PER: usize> {
+    q: &'a [i8],
+    d: &'a [f16],
 }
 
-impl Scale for f16 {
-    const F32: bool = false;
-    fn f(self) -> f32 {
-        self.to_f32()
+/// Where a kernel reads block scales (or mins) from.
+pub(crate) trait Scale: Copy {
+    /// Entries held.
+    fn len(self) -> usize;
+    fn get(self, i: usize) -> f32;
+    /// Entries `i..i + 16` as f32 (`i` a multiple of 8).
+    #[cfg(target_arch = "x86_64")]
+    unsafe fn load16(self, i: usize) -> std::arch::x86_64::__m512;
+}
+
+impl Scale for &[f16] {
+    fn len(self) -> usize {
+        <[f16]>::len(self)
+    }
+
+    fn get(self, i: usize) -> f32 {
+        self[i].to_f32()
+    }
+
+    #[cfg(target_arch = "x86_64")]
+    #[target_feature(enable = "avx512f,avx2,f16c")]
+    #[inline]
+    unsafe fn load16(self, i: usize) -> std::arch::x86_64::__m512 {
+        use std::arch::x86_64::*;
+        debug_assert!(i + 16 <= self.len());
+        _mm512_cvtph_ps(_mm256_loadu_si256(self.as_ptr().add(i) as *const __m256i))
     }
 }
 
-impl Scale for f32 {
-    const F32: bool = true;
-    fn f(self) -> f32 {
-        self
+impl<const PER: usize> Scale for KScales<'_, PER> {
+    fn len(self) -> usize {
+        self.q.len()
+    }
+
+    fn get(self, i: usize) -> f32 {
+        self.q[i] as f32 * self.d[i / PER].to_f32()
+    }
+
+    #[cfg(target_arch = "x86_64")]
+    #[target_feature(enable = "avx512f,avx2,f16c")]
+    #[inline]
+    unsafe fn load16(self, i: usize) -> std::arch::x86_64::__m512 {
+        use std::arch::x86_64::*;
+        debug_assert!(i + 16 <= self.q.len() && i.is_multiple_of(8) && (PER != 16 || i.is_multiple_of(16)));
+        let q = _mm512_cvtepi32_ps(_mm512_cvtepi8_epi32(_mm_loadu_si128(self.q.as_ptr().add(i) as *const __m128i)));
+        let lo = _mm512_set1_ps(self.d[i / PER].to_f32());
+        // Sixteen entries span one super-block of 16, or two of 8.
+        let d =
+            if PER == 16 { lo } else { _mm512_mask_blend_ps(0xFF00, lo, _mm512_set1_ps(self.d[i / PER + 1].to_f32())) };
+        _mm512_mul_ps(q, d)
     }
 }
 
@@ -268,10 +315,14 @@ impl QWeight {
                 }
             }
             Format::Q4K => {
-                let (mut qs, mut d, mut m) = (Vec::with_capacity(n * k / 2), Vec::with_capacity(n * nb), Vec::new());
-                m.reserve(n * nb);
+                let supers = n * k / QK_K;
+                let (mut qs, mut dq, mut mq) = (Vec::with_capacity(n * k / 2), Vec::with_capacity(n * nb), Vec::new());
+                let (mut dd, mut md) = (Vec::with_capacity(supers), Vec::with_capacity(supers));
+                mq.reserve(n * nb);
                 for b in raw.chunks_exact(bb) {
-                    let (sd, smin) = (h(b, 0).to_f32(), h(b, 2).to_f32());
+                    // value = d·sc·q − dmin·min: the min term's factor is −dmin (exact in f16).
+                    dd.push(h(b, 0));
+                    md.push(-h(b, 2));
                     let sc = &b[4..16];
                     let q = &b[16..144];
                     for s in 0..QK_K / QK {
@@ -281,8 +332,8 @@ impl QWeight {
                         } else {
                             ((sc[s + 4] & 0xF) | ((sc[s - 4] >> 6) << 4), (sc[s + 4] >> 4) | ((sc[s] >> 6) << 4))
                         };
-                        d.push(sd * scale as f32);
-                        m.push(-smin * min as f32);
+                        dq.push(scale as i8);
+                        mq.push(min as i8);
                         // Sub-block s is the low (even s) or high (odd s) nibbles of 32 bytes.
                         let v = |j: usize| (q[32 * (s / 2) + j] >> (4 * (s % 2))) & 15;
                         qs.extend((0..16).map(|j| v(j) | (v(j + 16) << 4)));
@@ -294,17 +345,17 @@ impl QWeight {
                     k,
                     nb,
                     qs,
-                    d: Scales::F32(d),
-                    m: Scales::F32(m),
+                    d: Scales::K8(dq, dd),
+                    m: Scales::K8(mq, md),
                     qh: Vec::new(),
                     split: false,
                 }
             }
             Format::Q6K => {
-                let (mut qs, mut d) = (Vec::with_capacity(n * k), Vec::with_capacity(2 * n * nb));
+                let (mut qs, mut dq, mut dd) = (Vec::with_capacity(n * k), Vec::with_capacity(2 * n * nb), Vec::new());
                 for b in raw.chunks_exact(bb) {
                     let (ql, qh, sc) = (&b[0..128], &b[128..192], &b[192..208]);
-                    let sd = h(b, 208).to_f32();
+                    dd.push(h(b, 208));
                     // ggml's layout: per 128 values, 64 low-nibble bytes and 32 bytes of 2-bit
                     // pairs; value 128·c + 32·g + l takes ql's nibble and qh's bits 2g, 2g+1.
                     for c in 0..2 {
@@ -317,7 +368,7 @@ impl QWeight {
                             }));
                         }
                     }
-                    d.extend(sc.iter().map(|&s| sd * s as i8 as f32));
+                    dq.extend(sc.iter().map(|&s| s as i8));
                 }
                 QWeight {
                     kind: Kind::Q8,
@@ -325,8 +376,8 @@ impl QWeight {
                     k,
                     nb,
                     qs,
-                    d: Scales::F32(d),
-                    m: Scales::F32(Vec::new()),
+                    d: Scales::K16(dq, dd),
+                    m: Scales::K16(Vec::new(), Vec::new()),
                     qh: Vec::new(),
                     split: true,
                 }
@@ -653,7 +704,8 @@ fn dot16<const R: usize>(kind: Kind, lvl: Level, w: &Row, a: [&ActRow<i16>; R]) 
         let refs = a.map(|r| (r.q, r.d, r.s));
         let simd = match (w.d, w.m) {
             (ScaleRow::F16(d), ScaleRow::F16(m)) => dot16_x86(kind, lvl, w, d, m, refs),
-            (ScaleRow::F32(d), ScaleRow::F32(m)) => dot16_x86(kind, lvl, w, d, m, refs),
+            (ScaleRow::K8(d), ScaleRow::K8(m)) => dot16_x86(kind, lvl, w, d, m, refs),
+            (ScaleRow::K16(d), ScaleRow::K16(m)) => dot16_x86(kind, lvl, w, d, m, refs),
             _ => None,
         };
         if let Some(v) = simd {
@@ -670,8 +722,8 @@ unsafe fn dot16_x86<S: Scale, const R: usize>(
     kind: Kind,
     lvl: Level,
     w: &Row,
-    d: &[S],
-    m: &[S],
+    d: S,
+    m: S,
     a: [(&[i16], &[f32], &[f32]); R],
 ) -> Option<[f32; R]> {
     Some(match (kind, lvl, w.split) {
@@ -738,7 +790,8 @@ fn dot8<const R: usize>(kind: Kind, lvl: Level, w: &Row, a: [&ActRow<i8>; R]) ->
         if lvl == Level::Avx512Vnni {
             match (w.d, w.m) {
                 (ScaleRow::F16(d), ScaleRow::F16(m)) => return dot8_vnni(kind, w, d, m, refs),
-                (ScaleRow::F32(d), ScaleRow::F32(m)) => return dot8_vnni(kind, w, d, m, refs),
+                (ScaleRow::K8(d), ScaleRow::K8(m)) => return dot8_vnni(kind, w, d, m, refs),
+                (ScaleRow::K16(d), ScaleRow::K16(m)) => return dot8_vnni(kind, w, d, m, refs),
                 _ => {}
             }
         }
@@ -754,7 +807,7 @@ fn dot8<const R: usize>(kind: Kind, lvl: Level, w: &Row, a: [&ActRow<i8>; R]) ->
 }
 
 #[cfg(target_arch = "x86_64")]
-unsafe fn dot8_vnni<S: Scale, const R: usize>(kind: Kind, w: &Row, d: &[S], m: &[S], a: [x86::ActRef; R]) -> [f32; R] {
+unsafe fn dot8_vnni<S: Scale, const R: usize>(kind: Kind, w: &Row, d: S, m: S, a: [x86::ActRef; R]) -> [f32; R] {
     match (kind, w.split) {
         (Kind::Q4, _) => x86::dot_w8_vnni::<S, true, false, R>(w.qs, d, m, w.qh, a),
         (Kind::Q8, false) => x86::dot_w8_vnni::<S, false, false, R>(w.qs, d, m, w.qh, a),

@@ -150,21 +150,21 @@ unsafe fn split_scales8(lo: __m512, hi: __m512, j: i32) -> __m512 {
 #[target_feature(enable = "avx512f,avx2,fma,f16c")]
 #[inline]
 unsafe fn scales16<S: Scale, const Q4: bool, const SPLIT: bool, const R: usize>(
-    d: &[S],
-    m: &[S],
+    d: S,
+    m: S,
     a: [(&[f32], &[f32]); R],
     b: usize,
     macc: &mut [__m512; R],
 ) -> ([__m512; R], __m512, __m512) {
-    let dw = load16(d.as_ptr().add(if SPLIT { 2 * b } else { b }));
-    let dw_hi = if SPLIT { load16(d.as_ptr().add(2 * b + 16)) } else { dw };
+    let dw = d.load16(if SPLIT { 2 * b } else { b });
+    let dw_hi = if SPLIT { d.load16(2 * b + 16) } else { dw };
     let mut sc = [_mm512_setzero_ps(); R];
     for r in 0..R {
         let ad = _mm512_loadu_ps(a[r].0.as_ptr().add(b));
         sc[r] = if SPLIT { ad } else { _mm512_mul_ps(dw, ad) };
     }
     if Q4 {
-        let mw = load16(m.as_ptr().add(b));
+        let mw = m.load16(b);
         for r in 0..R {
             macc[r] = _mm512_fmadd_ps(mw, _mm512_loadu_ps(a[r].1.as_ptr().add(b)), macc[r]);
         }
@@ -178,8 +178,8 @@ unsafe fn scales16<S: Scale, const Q4: bool, const SPLIT: bool, const R: usize>(
 #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni,avx2,fma,f16c")]
 pub unsafe fn dot_w8_vnni<S: Scale, const Q4: bool, const SPLIT: bool, const R: usize>(
     qs: &[u8],
-    d: &[S],
-    m: &[S],
+    d: S,
+    m: S,
     qh: &[u32],
     a: [ActRef; R],
 ) -> [f32; R] {
@@ -224,7 +224,7 @@ pub unsafe fn dot_w8_vnni<S: Scale, const Q4: bool, const SPLIT: bool, const R: 
             let p = _mm512_dpbusd_epi32(zero, w, x);
             let scale = if SPLIT {
                 let (s0, s1) = (ad[b], ad[b + 1]);
-                let v = |i: usize| d[2 * b + i].f();
+                let v = |i: usize| d.get(2 * b + i);
                 #[rustfmt::skip]
                 let sv = _mm512_set_ps(
                     v(3) * s1, v(3) * s1, v(3) * s1, v(3) * s1, v(2) * s1, v(2) * s1, v(2) * s1, v(2) * s1,
@@ -232,19 +232,19 @@ pub unsafe fn dot_w8_vnni<S: Scale, const Q4: bool, const SPLIT: bool, const R: 
                 );
                 sv
             } else {
-                let s0 = _mm512_set1_ps(d[b].f() * ad[b]);
-                _mm512_mask_blend_ps(0xFF00, s0, _mm512_set1_ps(d[b + 1].f() * ad[b + 1]))
+                let s0 = _mm512_set1_ps(d.get(b) * ad[b]);
+                _mm512_mask_blend_ps(0xFF00, s0, _mm512_set1_ps(d.get(b + 1) * ad[b + 1]))
             };
             acc[r] = _mm512_fmadd_ps(scale, _mm512_cvtepi32_ps(p), acc[r]);
             if Q4 {
-                mt[r] += m[b].f() * s[b] + m[b + 1].f() * s[b + 1];
+                mt[r] += m.get(b) * s[b] + m.get(b + 1) * s[b + 1];
             }
         }
         b += 2;
     }
     let mut out = [0f32; R];
     for r in 0..R {
-        out[r] = _mm512_reduce_add_ps(acc[r]) + _mm512_reduce_add_ps(macc[r]) + mt[r];
+        out[r] = _mm512_reduce_add_ps(_mm512_add_ps(acc[r], macc[r])) + mt[r];
         if b < nb {
             // The odd last block (never SPLIT: K-quant rows hold whole super-blocks).
             let (q, ad, s) = a[r];
@@ -256,9 +256,9 @@ pub unsafe fn dot_w8_vnni<S: Scale, const Q4: bool, const SPLIT: bool, const R: 
             } else {
                 (0..QK).map(|j| qs[b * QK + j] as i8 as i32 * x[j] as i32).sum()
             };
-            out[r] += d[b].f() * ad[b] * sum as f32;
+            out[r] += d.get(b) * ad[b] * sum as f32;
             if Q4 {
-                out[r] += m[b].f() * s[b];
+                out[r] += m.get(b) * s[b];
             }
         }
     }
@@ -282,17 +282,6 @@ unsafe fn fifth_bits16(bits: u32) -> __m256i {
     let lanes = _mm256_setr_epi16(1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024, 2048, 4096, 8192, 16384, i16::MIN);
     let set = _mm256_cmpeq_epi16(_mm256_and_si256(_mm256_set1_epi16(bits as u16 as i16), lanes), lanes);
     _mm256_and_si256(set, _mm256_set1_epi16(16))
-}
-
-/// Sixteen consecutive scales as f32.
-#[target_feature(enable = "avx512f,avx2,f16c")]
-#[inline]
-unsafe fn load16<S: Scale>(p: *const S) -> __m512 {
-    if S::F32 {
-        _mm512_loadu_ps(p as *const f32)
-    } else {
-        _mm512_cvtph_ps(_mm256_loadu_si256(p as *const __m256i))
-    }
 }
 
 /// One Q4 (or, with `qh`'s bits, Q5) block against its 32 i16 activations (lo half at `a_lo`, hi
@@ -333,7 +322,7 @@ unsafe fn block_q8_w16_avx2(w: *const u8, a_lo: *const i16, a_hi: *const i16) ->
 #[inline]
 unsafe fn scaled_q8_w16_avx2<S: Scale, const SPLIT: bool>(
     w: *const u8,
-    d: &[S],
+    d: S,
     b: usize,
     ad: f32,
     a_lo: *const i16,
@@ -342,10 +331,10 @@ unsafe fn scaled_q8_w16_avx2<S: Scale, const SPLIT: bool>(
 ) -> __m256 {
     let (lo, hi) = block_q8_w16_avx2(w, a_lo, a_hi);
     if SPLIT {
-        let acc = _mm256_fmadd_ps(_mm256_set1_ps(d[2 * b].f() * ad), _mm256_cvtepi32_ps(lo), acc);
-        _mm256_fmadd_ps(_mm256_set1_ps(d[2 * b + 1].f() * ad), _mm256_cvtepi32_ps(hi), acc)
+        let acc = _mm256_fmadd_ps(_mm256_set1_ps(d.get(2 * b) * ad), _mm256_cvtepi32_ps(lo), acc);
+        _mm256_fmadd_ps(_mm256_set1_ps(d.get(2 * b + 1) * ad), _mm256_cvtepi32_ps(hi), acc)
     } else {
-        _mm256_fmadd_ps(_mm256_set1_ps(d[b].f() * ad), _mm256_cvtepi32_ps(_mm256_add_epi32(lo, hi)), acc)
+        _mm256_fmadd_ps(_mm256_set1_ps(d.get(b) * ad), _mm256_cvtepi32_ps(_mm256_add_epi32(lo, hi)), acc)
     }
 }
 
@@ -353,8 +342,8 @@ unsafe fn scaled_q8_w16_avx2<S: Scale, const SPLIT: bool>(
 #[allow(clippy::too_many_arguments)]
 pub unsafe fn dot_q4_w16_avx2<S: Scale>(
     qs: &[u8],
-    d: &[S],
-    m: &[S],
+    d: S,
+    m: S,
     qh: &[u32],
     aq: &[i16],
     ad: &[f32],
@@ -369,14 +358,14 @@ pub unsafe fn dot_q4_w16_avx2<S: Scale>(
         let (lo, hi) = halves16(nb, b);
         let p =
             block_q4_w16_avx2(qs.as_ptr().add(b * 16), qh.get(b).copied(), aq.as_ptr().add(lo), aq.as_ptr().add(hi));
-        acc = _mm256_fmadd_ps(_mm256_set1_ps(d[b].f() * ad[b]), p, acc);
-        mt += m[b].f() * asum[b];
+        acc = _mm256_fmadd_ps(_mm256_set1_ps(d.get(b) * ad[b]), p, acc);
+        mt += m.get(b) * asum[b];
     }
     hsum256(acc) + mt
 }
 
 #[target_feature(enable = "avx2,fma,f16c")]
-pub unsafe fn dot_q8_w16_avx2<S: Scale, const SPLIT: bool>(qs: &[u8], d: &[S], aq: &[i16], ad: &[f32]) -> f32 {
+pub unsafe fn dot_q8_w16_avx2<S: Scale, const SPLIT: bool>(qs: &[u8], d: S, aq: &[i16], ad: &[f32]) -> f32 {
     let nb = ad.len();
     debug_assert!(qs.len() >= nb * QK && aq.len() >= nb * QK && d.len() >= nb * (1 + SPLIT as usize));
     let mut acc = _mm256_setzero_ps();
@@ -443,8 +432,8 @@ unsafe fn split_scales<const HI: i32>(lo: __m512, hi: __m512, j: i32) -> __m512 
 #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni,avx2,fma,f16c")]
 pub unsafe fn dot_w16_vnni<S: Scale, const Q4: bool, const SPLIT: bool, const R: usize>(
     qs: &[u8],
-    d: &[S],
-    m: &[S],
+    d: S,
+    m: S,
     qh: &[u32],
     a: [(&[i16], &[f32], &[f32]); R],
 ) -> [f32; R] {
@@ -495,25 +484,25 @@ pub unsafe fn dot_w16_vnni<S: Scale, const Q4: bool, const SPLIT: bool, const R:
             if SPLIT {
                 let ph = _mm512_dpwssd_epi32(zero, wh, _mm512_loadu_si512(x.add(32) as *const __m512i));
                 let half = |h: usize| {
-                    let s0 = _mm512_set1_ps(d[2 * b + h].f() * ad[b]);
-                    _mm512_mask_blend_ps(0xFF00, s0, _mm512_set1_ps(d[2 * b + 2 + h].f() * ad[b + 1]))
+                    let s0 = _mm512_set1_ps(d.get(2 * b + h) * ad[b]);
+                    _mm512_mask_blend_ps(0xFF00, s0, _mm512_set1_ps(d.get(2 * b + 2 + h) * ad[b + 1]))
                 };
                 acc[r] = _mm512_fmadd_ps(half(0), _mm512_cvtepi32_ps(pl), acc[r]);
                 acc[r] = _mm512_fmadd_ps(half(1), _mm512_cvtepi32_ps(ph), acc[r]);
             } else {
-                let s0 = _mm512_set1_ps(d[b].f() * ad[b]);
-                let s1 = _mm512_set1_ps(d[b + 1].f() * ad[b + 1]);
+                let s0 = _mm512_set1_ps(d.get(b) * ad[b]);
+                let s1 = _mm512_set1_ps(d.get(b + 1) * ad[b + 1]);
                 let p = _mm512_dpwssd_epi32(pl, wh, _mm512_loadu_si512(x.add(32) as *const __m512i));
                 acc[r] = _mm512_fmadd_ps(_mm512_mask_blend_ps(0xFF00, s0, s1), _mm512_cvtepi32_ps(p), acc[r]);
             }
             if Q4 {
-                mt[r] += m[b].f() * s[b] + m[b + 1].f() * s[b + 1];
+                mt[r] += m.get(b) * s[b] + m.get(b + 1) * s[b + 1];
             }
         }
         b += 2;
     }
     for r in 0..R {
-        out[r] = _mm512_reduce_add_ps(acc[r]) + _mm512_reduce_add_ps(macc[r]) + mt[r];
+        out[r] = _mm512_reduce_add_ps(_mm512_add_ps(acc[r], macc[r])) + mt[r];
         if b < nb {
             // The odd last block, in natural order at the end of the row (never SPLIT: K-quant
             // rows hold whole super-blocks).
@@ -521,7 +510,7 @@ pub unsafe fn dot_w16_vnni<S: Scale, const Q4: bool, const SPLIT: bool, const R:
             let x = q.as_ptr().add(32 * b);
             if Q4 {
                 let v = block_q4_w16_avx2(qs.as_ptr().add(b * 16), qh.get(b).copied(), x, x.add(16));
-                out[r] += hsum256(v) * d[b].f() * ad[b] + m[b].f() * s[b];
+                out[r] += hsum256(v) * d.get(b) * ad[b] + m.get(b) * s[b];
             } else {
                 let v = scaled_q8_w16_avx2::<S, SPLIT>(
                     qs.as_ptr().add(b * QK),
