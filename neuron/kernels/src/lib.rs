@@ -946,9 +946,13 @@ mod tests {
                             assert!(rel_err(&got, &scalar16) < 1e-5, "16-bit {format:?} {lvl:?} vs scalar");
                         }
                     }
-                    let mut out16 = vec![0f32; m * n];
-                    w.matmul_with(&x, m, &mut out16, Precision::I16);
-                    assert!(rel_err(&out16, &want) < 1e-3, "16-bit matmul {format:?} n={n} k={k} m={m}");
+                    // The whole matmul on each level.
+                    for &lvl in levels.iter().filter(|l| **l as u8 <= host as u8) {
+                        let mut out16 = vec![0f32; m * n];
+                        matmul_many_at(lvl, &[&w], &x, m, &mut [&mut out16], Precision::I16);
+                        let e = rel_err(&out16, &want);
+                        assert!(e < 1e-3, "16-bit matmul {format:?} {lvl:?} n={n} k={k} m={m}: {e}");
+                    }
                     // Levels agree with each other far more closely than with f32 (same integers).
                     let scalar: Vec<f32> =
                         (0..n).map(|r| dot(w.kind, Level::Scalar, &w.row(r), &acts.row(0))).collect();
