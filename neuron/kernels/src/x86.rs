@@ -110,6 +110,24 @@ unsafe fn pair_scales(sc: __m512, j: i32) -> __m512 {
 /// One activation row's quantized values, block scales and block sums.
 pub type ActRef<'a> = (&'a [i8], &'a [f32], &'a [f32]);
 
+/// Two blocks' 4-bit values (32 nibble bytes from `w`) as bytes: (elements 0–15 of both blocks,
+/// elements 16–31 of both). With `qh` (Q5: the two blocks' bit words), a nibble plus 16 sets
+/// each element's fifth bit.
+#[target_feature(enable = "avx512f,avx512bw,avx512vl,avx2")]
+#[inline]
+unsafe fn nibbles2(w: *const u8, qh: Option<(u32, u32)>) -> (__m256i, __m256i) {
+    let m4 = _mm256_set1_epi8(0x0F);
+    let v = _mm256_loadu_si256(w as *const __m256i);
+    let mut lo = _mm256_and_si256(v, m4);
+    let mut hi = _mm256_and_si256(_mm256_srli_epi16(v, 4), m4);
+    if let Some((b0, b1)) = qh {
+        let sixteen = _mm256_set1_epi8(16);
+        lo = _mm256_mask_add_epi8(lo, (b0 & 0xFFFF) | (b1 << 16), lo, sixteen);
+        hi = _mm256_mask_add_epi8(hi, (b0 >> 16) | (b1 & 0xFFFF_0000), hi, sixteen);
+    }
+    (lo, hi)
+}
+
 /// Two blocks' weights as `dpbusd`'s unsigned bytes, in the activations' order, and for Q8 the
 /// mask of negative weights (their sign moves onto the activations). Q4: the nibbles
 /// `[lo₀ lo₁ | hi₀ hi₁]` reordered to `[lo₀ hi₀ lo₁ hi₁]`, plus 16 where a Q5 fifth bit is set.
@@ -117,15 +135,8 @@ pub type ActRef<'a> = (&'a [i8], &'a [f32], &'a [f32]);
 #[inline]
 unsafe fn pair_w8<const Q4: bool>(qs: &[u8], qh: &[u32], blk: usize) -> (__m512i, __mmask64) {
     if Q4 {
-        let m4 = _mm256_set1_epi8(0x0F);
-        let v = _mm256_loadu_si256(qs.as_ptr().add(blk * 16) as *const __m256i);
-        let mut lo = _mm256_and_si256(v, m4);
-        let mut hi = _mm256_and_si256(_mm256_srli_epi16(v, 4), m4);
-        if !qh.is_empty() {
-            let (b0, b1, sixteen) = (qh[blk], qh[blk + 1], _mm256_set1_epi8(16));
-            lo = _mm256_mask_add_epi8(lo, (b0 & 0xFFFF) | (b1 << 16), lo, sixteen);
-            hi = _mm256_mask_add_epi8(hi, (b0 >> 16) | (b1 & 0xFFFF_0000), hi, sixteen);
-        }
+        let bits = if qh.is_empty() { None } else { Some((qh[blk], qh[blk + 1])) };
+        let (lo, hi) = nibbles2(qs.as_ptr().add(blk * 16), bits);
         let w = _mm512_inserti64x4(_mm512_castsi256_si512(lo), hi, 1);
         (_mm512_shuffle_i64x2(w, w, 0b11_01_10_00), 0)
     } else {
@@ -382,16 +393,7 @@ pub unsafe fn dot_q8_w16_avx2<S: Scale, const SPLIT: bool>(qs: &[u8], d: S, aq: 
 #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx2")]
 #[inline]
 unsafe fn pair_w16_q4(w: *const u8, qh: Option<(u32, u32)>) -> (__m512i, __m512i) {
-    let m4 = _mm256_set1_epi8(0x0F);
-    let v = _mm256_loadu_si256(w as *const __m256i);
-    let mut lo = _mm256_and_si256(v, m4);
-    let mut hi = _mm256_and_si256(_mm256_srli_epi16(v, 4), m4);
-    if let Some((b0, b1)) = qh {
-        // lo bytes are elements 0–15 of each block, hi bytes 16–31; a nibble plus 16 sets bit 4.
-        let sixteen = _mm256_set1_epi8(16);
-        lo = _mm256_mask_add_epi8(lo, (b0 & 0xFFFF) | (b1 << 16), lo, sixteen);
-        hi = _mm256_mask_add_epi8(hi, (b0 >> 16) | (b1 & 0xFFFF_0000), hi, sixteen);
-    }
+    let (lo, hi) = nibbles2(w, qh);
     (_mm512_cvtepu8_epi16(lo), _mm512_cvtepu8_epi16(hi))
 }
 

@@ -38,7 +38,6 @@ pub fn load<R: Read + Seek>(ct: &gguf_file::Content, reader: &mut R, positions: 
     if layers.iter().any(|l| l.q_norm.is_none() || l.post_attn_norm.is_none() || l.post_ffn_norm.is_none()) {
         candle_core::bail!("a gemma3 block lacks its q/k norms or post-norms")
     }
-    let ff = layers.first().map(|l| l.up.n()).unwrap_or(0);
     let d = Decoder {
         embedding,
         output,
@@ -50,7 +49,6 @@ pub fn load<R: Read + Seek>(ct: &gguf_file::Content, reader: &mut R, positions: 
         gate_fn: Gate::GeluTanh,
         embed_scale: Some((hidden as f32).sqrt()),
         hidden,
-        ff,
         eps,
     };
     tracing::debug!(ours = d.kernel_share(), kernels = ?cortex_kernels::level(), "gemma3 projections on cortex's kernels");

@@ -38,7 +38,6 @@ pub fn load<R: Read + Seek>(ct: &gguf_file::Content, reader: &mut R, positions: 
     let heads = Heads::new(n_head, n_kv_head, head_dim, None)?;
     let (embedding, norm, output) = super::ends(ct, reader)?;
     let layers = (0..n_layer).map(|i| Layer::load(ct, reader, i, 0)).collect::<Result<Vec<_>>>()?;
-    let ff = layers.first().map(|l| l.up.n()).unwrap_or(0);
     let d = Decoder {
         embedding,
         output,
@@ -50,7 +49,6 @@ pub fn load<R: Read + Seek>(ct: &gguf_file::Content, reader: &mut R, positions: 
         gate_fn: Gate::Silu,
         embed_scale: None,
         hidden,
-        ff,
         eps,
     };
     tracing::debug!(ours = d.kernel_share(), kernels = ?cortex_kernels::level(), "llama projections on cortex's kernels");

@@ -271,7 +271,6 @@ pub struct Decoder {
     /// Gemma multiplies the embedding by √hidden.
     embed_scale: Option<f32>,
     hidden: usize,
-    ff: usize,
     eps: f32,
 }
 
@@ -285,7 +284,7 @@ impl Decoder {
         }
         // Every kind of layer has the same widths; only windows and RoPE bases differ.
         let hs = &self.heads[0];
-        let (hidden, ff) = (self.hidden, self.ff);
+        let hidden = self.hidden;
         let (qw, kvw) = (hs.n_head * hs.head_dim, hs.n_kv_head * hs.head_dim);
         cache.rewind(self.layers.len(), pos, kvw)?;
         let p = precision(t);
@@ -322,6 +321,7 @@ impl Decoder {
             add(x, o);
             let h = resize(&mut s.h, t * hidden);
             rms_norm(x, &layer.ffn_norm, self.eps, h);
+            let ff = layer.up.n();
             let (gate, up) = (resize(&mut s.gate, t * ff), resize(&mut s.up, t * ff));
             Linear::forward_many(&[&layer.gate, &layer.up], h, t, &mut [&mut *gate, &mut *up], p)?;
             for (g, u) in gate.iter_mut().zip(up.iter()) {
