@@ -33,10 +33,12 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     println!("load: {:.3} s", t0.elapsed().as_secs_f64());
 
     let vocab = 1000u32;
-    // CORTEX_BENCH_ONLY=tg128 (or pp512) runs that part alone, for a profiler.
+    // CORTEX_BENCH_ONLY=tg128 (or pp512, or matmul for the kernels alone) runs that part alone,
+    // for a profiler.
     let only = std::env::var("CORTEX_BENCH_ONLY").ok();
+    let kernels_only = only.as_deref() == Some("matmul");
     let prefill: &[usize] = match only.as_deref() {
-        Some("tg128") => &[],
+        Some("tg128") | Some("matmul") => &[],
         Some("pp512") => &[512],
         _ => &[64, 512],
     };
@@ -55,7 +57,8 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     if only.as_deref() == Some("pp512") {
         return Ok(());
     }
-    let rates = (0..REPS)
+    let decode_reps = if kernels_only { 0 } else { REPS };
+    let rates = (0..decode_reps)
         .map(|_| {
             let mut seq = weights.new_sequence().expect("sequence");
             seq.forward(&[100], 0).expect("first");
@@ -66,8 +69,10 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
             128.0 / t.elapsed().as_secs_f64()
         })
         .collect();
-    println!("tg128: {:.1} tok/s", median(rates));
-    if only.is_some() {
+    if !kernels_only {
+        println!("tg128: {:.1} tok/s", median(rates));
+    }
+    if only.is_some() && !kernels_only {
         return Ok(());
     }
 
@@ -83,7 +88,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     };
     let mm = QMatMul::from_qtensor(w)?;
     let mut per_row = Vec::new();
-    for rows in [1usize, 4, 8] {
+    for rows in [1usize, 4, 8].into_iter().filter(|_| !kernels_only) {
         let x = Tensor::randn(0f32, 1.0, (rows, k), &Device::Cpu)?;
         let iters = 200;
         let t = Instant::now();
@@ -93,7 +98,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         let us = t.elapsed().as_secs_f64() * 1e6 / iters as f64;
         per_row.push((rows, us));
     }
-    let base = per_row[0].1;
+    let base = per_row.first().map_or(1.0, |r| r.1);
     for (rows, us) in per_row {
         println!(
             "matmul ffn_up x{rows}: {us:.1} µs ({:.2}x one row, {:.2}x per row)",
@@ -103,31 +108,48 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     }
     if let Some(q) = ours {
         println!("cortex kernels: {:?}", cortex_kernels::level());
-        for rows in [1usize, 4, 8] {
-            let x: Vec<f32> = (0..rows * k).map(|i| (i % 97) as f32 / 97.0 - 0.5).collect();
-            let mut out = vec![0f32; rows * q.n];
-            let iters = 500;
-            let t = Instant::now();
-            for _ in 0..iters {
-                q.matmul(&x, rows, &mut out);
+        kernel_rates("ffn_up", &q, !kernels_only);
+    }
+    if kernels_only {
+        // The other shapes and formats a layer holds (Gemma 3: Q6_K or Q4_K down, Q4_K output).
+        for name in ["ffn_down", "attn_output"] {
+            let w = content.tensor(&mut file, &format!("blk.0.{name}.weight"), &Device::Cpu)?;
+            let (n, k) = w.shape().dims2()?;
+            if let Some(f) = cortex_kernels::Format::from_ggml(w.dtype()) {
+                println!("{name}: {f:?} {n}x{k}");
+                kernel_rates(name, &cortex_kernels::QWeight::from_gguf_bytes(f, n, k, &w.data()?)?, false);
             }
-            let us = t.elapsed().as_secs_f64() * 1e6 / iters as f64;
-            println!("cortex matmul ffn_up x{rows}: {us:.1} µs ({:.1} GB/s of weights)", q.bytes() as f64 / us / 1e3);
-        }
-        // A 512-token prompt's projection at both activation precisions: multiply-adds per second.
-        let rows = 512;
-        let x: Vec<f32> = (0..rows * k).map(|i| (i % 97) as f32 / 97.0 - 0.5).collect();
-        let mut out = vec![0f32; rows * q.n];
-        for p in [cortex_kernels::Precision::I16, cortex_kernels::Precision::I8] {
-            let iters = 20;
-            let t = Instant::now();
-            for _ in 0..iters {
-                q.matmul_with(&x, rows, &mut out, p);
-            }
-            let s = t.elapsed().as_secs_f64() / iters as f64;
-            let gmac = (rows * k * q.n) as f64 / s / 1e9;
-            println!("cortex matmul ffn_up x{rows} {p:?}: {:.2} ms ({gmac:.1} GMAC/s)", s * 1e3);
         }
     }
     Ok(())
+}
+
+/// Our kernels on one weight: decode-sized calls (`decode`), then a 512-token prompt at both
+/// activation precisions, as multiply-adds per second.
+fn kernel_rates(name: &str, q: &cortex_kernels::QWeight, decode: bool) {
+    let k = q.k;
+    for rows in [1usize, 4, 8].into_iter().filter(|_| decode) {
+        let x: Vec<f32> = (0..rows * k).map(|i| (i % 97) as f32 / 97.0 - 0.5).collect();
+        let mut out = vec![0f32; rows * q.n];
+        let iters = 500;
+        let t = Instant::now();
+        for _ in 0..iters {
+            q.matmul(&x, rows, &mut out);
+        }
+        let us = t.elapsed().as_secs_f64() * 1e6 / iters as f64;
+        println!("cortex matmul {name} x{rows}: {us:.1} µs ({:.1} GB/s of weights)", q.bytes() as f64 / us / 1e3);
+    }
+    let rows = 512;
+    let x: Vec<f32> = (0..rows * k).map(|i| (i % 97) as f32 / 97.0 - 0.5).collect();
+    let mut out = vec![0f32; rows * q.n];
+    for p in [cortex_kernels::Precision::I16, cortex_kernels::Precision::I8] {
+        let iters = 20;
+        let t = Instant::now();
+        for _ in 0..iters {
+            q.matmul_with(&x, rows, &mut out, p);
+        }
+        let s = t.elapsed().as_secs_f64() / iters as f64;
+        let gmac = (rows * k * q.n) as f64 / s / 1e9;
+        println!("cortex matmul {name} x{rows} {p:?}: {:.2} ms ({gmac:.1} GMAC/s)", s * 1e3);
+    }
 }

@@ -100,9 +100,10 @@ pub(crate) trait Scale: Copy {
     /// Entries held.
     fn len(self) -> usize;
     fn get(self, i: usize) -> f32;
-    /// Entries `i..i + 16` as f32 (`i` a multiple of 8).
+    /// Entries `i..i + n` as f32 in the first `n` of 16 lanes, zero in the rest (`i` a multiple
+    /// of 8, `n` ≤ 16).
     #[cfg(target_arch = "x86_64")]
-    unsafe fn load16(self, i: usize) -> std::arch::x86_64::__m512;
+    unsafe fn load16(self, i: usize, n: usize) -> std::arch::x86_64::__m512;
 }
 
 impl Scale for &[f16] {
@@ -115,12 +116,13 @@ impl Scale for &[f16] {
     }
 
     #[cfg(target_arch = "x86_64")]
-    #[target_feature(enable = "avx512f,avx2,f16c")]
+    #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx2,f16c")]
     #[inline]
-    unsafe fn load16(self, i: usize) -> std::arch::x86_64::__m512 {
+    unsafe fn load16(self, i: usize, n: usize) -> std::arch::x86_64::__m512 {
         use std::arch::x86_64::*;
-        debug_assert!(i + 16 <= self.len());
-        _mm512_cvtph_ps(_mm256_loadu_si256(self.as_ptr().add(i) as *const __m256i))
+        debug_assert!(n <= 16 && i + n <= self.len());
+        let mask = ((1u32 << n) - 1) as u16;
+        _mm512_cvtph_ps(_mm256_maskz_loadu_epi16(mask, self.as_ptr().add(i) as *const i16))
     }
 }
 
@@ -134,16 +136,21 @@ impl<const PER: usize> Scale for KScales<'_, PER> {
     }
 
     #[cfg(target_arch = "x86_64")]
-    #[target_feature(enable = "avx512f,avx2,f16c")]
+    #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx2,f16c")]
     #[inline]
-    unsafe fn load16(self, i: usize) -> std::arch::x86_64::__m512 {
+    unsafe fn load16(self, i: usize, n: usize) -> std::arch::x86_64::__m512 {
         use std::arch::x86_64::*;
-        debug_assert!(i + 16 <= self.q.len() && i.is_multiple_of(8) && (PER != 16 || i.is_multiple_of(16)));
-        let q = _mm512_cvtepi32_ps(_mm512_cvtepi8_epi32(_mm_loadu_si128(self.q.as_ptr().add(i) as *const __m128i)));
+        // Whole super-blocks only: 16 entries span one of 16, or two (or, at a row's end, one) of 8.
+        debug_assert!(i + n <= self.q.len() && i.is_multiple_of(PER) && (n == 16 || n == 8 && PER == 8));
+        let mask = ((1u32 << n) - 1) as u16;
+        let q = _mm_maskz_loadu_epi8(mask, self.q.as_ptr().add(i));
+        let q = _mm512_cvtepi32_ps(_mm512_cvtepi8_epi32(q));
         let lo = _mm512_set1_ps(self.d[i / PER].to_f32());
-        // Sixteen entries span one super-block of 16, or two of 8.
-        let d =
-            if PER == 16 { lo } else { _mm512_mask_blend_ps(0xFF00, lo, _mm512_set1_ps(self.d[i / PER + 1].to_f32())) };
+        let d = if PER == 16 || n <= 8 {
+            lo
+        } else {
+            _mm512_mask_blend_ps(0xFF00, lo, _mm512_set1_ps(self.d[i / PER + 1].to_f32()))
+        };
         _mm512_mul_ps(q, d)
     }
 }
@@ -529,7 +536,9 @@ pub fn matmul_many_at(lvl: Level, ws: &[&QWeight], x: &[f32], m: usize, dsts: &m
     let precision = effective_precision(lvl, ws, precision);
     let acts = match precision {
         Precision::I8 => QActs::I8(Acts::<i8>::quantize(x, m, k)),
-        Precision::I16 => QActs::I16(Acts::<i16>::quantize(x, m, k)),
+        // K-quant weights alone (Q4_K, Q6_K): activations scaled per super-block, for the kernel
+        // that sums a super-block in integers.
+        Precision::I16 => QActs::I16(Acts::<i16>::quantize_grouped(x, m, k, if k_grouped(ws) { 8 } else { 1 })),
     };
     let outs: Vec<usize> = dsts.iter_mut().map(|d| d.as_mut_ptr() as usize).collect();
     // Work items are tiles: 8 weight rows (a work item is then worth the cursor's atomic, and
@@ -557,6 +566,13 @@ pub fn matmul_many_at(lvl: Level, ws: &[&QWeight], x: &[f32], m: usize, dsts: &m
             w.run_rows(local * GROUP..((local + 1) * GROUP).min(w.n), &acts, act_rows, lvl, outs[wi]);
         }
     });
+}
+
+/// Whether `ws` are all K-quants, whose 16-bit activations take one scale per super-block (for
+/// `x86::dot_k16_vnni`; the other levels read the same integers, so that every level computes
+/// the same function).
+fn k_grouped(ws: &[&QWeight]) -> bool {
+    ws.iter().all(|w| matches!(w.d, Scales::K8(..) | Scales::K16(..)))
 }
 
 /// `lvl`, or this CPU's best level where `lvl` is beyond it.
@@ -605,6 +621,8 @@ pub enum Precision {
 /// [2p lo, 2p+1 lo, 2p hi, 2p+1 hi] halves), and `s = d·Σq` per block for the Q4 min term.
 pub struct Acts<T> {
     nb: usize,
+    /// Blocks that share one scale: 1, or 8 (a K-quant super-block) for [`x86::dot_k16_vnni`].
+    group: usize,
     q: Vec<T>,
     d: Vec<f32>,
     s: Vec<f32>,
@@ -615,6 +633,7 @@ struct ActRow<'a, T> {
     q: &'a [T],
     d: &'a [f32],
     s: &'a [f32],
+    group: usize,
 }
 
 impl<T> Acts<T> {
@@ -624,16 +643,18 @@ impl<T> Acts<T> {
             q: &self.q[i * nb * QK..(i + 1) * nb * QK],
             d: &self.d[i * nb..(i + 1) * nb],
             s: &self.s[i * nb..(i + 1) * nb],
+            group: self.group,
         }
     }
 }
 
-/// Quantizes each 32-value block to `±max` with a per-block scale, writing element `j` of block
-/// `b` (of `nb` per row) where `place(nb, b, j)` says within its row.
+/// Quantizes each group of `group` 32-value blocks to `±max` with one scale (kept per block),
+/// writing element `j` of block `b` (of `nb` per row) where `place(nb, b, j)` says within its row.
 fn quantize<T: Copy + Default>(
     x: &[f32],
     m: usize,
     k: usize,
+    group: usize,
     max: f32,
     to: impl Fn(i32) -> T,
     place: impl Fn(usize, usize, usize) -> usize,
@@ -642,35 +663,46 @@ fn quantize<T: Copy + Default>(
     let mut q = vec![T::default(); m * k];
     let (mut d, mut s) = (vec![0f32; m * nb], vec![0f32; m * nb]);
     for (i, (xr, qr)) in x.chunks_exact(k).zip(q.chunks_exact_mut(k)).enumerate() {
-        for (b, xs) in xr.chunks_exact(QK).enumerate() {
-            let amax = xs.iter().fold(0f32, |a, v| a.max(v.abs()));
+        for (g, xg) in xr.chunks(QK * group).enumerate() {
+            let amax = xg.iter().fold(0f32, |a, v| a.max(v.abs()));
             let scale = amax / max;
             let inv = if scale > 0.0 { 1.0 / scale } else { 0.0 };
-            let mut sum = 0i32;
-            for (j, v) in xs.iter().enumerate() {
-                let r = (v * inv).round() as i32;
-                sum += r;
-                qr[place(nb, b, j)] = to(r);
+            for (bi, xs) in xg.chunks_exact(QK).enumerate() {
+                let b = g * group + bi;
+                let mut sum = 0i32;
+                for (j, v) in xs.iter().enumerate() {
+                    let r = (v * inv).round() as i32;
+                    sum += r;
+                    qr[place(nb, b, j)] = to(r);
+                }
+                d[i * nb + b] = scale;
+                s[i * nb + b] = scale * sum as f32;
             }
-            d[i * nb + b] = scale;
-            s[i * nb + b] = scale * sum as f32;
         }
     }
-    Acts { nb, q, d, s }
+    Acts { nb, group, q, d, s }
 }
 
 impl Acts<i8> {
     pub fn quantize(x: &[f32], m: usize, k: usize) -> Self {
-        quantize(x, m, k, 127.0, |r| r as i8, |_, b, j| b * QK + j)
+        quantize(x, m, k, 1, 127.0, |r| r as i8, |_, b, j| b * QK + j)
     }
 }
 
 impl Acts<i16> {
     pub fn quantize(x: &[f32], m: usize, k: usize) -> Self {
+        Self::quantize_grouped(x, m, k, 1)
+    }
+
+    /// One scale per `group` blocks (`k` a multiple of `group · 32`): with 8, a K-quant
+    /// super-block's integer products sum in i32 before any float work (`x86::dot_k16_vnni`).
+    /// Sixteen bits over 256 values keep the result near f32 (the tests' 1e-3 bound holds).
+    pub fn quantize_grouped(x: &[f32], m: usize, k: usize, group: usize) -> Self {
         quantize(
             x,
             m,
             k,
+            group,
             32767.0,
             |r| r as i16,
             |nb, b, j| {
@@ -702,6 +734,17 @@ fn dot16<const R: usize>(kind: Kind, lvl: Level, w: &Row, a: [&ActRow<i16>; R]) 
     // SAFETY: `lvl` comes from run-time feature detection of exactly what each path uses.
     unsafe {
         let refs = a.map(|r| (r.q, r.d, r.s));
+        if lvl == Level::Avx512Vnni && a.iter().all(|r| r.group == 8) {
+            match (kind, w.d, w.m) {
+                (Kind::Q4, ScaleRow::K8(d), ScaleRow::K8(m)) => {
+                    return x86::dot_k16_vnni::<true, 8, R>(w.qs, d, m, refs)
+                }
+                (Kind::Q8, ScaleRow::K16(d), ScaleRow::K16(m)) => {
+                    return x86::dot_k16_vnni::<false, 16, R>(w.qs, d, m, refs)
+                }
+                _ => {}
+            }
+        }
         let simd = match (w.d, w.m) {
             (ScaleRow::F16(d), ScaleRow::F16(m)) => dot16_x86(kind, lvl, w, d, m, refs),
             (ScaleRow::K8(d), ScaleRow::K8(m)) => dot16_x86(kind, lvl, w, d, m, refs),
@@ -946,6 +989,22 @@ mod tests {
                             assert!(rel_err(&got, &scalar16) < 1e-5, "16-bit {format:?} {lvl:?} vs scalar");
                         }
                     }
+                    // One activation scale per super-block (what K-quant matmuls quantize to on
+                    // AVX-512 VNNI, for `x86::dot_k16_vnni`): levels agree.
+                    if k % QK_K == 0 {
+                        let grouped = Acts::<i16>::quantize_grouped(&x, m, k, 8);
+                        let on = |lvl: Level| -> Vec<f32> {
+                            (0..m)
+                                .flat_map(|i| (0..n).map(move |r| (i, r)))
+                                .map(|(i, r)| dot16(w.kind, lvl, &w.row(r), [&grouped.row(i)])[0])
+                                .collect()
+                        };
+                        let scalar = on(Level::Scalar);
+                        assert!(rel_err(&scalar, &want) < 1e-3, "grouped 16-bit {format:?} n={n} k={k}");
+                        for &lvl in levels.iter().filter(|l| **l as u8 <= host as u8) {
+                            assert!(rel_err(&on(lvl), &scalar) < 1e-5, "grouped 16-bit {format:?} {lvl:?}");
+                        }
+                    }
                     // The whole matmul on each level.
                     for &lvl in levels.iter().filter(|l| **l as u8 <= host as u8) {
                         let mut out16 = vec![0f32; m * n];
@@ -999,7 +1058,9 @@ mod tests {
         // k = 4096 at 16 bits is 8 KiB a row: 16-row chunks, so 37 rows are 16 + 16 + 5 (with
         // a tail of one after the last whole quad).
         let (n, k, m) = (13, 4096, 37);
-        for (format, dtype) in [(Format::Q4_1, GgmlDType::Q4_1), (Format::Q6K, GgmlDType::Q6K)] {
+        for (format, dtype) in
+            [(Format::Q4_1, GgmlDType::Q4_1), (Format::Q6K, GgmlDType::Q6K), (Format::Q4K, GgmlDType::Q4K)]
+        {
             let w = QWeight::from_gguf_bytes(format, n, k, &quantized(dtype, n, k, 5).0).unwrap();
             let x: Vec<f32> = (0..m * k).map(|i| ((i * 31) % 17) as f32 / 8.0 - 1.0).collect();
             for p in [Precision::I8, Precision::I16] {

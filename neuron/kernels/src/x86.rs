@@ -10,7 +10,7 @@ use std::arch::x86_64::*;
 
 use half::f16;
 
-use super::{halves16, Scale};
+use super::{halves16, KScales, Scale};
 
 const QK: usize = super::QK;
 
@@ -154,30 +154,38 @@ unsafe fn split_scales8(lo: __m512, hi: __m512, j: i32) -> __m512 {
     _mm512_permutex2var_ps(lo, _mm512_add_epi32(base, _mm512_set1_epi32(4 * j)), hi)
 }
 
-/// Sixteen blocks' scales from block `b` on, for `R` activation rows: per row the weight ×
-/// activation scales (with `SPLIT`, the activation scales alone), and the weight's own scales
-/// (with `SPLIT`, its 32 half-block scales in two registers). `Q4` adds the blocks' min terms
-/// to `macc`.
-#[target_feature(enable = "avx512f,avx2,fma,f16c")]
+/// Up to sixteen blocks' scales (`blocks` of them, from block `b` on; lanes past them are zero)
+/// for `R` activation rows: per row the weight × activation scales (with `SPLIT`, the activation
+/// scales alone), and the weight's own scales (with `SPLIT`, its half-block scales in two
+/// registers). `Q4` adds the blocks' min terms to `acc`, whose lanes are summed in the end.
+#[target_feature(enable = "avx512f,avx512bw,avx512vl,avx2,fma,f16c")]
 #[inline]
 unsafe fn scales16<S: Scale, const Q4: bool, const SPLIT: bool, const R: usize>(
     d: S,
     m: S,
     a: [(&[f32], &[f32]); R],
     b: usize,
-    macc: &mut [__m512; R],
+    blocks: usize,
+    acc: &mut [__m512; R],
 ) -> ([__m512; R], __m512, __m512) {
-    let dw = d.load16(if SPLIT { 2 * b } else { b });
-    let dw_hi = if SPLIT { d.load16(2 * b + 16) } else { dw };
+    let mask = ((1u32 << blocks) - 1) as u16;
+    let (dw, dw_hi) = if SPLIT {
+        let hi = 2 * blocks - (2 * blocks).min(16);
+        let dw_hi = if hi > 0 { d.load16(2 * b + 16, hi) } else { _mm512_setzero_ps() };
+        (d.load16(2 * b, (2 * blocks).min(16)), dw_hi)
+    } else {
+        let dw = d.load16(b, blocks);
+        (dw, dw)
+    };
     let mut sc = [_mm512_setzero_ps(); R];
     for r in 0..R {
-        let ad = _mm512_loadu_ps(a[r].0.as_ptr().add(b));
+        let ad = _mm512_maskz_loadu_ps(mask, a[r].0.as_ptr().add(b));
         sc[r] = if SPLIT { ad } else { _mm512_mul_ps(dw, ad) };
     }
     if Q4 {
-        let mw = m.load16(b);
+        let mw = m.load16(b, blocks);
         for r in 0..R {
-            macc[r] = _mm512_fmadd_ps(mw, _mm512_loadu_ps(a[r].1.as_ptr().add(b)), macc[r]);
+            acc[r] = _mm512_fmadd_ps(mw, _mm512_maskz_loadu_ps(mask, a[r].1.as_ptr().add(b)), acc[r]);
         }
     }
     (sc, dw, dw_hi)
@@ -201,11 +209,13 @@ pub unsafe fn dot_w8_vnni<S: Scale, const Q4: bool, const SPLIT: bool, const R: 
     debug_assert!(a.iter().all(|(q, ad, s)| q.len() >= nb * QK && ad.len() >= nb && s.len() >= nb));
     let zero = _mm512_setzero_si512();
     let mut acc = [_mm512_setzero_ps(); R];
-    let mut macc = [_mm512_setzero_ps(); R];
     let mut b = 0;
-    while b + 16 <= nb {
-        let (sc, dw, dw_hi) = scales16::<S, Q4, SPLIT, R>(d, m, a.map(|r| (r.1, r.2)), b, &mut macc);
-        for j in 0..8 {
+    // Sixteen blocks a pass, and the whole pairs left (576 = 18 blocks is a common width) through
+    // the same code with their scales loaded under a mask.
+    while b + 2 <= nb {
+        let blocks = (nb - b).min(16) & !1;
+        let (sc, dw, dw_hi) = scales16::<S, Q4, SPLIT, R>(d, m, a.map(|r| (r.1, r.2)), b, blocks, &mut acc);
+        for j in 0..blocks / 2 {
             let blk = b + 2 * j;
             let (w, neg) = pair_w8::<Q4>(qs, qh, blk);
             let ws = if SPLIT { split_scales8(dw, dw_hi, j as i32) } else { dw };
@@ -220,42 +230,11 @@ pub unsafe fn dot_w8_vnni<S: Scale, const Q4: bool, const SPLIT: bool, const R: 
                 acc[r] = _mm512_fmadd_ps(s, _mm512_cvtepi32_ps(p), acc[r]);
             }
         }
-        b += 16;
-    }
-    // Whole pairs left over (576 = 18 blocks is a common width): one dpbusd each.
-    let mut mt = [0f32; R];
-    while b + 2 <= nb {
-        let (w, neg) = pair_w8::<Q4>(qs, qh, b);
-        for r in 0..R {
-            let (q, ad, s) = a[r];
-            let mut x = _mm512_loadu_si512(q.as_ptr().add(b * QK) as *const __m512i);
-            if !Q4 {
-                x = _mm512_mask_sub_epi8(x, neg, zero, x);
-            }
-            let p = _mm512_dpbusd_epi32(zero, w, x);
-            let scale = if SPLIT {
-                let (s0, s1) = (ad[b], ad[b + 1]);
-                let v = |i: usize| d.get(2 * b + i);
-                #[rustfmt::skip]
-                let sv = _mm512_set_ps(
-                    v(3) * s1, v(3) * s1, v(3) * s1, v(3) * s1, v(2) * s1, v(2) * s1, v(2) * s1, v(2) * s1,
-                    v(1) * s0, v(1) * s0, v(1) * s0, v(1) * s0, v(0) * s0, v(0) * s0, v(0) * s0, v(0) * s0,
-                );
-                sv
-            } else {
-                let s0 = _mm512_set1_ps(d.get(b) * ad[b]);
-                _mm512_mask_blend_ps(0xFF00, s0, _mm512_set1_ps(d.get(b + 1) * ad[b + 1]))
-            };
-            acc[r] = _mm512_fmadd_ps(scale, _mm512_cvtepi32_ps(p), acc[r]);
-            if Q4 {
-                mt[r] += m.get(b) * s[b] + m.get(b + 1) * s[b + 1];
-            }
-        }
-        b += 2;
+        b += blocks;
     }
     let mut out = [0f32; R];
     for r in 0..R {
-        out[r] = _mm512_reduce_add_ps(_mm512_add_ps(acc[r], macc[r])) + mt[r];
+        out[r] = _mm512_reduce_add_ps(acc[r]);
         if b < nb {
             // The odd last block (never SPLIT: K-quant rows hold whole super-blocks).
             let (q, ad, s) = a[r];
@@ -447,11 +426,13 @@ pub unsafe fn dot_w16_vnni<S: Scale, const Q4: bool, const SPLIT: bool, const R:
     debug_assert!(a.iter().all(|(q, ad, s)| q.len() >= nb * QK && ad.len() >= nb && s.len() >= nb));
     let zero = _mm512_setzero_si512();
     let mut acc = [_mm512_setzero_ps(); R];
-    let mut macc = [_mm512_setzero_ps(); R];
     let mut b = 0;
-    while b + 16 <= nb {
-        let (sc, dw, dw_hi) = scales16::<S, Q4, SPLIT, R>(d, m, a.map(|r| (r.1, r.2)), b, &mut macc);
-        for j in 0..8 {
+    // Sixteen blocks a pass, and the whole pairs left (640 = 20 blocks is Gemma 3's width) through
+    // the same code with their scales loaded under a mask.
+    while b + 2 <= nb {
+        let blocks = (nb - b).min(16) & !1;
+        let (sc, dw, dw_hi) = scales16::<S, Q4, SPLIT, R>(d, m, a.map(|r| (r.1, r.2)), b, blocks, &mut acc);
+        for j in 0..blocks / 2 {
             let blk = b + 2 * j;
             let (wl, wh) = pair_w16::<Q4>(qs, qh, blk);
             let (sl, sh) = if SPLIT {
@@ -473,38 +454,11 @@ pub unsafe fn dot_w16_vnni<S: Scale, const Q4: bool, const SPLIT: bool, const R:
                 }
             }
         }
-        b += 16;
+        b += blocks;
     }
     let mut out = [0f32; R];
-    let mut mt = [0f32; R];
-    while b + 2 <= nb {
-        let (wl, wh) = pair_w16::<Q4>(qs, qh, b);
-        for r in 0..R {
-            let (q, ad, s) = a[r];
-            let x = q.as_ptr().add(32 * b);
-            let pl = _mm512_dpwssd_epi32(zero, wl, _mm512_loadu_si512(x as *const __m512i));
-            if SPLIT {
-                let ph = _mm512_dpwssd_epi32(zero, wh, _mm512_loadu_si512(x.add(32) as *const __m512i));
-                let half = |h: usize| {
-                    let s0 = _mm512_set1_ps(d.get(2 * b + h) * ad[b]);
-                    _mm512_mask_blend_ps(0xFF00, s0, _mm512_set1_ps(d.get(2 * b + 2 + h) * ad[b + 1]))
-                };
-                acc[r] = _mm512_fmadd_ps(half(0), _mm512_cvtepi32_ps(pl), acc[r]);
-                acc[r] = _mm512_fmadd_ps(half(1), _mm512_cvtepi32_ps(ph), acc[r]);
-            } else {
-                let s0 = _mm512_set1_ps(d.get(b) * ad[b]);
-                let s1 = _mm512_set1_ps(d.get(b + 1) * ad[b + 1]);
-                let p = _mm512_dpwssd_epi32(pl, wh, _mm512_loadu_si512(x.add(32) as *const __m512i));
-                acc[r] = _mm512_fmadd_ps(_mm512_mask_blend_ps(0xFF00, s0, s1), _mm512_cvtepi32_ps(p), acc[r]);
-            }
-            if Q4 {
-                mt[r] += m.get(b) * s[b] + m.get(b + 1) * s[b + 1];
-            }
-        }
-        b += 2;
-    }
     for r in 0..R {
-        out[r] = _mm512_reduce_add_ps(_mm512_add_ps(acc[r], macc[r])) + mt[r];
+        out[r] = _mm512_reduce_add_ps(acc[r]);
         if b < nb {
             // The odd last block, in natural order at the end of the row (never SPLIT: K-quant
             // rows hold whole super-blocks).
@@ -528,4 +482,75 @@ pub unsafe fn dot_w16_vnni<S: Scale, const Q4: bool, const SPLIT: bool, const R:
         }
     }
     out
+}
+
+/// Sixteen i16 lanes of index `lo`, then sixteen of `hi`: for `vpermw`, which sub-scale each
+/// widened weight of a block pair takes.
+#[target_feature(enable = "avx512f,avx2")]
+#[inline]
+unsafe fn two_halves(lo: i16, hi: i16) -> __m512i {
+    _mm512_inserti64x4(_mm512_castsi256_si512(_mm256_set1_epi16(lo)), _mm256_set1_epi16(hi), 1)
+}
+
+/// K-quant weights against `R` activation rows (16-bit) that carry one scale per super-block
+/// (`Acts::quantize_grouped(.., 8)`). `Q4`: Q4_K, nibbles with one 6-bit scale and min a block
+/// (`PER` = 8 a super-block); else Q6_K, i8 values with one i8 scale per 16 (`PER` = 16).
+/// Each weight pair is widened and multiplied by its integer sub-scales once for all rows, and a
+/// super-block's products sum in i32 (|q·sc| ≤ 32·128 and |a| ≤ 32767 keep a lane's 16 products
+/// below 2³¹), so the float work is one convert and one multiply-add per super-block and row
+/// instead of per block pair.
+#[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni,avx2,fma,f16c")]
+pub unsafe fn dot_k16_vnni<const Q4: bool, const PER: usize, const R: usize>(
+    qs: &[u8],
+    d: KScales<PER>,
+    m: KScales<PER>,
+    a: [(&[i16], &[f32], &[f32]); R],
+) -> [f32; R] {
+    let nb = a.first().map_or(0, |r| r.1.len());
+    debug_assert!(nb.is_multiple_of(8) && qs.len() >= nb * if Q4 { 16 } else { QK });
+    debug_assert!(d.q.len() >= nb * if Q4 { 1 } else { 2 } && (!Q4 || m.q.len() >= nb));
+    debug_assert!(a.iter().all(|(q, ad, s)| q.len() >= nb * QK && ad.len() >= nb && s.len() >= nb));
+    let mut acc = [_mm512_setzero_ps(); R];
+    for sb in 0..nb / 8 {
+        let b0 = 8 * sb;
+        // The super-block's sub-scales as i16 in the low lanes: 8 (a block each) or 16.
+        let sub = _mm512_castsi256_si512(if Q4 {
+            _mm256_cvtepi8_epi16(_mm_loadl_epi64(d.q.as_ptr().add(b0) as *const __m128i))
+        } else {
+            _mm256_cvtepi8_epi16(_mm_loadu_si128(d.q.as_ptr().add(2 * b0) as *const __m128i))
+        });
+        if Q4 {
+            // The min term, −dmin·min a block times the block's activation sum, in float.
+            let mw = m.load16(b0, 8);
+            for r in 0..R {
+                acc[r] = _mm512_fmadd_ps(mw, _mm512_maskz_loadu_ps(0xFF, a[r].2.as_ptr().add(b0)), acc[r]);
+            }
+        }
+        let mut iacc = [_mm512_setzero_si512(); R];
+        for p in 0..4 {
+            let blk = b0 + 2 * p;
+            let (wl, wh) = pair_w16::<Q4>(qs, &[], blk);
+            // Lanes 0–15 hold block blk's values, 16–31 block blk + 1's; for Q6_K, `wl` their
+            // first 16 values (scales 4p and 4p + 2) and `wh` their last (4p + 1 and 4p + 3).
+            let p = p as i16;
+            let (il, ih) = if Q4 {
+                (two_halves(2 * p, 2 * p + 1), two_halves(2 * p, 2 * p + 1))
+            } else {
+                (two_halves(4 * p, 4 * p + 2), two_halves(4 * p + 1, 4 * p + 3))
+            };
+            let wl = _mm512_mullo_epi16(wl, _mm512_permutexvar_epi16(il, sub));
+            let wh = _mm512_mullo_epi16(wh, _mm512_permutexvar_epi16(ih, sub));
+            for r in 0..R {
+                let x = a[r].0.as_ptr().add(32 * blk);
+                iacc[r] = _mm512_dpwssd_epi32(iacc[r], wl, _mm512_loadu_si512(x as *const __m512i));
+                iacc[r] = _mm512_dpwssd_epi32(iacc[r], wh, _mm512_loadu_si512(x.add(32) as *const __m512i));
+            }
+        }
+        // Entry 8·sb (or 16·sb) of the sub-scales belongs to super-block sb either way.
+        let dsup = d.d[sb].to_f32();
+        for r in 0..R {
+            acc[r] = _mm512_fmadd_ps(_mm512_set1_ps(dsup * a[r].1[b0]), _mm512_cvtepi32_ps(iacc[r]), acc[r]);
+        }
+    }
+    acc.map(|v| _mm512_reduce_add_ps(v))
 }

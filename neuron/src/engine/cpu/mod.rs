@@ -471,60 +471,159 @@ impl Heads {
 }
 
 /// Causal grouped-query attention of `t` new rows (positions `pos..pos+t`) over the cache.
-/// (row, head) pairs are independent: a long prefill spreads them over candle's worker pool.
+/// Work items are (row, up to four heads of one kv group) and independent: a long prefill
+/// spreads them over candle's worker pool. Heads that share a kv head share each key and value
+/// row's reading, which bounds attention over a long prompt (decode keeps one head an item, so
+/// that a single row still spreads over the threads).
 fn attention(hs: &Heads, q: &[f32], kc: &[f32], vc: &[f32], pos: usize, t: usize, out: &mut [f32]) {
-    thread_local! {
-        static SCORES: std::cell::RefCell<Vec<f32>> = const { std::cell::RefCell::new(Vec::new()) };
-    }
-    let (hd, qw) = (hs.head_dim, hs.n_head * hs.head_dim);
-    let kv_width = hs.n_kv_head * hd;
     let group = hs.n_head / hs.n_kv_head;
+    let per_item = if t > 1 { group.min(4) } else { 1 };
+    let chunks = group.div_ceil(per_item);
     let dst = out.as_mut_ptr() as usize;
     let one = |item: usize| {
-        let (r, h) = (item / hs.n_head, item % hs.n_head);
-        let g = h / group;
-        let end = pos + r + 1;
-        let start = hs.window.map_or(0, |w| end.saturating_sub(w));
-        let qh = &q[r * qw + h * hd..r * qw + (h + 1) * hd];
-        // SAFETY: item (r, h) alone writes this head's slice of row r; `out` outlives the call.
-        let oh = unsafe { std::slice::from_raw_parts_mut((dst as *mut f32).add(r * qw + h * hd), hd) };
-        SCORES.with(|cell| {
-            let mut scores = cell.borrow_mut();
-            let sc = resize(&mut scores, end - start);
-            for (j, s) in (start..end).zip(sc.iter_mut()) {
-                *s = dot(qh, &kc[j * kv_width + g * hd..j * kv_width + (g + 1) * hd]) * hs.scale;
-            }
-            softmax(sc);
-            oh.fill(0.0);
-            for (j, &p) in (start..end).zip(sc.iter()) {
-                let vj = &vc[j * kv_width + g * hd..j * kv_width + (g + 1) * hd];
-                for (o, v) in oh.iter_mut().zip(vj) {
-                    *o += p * v;
-                }
-            }
-        });
+        let (r, rest) = (item / (hs.n_kv_head * chunks), item % (hs.n_kv_head * chunks));
+        let (g, c) = (rest / chunks, rest % chunks);
+        let h0 = g * group + c * per_item;
+        let at = Attend { hs, q, kc, vc, r, g, end: pos + r + 1, dst };
+        match (g * group + group - h0).min(per_item) {
+            4 => at.heads::<4>(h0),
+            3 => at.heads::<3>(h0),
+            2 => at.heads::<2>(h0),
+            _ => at.heads::<1>(h0),
+        }
     };
-    let items = t * hs.n_head;
+    let items = t * hs.n_kv_head * chunks;
     // Below this many multiply-adds a hand-off to the pool costs more than it saves.
     const PARALLEL_FROM: usize = 1 << 16;
-    if t * (pos + t) * hs.n_head * hd >= PARALLEL_FROM {
+    if t * (pos + t) * hs.n_head * hs.head_dim >= PARALLEL_FROM {
         candle_core::utils::barrier_pool().execute_chunked(items, |range| range.for_each(one));
     } else {
         (0..items).for_each(one);
     }
 }
 
-/// Eight partial sums so that the compiler keeps them in one vector register.
-fn dot(a: &[f32], b: &[f32]) -> f32 {
-    let mut acc = [0f32; 8];
-    let (ca, cb) = (a.chunks_exact(8), b.chunks_exact(8));
-    let tail: f32 = ca.remainder().iter().zip(cb.remainder()).map(|(x, y)| x * y).sum();
-    for (x, y) in ca.zip(cb) {
-        for i in 0..8 {
-            acc[i] += x[i] * y[i];
+/// One row's attention against kv head `g`, for the positions `..end` it sees.
+struct Attend<'a> {
+    hs: &'a Heads,
+    q: &'a [f32],
+    kc: &'a [f32],
+    vc: &'a [f32],
+    r: usize,
+    g: usize,
+    end: usize,
+    /// The `t × n_head·head_dim` output.
+    dst: usize,
+}
+
+impl Attend<'_> {
+    /// Position `j`'s row of kv head `g` in a cache.
+    fn kv_row<'c>(&self, cache: &'c [f32], j: usize) -> &'c [f32] {
+        let (hd, width) = (self.hs.head_dim, self.hs.n_kv_head * self.hs.head_dim);
+        &cache[j * width + self.g * hd..j * width + (self.g + 1) * hd]
+    }
+
+    /// Heads `h0..h0 + H`: scores against each key, softmax, then Σ p·v with sixteen outputs of
+    /// every head held in registers across all positions (accumulating into the output row
+    /// instead loaded and stored it once per position).
+    fn heads<const H: usize>(&self, h0: usize) {
+        thread_local! {
+            static SCORES: std::cell::RefCell<Vec<f32>> = const { std::cell::RefCell::new(Vec::new()) };
+        }
+        let hs = self.hs;
+        let (hd, qw) = (hs.head_dim, hs.n_head * hs.head_dim);
+        let start = hs.window.map_or(0, |w| self.end.saturating_sub(w));
+        let n = self.end - start;
+        let qh: [&[f32]; H] = std::array::from_fn(|i| &self.q[self.r * qw + (h0 + i) * hd..][..hd]);
+        // SAFETY: this item alone writes heads h0..h0+H of row r; `dst` outlives the call.
+        let out = unsafe { std::slice::from_raw_parts_mut((self.dst as *mut f32).add(self.r * qw + h0 * hd), H * hd) };
+        SCORES.with(|cell| {
+            let mut scores = cell.borrow_mut();
+            let sc = resize(&mut scores, H * n);
+            for (jj, j) in (start..self.end).enumerate() {
+                let d = dots::<H>(qh, self.kv_row(self.kc, j));
+                (0..H).for_each(|i| sc[i * n + jj] = d[i] * hs.scale);
+            }
+            sc.chunks_exact_mut(n).for_each(softmax);
+            let mut c = 0;
+            while c < hd {
+                let w = (hd - c).min(16);
+                let mut acc = [[0f32; 16]; H];
+                let probs: [&[f32]; H] = std::array::from_fn(|i| &sc[i * n..(i + 1) * n]);
+                let vs = (start..self.end).map(|j| &self.kv_row(self.vc, j)[c..c + w]);
+                if w == 16 {
+                    weighted_sum16::<H>(probs, vs, &mut acc);
+                } else {
+                    for (jj, v) in vs.enumerate() {
+                        (0..H).for_each(|i| (0..w).for_each(|l| acc[i][l] += probs[i][jj] * v[l]));
+                    }
+                }
+                (0..H).for_each(|i| out[i * hd + c..i * hd + c + w].copy_from_slice(&acc[i][..w]));
+                c += w;
+            }
+        });
+    }
+}
+
+/// `acc[i] = Σ_j p[i][j] · v_j` over sixteen-wide value slices. The compiler kept neither
+/// this nor [`dots`] in registers when written as loops over arrays, so on x86 they are written
+/// with AVX2 and FMA (which the build's x86-64-v3 target guarantees).
+fn weighted_sum16<'v, const H: usize>(p: [&[f32]; H], vs: impl Iterator<Item = &'v [f32]>, acc: &mut [[f32; 16]; H]) {
+    #[cfg(all(target_arch = "x86_64", target_feature = "avx2", target_feature = "fma"))]
+    {
+        use std::arch::x86_64::*;
+        // SAFETY: the features are compiled in (cfg above); every load reads 16 floats of a
+        // 16-float slice (asserted) or an in-bounds probability.
+        unsafe {
+            let mut a = [[_mm256_setzero_ps(); 2]; H];
+            for (j, v) in vs.enumerate() {
+                assert_eq!(v.len(), 16);
+                let (v0, v1) = (_mm256_loadu_ps(v.as_ptr()), _mm256_loadu_ps(v.as_ptr().add(8)));
+                for i in 0..H {
+                    let pi = _mm256_set1_ps(p[i][j]);
+                    a[i][0] = _mm256_fmadd_ps(pi, v0, a[i][0]);
+                    a[i][1] = _mm256_fmadd_ps(pi, v1, a[i][1]);
+                }
+            }
+            for i in 0..H {
+                _mm256_storeu_ps(acc[i].as_mut_ptr(), a[i][0]);
+                _mm256_storeu_ps(acc[i].as_mut_ptr().add(8), a[i][1]);
+            }
         }
     }
-    acc.iter().sum::<f32>() + tail
+    #[cfg(not(all(target_arch = "x86_64", target_feature = "avx2", target_feature = "fma")))]
+    for (j, v) in vs.enumerate() {
+        (0..H).for_each(|i| (0..16).for_each(|l| acc[i][l] += p[i][j] * v[l]));
+    }
+}
+
+/// `H` dot products against one key row, each over sixteen partial sums (two vector registers,
+/// so that the multiply-adds' latency overlaps).
+fn dots<const H: usize>(qs: [&[f32]; H], k: &[f32]) -> [f32; H] {
+    let whole = k.len() / 16 * 16;
+    let tail = |i: usize| qs[i][whole..].iter().zip(&k[whole..]).map(|(x, y)| x * y).sum::<f32>();
+    assert!(qs.iter().all(|q| q.len() == k.len()));
+    #[cfg(all(target_arch = "x86_64", target_feature = "avx2", target_feature = "fma"))]
+    {
+        use std::arch::x86_64::*;
+        // SAFETY: the features are compiled in; offsets stay below `whole` ≤ every length.
+        unsafe {
+            let mut a = [[_mm256_setzero_ps(); 2]; H];
+            for c in (0..whole).step_by(16) {
+                let (k0, k1) = (_mm256_loadu_ps(k.as_ptr().add(c)), _mm256_loadu_ps(k.as_ptr().add(c + 8)));
+                for i in 0..H {
+                    a[i][0] = _mm256_fmadd_ps(_mm256_loadu_ps(qs[i].as_ptr().add(c)), k0, a[i][0]);
+                    a[i][1] = _mm256_fmadd_ps(_mm256_loadu_ps(qs[i].as_ptr().add(c + 8)), k1, a[i][1]);
+                }
+            }
+            std::array::from_fn(|i| {
+                let mut lanes = [0f32; 8];
+                _mm256_storeu_ps(lanes.as_mut_ptr(), _mm256_add_ps(a[i][0], a[i][1]));
+                lanes.iter().sum::<f32>() + tail(i)
+            })
+        }
+    }
+    #[cfg(not(all(target_arch = "x86_64", target_feature = "avx2", target_feature = "fma")))]
+    std::array::from_fn(|i| qs[i][..whole].iter().zip(&k[..whole]).map(|(x, y)| x * y).sum::<f32>() + tail(i))
 }
 
 fn softmax(xs: &mut [f32]) {
@@ -641,8 +740,15 @@ mod tests {
         }
 
         // Causal grouped-query attention of t new rows over pos cached + t new positions; the
-        // second shape is big enough to run on the worker pool; the third has a sliding window.
-        for (t, pos, window) in [(t, pos, None), (40, 30, None), (6, 20, Some(9))] {
+        // second shape is big enough to run on the worker pool; the third has a sliding window;
+        // the fourth is one decode row. Head layouts: groups of 2, 5 (an item of four heads and
+        // one of one), 3 and 1, and head sizes that are not a multiple of 16.
+        let layouts = [(n_head, n_kv_head, head_dim), (10, 2, 24), (9, 3, 64), (3, 3, 8)];
+        let shapes = [(t, pos, None), (40, 30, None), (6, 20, Some(9)), (1, 70, None)];
+        for ((n_head, n_kv_head, head_dim), (t, pos, window)) in
+            layouts.into_iter().flat_map(|l| shapes.into_iter().map(move |s| (l, s)))
+        {
+            let qw = n_head * head_dim;
             let hs = Heads { n_head, n_kv_head, head_dim, scale: 1.0 / (head_dim as f32).sqrt(), window };
             let positions = pos + t;
             let q = data(t * qw, 3);
@@ -674,7 +780,8 @@ mod tests {
             let att = mask.broadcast_as(att.shape()).unwrap().where_cond(&neg, &att).unwrap();
             let att = candle_nn::ops::softmax_last_dim(&att).unwrap();
             let theirs = att.matmul(&vt.contiguous().unwrap()).unwrap().transpose(1, 2).unwrap();
-            assert!(close(&ours, &theirs.flatten_all().unwrap().to_vec1().unwrap()) < 1e-5, "t={t} pos={pos}");
+            let e = close(&ours, &theirs.flatten_all().unwrap().to_vec1().unwrap());
+            assert!(e < 1e-5, "{n_head}/{n_kv_head} heads of {head_dim}, t={t} pos={pos}: {e}");
         }
     }
 }
