@@ -485,18 +485,23 @@ impl QWeight {
             QActs::I16(a) => {
                 // Eight rows a pass where there are eight: the weights' unpacking to 16 bits is
                 // shared by twice the rows (SmolLM2 pp512 +6 %; the 8-bit path gained nothing).
+                // The rows' slices are built once for all the weight rows.
+                let refs = |i: usize| {
+                    let r = a.row(i);
+                    (r.q, r.d, r.s)
+                };
                 let octs_end = first + (end - first) / 8 * 8;
                 for i in (first..octs_end).step_by(8) {
-                    let q: [ActRow<i16>; 8] = std::array::from_fn(|j| a.row(i + j));
+                    let q: [_; 8] = std::array::from_fn(|j| refs(i + j));
                     for r in rows.clone() {
-                        let v = dot16(self.kind, lvl, &self.row(r), std::array::from_fn::<_, 8, _>(|j| &q[j]));
+                        let v = dot16_refs(self.kind, lvl, &self.row(r), &q, a.group);
                         (0..8).for_each(|j| put(i + j, r, v[j]));
                     }
                 }
                 for i in (octs_end..quads_end).step_by(4) {
-                    let q = [a.row(i), a.row(i + 1), a.row(i + 2), a.row(i + 3)];
+                    let q: [_; 4] = std::array::from_fn(|j| refs(i + j));
                     for r in rows.clone() {
-                        let v = dot16(self.kind, lvl, &self.row(r), [&q[0], &q[1], &q[2], &q[3]]);
+                        let v = dot16_refs(self.kind, lvl, &self.row(r), &q, a.group);
                         (0..4).for_each(|j| put(i + j, r, v[j]));
                     }
                 }
@@ -650,19 +655,19 @@ impl<T> Acts<T> {
 
 /// Quantizes each group of `group` 32-value blocks to `±max` with one scale (kept per block),
 /// writing element `j` of block `b` (of `nb` per row) where `place(nb, b, j)` says within its row.
-fn quantize<T: Copy + Default>(
+fn quantize<T: Copy + Default + Send>(
     x: &[f32],
     m: usize,
     k: usize,
     group: usize,
     max: f32,
-    to: impl Fn(i32) -> T,
-    place: impl Fn(usize, usize, usize) -> usize,
+    to: impl Fn(i32) -> T + Sync,
+    place: impl Fn(usize, usize, usize) -> usize + Sync,
 ) -> Acts<T> {
     let nb = k / QK;
     let mut q = vec![T::default(); m * k];
     let (mut d, mut s) = (vec![0f32; m * nb], vec![0f32; m * nb]);
-    for (i, (xr, qr)) in x.chunks_exact(k).zip(q.chunks_exact_mut(k)).enumerate() {
+    let row = |xr: &[f32], qr: &mut [T], dr: &mut [f32], sr: &mut [f32]| {
         for (g, xg) in xr.chunks(QK * group).enumerate() {
             let amax = xg.iter().fold(0f32, |a, v| a.max(v.abs()));
             let scale = amax / max;
@@ -675,9 +680,33 @@ fn quantize<T: Copy + Default>(
                     sum += r;
                     qr[place(nb, b, j)] = to(r);
                 }
-                d[i * nb + b] = scale;
-                s[i * nb + b] = scale * sum as f32;
+                dr[b] = scale;
+                sr[b] = scale * sum as f32;
             }
+        }
+    };
+    // A prompt's rows on the worker pool (one thread alone was ≈ 3 % of a long prefill, with
+    // the other waiting); decode's single row stays on the caller.
+    if m >= 16 {
+        let (qp, dp, sp) = (q.as_mut_ptr() as usize, d.as_mut_ptr() as usize, s.as_mut_ptr() as usize);
+        candle_core::utils::barrier_pool().execute_chunked(m, |rows| {
+            for i in rows {
+                // SAFETY: row i alone writes these disjoint ranges of q, d and s, which outlive
+                // the pool call.
+                let (qr, dr, sr) = unsafe {
+                    (
+                        std::slice::from_raw_parts_mut((qp as *mut T).add(i * k), k),
+                        std::slice::from_raw_parts_mut((dp as *mut f32).add(i * nb), nb),
+                        std::slice::from_raw_parts_mut((sp as *mut f32).add(i * nb), nb),
+                    )
+                };
+                row(&x[i * k..(i + 1) * k], qr, dr, sr);
+            }
+        });
+    } else {
+        let rows = x.chunks_exact(k).zip(q.chunks_exact_mut(k)).zip(d.chunks_exact_mut(nb).zip(s.chunks_exact_mut(nb)));
+        for ((xr, qr), (dr, sr)) in rows {
+            row(xr, qr, dr, sr);
         }
     }
     Acts { nb, group, q, d, s }
@@ -730,11 +759,23 @@ fn halves16(nb: usize, b: usize) -> (usize, usize) {
 
 /// `R` activation rows (16-bit) against one weight row.
 fn dot16<const R: usize>(kind: Kind, lvl: Level, w: &Row, a: [&ActRow<i16>; R]) -> [f32; R] {
+    let group = if a.iter().all(|r| r.group == 8) { 8 } else { 1 };
+    dot16_refs(kind, lvl, w, &a.map(|r| (r.q, r.d, r.s)), group)
+}
+
+/// [`dot16`] on rows given as (values, scales, sums), whose scales cover `group` blocks each:
+/// prefill builds them once for all the weight rows it passes.
+fn dot16_refs<const R: usize>(
+    kind: Kind,
+    lvl: Level,
+    w: &Row,
+    refs: &[(&[i16], &[f32], &[f32]); R],
+    group: usize,
+) -> [f32; R] {
     #[cfg(target_arch = "x86_64")]
     // SAFETY: `lvl` comes from run-time feature detection of exactly what each path uses.
     unsafe {
-        let refs = a.map(|r| (r.q, r.d, r.s));
-        if lvl == Level::Avx512Vnni && a.iter().all(|r| r.group == 8) {
+        if lvl == Level::Avx512Vnni && group == 8 {
             match (kind, w.d, w.m) {
                 (Kind::Q4, ScaleRow::K8(d), ScaleRow::K8(m)) => {
                     return x86::dot_k16_vnni::<true, 8, R>(w.qs, d, m, refs)
@@ -756,7 +797,7 @@ fn dot16<const R: usize>(kind: Kind, lvl: Level, w: &Row, a: [&ActRow<i16>; R]) 
         }
     }
     let _ = lvl;
-    a.map(|a| dot16_scalar(kind, w, a))
+    std::array::from_fn(|r| dot16_scalar(kind, w, &ActRow { q: refs[r].0, d: refs[r].1, s: refs[r].2, group }))
 }
 
 /// The SIMD paths for 16-bit activations, or None where `lvl` has none.
@@ -767,7 +808,7 @@ unsafe fn dot16_x86<S: Scale, const R: usize>(
     w: &Row,
     d: S,
     m: S,
-    a: [(&[i16], &[f32], &[f32]); R],
+    a: &[(&[i16], &[f32], &[f32]); R],
 ) -> Option<[f32; R]> {
     Some(match (kind, lvl, w.split) {
         (Kind::Q4, Level::Avx512Vnni, _) => x86::dot_w16_vnni::<S, true, false, R>(w.qs, d, m, w.qh, a),

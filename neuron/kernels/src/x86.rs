@@ -110,6 +110,9 @@ unsafe fn pair_scales(sc: __m512, j: i32) -> __m512 {
 /// One activation row's quantized values, block scales and block sums.
 pub type ActRef<'a> = (&'a [i8], &'a [f32], &'a [f32]);
 
+/// The same at 16 bits (pair-interleaved, see below).
+pub type Act16<'a> = (&'a [i16], &'a [f32], &'a [f32]);
+
 /// Two blocks' 4-bit values (32 nibble bytes from `w`) as bytes: (elements 0–15 of both blocks,
 /// elements 16–31 of both). With `qh` (Q5: the two blocks' bit words), a nibble plus 16 sets
 /// each element's fifth bit.
@@ -160,10 +163,10 @@ unsafe fn split_scales8(lo: __m512, hi: __m512, j: i32) -> __m512 {
 /// registers). `Q4` adds the blocks' min terms to `acc`, whose lanes are summed in the end.
 #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx2,fma,f16c")]
 #[inline]
-unsafe fn scales16<S: Scale, const Q4: bool, const SPLIT: bool, const R: usize>(
+unsafe fn scales16<T, S: Scale, const Q4: bool, const SPLIT: bool, const R: usize>(
     d: S,
     m: S,
-    a: [(&[f32], &[f32]); R],
+    a: &[(&[T], &[f32], &[f32]); R],
     b: usize,
     blocks: usize,
     acc: &mut [__m512; R],
@@ -179,13 +182,13 @@ unsafe fn scales16<S: Scale, const Q4: bool, const SPLIT: bool, const R: usize>(
     };
     let mut sc = [_mm512_setzero_ps(); R];
     for r in 0..R {
-        let ad = _mm512_maskz_loadu_ps(mask, a[r].0.as_ptr().add(b));
+        let ad = _mm512_maskz_loadu_ps(mask, a[r].1.as_ptr().add(b));
         sc[r] = if SPLIT { ad } else { _mm512_mul_ps(dw, ad) };
     }
     if Q4 {
         let mw = m.load16(b, blocks);
         for r in 0..R {
-            acc[r] = _mm512_fmadd_ps(mw, _mm512_maskz_loadu_ps(mask, a[r].1.as_ptr().add(b)), acc[r]);
+            acc[r] = _mm512_fmadd_ps(mw, _mm512_maskz_loadu_ps(mask, a[r].2.as_ptr().add(b)), acc[r]);
         }
     }
     (sc, dw, dw_hi)
@@ -214,7 +217,7 @@ pub unsafe fn dot_w8_vnni<S: Scale, const Q4: bool, const SPLIT: bool, const R: 
     // the same code with their scales loaded under a mask.
     while b + 2 <= nb {
         let blocks = (nb - b).min(16) & !1;
-        let (sc, dw, dw_hi) = scales16::<S, Q4, SPLIT, R>(d, m, a.map(|r| (r.1, r.2)), b, blocks, &mut acc);
+        let (sc, dw, dw_hi) = scales16::<_, S, Q4, SPLIT, R>(d, m, &a, b, blocks, &mut acc);
         for j in 0..blocks / 2 {
             let blk = b + 2 * j;
             let (w, neg) = pair_w8::<Q4>(qs, qh, blk);
@@ -416,7 +419,7 @@ pub unsafe fn dot_w16_vnni<S: Scale, const Q4: bool, const SPLIT: bool, const R:
     d: S,
     m: S,
     qh: &[u32],
-    a: [(&[i16], &[f32], &[f32]); R],
+    a: &[Act16; R],
 ) -> [f32; R] {
     let nb = a.first().map_or(0, |r| r.1.len());
     let bytes = if Q4 { 16 } else { QK };
@@ -431,7 +434,7 @@ pub unsafe fn dot_w16_vnni<S: Scale, const Q4: bool, const SPLIT: bool, const R:
     // the same code with their scales loaded under a mask.
     while b + 2 <= nb {
         let blocks = (nb - b).min(16) & !1;
-        let (sc, dw, dw_hi) = scales16::<S, Q4, SPLIT, R>(d, m, a.map(|r| (r.1, r.2)), b, blocks, &mut acc);
+        let (sc, dw, dw_hi) = scales16::<_, S, Q4, SPLIT, R>(d, m, a, b, blocks, &mut acc);
         for j in 0..blocks / 2 {
             let blk = b + 2 * j;
             let (wl, wh) = pair_w16::<Q4>(qs, qh, blk);
@@ -504,7 +507,7 @@ pub unsafe fn dot_k16_vnni<const Q4: bool, const PER: usize, const R: usize>(
     qs: &[u8],
     d: KScales<PER>,
     m: KScales<PER>,
-    a: [(&[i16], &[f32], &[f32]); R],
+    a: &[Act16; R],
 ) -> [f32; R] {
     let nb = a.first().map_or(0, |r| r.1.len());
     debug_assert!(nb.is_multiple_of(8) && qs.len() >= nb * if Q4 { 16 } else { QK });
