@@ -108,36 +108,46 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     }
     if let Some(q) = ours {
         println!("cortex kernels: {:?}", cortex_kernels::level());
-        kernel_rates("ffn_up", &q, !kernels_only);
+        kernel_rates("ffn_up", &q, !kernels_only, true);
     }
     if kernels_only {
         // The other shapes and formats a layer holds (Gemma 3: Q6_K or Q4_K down, Q4_K output).
-        for name in ["ffn_down", "attn_output"] {
-            let w = content.tensor(&mut file, &format!("blk.0.{name}.weight"), &Device::Cpu)?;
+        for name in ["blk.0.ffn_down", "blk.0.attn_output", "output", "token_embd"] {
+            let Ok(w) = content.tensor(&mut file, &format!("{name}.weight"), &Device::Cpu) else { continue };
             let (n, k) = w.shape().dims2()?;
             if let Some(f) = cortex_kernels::Format::from_ggml(w.dtype()) {
                 println!("{name}: {f:?} {n}x{k}");
-                kernel_rates(name, &cortex_kernels::QWeight::from_gguf_bytes(f, n, k, &w.data()?)?, false);
+                let q = cortex_kernels::QWeight::from_gguf_bytes(f, n, k, &w.data()?)?;
+                // The output layer (the tied embedding where there is none): decode-sized only.
+                let head = !name.starts_with("blk.");
+                kernel_rates(name, &q, head, !head);
+                if head {
+                    break;
+                }
             }
         }
     }
     Ok(())
 }
 
-/// Our kernels on one weight: decode-sized calls (`decode`), then a 512-token prompt at both
-/// activation precisions, as multiply-adds per second.
-fn kernel_rates(name: &str, q: &cortex_kernels::QWeight, decode: bool) {
+/// Our kernels on one weight: decode-sized calls (`decode`), then (`prompt`) a 512-token prompt
+/// at both activation precisions, as multiply-adds per second.
+fn kernel_rates(name: &str, q: &cortex_kernels::QWeight, decode: bool, prompt: bool) {
     let k = q.k;
     for rows in [1usize, 4, 8].into_iter().filter(|_| decode) {
         let x: Vec<f32> = (0..rows * k).map(|i| (i % 97) as f32 / 97.0 - 0.5).collect();
         let mut out = vec![0f32; rows * q.n];
-        let iters = 500;
+        let iters = (200_000_000 / q.bytes()).clamp(5, 500);
         let t = Instant::now();
         for _ in 0..iters {
-            q.matmul(&x, rows, &mut out);
+            // At the engine's decode precision.
+            q.matmul_with(&x, rows, &mut out, cortex_kernels::Precision::I16);
         }
         let us = t.elapsed().as_secs_f64() * 1e6 / iters as f64;
-        println!("cortex matmul {name} x{rows}: {us:.1} µs ({:.1} GB/s of weights)", q.bytes() as f64 / us / 1e3);
+        println!("cortex matmul {name} x{rows} I16: {us:.1} µs ({:.1} GB/s of weights)", q.bytes() as f64 / us / 1e3);
+    }
+    if !prompt {
+        return;
     }
     let rows = 512;
     let x: Vec<f32> = (0..rows * k).map(|i| (i % 97) as f32 / 97.0 - 0.5).collect();
