@@ -80,7 +80,8 @@ mod tests {
         let ours = load(&ct, &mut f, 64).unwrap();
         let (ct, mut f) = read();
         let mut theirs = ModelWeights::from_gguf(ct, &mut f, &Device::Cpu).unwrap();
-        let prompt = [5u32, 77, 200, 12, 9];
+        // Twenty tokens: a prompt long enough for the worker pool's row-parallel paths.
+        let prompt: Vec<u32> = (0..20u32).map(|i| (i * 37 + 5) % 250).collect();
         let mut cache = Cache::default();
         let a = ours.forward(&mut cache, &prompt, 0).unwrap();
         let input = Tensor::new(&prompt[..], &Device::Cpu).unwrap().unsqueeze(0).unwrap();

@@ -304,10 +304,13 @@ impl Decoder {
                 rms_norm_in_place(q, qn, self.eps);
                 rms_norm_in_place(k, kn, self.eps);
             }
-            for r in 0..t {
-                rope.apply(&mut q[r * qw..(r + 1) * qw], pos + r, self.interleaved);
-                rope.apply(&mut k[r * kvw..(r + 1) * kvw], pos + r, self.interleaved);
-            }
+            let (qp, kp) = (q.as_mut_ptr() as usize, k.as_mut_ptr() as usize);
+            each_row(t, |r| {
+                // SAFETY: row r alone touches these rows of q and k, which outlive the call.
+                let (qr, kr) = unsafe { (rows_mut(qp, r, qw), rows_mut(kp, r, kvw)) };
+                rope.apply(qr, pos + r, self.interleaved);
+                rope.apply(kr, pos + r, self.interleaved);
+            });
             let (kc, vc) = (&mut cache.k[l], &mut cache.v[l]);
             kc.extend_from_slice(k);
             vc.extend_from_slice(v);
@@ -324,9 +327,14 @@ impl Decoder {
             let ff = layer.up.n();
             let (gate, up) = (resize(&mut s.gate, t * ff), resize(&mut s.up, t * ff));
             Linear::forward_many(&[&layer.gate, &layer.up], h, t, &mut [&mut *gate, &mut *up], p)?;
-            for (g, u) in gate.iter_mut().zip(up.iter()) {
-                *g = self.gate_fn.apply(*g) * u;
-            }
+            let (gp, up) = (gate.as_mut_ptr() as usize, &*up);
+            each_row(t, |r| {
+                // SAFETY: row r alone touches this row of the gate, which outlives the call.
+                let g = unsafe { rows_mut(gp, r, ff) };
+                for (g, u) in g.iter_mut().zip(&up[r * ff..(r + 1) * ff]) {
+                    *g = self.gate_fn.apply(*g) * u;
+                }
+            });
             layer.down.forward(gate, t, o, p)?;
             if let Some(n) = &layer.post_ffn_norm {
                 rms_norm_in_place(o, n, self.eps);
@@ -657,6 +665,25 @@ fn rms_norm_in_place(x: &mut [f32], w: &[f32], eps: f32) {
         let inv = 1.0 / (mean + eps).sqrt();
         xr.iter_mut().zip(w).for_each(|(v, g)| *v *= inv * g);
     }
+}
+
+/// Runs `f` for rows `0..t`: on the worker pool for a prompt, where the other thread would
+/// otherwise wait through this layer's serial work (GELU's exponentials, RoPE); in place for a
+/// decode step, where a hand-off costs more than the row.
+fn each_row(t: usize, f: impl Fn(usize) + Sync) {
+    if t >= 16 {
+        candle_core::utils::barrier_pool().execute_chunked(t, |rows| rows.for_each(&f));
+    } else {
+        (0..t).for_each(f);
+    }
+}
+
+/// Row `r` of `width` floats in the buffer at `base`.
+///
+/// # Safety
+/// The buffer must hold row `r`, outlive the slice, and no other reference may touch the row.
+unsafe fn rows_mut<'a>(base: usize, r: usize, width: usize) -> &'a mut [f32] {
+    std::slice::from_raw_parts_mut((base as *mut f32).add(r * width), width)
 }
 
 fn add(x: &mut [f32], y: &[f32]) {
