@@ -9,7 +9,8 @@
 //! f32 (not in f16), and Q6_K becomes i8 `q − 32` with one f32 scale `d·sc` per 16 values.
 //! Activations are quantized per 32-value block to i8 (as ggml does) or i16 ([`Precision`]) with an
 //! f32 scale, and the block sums are kept for the min term:
-//! `Σ (d·q + m)·(da·a) = d·da·Σ q·a + m·(da·Σ a)`.
+//! `Σ (d·q + m)·(da·a) = d·da·Σ q·a + m·(da·Σ a)`. For K-quant weights at 16 bits the scale
+//! covers a 256-value super-block, so that a super-block's products sum in integers.
 
 use half::f16;
 
