@@ -4,6 +4,7 @@
 use std::path::Path;
 
 use candle_core::quantized::gguf_file;
+use candle_core::DType;
 
 use crate::engine::{gguf_meta, WeightsSource};
 use crate::gpu::GpuInfo;
@@ -109,8 +110,11 @@ pub fn node_devices(
 }
 
 /// Estimated bytes a model holds once loaded with `context` tokens of KV cache for one
-/// sequence: weights as stored (f32 on CPU for 16-bit safetensors) plus keys and values in f32.
-pub fn estimate(source: &WeightsSource, context: usize) -> Option<u64> {
+/// sequence. GGUF: the file's weights as stored, keys and values in f32. Safetensors: weights and
+/// KV cache in the dtype the model computes in, `dtype` where given, else f32 on the CPU and bf16
+/// on a GPU (what `ModelWeights::from_safetensors` picks), so that a bf16 model is not counted
+/// twice its size on the GPU that keeps it in bf16.
+pub fn estimate(source: &WeightsSource, context: usize, gpu: bool, dtype: Option<DType>) -> Option<u64> {
     match source {
         WeightsSource::Gguf(path) => {
             let size = std::fs::metadata(path).ok()?.len();
@@ -133,15 +137,45 @@ pub fn estimate(source: &WeightsSource, context: usize) -> Option<u64> {
             let kv_heads = g("num_key_value_heads").unwrap_or(heads);
             let head_dim = g("head_dim").unwrap_or_else(|| g("hidden_size").unwrap_or(0) / heads);
             let ctx = g("max_position_embeddings").map(|c| c.min(context as u64)).unwrap_or(context as u64);
-            let widen = match cfg.get("torch_dtype").and_then(|v| v.as_str()) {
+            let stored = match cfg.get("torch_dtype").and_then(|v| v.as_str()) {
                 Some("bfloat16" | "float16") => 2,
-                _ => 1,
+                _ => 4,
             };
-            Some(size * widen + 2 * layers * kv_heads * head_dim * ctx * 4)
+            let held = dtype.unwrap_or(if gpu { DType::BF16 } else { DType::F32 }).size_in_bytes() as u64;
+            Some(size / stored * held + 2 * layers * kv_heads * head_dim * ctx * held)
         }
     }
 }
 
 fn dir_size(dir: &Path) -> u64 {
     std::fs::read_dir(dir).map(|rd| rd.filter_map(|e| e.ok()?.metadata().ok()).map(|m| m.len()).sum()).unwrap_or(0)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A safetensors model's estimate follows the dtype it will be held in: a bf16 file costs its
+    /// size on a GPU (bf16 by default) and twice that on the CPU (f32), and the KV cache too.
+    #[test]
+    fn safetensors_estimates_follow_the_dtype_the_model_is_held_in() {
+        let dir = std::env::temp_dir().join(format!("cortex-estimate-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let config = serde_json::json!({
+            "num_hidden_layers": 2, "num_attention_heads": 4, "num_key_value_heads": 2,
+            "hidden_size": 64, "max_position_embeddings": 1000, "torch_dtype": "bfloat16",
+        });
+        std::fs::write(dir.join("config.json"), config.to_string()).unwrap();
+        std::fs::write(dir.join("model.safetensors"), vec![0u8; 1 << 20]).unwrap();
+        let files = dir_size(&dir);
+        let src = WeightsSource::Safetensors(dir.clone());
+        // Keys and values: 2 × 2 layers × 2 kv heads × 16 dims × 100 positions.
+        let kv = 2 * 2 * 2 * 16 * 100;
+        let (bf16, f32) = (files / 2 * 2 + kv * 2, files / 2 * 4 + kv * 4);
+        assert_eq!(estimate(&src, 100, true, None), Some(bf16));
+        assert_eq!(estimate(&src, 100, false, None), Some(f32));
+        assert_eq!(estimate(&src, 100, true, Some(DType::F32)), Some(f32));
+        assert_eq!(estimate(&src, 100, false, Some(DType::BF16)), Some(bf16));
+        let _ = std::fs::remove_dir_all(&dir);
+    }
 }

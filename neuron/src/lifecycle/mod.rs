@@ -472,7 +472,8 @@ impl Models {
             return Some(m);
         }
         // Cached only once known: files fetched later still get estimated.
-        let estimate = memory::estimate(&slot.source, ctx);
+        let engine = &self.cfg.engine;
+        let estimate = memory::estimate(&slot.source, ctx, engine.device.is_cuda(), engine.dtype);
         if estimate.is_some() {
             let _ = slot.estimated.set(estimate);
         }
