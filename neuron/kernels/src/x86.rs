@@ -22,6 +22,36 @@ unsafe fn hsum256(v: __m256) -> f32 {
     _mm_cvtss_f32(_mm_hadd_ps(s, s))
 }
 
+/// Each accumulator's sixteen lanes summed. Four or eight rows share the shuffles (a transposed
+/// tree of `hadd`s: a tenth of a short row's kernel went to eight separate reductions); one row
+/// takes the same tree alone, so every row's sum is the same float whatever pass it was in.
+#[target_feature(enable = "avx512f,avx2,fma,f16c")]
+#[inline]
+unsafe fn sums<const R: usize>(acc: [__m512; R]) -> [f32; R] {
+    let half = |v: __m512| {
+        let hi = _mm256_castpd_ps(_mm512_extractf64x4_pd::<1>(_mm512_castps_pd(v)));
+        _mm256_add_ps(_mm512_castps512_ps256(v), hi)
+    };
+    // Lanes (0..4 | 4..8) of `u` hold the first and second half-sums of up to four rows.
+    let finish = |u: __m256, out: &mut [f32]| {
+        let s = _mm_add_ps(_mm256_castps256_ps128(u), _mm256_extractf128_ps::<1>(u));
+        let mut four = [0f32; 4];
+        _mm_storeu_ps(four.as_mut_ptr(), s);
+        let n = out.len();
+        out.copy_from_slice(&four[..n]);
+    };
+    let mut out = [0f32; R];
+    let mut r = 0;
+    while r < R {
+        let n = (R - r).min(4);
+        let h: [__m256; 4] = std::array::from_fn(|i| half(acc[r + i.min(n - 1)]));
+        let u = _mm256_hadd_ps(_mm256_hadd_ps(h[0], h[1]), _mm256_hadd_ps(h[2], h[3]));
+        finish(u, &mut out[r..r + n]);
+        r += n;
+    }
+    out
+}
+
 /// One Q4 block (16 nibble bytes) against 32 activation bytes: 8 i32 partial sums as f32.
 #[target_feature(enable = "avx2,fma,f16c")]
 #[inline]
@@ -235,9 +265,8 @@ pub unsafe fn dot_w8_vnni<S: Scale, const Q4: bool, const SPLIT: bool, const R: 
         }
         b += blocks;
     }
-    let mut out = [0f32; R];
+    let mut out = sums(acc);
     for r in 0..R {
-        out[r] = _mm512_reduce_add_ps(acc[r]);
         if b < nb {
             // The odd last block (never SPLIT: K-quant rows hold whole super-blocks).
             let (q, ad, s) = a[r];
@@ -459,9 +488,8 @@ pub unsafe fn dot_w16_vnni<S: Scale, const Q4: bool, const SPLIT: bool, const R:
         }
         b += blocks;
     }
-    let mut out = [0f32; R];
+    let mut out = sums(acc);
     for r in 0..R {
-        out[r] = _mm512_reduce_add_ps(acc[r]);
         if b < nb {
             // The odd last block, in natural order at the end of the row (never SPLIT: K-quant
             // rows hold whole super-blocks).
@@ -555,5 +583,5 @@ pub unsafe fn dot_k16_vnni<const Q4: bool, const PER: usize, const R: usize>(
             acc[r] = _mm512_fmadd_ps(_mm512_set1_ps(dsup * a[r].1[b0]), _mm512_cvtepi32_ps(iacc[r]), acc[r]);
         }
     }
-    acc.map(|v| _mm512_reduce_add_ps(v))
+    sums(acc)
 }
