@@ -539,7 +539,8 @@ impl Attend<'_> {
         }
         let hs = self.hs;
         let (hd, qw) = (hs.head_dim, hs.n_head * hs.head_dim);
-        let start = hs.window.map_or(0, |w| self.end.saturating_sub(w));
+        // A window of 0 (a malformed file) still sees the row itself.
+        let start = hs.window.map_or(0, |w| self.end.saturating_sub(w.max(1)));
         let n = self.end - start;
         let qh: [&[f32]; H] = std::array::from_fn(|i| &self.q[self.r * qw + (h0 + i) * hd..][..hd]);
         // SAFETY: this item alone writes heads h0..h0+H of row r; `dst` outlives the call.
