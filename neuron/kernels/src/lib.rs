@@ -175,11 +175,33 @@ impl<T: Copy + Default> Aligned<T> {
     }
 }
 
-impl<T: Copy + Default> From<Vec<T>> for Aligned<T> {
-    fn from(v: Vec<T>) -> Self {
-        let mut a = Self::zeroed(v.len());
-        a.copy_from_slice(&v);
-        a
+/// An [`Aligned`] buffer of a size known in advance, written front to back (a weight's values
+/// as the repacking produces them, without a second copy at load).
+struct Fill<T> {
+    buf: Aligned<T>,
+    at: usize,
+}
+
+impl<T: Copy + Default> Fill<T> {
+    fn new(len: usize) -> Self {
+        Fill { buf: Aligned::zeroed(len), at: 0 }
+    }
+
+    fn extend_from_slice(&mut self, v: &[T]) {
+        self.buf[self.at..self.at + v.len()].copy_from_slice(v);
+        self.at += v.len();
+    }
+
+    fn extend(&mut self, it: impl IntoIterator<Item = T>) {
+        for v in it {
+            self.buf[self.at] = v;
+            self.at += 1;
+        }
+    }
+
+    fn done(self) -> Aligned<T> {
+        debug_assert_eq!(self.at, self.buf.len(), "every value written");
+        self.buf
     }
 }
 
@@ -297,57 +319,36 @@ impl QWeight {
         let h = |b: &[u8], at: usize| f16::from_le_bytes([b[at], b[at + 1]]);
         let blocks = raw.chunks_exact(bb);
         let w = match format {
-            Format::Q4_0 | Format::Q4_1 => {
-                let (mut qs, mut d, mut m) = (Vec::with_capacity(n * nb * 16), Vec::with_capacity(n * nb), Vec::new());
+            Format::Q4_0 | Format::Q4_1 | Format::Q5_0 | Format::Q5_1 => {
+                let five = matches!(format, Format::Q5_0 | Format::Q5_1);
+                let (mut qs, mut d, mut m) = (Fill::new(n * nb * 16), Vec::with_capacity(n * nb), Vec::new());
+                let mut qh = Vec::new();
                 m.reserve(n * nb);
+                qh.reserve(if five { n * nb } else { 0 });
                 for b in blocks {
                     let scale = h(b, 0);
                     d.push(scale);
-                    if format == Format::Q4_0 {
-                        // d·(q − 8) = d·q + (−8·d); a power-of-two multiple is exact in f16.
-                        m.push(f16::from_f32(-8.0 * scale.to_f32()));
-                        qs.extend_from_slice(&b[2..18]);
-                    } else {
-                        m.push(h(b, 2));
-                        qs.extend_from_slice(&b[4..20]);
-                    }
-                }
-                QWeight {
-                    kind: Kind::Q4,
-                    n,
-                    k,
-                    nb,
-                    qs: qs.into(),
-                    d: Scales::F16(d),
-                    m: Scales::F16(m),
-                    qh: Vec::new(),
-                    split: false,
-                }
-            }
-            Format::Q5_0 | Format::Q5_1 => {
-                let (mut qs, mut d, mut m) = (Vec::with_capacity(n * nb * 16), Vec::with_capacity(n * nb), Vec::new());
-                let mut qh = Vec::with_capacity(n * nb);
-                m.reserve(n * nb);
-                for b in blocks {
-                    let scale = h(b, 0);
-                    d.push(scale);
-                    let at = if format == Format::Q5_0 {
-                        // d·(q − 16) = d·q + (−16·d), exact in f16 as above.
-                        m.push(f16::from_f32(-16.0 * scale.to_f32()));
-                        2
-                    } else {
+                    let mut at = if matches!(format, Format::Q4_1 | Format::Q5_1) {
                         m.push(h(b, 2));
                         4
+                    } else {
+                        // d·(q − 8) = d·q + (−8·d), or −16·d for Q5_0: a power-of-two multiple
+                        // is exact in f16.
+                        m.push(f16::from_f32(if five { -16.0 } else { -8.0 } * scale.to_f32()));
+                        2
                     };
-                    qh.push(u32::from_le_bytes([b[at], b[at + 1], b[at + 2], b[at + 3]]));
-                    qs.extend_from_slice(&b[at + 4..at + 20]);
+                    if five {
+                        qh.push(u32::from_le_bytes([b[at], b[at + 1], b[at + 2], b[at + 3]]));
+                        at += 4;
+                    }
+                    qs.extend_from_slice(&b[at..at + 16]);
                 }
                 QWeight {
                     kind: Kind::Q4,
                     n,
                     k,
                     nb,
-                    qs: qs.into(),
+                    qs: qs.done(),
                     d: Scales::F16(d),
                     m: Scales::F16(m),
                     qh,
@@ -355,7 +356,7 @@ impl QWeight {
                 }
             }
             Format::Q8_0 => {
-                let (mut qs, mut d) = (Vec::with_capacity(n * k), Vec::with_capacity(n * nb));
+                let (mut qs, mut d) = (Fill::new(n * k), Vec::with_capacity(n * nb));
                 for b in blocks {
                     d.push(h(b, 0));
                     qs.extend_from_slice(&b[2..34]);
@@ -365,7 +366,7 @@ impl QWeight {
                     n,
                     k,
                     nb,
-                    qs: qs.into(),
+                    qs: qs.done(),
                     d: Scales::F16(d),
                     m: Scales::F16(Vec::new()),
                     qh: Vec::new(),
@@ -374,7 +375,7 @@ impl QWeight {
             }
             Format::Q4K => {
                 let supers = n * k / QK_K;
-                let (mut qs, mut dq, mut mq) = (Vec::with_capacity(n * k / 2), Vec::with_capacity(n * nb), Vec::new());
+                let (mut qs, mut dq, mut mq) = (Fill::new(n * k / 2), Vec::with_capacity(n * nb), Vec::new());
                 let (mut dd, mut md) = (Vec::with_capacity(supers), Vec::with_capacity(supers));
                 mq.reserve(n * nb);
                 for b in raw.chunks_exact(bb) {
@@ -402,7 +403,7 @@ impl QWeight {
                     n,
                     k,
                     nb,
-                    qs: qs.into(),
+                    qs: qs.done(),
                     d: Scales::K8(dq, dd),
                     m: Scales::K8(mq, md),
                     qh: Vec::new(),
@@ -410,7 +411,7 @@ impl QWeight {
                 }
             }
             Format::Q6K => {
-                let (mut qs, mut dq, mut dd) = (Vec::with_capacity(n * k), Vec::with_capacity(2 * n * nb), Vec::new());
+                let (mut qs, mut dq, mut dd) = (Fill::new(n * k), Vec::with_capacity(2 * n * nb), Vec::new());
                 for b in raw.chunks_exact(bb) {
                     let (ql, qh, sc) = (&b[0..128], &b[128..192], &b[192..208]);
                     dd.push(h(b, 208));
@@ -433,7 +434,7 @@ impl QWeight {
                     n,
                     k,
                     nb,
-                    qs: qs.into(),
+                    qs: qs.done(),
                     d: Scales::K16(dq, dd),
                     m: Scales::K16(Vec::new(), Vec::new()),
                     qh: Vec::new(),
@@ -456,6 +457,18 @@ impl QWeight {
 
     /// Row `r` widened to f32 (an embedding lookup).
     pub fn dequantize_row(&self, r: usize, out: &mut [f32]) {
+        self.expand_row(r, out, |dq, m| dq + m)
+    }
+
+    /// Row `r` as `|d·q| + |m|` per value: the size of the terms a kernel sums, which is what
+    /// its rounding scales with (a row whose scale and min terms cancel to 0 still has some;
+    /// the fuzzer's error bound).
+    pub fn magnitude_row(&self, r: usize, out: &mut [f32]) {
+        self.expand_row(r, out, |dq, m| dq.abs() + m.abs())
+    }
+
+    /// Row `r` value by value as `f(d·q, m)` (m = 0 for the Q8 formats).
+    fn expand_row(&self, r: usize, out: &mut [f32], f: impl Fn(f32, f32) -> f32) {
         let row = self.row(r);
         for (b, o) in out.chunks_exact_mut(QK).enumerate().take(self.nb) {
             match self.kind {
@@ -464,14 +477,14 @@ impl QWeight {
                     let hb = row.qh.get(b).copied().unwrap_or(0);
                     for j in 0..16 {
                         let q = row.qs[b * 16 + j];
-                        o[j] = d * ((q & 15) as u32 | ((hb >> j) & 1) << 4) as f32 + m;
-                        o[j + 16] = d * ((q >> 4) as u32 | ((hb >> (j + 16)) & 1) << 4) as f32 + m;
+                        o[j] = f(d * ((q & 15) as u32 | ((hb >> j) & 1) << 4) as f32, m);
+                        o[j + 16] = f(d * ((q >> 4) as u32 | ((hb >> (j + 16)) & 1) << 4) as f32, m);
                     }
                 }
                 Kind::Q8 => {
                     for (j, v) in o.iter_mut().enumerate() {
                         let d = if self.split { row.d.get(2 * b + j / 16) } else { row.d.get(b) };
-                        *v = d * row.qs[b * QK + j] as i8 as f32;
+                        *v = f(d * row.qs[b * QK + j] as i8 as f32, 0.0);
                     }
                 }
             }
