@@ -35,12 +35,13 @@ fuzz_target!(|data: &[u8]| {
     }
     let w = QWeight::from_gguf_bytes(format, n, k, &raw).expect("sizes match");
     let x: Vec<f32> = rest.iter().rev().copied().cycle().take(m * k).map(|b| (b as i8) as f32 / 16.0).collect();
-    // Rounding errors scale with the terms summed, not with the result (they may cancel to 0):
-    // the bound is relative to max Σ|w|·|x| over the outputs.
+    // Rounding errors scale with the terms summed, not with the result (they may cancel to 0,
+    // and so may a weight's scale and min terms): the bound is relative to
+    // max Σ (|d·q| + |m|)·|x| over the outputs.
     let mut row = vec![0f32; k];
     let mut scale = 1e-30f32;
     for r in 0..n {
-        w.dequantize_row(r, &mut row);
+        w.magnitude_row(r, &mut row);
         for i in 0..m {
             let mag: f32 = row.iter().zip(&x[i * k..(i + 1) * k]).map(|(a, b)| (a * b).abs()).sum();
             scale = scale.max(mag);
