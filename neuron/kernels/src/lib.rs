@@ -605,9 +605,7 @@ pub fn matmul_many_at(lvl: Level, ws: &[&QWeight], x: &[f32], m: usize, dsts: &m
     let precision = effective_precision(lvl, ws, precision);
     let acts = match precision {
         Precision::I8 => QActs::I8(Acts::<i8>::quantize(x, m, k)),
-        // K-quant weights alone (Q4_K, Q6_K): activations scaled per super-block, for the kernel
-        // that sums a super-block in integers.
-        Precision::I16 => QActs::I16(Acts::<i16>::quantize_grouped(x, m, k, if k_grouped(ws) { 8 } else { 1 })),
+        Precision::I16 => QActs::I16(Acts::<i16>::quantize_grouped(x, m, k, act16_group(ws))),
     };
     let outs: Vec<usize> = dsts.iter_mut().map(|d| d.as_mut_ptr() as usize).collect();
     // Work items are tiles: 8 weight rows (a work item is then worth the cursor's atomic, and
@@ -637,11 +635,23 @@ pub fn matmul_many_at(lvl: Level, ws: &[&QWeight], x: &[f32], m: usize, dsts: &m
     });
 }
 
-/// Whether `ws` are all K-quants, whose 16-bit activations take one scale per super-block (for
-/// `x86::dot_k16_vnni`; the other levels read the same integers, so that every level computes
-/// the same function).
-fn k_grouped(ws: &[&QWeight]) -> bool {
-    ws.iter().all(|w| matches!(w.d, Scales::K8(..) | Scales::K16(..)))
+/// How many blocks share one 16-bit activation scale for `ws` (the other levels read the same
+/// integers, so that every level computes the same function):
+/// - K-quants alone: a super-block (8), whose integer products `x86::dot_k16_vnni` sums in i32;
+/// - f16-scaled formats alone (Q4_0 … Q8_0): the whole row, so that `x86::dot_r16_vnni` lays out
+///   a block pair's weight scales once for all rows and applies a row's scale once (Gemma 3's
+///   640-wide Q5_0 matmuls 62 → 74 GMAC/s). Sixteen bits over a row keep logits within 2e-3 of
+///   f32 on SmolLM2 and 5e-4 on Gemma 3 (BENCHMARKS.md), against 2e-4 with a scale per block;
+/// - a mix: one a block.
+fn act16_group(ws: &[&QWeight]) -> usize {
+    let nb = ws.first().map_or(1, |w| w.nb);
+    if ws.iter().all(|w| matches!(w.d, Scales::K8(..) | Scales::K16(..))) {
+        8
+    } else if ws.iter().all(|w| matches!(w.d, Scales::F16(_))) {
+        nb.max(1)
+    } else {
+        1
+    }
 }
 
 /// `lvl`, or this CPU's best level where `lvl` is beyond it.
@@ -680,7 +690,8 @@ pub enum Precision {
     /// 8 bits per value, as llama.cpp does: the fastest, with a relative error near 1e-2 of a
     /// layer's output scale.
     I8,
-    /// 16 bits per value: near-f32 results (about 1e-4), for half the multiply-adds per
+    /// 16 bits per value: near-f32 results (about 1e-4 of a layer's output, logits within 2e-3
+    /// of f32 on the models measured in BENCHMARKS.md), for half the multiply-adds per
     /// instruction (1–3 % of decode speed, more in compute-bound prefill).
     I16,
 }
@@ -690,7 +701,8 @@ pub enum Precision {
 /// [2p lo, 2p+1 lo, 2p hi, 2p+1 hi] halves), and `s = d·Σq` per block for the Q4 min term.
 pub struct Acts<T> {
     nb: usize,
-    /// Blocks that share one scale: 1, or 8 (a K-quant super-block) for [`x86::dot_k16_vnni`].
+    /// Blocks that share one scale: 1, 8 (a K-quant super-block) for [`x86::dot_k16_vnni`], or
+    /// the whole row for [`x86::dot_r16_vnni`].
     group: usize,
     q: Aligned<T>,
     d: Vec<f32>,
@@ -787,9 +799,10 @@ impl Acts<i16> {
         Self::quantize_grouped(x, m, k, 1)
     }
 
-    /// One scale per `group` blocks (`k` a multiple of `group · 32`): with 8, a K-quant
-    /// super-block's integer products sum in i32 before any float work (`x86::dot_k16_vnni`).
-    /// Sixteen bits over 256 values keep the result near f32 (the tests' 1e-3 bound holds).
+    /// One scale per `group` blocks (the last group of a row may be short): with 8, a K-quant
+    /// super-block's integer products sum in i32 before any float work (`x86::dot_k16_vnni`);
+    /// with the whole row, `x86::dot_r16_vnni` applies it once. Sixteen bits over 256 values, or
+    /// a row, keep the result near f32 (the tests' 1e-3 bound holds).
     pub fn quantize_grouped(x: &[f32], m: usize, k: usize, group: usize) -> Self {
         quantize(
             x,
@@ -823,7 +836,8 @@ fn halves16(nb: usize, b: usize) -> (usize, usize) {
 
 /// `R` activation rows (16-bit) against one weight row.
 fn dot16<const R: usize>(kind: Kind, lvl: Level, w: &Row, a: [&ActRow<i16>; R]) -> [f32; R] {
-    let group = if a.iter().all(|r| r.group == 8) { 8 } else { 1 };
+    // Rows of one `Acts` share their grouping.
+    let group = a.first().map_or(1, |r| r.group);
     dot16_refs(kind, lvl, w, &a.map(|r| (r.q, r.d, r.s)), group)
 }
 
@@ -839,6 +853,18 @@ fn dot16_refs<const R: usize>(
     #[cfg(target_arch = "x86_64")]
     // SAFETY: `lvl` comes from run-time feature detection of exactly what each path uses.
     unsafe {
+        let nb = refs.first().map_or(0, |r| r.1.len());
+        if lvl == Level::Avx512Vnni && group >= nb {
+            match (kind, w.d, w.m) {
+                (Kind::Q4, ScaleRow::F16(d), ScaleRow::F16(m)) => {
+                    return x86::dot_r16_vnni::<true, R>(w.qs, d, m, w.qh, refs)
+                }
+                (Kind::Q8, ScaleRow::F16(d), _) if !w.split => {
+                    return x86::dot_r16_vnni::<false, R>(w.qs, d, &[], &[], refs)
+                }
+                _ => {}
+            }
+        }
         if lvl == Level::Avx512Vnni && group == 8 {
             match (kind, w.d, w.m) {
                 (Kind::Q4, ScaleRow::K8(d), ScaleRow::K8(m)) => {
@@ -1094,10 +1120,12 @@ mod tests {
                             assert!(rel_err(&got, &scalar16) < 1e-5, "16-bit {format:?} {lvl:?} vs scalar");
                         }
                     }
-                    // One activation scale per super-block (what K-quant matmuls quantize to on
-                    // AVX-512 VNNI, for `x86::dot_k16_vnni`): levels agree.
-                    if k % QK_K == 0 {
-                        let grouped = Acts::<i16>::quantize_grouped(&x, m, k, 8);
+                    // One activation scale per super-block (what K-quant matmuls quantize to, for
+                    // `x86::dot_k16_vnni`) or per row (f16-scaled formats, `x86::dot_r16_vnni`):
+                    // levels agree.
+                    let nb = k / QK;
+                    for group in [8, nb].into_iter().filter(|&g| g == nb || k % QK_K == 0) {
+                        let grouped = Acts::<i16>::quantize_grouped(&x, m, k, group);
                         let on = |lvl: Level| -> Vec<f32> {
                             (0..m)
                                 .flat_map(|i| (0..n).map(move |r| (i, r)))
@@ -1105,9 +1133,10 @@ mod tests {
                                 .collect()
                         };
                         let scalar = on(Level::Scalar);
-                        assert!(rel_err(&scalar, &want) < 1e-3, "grouped 16-bit {format:?} n={n} k={k}");
+                        assert!(rel_err(&scalar, &want) < 1e-3, "{group}-block 16-bit {format:?} n={n} k={k}");
                         for &lvl in levels.iter().filter(|l| **l as u8 <= host as u8) {
-                            assert!(rel_err(&on(lvl), &scalar) < 1e-5, "grouped 16-bit {format:?} {lvl:?}");
+                            let e = rel_err(&on(lvl), &scalar);
+                            assert!(e < 1e-5, "{group}-block 16-bit {format:?} {lvl:?} n={n} k={k}: {e}");
                         }
                     }
                     // The whole matmul on each level.

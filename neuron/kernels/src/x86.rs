@@ -515,6 +515,95 @@ pub unsafe fn dot_w16_vnni<S: Scale, const Q4: bool, const SPLIT: bool, const R:
     out
 }
 
+/// A block pair's 64 widened weights (`wl`, `wh`) against the 64 activations at `x`: each lane
+/// the sum of its four products. Written out because LLVM may otherwise split the chained
+/// `vpdpwssd` into two `vpmaddwd` and a `vpaddd` (a third more instructions).
+#[target_feature(enable = "avx512f,avx512bw,avx512vnni")]
+#[inline]
+unsafe fn pair_dot(wl: __m512i, wh: __m512i, x: *const i16) -> __m512i {
+    let p: __m512i;
+    std::arch::asm!(
+        "vpmaddwd {p}, {wl}, zmmword ptr [{x}]",
+        "vpdpwssd {p}, {wh}, zmmword ptr [{x} + 64]",
+        p = out(zmm_reg) p,
+        wl = in(zmm_reg) wl,
+        wh = in(zmm_reg) wh,
+        x = in(reg) x,
+        options(pure, readonly, nostack, preserves_flags),
+    );
+    p
+}
+
+/// [`dot_w16_vnni`] for activation rows with one scale each (`Acts::quantize_grouped` with the
+/// whole row as its group) and f16 weight scales: a block pair's weight scales are laid out once
+/// for all rows, and a row's activation scale is applied once at the end, so per row and pair
+/// the float work is one convert and one multiply-add.
+#[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni,avx2,fma,f16c")]
+pub unsafe fn dot_r16_vnni<const Q4: bool, const R: usize>(
+    qs: &[u8],
+    d: &[f16],
+    m: &[f16],
+    qh: &[u32],
+    a: &[Act16; R],
+) -> [f32; R] {
+    let nb = a.first().map_or(0, |r| r.1.len());
+    debug_assert!(qs.len() >= nb * if Q4 { 16 } else { QK } && d.len() >= nb && (!Q4 || m.len() >= nb));
+    debug_assert!(a.iter().all(|(q, ad, s)| q.len() >= nb * QK && ad.len() >= nb && s.len() >= nb));
+    debug_assert!(a.iter().all(|(_, ad, _)| ad.iter().all(|&v| v == ad[0])));
+    // `acc`: Σ weight scale · integer dot, in activation units; `mins`: the min terms, whose
+    // block sums already carry the activation scale.
+    let mut acc = [_mm512_setzero_ps(); R];
+    let mut mins = [_mm512_setzero_ps(); R];
+    let mut b = 0;
+    while b + 2 <= nb {
+        let blocks = (nb - b).min(16) & !1;
+        let dw = d.load16(b, blocks);
+        if Q4 {
+            let (mw, mask) = (m.load16(b, blocks), ((1u32 << blocks) - 1) as u16);
+            for r in 0..R {
+                mins[r] = _mm512_fmadd_ps(mw, _mm512_maskz_loadu_ps(mask, a[r].2.as_ptr().add(b)), mins[r]);
+            }
+        }
+        for j in 0..blocks / 2 {
+            let blk = b + 2 * j;
+            let (wl, wh) = pair_w16::<Q4>(qs, qh, blk);
+            let s = pair_scales(dw, j as i32);
+            for r in 0..R {
+                let p = pair_dot(wl, wh, a[r].0.as_ptr().add(32 * blk));
+                acc[r] = _mm512_fmadd_ps(s, _mm512_cvtepi32_ps(p), acc[r]);
+            }
+        }
+        b += blocks;
+    }
+    for r in 0..R {
+        let ad = _mm512_set1_ps(a[r].1.first().copied().unwrap_or(0.0));
+        acc[r] = if Q4 { _mm512_fmadd_ps(ad, acc[r], mins[r]) } else { _mm512_mul_ps(ad, acc[r]) };
+    }
+    let mut out = sums(acc);
+    if b < nb {
+        // The odd last block, in natural order at the end of the row.
+        for (r, &(q, ad, s)) in a.iter().enumerate() {
+            let x = q.as_ptr().add(32 * b);
+            if Q4 {
+                let v = block_q4_w16_avx2(qs.as_ptr().add(b * 16), qh.get(b).copied(), x, x.add(16));
+                out[r] += hsum256(v) * d[b].to_f32() * ad[b] + m[b].to_f32() * s[b];
+            } else {
+                let v = scaled_q8_w16_avx2::<_, false>(
+                    qs.as_ptr().add(b * QK),
+                    d,
+                    b,
+                    ad[b],
+                    x,
+                    x.add(16),
+                    _mm256_setzero_ps(),
+                );
+                out[r] += hsum256(v);
+            }
+        }
+    }
+    out
+}
+
 /// Sixteen i16 lanes of index `lo`, then sixteen of `hi`: for `vpermw`, which sub-scale each
 /// widened weight of a block pair takes.
 #[target_feature(enable = "avx512f,avx2")]
