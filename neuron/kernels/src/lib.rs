@@ -233,6 +233,9 @@ pub struct QWeight {
     qh: Vec<u32>,
     /// Two scales per block, one per 16 values (Q6_K).
     split: bool,
+    /// Q4_0 and Q5_0: what every stored value lies above (8 or 16), whose min term `m` = −offset·d
+    /// `x86::dot_r16_vnni` takes off the widened weights instead, once for all rows.
+    offset: i16,
 }
 
 /// Which instruction set the kernels use on this host, ordered from least to most capable
@@ -353,6 +356,11 @@ impl QWeight {
                     m: Scales::F16(m),
                     qh,
                     split: false,
+                    offset: match format {
+                        Format::Q4_0 => 8,
+                        Format::Q5_0 => 16,
+                        _ => 0,
+                    },
                 }
             }
             Format::Q8_0 => {
@@ -371,6 +379,7 @@ impl QWeight {
                     m: Scales::F16(Vec::new()),
                     qh: Vec::new(),
                     split: false,
+                    offset: 0,
                 }
             }
             Format::Q4K => {
@@ -408,6 +417,7 @@ impl QWeight {
                     m: Scales::K8(mq, md),
                     qh: Vec::new(),
                     split: false,
+                    offset: 0,
                 }
             }
             Format::Q6K => {
@@ -439,6 +449,7 @@ impl QWeight {
                     m: Scales::K16(Vec::new(), Vec::new()),
                     qh: Vec::new(),
                     split: true,
+                    offset: 0,
                 }
             }
         };
@@ -501,6 +512,7 @@ impl QWeight {
             m: if self.kind == Kind::Q4 { self.m.slice(r * nb..(r + 1) * nb) } else { self.m.slice(0..0) },
             qh: if self.qh.is_empty() { &[] } else { &self.qh[r * nb..(r + 1) * nb] },
             split: self.split,
+            offset: self.offset,
         }
     }
 
@@ -682,6 +694,7 @@ struct Row<'a> {
     /// Empty unless a Q5 format.
     qh: &'a [u32],
     split: bool,
+    offset: i16,
 }
 
 /// How finely activations are quantized before the integer dot products.
@@ -857,10 +870,10 @@ fn dot16_refs<const R: usize>(
         if lvl == Level::Avx512Vnni && group >= nb {
             match (kind, w.d, w.m) {
                 (Kind::Q4, ScaleRow::F16(d), ScaleRow::F16(m)) => {
-                    return x86::dot_r16_vnni::<true, R>(w.qs, d, m, w.qh, refs)
+                    return x86::dot_r16_vnni::<true, R>(w.qs, d, m, w.qh, w.offset, refs)
                 }
                 (Kind::Q8, ScaleRow::F16(d), _) if !w.split => {
-                    return x86::dot_r16_vnni::<false, R>(w.qs, d, &[], &[], refs)
+                    return x86::dot_r16_vnni::<false, R>(w.qs, d, &[], &[], 0, refs)
                 }
                 _ => {}
             }

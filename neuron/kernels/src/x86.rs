@@ -537,13 +537,15 @@ unsafe fn pair_dot(wl: __m512i, wh: __m512i, x: *const i16) -> __m512i {
 /// [`dot_w16_vnni`] for activation rows with one scale each (`Acts::quantize_grouped` with the
 /// whole row as its group) and f16 weight scales: a block pair's weight scales are laid out once
 /// for all rows, and a row's activation scale is applied once at the end, so per row and pair
-/// the float work is one convert and one multiply-add.
+/// the float work is one convert and one multiply-add. With an `offset` (Q4_0, Q5_0) the min
+/// term is taken off the widened weights, once for all rows, instead of summed per row.
 #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni,avx2,fma,f16c")]
 pub unsafe fn dot_r16_vnni<const Q4: bool, const R: usize>(
     qs: &[u8],
     d: &[f16],
     m: &[f16],
     qh: &[u32],
+    offset: i16,
     a: &[Act16; R],
 ) -> [f32; R] {
     let nb = a.first().map_or(0, |r| r.1.len());
@@ -558,7 +560,7 @@ pub unsafe fn dot_r16_vnni<const Q4: bool, const R: usize>(
     while b + 2 <= nb {
         let blocks = (nb - b).min(16) & !1;
         let dw = d.load16(b, blocks);
-        if Q4 {
+        if Q4 && offset == 0 {
             let (mw, mask) = (m.load16(b, blocks), ((1u32 << blocks) - 1) as u16);
             for r in 0..R {
                 mins[r] = _mm512_fmadd_ps(mw, _mm512_maskz_loadu_ps(mask, a[r].2.as_ptr().add(b)), mins[r]);
@@ -566,7 +568,11 @@ pub unsafe fn dot_r16_vnni<const Q4: bool, const R: usize>(
         }
         for j in 0..blocks / 2 {
             let blk = b + 2 * j;
-            let (wl, wh) = pair_w16::<Q4>(qs, qh, blk);
+            let (mut wl, mut wh) = pair_w16::<Q4>(qs, qh, blk);
+            if Q4 && offset != 0 {
+                let off = _mm512_set1_epi16(offset);
+                (wl, wh) = (_mm512_sub_epi16(wl, off), _mm512_sub_epi16(wh, off));
+            }
             let s = pair_scales(dw, j as i32);
             for r in 0..R {
                 let p = pair_dot(wl, wh, a[r].0.as_ptr().add(32 * blk));
@@ -577,7 +583,7 @@ pub unsafe fn dot_r16_vnni<const Q4: bool, const R: usize>(
     }
     for r in 0..R {
         let ad = _mm512_set1_ps(a[r].1.first().copied().unwrap_or(0.0));
-        acc[r] = if Q4 { _mm512_fmadd_ps(ad, acc[r], mins[r]) } else { _mm512_mul_ps(ad, acc[r]) };
+        acc[r] = if Q4 && offset == 0 { _mm512_fmadd_ps(ad, acc[r], mins[r]) } else { _mm512_mul_ps(ad, acc[r]) };
     }
     let mut out = sums(acc);
     if b < nb {
