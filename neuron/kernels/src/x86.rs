@@ -536,6 +536,23 @@ unsafe fn pair_dot(wl: __m512i, wh: __m512i, x: *const i16) -> __m512i {
     p
 }
 
+/// [`pair_dot`] added to `acc`.
+#[target_feature(enable = "avx512f,avx512bw,avx512vnni")]
+#[inline]
+unsafe fn pair_dot_into(acc: __m512i, wl: __m512i, wh: __m512i, x: *const i16) -> __m512i {
+    let mut acc = acc;
+    std::arch::asm!(
+        "vpdpwssd {acc}, {wl}, zmmword ptr [{x}]",
+        "vpdpwssd {acc}, {wh}, zmmword ptr [{x} + 64]",
+        acc = inout(zmm_reg) acc,
+        wl = in(zmm_reg) wl,
+        wh = in(zmm_reg) wh,
+        x = in(reg) x,
+        options(pure, readonly, nostack, preserves_flags),
+    );
+    acc
+}
+
 /// [`dot_w16_vnni`] for activation rows with one scale each (`Acts::quantize_grouped` with the
 /// whole row as its group) and f16 weight scales: a block pair's weight scales are laid out once
 /// for all rows, and a row's activation scale is applied once at the end, so per row and pair
@@ -677,8 +694,12 @@ pub unsafe fn dot_k16_vnni<const Q4: bool, const PER: usize, const R: usize>(
             let wh = _mm512_mullo_epi16(wh, _mm512_permutexvar_epi16(ih, sub));
             for r in 0..R {
                 let x = a[r].0.as_ptr().add(32 * blk);
-                iacc[r] = _mm512_dpwssd_epi32(iacc[r], wl, _mm512_loadu_si512(x as *const __m512i));
-                iacc[r] = _mm512_dpwssd_epi32(iacc[r], wh, _mm512_loadu_si512(x.add(32) as *const __m512i));
+                iacc[r] = if R == 1 {
+                    let lo = _mm512_dpwssd_epi32(iacc[r], wl, _mm512_loadu_si512(x as *const __m512i));
+                    _mm512_dpwssd_epi32(lo, wh, _mm512_loadu_si512(x.add(32) as *const __m512i))
+                } else {
+                    pair_dot_into(iacc[r], wl, wh, x)
+                };
             }
         }
         // Entry 8·sb (or 16·sb) of the sub-scales belongs to super-block sb either way.
