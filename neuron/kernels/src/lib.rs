@@ -78,12 +78,37 @@ enum ScaleRow<'a> {
     K16(KScales<'a, 16>),
 }
 
-impl ScaleRow<'_> {
+impl<'a> ScaleRow<'a> {
     fn get(&self, i: usize) -> f32 {
         match *self {
             ScaleRow::F16(v) => Scale::get(v, i),
             ScaleRow::K8(k) => k.get(i),
             ScaleRow::K16(k) => k.get(i),
+        }
+    }
+
+    /// The f16 scales, or none (an empty min row reads as none too).
+    fn f16(self) -> &'a [f16] {
+        if let ScaleRow::F16(v) = self {
+            v
+        } else {
+            &[]
+        }
+    }
+
+    fn k8(self) -> Option<KScales<'a, 8>> {
+        if let ScaleRow::K8(k) = self {
+            Some(k)
+        } else {
+            None
+        }
+    }
+
+    fn k16(self) -> Option<KScales<'a, 16>> {
+        if let ScaleRow::K16(k) = self {
+            Some(k)
+        } else {
+            None
         }
     }
 }
@@ -567,7 +592,12 @@ impl QWeight {
                     (r.q, r.d, r.s)
                 };
                 let octs_end = first + (end - first) / 8 * 8;
-                for i in (first..octs_end).step_by(8) {
+                let mut next = first;
+                #[cfg(target_arch = "x86_64")]
+                if lvl == Level::Avx512Vnni && self.vnni_octs(rows.clone(), a, first..octs_end, &put) {
+                    next = octs_end;
+                }
+                for i in (next..octs_end).step_by(8) {
                     let q: [_; 8] = std::array::from_fn(|j| refs(i + j));
                     for r in rows.clone() {
                         let v = dot16_refs(self.kind, lvl, &self.row(r), &q, a.group);
@@ -589,6 +619,65 @@ impl QWeight {
                 }
             }
         }
+    }
+}
+
+impl QWeight {
+    /// Passes of eight activation rows (`octs`) through a VNNI kernel that takes all of `rows`
+    /// in one call, where this weight and `a` have one (false where not). The caller has
+    /// detected VNNI.
+    #[cfg(target_arch = "x86_64")]
+    fn vnni_octs(
+        &self,
+        rows: std::ops::Range<usize>,
+        a: &Acts<i16>,
+        octs: std::ops::Range<usize>,
+        put: &impl Fn(usize, usize, f32),
+    ) -> bool {
+        let refs = |i: usize| -> [x86::Act16; 8] {
+            std::array::from_fn(|j| {
+                let r = a.row(i + j);
+                (r.q, r.d, r.s)
+            })
+        };
+        let put8 = |i: usize, t: usize, v: [f32; 8]| (0..8).for_each(|j| put(i + j, rows.start + t, v[j]));
+        let ws: Vec<Row> = rows.clone().map(|r| self.row(r)).collect();
+        // SAFETY (each kernel call): VNNI was detected by the caller.
+        match (self.kind, &self.d) {
+            (_, Scales::F16(_)) if a.group >= a.nb && !self.split => {
+                let ws: Vec<_> =
+                    ws.iter().map(|w| x86::WRow { qs: w.qs, d: w.d.f16(), m: w.m.f16(), qh: w.qh }).collect();
+                for i in octs.step_by(8) {
+                    let q = refs(i);
+                    match self.kind {
+                        Kind::Q4 => unsafe {
+                            x86::rows_r16_vnni::<true, 8>(&ws, self.offset, &q, |t, v| put8(i, t, v))
+                        },
+                        Kind::Q8 => unsafe { x86::rows_r16_vnni::<false, 8>(&ws, 0, &q, |t, v| put8(i, t, v)) },
+                    }
+                }
+            }
+            (Kind::Q4, Scales::K8(..)) if a.group == 8 => {
+                let ws: Option<Vec<_>> =
+                    ws.iter().map(|w| Some(x86::WRow { qs: w.qs, d: w.d.k8()?, m: w.m.k8()?, qh: &[] })).collect();
+                let Some(ws) = ws else { return false };
+                for i in octs.step_by(8) {
+                    let q = refs(i);
+                    unsafe { x86::rows_k16_vnni::<true, 8, 8>(&ws, &q, |t, v| put8(i, t, v)) }
+                }
+            }
+            (Kind::Q8, Scales::K16(..)) if a.group == 8 => {
+                let ws: Option<Vec<_>> =
+                    ws.iter().map(|w| Some(x86::WRow { qs: w.qs, d: w.d.k16()?, m: w.m.k16()?, qh: &[] })).collect();
+                let Some(ws) = ws else { return false };
+                for i in octs.step_by(8) {
+                    let q = refs(i);
+                    unsafe { x86::rows_k16_vnni::<false, 16, 8>(&ws, &q, |t, v| put8(i, t, v)) }
+                }
+            }
+            _ => return false,
+        }
+        true
     }
 }
 
