@@ -96,19 +96,20 @@ impl<'a> ScaleRow<'a> {
         }
     }
 
-    fn k8(self) -> Option<KScales<'a, 8>> {
+    /// The K-quant scales with 8 (or below, 16) entries a super-block, or none (empty).
+    fn k8(self) -> KScales<'a, 8> {
         if let ScaleRow::K8(k) = self {
-            Some(k)
+            k
         } else {
-            None
+            KScales { q: &[], d: &[] }
         }
     }
 
-    fn k16(self) -> Option<KScales<'a, 16>> {
+    fn k16(self) -> KScales<'a, 16> {
         if let ScaleRow::K16(k) = self {
-            Some(k)
+            k
         } else {
-            None
+            KScales { q: &[], d: &[] }
         }
     }
 }
@@ -634,6 +635,11 @@ impl QWeight {
         octs: std::ops::Range<usize>,
         put: &impl Fn(usize, usize, f32),
     ) -> bool {
+        let n = rows.len();
+        if octs.is_empty() || n == 0 {
+            return false;
+        }
+        debug_assert!(n <= GROUP);
         let refs = |i: usize| -> [x86::Act16; 8] {
             std::array::from_fn(|j| {
                 let r = a.row(i + j);
@@ -641,38 +647,43 @@ impl QWeight {
             })
         };
         let put8 = |i: usize, t: usize, v: [f32; 8]| (0..8).for_each(|j| put(i + j, rows.start + t, v[j]));
-        let ws: Vec<Row> = rows.clone().map(|r| self.row(r)).collect();
-        // SAFETY (each kernel call): VNNI was detected by the caller.
+        // The group's rows (the first `n`; no allocation, as decode passes here once a group).
+        let row = |t: usize| self.row(rows.start + t.min(n - 1));
+        // SAFETY (each kernel call): the caller detected VNNI.
         match (self.kind, &self.d) {
             (_, Scales::F16(_)) if a.group >= a.nb && !self.split => {
-                let ws: Vec<_> =
-                    ws.iter().map(|w| x86::WRow { qs: w.qs, d: w.d.f16(), m: w.m.f16(), qh: w.qh }).collect();
+                let ws: [_; GROUP] = std::array::from_fn(|t| {
+                    let w = row(t);
+                    x86::WRow { qs: w.qs, d: w.d.f16(), m: w.m.f16(), qh: w.qh }
+                });
                 for i in octs.step_by(8) {
                     let q = refs(i);
                     match self.kind {
                         Kind::Q4 => unsafe {
-                            x86::rows_r16_vnni::<true, 8>(&ws, self.offset, &q, |t, v| put8(i, t, v))
+                            x86::rows_r16_vnni::<true, 8>(&ws[..n], self.offset, &q, |t, v| put8(i, t, v))
                         },
-                        Kind::Q8 => unsafe { x86::rows_r16_vnni::<false, 8>(&ws, 0, &q, |t, v| put8(i, t, v)) },
+                        Kind::Q8 => unsafe { x86::rows_r16_vnni::<false, 8>(&ws[..n], 0, &q, |t, v| put8(i, t, v)) },
                     }
                 }
             }
             (Kind::Q4, Scales::K8(..)) if a.group == 8 => {
-                let ws: Option<Vec<_>> =
-                    ws.iter().map(|w| Some(x86::WRow { qs: w.qs, d: w.d.k8()?, m: w.m.k8()?, qh: &[] })).collect();
-                let Some(ws) = ws else { return false };
+                let ws: [_; GROUP] = std::array::from_fn(|t| {
+                    let w = row(t);
+                    x86::WRow { qs: w.qs, d: w.d.k8(), m: w.m.k8(), qh: &[] }
+                });
                 for i in octs.step_by(8) {
                     let q = refs(i);
-                    unsafe { x86::rows_k16_vnni::<true, 8, 8>(&ws, &q, |t, v| put8(i, t, v)) }
+                    unsafe { x86::rows_k16_vnni::<true, 8, 8>(&ws[..n], &q, |t, v| put8(i, t, v)) }
                 }
             }
             (Kind::Q8, Scales::K16(..)) if a.group == 8 => {
-                let ws: Option<Vec<_>> =
-                    ws.iter().map(|w| Some(x86::WRow { qs: w.qs, d: w.d.k16()?, m: w.m.k16()?, qh: &[] })).collect();
-                let Some(ws) = ws else { return false };
+                let ws: [_; GROUP] = std::array::from_fn(|t| {
+                    let w = row(t);
+                    x86::WRow { qs: w.qs, d: w.d.k16(), m: w.m.k16(), qh: &[] }
+                });
                 for i in octs.step_by(8) {
                     let q = refs(i);
-                    unsafe { x86::rows_k16_vnni::<false, 16, 8>(&ws, &q, |t, v| put8(i, t, v)) }
+                    unsafe { x86::rows_k16_vnni::<false, 16, 8>(&ws[..n], &q, |t, v| put8(i, t, v)) }
                 }
             }
             _ => return false,
@@ -685,6 +696,10 @@ enum QActs {
     I8(Acts<i8>),
     I16(Acts<i16>),
 }
+
+/// Weight rows a work item takes: a work item is then worth the cursor's atomic, and its rows
+/// stay in L1.
+const GROUP: usize = 8;
 
 /// Several weights that read the same input (q, k and v; gate and up): the input is quantized
 /// once and all their rows go to the worker pool in one hand-off. `dsts[w]` is `m × ws[w].n`.
@@ -709,11 +724,10 @@ pub fn matmul_many_at(lvl: Level, ws: &[&QWeight], x: &[f32], m: usize, dsts: &m
         Precision::I16 => QActs::I16(Acts::<i16>::quantize_grouped(x, m, k, act16_group(ws))),
     };
     let outs: Vec<usize> = dsts.iter_mut().map(|d| d.as_mut_ptr() as usize).collect();
-    // Work items are tiles: 8 weight rows (a work item is then worth the cursor's atomic, and
-    // its rows stay in L1) by a chunk of activation rows small enough to stay in L2 while every
-    // weight group passes it. Without chunks a 512-token prompt streamed all its activations
-    // from L3 once per 8 weight rows, which bound prefill more than the multiply-adds did.
-    const GROUP: usize = 8;
+    // Work items are tiles: GROUP weight rows by a chunk of activation rows small enough to stay
+    // in L2 while every weight group passes it. Without chunks a 512-token prompt streamed all
+    // its activations from L3 once per 8 weight rows, which bound prefill more than the
+    // multiply-adds did.
     const CHUNK_BYTES: usize = 128 * 1024;
     let act_bytes = k * if matches!(acts, QActs::I8(_)) { 1 } else { 2 };
     let chunk = (CHUNK_BYTES / act_bytes).max(4) / 4 * 4;
