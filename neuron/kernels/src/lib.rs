@@ -730,7 +730,8 @@ pub fn matmul_many_at(lvl: Level, ws: &[&QWeight], x: &[f32], m: usize, dsts: &m
     // multiply-adds did.
     const CHUNK_BYTES: usize = 128 * 1024;
     let act_bytes = k * if matches!(acts, QActs::I8(_)) { 1 } else { 2 };
-    let chunk = (CHUNK_BYTES / act_bytes).max(4) / 4 * 4;
+    // Whole passes of 8 rows (a chunk of 100 rows left a pass of 4 at a quarter less speed).
+    let chunk = (CHUNK_BYTES / act_bytes).max(8) / 8 * 8;
     let chunks = m.div_ceil(chunk);
     let mut starts = Vec::with_capacity(ws.len() + 1);
     starts.push(0);
