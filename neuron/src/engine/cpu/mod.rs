@@ -401,13 +401,13 @@ fn resize(buf: &mut Vec<f32>, len: usize) -> &mut [f32] {
     &mut buf[..len]
 }
 
-/// Activation precision: 16 bits, so that logits lie within ~3e-4 (of the largest) of f32
-/// arithmetic on the same weights. 8 bits (llama.cpp's choice) land 2–6e-2 away and flip
-/// near-ties — the default model's first word for "What is the capital of France?", Gemma 3's
-/// continuations after a few words. Decode is bandwidth-bound and loses only 1–3 % to 16 bits;
-/// prompts are compute-bound and lose more, so operators who want llama.cpp's trade can take it:
-/// `CORTEX_DECODE_BITS=8` for decode steps, `CORTEX_PREFILL_BITS=8` for prompts. BENCHMARKS.md has
-/// the figures.
+/// Activation precision: 16 bits, so that logits lie within 2e-3 (of the largest; 5e-4 on
+/// Gemma 3) of f32 arithmetic on the same weights. 8 bits (llama.cpp's choice) land 2–6e-2 away
+/// and flip near-ties — the default model's first word for "What is the capital of France?",
+/// Gemma 3's continuations after a few words. Decode is bandwidth-bound and loses only 1–3 % to
+/// 16 bits; prompts are compute-bound and lose more, so operators who want llama.cpp's trade can
+/// take it: `CORTEX_DECODE_BITS=8` for decode steps, `CORTEX_PREFILL_BITS=8` for prompts.
+/// BENCHMARKS.md has the figures.
 fn precision(t: usize) -> Precision {
     static BITS: std::sync::OnceLock<[Precision; 2]> = std::sync::OnceLock::new();
     let bits = BITS.get_or_init(|| {
