@@ -86,32 +86,6 @@ impl<'a> ScaleRow<'a> {
             ScaleRow::K16(k) => k.get(i),
         }
     }
-
-    /// The f16 scales, or none (an empty min row reads as none too).
-    fn f16(self) -> &'a [f16] {
-        if let ScaleRow::F16(v) = self {
-            v
-        } else {
-            &[]
-        }
-    }
-
-    /// The K-quant scales with 8 (or below, 16) entries a super-block, or none (empty).
-    fn k8(self) -> KScales<'a, 8> {
-        if let ScaleRow::K8(k) = self {
-            k
-        } else {
-            KScales { q: &[], d: &[] }
-        }
-    }
-
-    fn k16(self) -> KScales<'a, 16> {
-        if let ScaleRow::K16(k) = self {
-            k
-        } else {
-            KScales { q: &[], d: &[] }
-        }
-    }
 }
 
 /// K-quant scales: entry i is `q[i] · d[i / PER]`, a product f32 holds exactly (a 6- or 8-bit
@@ -595,7 +569,9 @@ impl QWeight {
                 let octs_end = first + (end - first) / 8 * 8;
                 let mut next = first;
                 #[cfg(target_arch = "x86_64")]
-                if lvl == Level::Avx512Vnni && self.vnni_octs(rows.clone(), a, first..octs_end, &put) {
+                if lvl == Level::Avx512Vnni
+                    && self.vnni_passes::<8>(rows.clone(), a, (first..octs_end).step_by(8), &put)
+                {
                     next = octs_end;
                 }
                 for i in (next..octs_end).step_by(8) {
@@ -612,7 +588,13 @@ impl QWeight {
                         (0..4).for_each(|j| put(i + j, r, v[j]));
                     }
                 }
-                for i in quads_end..end {
+                // Single rows (decode's one) the same way.
+                let mut next = quads_end;
+                #[cfg(target_arch = "x86_64")]
+                if lvl == Level::Avx512Vnni && self.vnni_passes::<1>(rows.clone(), a, quads_end..end, &put) {
+                    next = end;
+                }
+                for i in next..end {
                     let q = a.row(i);
                     for r in rows.clone() {
                         put(i, r, dot16(self.kind, lvl, &self.row(r), [&q])[0]);
@@ -624,67 +606,91 @@ impl QWeight {
 }
 
 impl QWeight {
-    /// Passes of eight activation rows (`octs`) through a VNNI kernel that takes all of `rows`
-    /// in one call, where this weight and `a` have one (false where not). The caller has
-    /// detected VNNI.
+    /// Passes of `R` activation rows (from each of `starts`) through a VNNI kernel that takes
+    /// all of `rows` in one call, where this weight and `a` have one (false where not, with
+    /// nothing done). The caller has detected VNNI.
     #[cfg(target_arch = "x86_64")]
-    fn vnni_octs(
+    fn vnni_passes<const R: usize>(
         &self,
         rows: std::ops::Range<usize>,
         a: &Acts<i16>,
-        octs: std::ops::Range<usize>,
+        starts: impl Iterator<Item = usize>,
         put: &impl Fn(usize, usize, f32),
     ) -> bool {
-        let n = rows.len();
-        if octs.is_empty() || n == 0 {
-            return false;
+        let (n, nb, r0) = (rows.len(), self.nb, rows.start);
+        let mut starts = starts.peekable();
+        if n == 0 || starts.peek().is_none() {
+            // Nothing to run (decode passes here with no whole passes of 8 rows).
+            return true;
         }
-        debug_assert!(n <= GROUP);
-        let refs = |i: usize| -> [x86::Act16; 8] {
+        let refs = |i: usize| -> [x86::Act16; R] {
             std::array::from_fn(|j| {
                 let r = a.row(i + j);
                 (r.q, r.d, r.s)
             })
         };
-        let put8 = |i: usize, t: usize, v: [f32; 8]| (0..8).for_each(|j| put(i + j, rows.start + t, v[j]));
-        // The group's rows (the first `n`; no allocation, as decode passes here once a group).
-        let row = |t: usize| self.row(rows.start + t.min(n - 1));
-        // SAFETY (each kernel call): the caller detected VNNI.
-        match (self.kind, &self.d) {
-            (_, Scales::F16(_)) if a.group >= a.nb && !self.split => {
-                let ws: [_; GROUP] = std::array::from_fn(|t| {
-                    let w = row(t);
-                    x86::WRow { qs: w.qs, d: w.d.f16(), m: w.m.f16(), qh: w.qh }
-                });
-                for i in octs.step_by(8) {
-                    let q = refs(i);
-                    match self.kind {
-                        Kind::Q4 => unsafe {
-                            x86::rows_r16_vnni::<true, 8>(&ws[..n], self.offset, &q, |t, v| put8(i, t, v))
-                        },
-                        Kind::Q8 => unsafe { x86::rows_r16_vnni::<false, 8>(&ws[..n], 0, &q, |t, v| put8(i, t, v)) },
+        let put_r = |i: usize, t: usize, v: [f32; R]| (0..R).for_each(|j| put(i + j, r0 + t, v[j]));
+        // Weight row t of the group, sliced by plain arithmetic (built through `QWeight::row`
+        // they cost a tenth of decode). A single activation row takes it straight; passes of
+        // several read it from an array built once (rows past `n` repeat the last), as slicing
+        // it again each pass cost 2 % of prefill.
+        macro_rules! passes {
+            ($row:expr, |$w:ident, $q:ident, $i:ident| $call:expr) => {{
+                let row = $row;
+                if R == 1 {
+                    for $i in starts {
+                        let ($w, $q) = (row, refs($i));
+                        // SAFETY: the caller detected VNNI.
+                        unsafe { $call }
+                    }
+                } else {
+                    let ws: [_; GROUP] = std::array::from_fn(|t| row(t.min(n - 1)));
+                    let from_array = |t: usize| ws[t];
+                    for $i in starts {
+                        let ($w, $q) = (from_array, refs($i));
+                        // SAFETY: the caller detected VNNI.
+                        unsafe { $call }
+                    }
+                }
+            }};
+        }
+        match (self.kind, &self.d, &self.m) {
+            (kind, Scales::F16(d), Scales::F16(m)) if a.group >= a.nb && !self.split => {
+                let bytes = if kind == Kind::Q4 { 16 } else { QK };
+                let row = |t: usize| {
+                    let r = r0 + t;
+                    let m = if m.is_empty() { &[][..] } else { &m[r * nb..(r + 1) * nb] };
+                    let qh = if self.qh.is_empty() { &[][..] } else { &self.qh[r * nb..(r + 1) * nb] };
+                    (&self.qs[r * nb * bytes..(r + 1) * nb * bytes], &d[r * nb..(r + 1) * nb], m, qh)
+                };
+                match kind {
+                    Kind::Q4 => passes!(row, |w, q, i| x86::rows_r16_vnni::<true, R>(n, w, self.offset, &q, |t, v| {
+                        put_r(i, t, v)
+                    })),
+                    Kind::Q8 => {
+                        passes!(row, |w, q, i| x86::rows_r16_vnni::<false, R>(n, w, 0, &q, |t, v| put_r(i, t, v)))
                     }
                 }
             }
-            (Kind::Q4, Scales::K8(..)) if a.group == 8 => {
-                let ws: [_; GROUP] = std::array::from_fn(|t| {
-                    let w = row(t);
-                    x86::WRow { qs: w.qs, d: w.d.k8(), m: w.m.k8(), qh: &[] }
-                });
-                for i in octs.step_by(8) {
-                    let q = refs(i);
-                    unsafe { x86::rows_k16_vnni::<true, 8, 8>(&ws[..n], &q, |t, v| put8(i, t, v)) }
-                }
+            (Kind::Q4, Scales::K8(dq, dd), Scales::K8(mq, md)) if a.group == 8 => {
+                // One scale and min a block, one f16 factor each per super-block of 8.
+                let row = |t: usize| {
+                    let r = r0 + t;
+                    let (span, sup) = (r * nb..(r + 1) * nb, r * nb / 8..(r + 1) * nb / 8);
+                    let d = KScales { q: &dq[span.clone()], d: &dd[sup.clone()] };
+                    let m = KScales { q: &mq[span], d: &md[sup] };
+                    (&self.qs[r * nb * 16..(r + 1) * nb * 16], d, m, &[][..])
+                };
+                passes!(row, |w, q, i| x86::rows_k16_vnni::<true, 8, R>(n, w, &q, |t, v| put_r(i, t, v)))
             }
-            (Kind::Q8, Scales::K16(..)) if a.group == 8 => {
-                let ws: [_; GROUP] = std::array::from_fn(|t| {
-                    let w = row(t);
-                    x86::WRow { qs: w.qs, d: w.d.k16(), m: w.m.k16(), qh: &[] }
-                });
-                for i in octs.step_by(8) {
-                    let q = refs(i);
-                    unsafe { x86::rows_k16_vnni::<false, 16, 8>(&ws[..n], &q, |t, v| put8(i, t, v)) }
-                }
+            (Kind::Q8, Scales::K16(dq, dd), _) if a.group == 8 => {
+                // Two scales a block (one per 16 values), one f16 factor per super-block of 8.
+                let row = |t: usize| {
+                    let r = r0 + t;
+                    let d = KScales { q: &dq[2 * r * nb..2 * (r + 1) * nb], d: &dd[r * nb / 8..(r + 1) * nb / 8] };
+                    (&self.qs[r * nb * QK..(r + 1) * nb * QK], d, KScales { q: &[], d: &[] }, &[][..])
+                };
+                passes!(row, |w, q, i| x86::rows_k16_vnni::<false, 16, R>(n, w, &q, |t, v| put_r(i, t, v)))
             }
             _ => return false,
         }
