@@ -425,10 +425,9 @@ fn resize(buf: &mut Vec<f32>, len: usize) -> &mut [f32] {
 /// Activation precision: 16 bits, so that logits lie within 2e-3 (of the largest; 5e-4 on
 /// Gemma 3) of f32 arithmetic on the same weights. 8 bits (llama.cpp's choice) land 2–6e-2 away
 /// and flip near-ties — the default model's first word for "What is the capital of France?",
-/// Gemma 3's continuations after a few words. Decode is bandwidth-bound and loses only 1–3 % to
-/// 16 bits; prompts are compute-bound and lose more, so operators who want llama.cpp's trade can
-/// take it: `CORTEX_DECODE_BITS=8` for decode steps, `CORTEX_PREFILL_BITS=8` for prompts.
-/// BENCHMARKS.md has the figures.
+/// Gemma 3's continuations after a few words. `CORTEX_DECODE_BITS=8` (decode steps) and
+/// `CORTEX_PREFILL_BITS=8` (prompts) take the 8-bit scheme for comparison; with the row-scaled
+/// 16-bit kernels it is the slower one on AVX-512 VNNI hosts. BENCHMARKS.md has the figures.
 fn precision(t: usize) -> Precision {
     static BITS: std::sync::OnceLock<[Precision; 2]> = std::sync::OnceLock::new();
     let bits = BITS.get_or_init(|| {
