@@ -509,30 +509,28 @@ pub unsafe fn dot_w16_vnni<S: Scale, const Q4: bool, const SPLIT: bool, const R:
         b += blocks;
     }
     let mut out = sums(acc);
-    for r in 0..R {
-        if b < nb {
-            // The odd last block, in natural order at the end of the row (never SPLIT: K-quant
-            // rows hold whole super-blocks).
-            let (q, ad, s) = a[r];
-            let x = q.as_ptr().add(32 * b);
-            if Q4 {
-                let v = block_q4_w16_avx2(qs.as_ptr().add(b * 16), qh.get(b).copied(), x, x.add(16));
-                out[r] += hsum256(v) * d.get(b) * ad[b] + m.get(b) * s[b];
-            } else {
-                let v = scaled_q8_w16_avx2::<S, SPLIT>(
-                    qs.as_ptr().add(b * QK),
-                    d,
-                    b,
-                    ad[b],
-                    x,
-                    x.add(16),
-                    _mm256_setzero_ps(),
-                );
-                out[r] += hsum256(v);
-            }
+    if b < nb {
+        // The odd last block (never SPLIT: K-quant rows hold whole super-blocks).
+        for (o, row) in out.iter_mut().zip(a) {
+            *o += odd_block16::<S, Q4>(qs, d, m, qh, b, *row);
         }
     }
     out
+}
+
+/// Block `b`, a row's odd last block (in natural order at the row's end), against one row of
+/// 16-bit activations, scaled: the tail of the pair-at-a-time kernels.
+#[target_feature(enable = "avx2,fma,f16c")]
+#[inline]
+unsafe fn odd_block16<S: Scale, const Q4: bool>(qs: &[u8], d: S, m: S, qh: &[u32], b: usize, a: Act16) -> f32 {
+    let (q, ad, s) = a;
+    let x = q.as_ptr().add(32 * b);
+    if Q4 {
+        let v = block_q4_w16_avx2(qs.as_ptr().add(b * 16), qh.get(b).copied(), x, x.add(16));
+        hsum256(v) * d.get(b) * ad[b] + m.get(b) * s[b]
+    } else {
+        hsum256(scaled_q8_w16_avx2::<S, false>(qs.as_ptr().add(b * QK), d, b, ad[b], x, x.add(16), _mm256_setzero_ps()))
+    }
 }
 
 /// A block pair's 64 widened weights (`wl`, `wh`) against the 64 activations at `x`: each lane
@@ -634,24 +632,8 @@ pub unsafe fn dot_r16_vnni<const Q4: bool, const R: usize>(
     }
     let mut out = sums(acc);
     if b < nb {
-        // The odd last block, in natural order at the end of the row.
-        for (r, &(q, ad, s)) in a.iter().enumerate() {
-            let x = q.as_ptr().add(32 * b);
-            if Q4 {
-                let v = block_q4_w16_avx2(qs.as_ptr().add(b * 16), qh.get(b).copied(), x, x.add(16));
-                out[r] += hsum256(v) * d[b].to_f32() * ad[b] + m[b].to_f32() * s[b];
-            } else {
-                let v = scaled_q8_w16_avx2::<_, false>(
-                    qs.as_ptr().add(b * QK),
-                    d,
-                    b,
-                    ad[b],
-                    x,
-                    x.add(16),
-                    _mm256_setzero_ps(),
-                );
-                out[r] += hsum256(v);
-            }
+        for (o, row) in out.iter_mut().zip(a) {
+            *o += odd_block16::<_, Q4>(qs, d, m, qh, b, *row);
         }
     }
     out
