@@ -78,7 +78,7 @@ enum ScaleRow<'a> {
     K16(KScales<'a, 16>),
 }
 
-impl<'a> ScaleRow<'a> {
+impl ScaleRow<'_> {
     fn get(&self, i: usize) -> f32 {
         match *self {
             ScaleRow::F16(v) => Scale::get(v, i),
