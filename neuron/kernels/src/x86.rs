@@ -534,27 +534,17 @@ unsafe fn odd_block16<S: Scale, const Q4: bool>(qs: &[u8], d: S, m: S, qh: &[u32
 }
 
 /// A block pair's 64 widened weights (`wl`, `wh`) against the 64 activations at `x`: each lane
-/// the sum of its four products. Written out because LLVM may otherwise split the chained
-/// `vpdpwssd` into two `vpmaddwd` and a `vpaddd` (a third more instructions; Gemma 3's Q5_0
-/// matmul at 8 rows a pass 71 → 77 GMAC/s written out). A single row (decode) is faster
-/// without it (SmolLM2 tg128 −6 % with it), as the compiler then schedules the loads itself.
+/// the sum of its four products.
 #[target_feature(enable = "avx512f,avx512bw,avx512vnni")]
 #[inline]
 unsafe fn pair_dot(wl: __m512i, wh: __m512i, x: *const i16) -> __m512i {
-    let p: __m512i;
-    std::arch::asm!(
-        "vpmaddwd {p}, {wl}, zmmword ptr [{x}]",
-        "vpdpwssd {p}, {wh}, zmmword ptr [{x} + 64]",
-        p = out(zmm_reg) p,
-        wl = in(zmm_reg) wl,
-        wh = in(zmm_reg) wh,
-        x = in(reg) x,
-        options(pure, readonly, nostack, preserves_flags),
-    );
-    p
+    pair_dot_into(_mm512_setzero_si512(), wl, wh, x)
 }
 
-/// [`pair_dot`] added to `acc`.
+/// [`pair_dot`] added to `acc`. Written out because LLVM may otherwise split the chained
+/// `vpdpwssd` into two `vpmaddwd` and a `vpaddd` (a third more instructions; Gemma 3's Q5_0
+/// matmul at 8 rows a pass 71 → 77 GMAC/s written out). A single row (decode) is faster
+/// without it (SmolLM2 tg128 −6 % with it), as the compiler then schedules the loads itself.
 #[target_feature(enable = "avx512f,avx512bw,avx512vnni")]
 #[inline]
 unsafe fn pair_dot_into(acc: __m512i, wl: __m512i, wh: __m512i, x: *const i16) -> __m512i {
