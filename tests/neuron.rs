@@ -60,6 +60,44 @@ fn concurrent_streams_all_complete_with_usage() {
     assert_eq!(n.metric("cortex_completion_tokens_total", &[]), expected);
 }
 
+/// Requests that arrive together run in shared engine steps (batched on the CPU decoder), and
+/// each still gets, token for token, the greedy answer it gets alone.
+#[test]
+fn concurrent_greedy_requests_share_steps_and_answer_as_they_do_alone() {
+    let dir = TempDir::new("batched");
+    tiny_model(dir.path(), "tiny");
+    let n = Neuron::start(dir.path(), &[]);
+    let url = n.url("/v1/chat/completions");
+    fn answer(url: &str, i: usize) -> String {
+        let body = json!({
+            "model": "tiny",
+            "messages": [{"role": "user", "content": format!("request {i}: {}", "more words ".repeat(i))}],
+            "max_tokens": 120 + 10 * i,
+            "temperature": 0,
+        });
+        let v: Value = client().post(url).json(&body).send().unwrap().json().unwrap();
+        v.pointer("/choices/0/message/content").and_then(Value::as_str).expect("an answer").to_string()
+    }
+    let alone: Vec<String> = (0..8).map(|i| answer(&url, i)).collect();
+    let single_steps = |n: &Neuron| n.metric("cortex_step_sequences_bucket", &["le=\"1\""]);
+    let steps = |n: &Neuron| n.metric("cortex_step_sequences_count", &[]);
+    assert_eq!(single_steps(&n), steps(&n), "requests one after another run alone");
+    let start = std::sync::Arc::new(std::sync::Barrier::new(8));
+    let together: Vec<_> = (0..8)
+        .map(|i| {
+            let (url, start) = (url.clone(), start.clone());
+            std::thread::spawn(move || {
+                start.wait();
+                answer(&url, i)
+            })
+        })
+        .collect();
+    for (i, (h, alone)) in together.into_iter().zip(&alone).enumerate() {
+        assert_eq!(&h.join().unwrap(), alone, "request {i} answered differently beside others");
+    }
+    assert!(single_steps(&n) < steps(&n), "no step ran two sequences together:\n{}", n.log());
+}
+
 #[test]
 fn a_client_that_disconnects_stops_its_generation() {
     let dir = TempDir::new("disconnect");

@@ -1,6 +1,7 @@
 //! Engine benchmark in llama-bench's terms: load time, prefill (pp64, pp512) and decode (tg128)
 //! tokens per second on one GGUF file, plus the batching question: what a quantized matmul
-//! costs for 1, 4 and 8 rows (decode steps of concurrent sequences batched together).
+//! costs for 1, 4 and 8 rows, and decode of 2, 4 and 8 concurrent sequences, batched (one step
+//! for all, as the scheduler runs them) and one after another (`CORTEX_BENCH_ONLY=batch` alone).
 //!
 //! `CORTEX_BENCH_MODEL=path.gguf cargo bench -p cortex-neuron --bench engine`
 //! (default: models/SmolLM2-135M-Instruct.Q4_1.gguf). bench/vs-llama-cpp runs it beside
@@ -11,13 +12,49 @@ use std::time::Instant;
 
 use candle_core::quantized::{gguf_file, QMatMul};
 use candle_core::{Device, Module, Tensor};
-use cortex_neuron::engine::model::ModelWeights;
+use cortex_neuron::engine::model::{ModelWeights, Sequence, StepInput};
 
 const REPS: usize = 3;
 
 fn median(mut v: Vec<f64>) -> f64 {
     v.sort_by(f64::total_cmp);
     v[v.len() / 2]
+}
+
+/// Aggregate decode tok/s of `b` sequences over 64 steps each: all in one batched step
+/// (`Sequence::forward_many`), or each stepped alone in turn (what the scheduler did before).
+fn concurrent_decode(weights: &ModelWeights, vocab: u32) -> Result<(), Box<dyn std::error::Error>> {
+    const STEPS: usize = 64;
+    for b in [2usize, 4, 8] {
+        let mut rates = [Vec::new(), Vec::new()];
+        for _ in 0..REPS {
+            for (batched, rates) in [true, false].into_iter().zip(rates.iter_mut()) {
+                let mut seqs = (0..b).map(|_| weights.new_sequence()).collect::<Result<Vec<_>, _>>()?;
+                for (i, s) in seqs.iter_mut().enumerate() {
+                    s.forward(&[100 + i as u32], 0)?;
+                }
+                let t = Instant::now();
+                for pos in 1..=STEPS {
+                    let tokens: Vec<[u32; 1]> = (0..b).map(|i| [((pos * 31 + i * 7) as u32) % vocab + 100]).collect();
+                    if batched {
+                        let mut inputs: Vec<StepInput> =
+                            seqs.iter_mut().zip(&tokens).map(|(seq, t)| StepInput { seq, tokens: t, pos }).collect();
+                        for r in Sequence::forward_many(&mut inputs) {
+                            r?;
+                        }
+                    } else {
+                        for (seq, t) in seqs.iter_mut().zip(&tokens) {
+                            seq.forward(t, pos)?;
+                        }
+                    }
+                }
+                rates.push((b * STEPS) as f64 / t.elapsed().as_secs_f64());
+            }
+        }
+        let [batched, alone] = rates.map(median);
+        println!("decode x{b}: batched {batched:.1} tok/s, one at a time {alone:.1} tok/s ({:.2}x)", batched / alone);
+    }
+    Ok(())
 }
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
@@ -38,7 +75,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let only = std::env::var("CORTEX_BENCH_ONLY").ok();
     let kernels_only = only.as_deref() == Some("matmul");
     let prefill: &[usize] = match only.as_deref() {
-        Some("tg128") | Some("matmul") => &[],
+        Some("tg128") | Some("matmul") | Some("batch") => &[],
         Some("pp512") => &[512],
         _ => &[64, 512],
     };
@@ -55,6 +92,12 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         println!("pp{n}: {:.1} tok/s", median(rates));
     }
     if only.as_deref() == Some("pp512") {
+        return Ok(());
+    }
+    if matches!(only.as_deref(), None | Some("batch")) {
+        concurrent_decode(&weights, vocab)?;
+    }
+    if only.as_deref() == Some("batch") {
         return Ok(());
     }
     let decode_reps = if kernels_only { 0 } else { REPS };

@@ -8,6 +8,7 @@ use prometheus::{
 const TTFT_BUCKETS: &[f64] = &[0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0];
 const LATENCY_BUCKETS: &[f64] = &[0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0, 300.0];
 const RATE_BUCKETS: &[f64] = &[1.0, 2.5, 5.0, 10.0, 20.0, 40.0, 80.0, 160.0, 320.0, 640.0];
+const STEP_BUCKETS: &[f64] = &[1.0, 2.0, 4.0, 8.0, 16.0, 32.0];
 const LOAD_BUCKETS: &[f64] = &[0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0];
 
 #[derive(Clone)]
@@ -22,6 +23,7 @@ pub struct Metrics {
     in_flight: IntGaugeVec,
     queue_depth: IntGaugeVec,
     cancelled: IntCounterVec,
+    step_sequences: HistogramVec,
     pub loads: IntCounterVec,
     pub load_seconds: HistogramVec,
     pub unloads: IntCounterVec,
@@ -42,6 +44,8 @@ pub struct ModelMetrics {
     pub in_flight: IntGauge,
     pub queue_depth: IntGauge,
     pub cancelled: IntCounter,
+    /// Sequences that shared each engine step (a batch where the model batches).
+    pub step_sequences: prometheus::Histogram,
 }
 
 fn reg<T: prometheus::core::Collector + Clone + 'static>(r: &Registry, c: T) -> T {
@@ -107,6 +111,15 @@ impl Metrics {
                     &["model"],
                 ),
             ),
+            step_sequences: reg(
+                &r,
+                hist(
+                    "cortex_step_sequences",
+                    "Sequences run together in one engine step (prefill chunk or decoded token each)",
+                    STEP_BUCKETS,
+                    &["model"],
+                ),
+            ),
             loads: reg(&r, counter("cortex_model_loads_total", "Model loads by outcome", &["model", "outcome"])),
             load_seconds: reg(&r, hist("cortex_model_load_seconds", "Model load duration", LOAD_BUCKETS, &["model"])),
             unloads: reg(
@@ -162,6 +175,7 @@ impl Metrics {
             in_flight: self.in_flight.with_label_values(&[model]),
             queue_depth: self.queue_depth.with_label_values(&[model]),
             cancelled: self.cancelled.with_label_values(&[model]),
+            step_sequences: self.step_sequences.with_label_values(&[model]),
         }
     }
 

@@ -211,6 +211,13 @@ impl ModelWeights {
     }
 }
 
+/// One sequence's input for a step: `tokens` at positions `pos..`.
+pub struct StepInput<'a> {
+    pub seq: &'a mut Sequence,
+    pub tokens: &'a [u32],
+    pub pos: usize,
+}
+
 impl Sequence {
     /// Runs `tokens` at positions `pos..pos+len` and returns the last position's logits.
     pub fn forward(&mut self, tokens: &[u32], pos: usize) -> Result<Vec<f32>, EngineError> {
@@ -234,5 +241,31 @@ impl Sequence {
             }
         };
         Ok(logits.flatten_all()?.to_dtype(DType::F32)?.to_vec1::<f32>()?)
+    }
+
+    /// One step for several sequences of the same model, each result in its input's place.
+    /// cortex's CPU decoder runs them as one batch (each weight read once for all their rows);
+    /// other models, or a batch that fails, run one sequence at a time, so that one sequence's
+    /// bad input fails only that sequence.
+    pub fn forward_many(inputs: &mut [StepInput]) -> Vec<Result<Vec<f32>, EngineError>> {
+        if inputs.len() > 1 {
+            if let Some(decoder) = Self::shared_decoder(inputs) {
+                let mut parts: Vec<cpu::Part> = inputs
+                    .iter_mut()
+                    .map(|i| cpu::Part { cache: &mut i.seq.cpu_cache, tokens: i.tokens, pos: i.pos })
+                    .collect();
+                match decoder.forward_batch(&mut parts) {
+                    Ok(logits) => return logits.into_iter().map(Ok).collect(),
+                    Err(e) => tracing::debug!(error = %e, "a batched step failed; running its sequences one by one"),
+                }
+            }
+        }
+        inputs.iter_mut().map(|i| i.seq.forward(i.tokens, i.pos)).collect()
+    }
+
+    /// The CPU decoder all of `inputs` run on, when they share one.
+    fn shared_decoder(inputs: &[StepInput]) -> Option<Arc<Decoder>> {
+        let Weights::Cpu(first) = &inputs.first()?.seq.weights else { return None };
+        inputs.iter().all(|i| matches!(&i.seq.weights, Weights::Cpu(d) if Arc::ptr_eq(d, first))).then(|| first.clone())
     }
 }

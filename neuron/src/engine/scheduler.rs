@@ -1,11 +1,13 @@
 //! One generation thread per loaded model. Requests wait in a bounded queue; up to
-//! `max_active` sequences run at once and take turns one step each (a prefill chunk or one
-//! decoded token), so a long prompt cannot starve a short one. A request whose client went
-//! away (its event receiver dropped) is dropped at its next turn.
+//! `max_active` sequences run at once. Each engine step runs, as one batch, the next token of
+//! every decoding sequence and prompt chunks of those still prefilling (oldest first, at most
+//! `prefill_chunk` prompt tokens in all): a long prompt cannot starve a short one or stall the
+//! streams, and where the model batches (cortex's CPU decoder) the rows share every weight read.
+//! A request whose client went away (its event receiver dropped) is dropped at its next turn.
 //!
-//! Interleaving rather than batching the decode step: on the 2-core CPU we measured, a batched
-//! matmul over 4 sequences costs almost 4x one sequence (the quantized kernels are compute-bound,
-//! not bandwidth-bound, at this size), see BENCHMARKS.md; the GPU issue revisits this.
+//! Batching pays on the CPU since the kernels run several activation rows a pass (BENCHMARKS.md,
+//! "Concurrent decode"); candle-transformers' models hold one sequence per instance and run the
+//! batch's sequences one after another.
 
 use std::collections::VecDeque;
 use std::sync::{Arc, Condvar, Mutex};
@@ -15,7 +17,7 @@ use cortex_proto::generate::{ErrorKind, Event, FinishReason, GenerateError, Samp
 use tokio::sync::mpsc::UnboundedSender;
 
 use super::detok::{StopMatcher, TokenStream};
-use super::model::{ModelWeights, Sequence};
+use super::model::{ModelWeights, Sequence, StepInput};
 use super::sampler::Sampler;
 use super::tokenizer::TextTokenizer;
 use crate::metrics::ModelMetrics;
@@ -36,7 +38,7 @@ pub struct SchedulerConfig {
     pub max_active: usize,
     /// Requests allowed to wait beyond those; more get 429.
     pub queue_capacity: usize,
-    /// Prompt tokens per prefill turn.
+    /// Prompt tokens per engine step, over all the sequences prefilling in it.
     pub prefill_chunk: usize,
 }
 
@@ -78,6 +80,21 @@ struct Running {
     first_token: Option<Instant>,
     prefill_done: Option<Instant>,
     started: Instant,
+}
+
+impl Running {
+    /// The tokens this sequence's next step runs: `(true, range)` in the prompt (its next chunk,
+    /// at most `chunk` tokens, empty when `chunk` is 0), or `(false, range)` in the context (the
+    /// last token). Either way the range's start is the position of its first token.
+    fn next_input(&self, chunk: usize) -> (bool, std::ops::Range<usize>) {
+        let prompt_len = self.job.prompt.len();
+        if self.prefilled < prompt_len {
+            (true, self.prefilled..(self.prefilled + chunk).min(prompt_len))
+        } else {
+            let n = self.context.len();
+            (false, n.saturating_sub(1)..n)
+        }
+    }
 }
 
 enum Step {
@@ -198,14 +215,52 @@ impl Worker {
                     }
                 }
             }
-            // One turn for each running sequence.
-            running.retain_mut(|r| {
-                if r.job.events.is_closed() {
+            // Requests whose client went away stop here.
+            running.retain(|r| {
+                let gone = r.job.events.is_closed();
+                if gone {
                     self.metrics.cancelled.inc();
                     tracing::info!(request = %r.job.id, generated = r.generated, "client went away; generation stopped");
-                    return false;
                 }
-                match self.step(r) {
+                !gone
+            });
+            // One batched step: every decoding sequence's next token, and prompt chunks of those
+            // still prefilling, oldest first, up to `prefill_chunk` prompt tokens in all (so that a
+            // step stays short for the decoding ones, and the oldest prompt is not held back
+            // while every new one is prefilled beside it).
+            let mut budget = self.config.prefill_chunk.max(1);
+            let plans: Vec<Option<(bool, std::ops::Range<usize>)>> = running
+                .iter()
+                .map(|r| {
+                    let (prompt, range) = r.next_input(budget);
+                    if prompt {
+                        budget -= range.len();
+                    }
+                    (!range.is_empty()).then_some((prompt, range))
+                })
+                .collect();
+            let logits = {
+                let mut inputs: Vec<StepInput> = running
+                    .iter_mut()
+                    .zip(&plans)
+                    .filter_map(|(r, plan)| {
+                        let (prompt, range) = plan.clone()?;
+                        let tokens = if prompt { &r.job.prompt[range.clone()] } else { &r.context[range.clone()] };
+                        Some(StepInput { seq: &mut r.seq, tokens, pos: range.start })
+                    })
+                    .collect();
+                if !inputs.is_empty() {
+                    self.metrics.step_sequences.observe(inputs.len() as f64);
+                }
+                Sequence::forward_many(&mut inputs)
+            };
+            let mut results = logits.into_iter();
+            let mut plans = plans.into_iter();
+            running.retain_mut(|r| {
+                let Some((prompt, range)) = plans.next().flatten() else { return true };
+                let Some(logits) = results.next() else { return true };
+                let prompt_end = prompt.then_some(range.end);
+                match logits.and_then(|l| self.after(r, prompt_end, l)) {
                     Ok(Step::Continue) => true,
                     Ok(Step::Finished(finish)) => {
                         self.finish(r, finish);
@@ -213,7 +268,9 @@ impl Worker {
                     }
                     Err(e) => {
                         tracing::error!(request = %r.job.id, error = %e, "generation failed");
-                        let _ = r.job.events.send(Event::Error { error: GenerateError::new(ErrorKind::Internal, format!("generation failed: {e}")) });
+                        let _ = r.job.events.send(Event::Error {
+                            error: GenerateError::new(ErrorKind::Internal, format!("generation failed: {e}")),
+                        });
                         false
                     }
                 }
@@ -224,21 +281,16 @@ impl Worker {
         }
     }
 
-    fn step(&self, r: &mut Running) -> Result<Step, super::EngineError> {
-        let prompt_len = r.job.prompt.len();
-        let logits = if r.prefilled < prompt_len {
-            let end = (r.prefilled + self.config.prefill_chunk).min(prompt_len);
-            let logits = r.seq.forward(&r.job.prompt[r.prefilled..end], r.prefilled)?;
+    /// What a sequence's step produced: a prompt chunk (ending at `prompt_end`) moves it on,
+    /// and once the prompt is all in, the last position's logits give the next token.
+    fn after(&self, r: &mut Running, prompt_end: Option<usize>, logits: Vec<f32>) -> Result<Step, super::EngineError> {
+        if let Some(end) = prompt_end {
             r.prefilled = end;
-            if end < prompt_len {
+            if end < r.job.prompt.len() {
                 return Ok(Step::Continue);
             }
             r.prefill_done = Some(Instant::now());
-            logits
-        } else {
-            let last = *r.context.last().unwrap_or(&0);
-            r.seq.forward(&[last], r.context.len() - 1)?
-        };
+        }
         let token = r.sampler.sample(logits, &r.context)?;
         r.context.push(token);
         if r.first_token.is_none() {

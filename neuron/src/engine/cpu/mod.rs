@@ -142,17 +142,17 @@ fn output_layer(
     }
 }
 
-/// Logits of one normalised hidden state.
-fn logits(output: Option<&Linear>, embedding: &Embedding, h: &[f32], p: Precision) -> Result<Vec<f32>> {
+/// Logits of `rows` normalised hidden states, `rows × vocab`.
+fn logits(output: Option<&Linear>, embedding: &Embedding, h: &[f32], rows: usize, p: Precision) -> Result<Vec<f32>> {
     match (output, embedding) {
         (Some(o), _) => {
-            let mut out = vec![0f32; o.n()];
-            o.forward(h, 1, &mut out, p)?;
+            let mut out = vec![0f32; rows * o.n()];
+            o.forward(h, rows, &mut out, p)?;
             Ok(out)
         }
         (None, Embedding::Quantized(w)) => {
-            let mut out = vec![0f32; w.n];
-            w.matmul_with(h, 1, &mut out, p);
+            let mut out = vec![0f32; rows * w.n];
+            w.matmul_with(h, rows, &mut out, p);
             Ok(out)
         }
         (None, Embedding::Dense { .. }) => candle_core::bail!("a dense embedding needs its own output layer"),
@@ -297,23 +297,68 @@ pub struct Decoder {
     eps: f32,
 }
 
+/// One sequence's share of a batched step: `tokens` at positions `pos..` against its `cache`.
+pub struct Part<'a> {
+    pub cache: &'a mut Cache,
+    pub tokens: &'a [u32],
+    pub pos: usize,
+}
+
+/// What one row of a batched step attends to: its sequence's cached keys and values, up to (not
+/// including) position `end`.
+#[derive(Clone, Copy)]
+struct Seen<'a> {
+    kc: &'a [f32],
+    vc: &'a [f32],
+    end: usize,
+}
+
 impl Decoder {
     /// Runs `tokens` at positions `pos..` and returns the last position's logits.
     pub fn forward(&self, cache: &mut Cache, tokens: &[u32], pos: usize) -> Result<Vec<f32>> {
-        let t = tokens.len();
+        let mut logits = self.forward_batch(&mut [Part { cache, tokens, pos }])?;
+        Ok(logits.pop().unwrap_or_default())
+    }
+
+    /// Runs several sequences' steps as one: their rows go through every projection together,
+    /// so each weight is read once for all of them (a decode step of 8 sequences is then one
+    /// 8-row pass of the kernels instead of eight 1-row ones), and each row attends to its own
+    /// sequence's cache. Returns each part's last-position logits, in order. On an error no
+    /// cache has moved on: every part can be run again from the same position.
+    pub fn forward_batch(&self, parts: &mut [Part]) -> Result<Vec<Vec<f32>>> {
         let positions = self.ropes.iter().map(|r| r.positions).min().unwrap_or(0);
-        if t == 0 || pos + t > positions {
-            candle_core::bail!("positions {pos}..{} are outside the model's {positions}", pos + t)
+        for part in parts.iter() {
+            let (pos, t) = (part.pos, part.tokens.len());
+            if t == 0 || pos + t > positions {
+                candle_core::bail!("positions {pos}..{} are outside the model's {positions}", pos + t)
+            }
         }
+        let Some(first) = parts.first_mut() else { return Ok(Vec::new()) };
         // Every kind of layer has the same widths; only windows and RoPE bases differ.
         let hs = &self.heads[0];
         let hidden = self.hidden;
         let (qw, kvw) = (hs.n_head * hs.head_dim, hs.n_kv_head * hs.head_dim);
-        cache.rewind(self.layers.len(), pos, kvw)?;
-        let p = precision(t);
-        let s = &mut cache.scratch;
+        // The first sequence's scratch serves the batch.
+        let mut scratch = std::mem::take(&mut first.cache.scratch);
+        let s = &mut scratch;
+        for part in parts.iter_mut() {
+            part.cache.rewind(self.layers.len(), part.pos, kvw)?;
+        }
+        // Each row's position, and where each part's rows start.
+        let row_pos: Vec<usize> = parts.iter().flat_map(|p| p.pos..p.pos + p.tokens.len()).collect();
+        let t = row_pos.len();
+        let starts: Vec<usize> = parts
+            .iter()
+            .scan(0, |at, p| {
+                *at += p.tokens.len();
+                Some(*at - p.tokens.len())
+            })
+            .collect();
+        let p = precision(parts.iter().map(|p| p.tokens.len()).max().unwrap_or(1));
         let x = resize(&mut s.x, t * hidden);
-        self.embedding.lookup(tokens, x)?;
+        for (part, &r0) in parts.iter().zip(&starts) {
+            self.embedding.lookup(part.tokens, &mut x[r0 * hidden..(r0 + part.tokens.len()) * hidden])?;
+        }
         if let Some(scale) = self.embed_scale {
             x.iter_mut().for_each(|v| *v *= scale);
         }
@@ -331,14 +376,23 @@ impl Decoder {
             each_row(t, |r| {
                 // SAFETY: row r alone touches these rows of q and k, which outlive the call.
                 let (qr, kr) = unsafe { (rows_mut(qp, r, qw), rows_mut(kp, r, kvw)) };
-                rope.apply(qr, pos + r, self.interleaved);
-                rope.apply(kr, pos + r, self.interleaved);
+                rope.apply(qr, row_pos[r], self.interleaved);
+                rope.apply(kr, row_pos[r], self.interleaved);
             });
-            let (kc, vc) = (&mut cache.k[l], &mut cache.v[l]);
-            kc.extend_from_slice(k);
-            vc.extend_from_slice(v);
+            for (part, &r0) in parts.iter_mut().zip(&starts) {
+                let rows = r0 * kvw..(r0 + part.tokens.len()) * kvw;
+                part.cache.k[l].extend_from_slice(&k[rows.clone()]);
+                part.cache.v[l].extend_from_slice(&v[rows]);
+            }
+            let seen: Vec<Seen> = parts
+                .iter()
+                .flat_map(|part| {
+                    let (kc, vc) = (&part.cache.k[l][..], &part.cache.v[l][..]);
+                    (part.pos..part.pos + part.tokens.len()).map(move |p| Seen { kc, vc, end: p + 1 })
+                })
+                .collect();
             let att = resize(&mut s.att, t * qw);
-            attention(heads, q, kc, vc, pos, t, att);
+            attention(heads, q, &seen, att);
             let o = resize(&mut s.o, t * hidden);
             layer.wo.forward(att, t, o, p)?;
             if let Some(n) = &layer.post_attn_norm {
@@ -362,10 +416,22 @@ impl Decoder {
             }
             add(x, o, hidden);
         }
-        cache.len = pos + t;
-        let h = resize(&mut s.h, hidden);
-        rms_norm(&x[(t - 1) * hidden..], &self.norm, self.eps, h);
-        logits(self.output.as_ref(), &self.embedding, h, p)
+        // The last row of every part, normalised, through the output projection together.
+        let b = parts.len();
+        let last = resize(&mut s.o, b * hidden);
+        for (i, (part, &r0)) in parts.iter().zip(&starts).enumerate() {
+            let r = r0 + part.tokens.len() - 1;
+            last[i * hidden..(i + 1) * hidden].copy_from_slice(&x[r * hidden..(r + 1) * hidden]);
+        }
+        let h = resize(&mut s.h, b * hidden);
+        rms_norm(last, &self.norm, self.eps, h);
+        let logits = logits(self.output.as_ref(), &self.embedding, h, b, p)?;
+        for part in parts.iter_mut() {
+            part.cache.len = part.pos + part.tokens.len();
+        }
+        parts[0].cache.scratch = scratch;
+        let vocab = logits.len() / b;
+        Ok(logits.chunks_exact(vocab).map(<[f32]>::to_vec).collect())
     }
 
     fn kernel_share(&self) -> usize {
@@ -498,12 +564,14 @@ impl Heads {
     }
 }
 
-/// Causal grouped-query attention of `t` new rows (positions `pos..pos+t`) over the cache.
-/// Work items are (row, up to four heads of one kv group) and independent: a long prefill
-/// spreads them over candle's worker pool. Heads that share a kv head share each key and value
-/// row's reading, which bounds attention over a long prompt (decode keeps one head an item, so
-/// that a single row still spreads over the threads).
-fn attention(hs: &Heads, q: &[f32], kc: &[f32], vc: &[f32], pos: usize, t: usize, out: &mut [f32]) {
+/// Causal grouped-query attention of new rows, each over the cached positions `seen` gives it
+/// (rows of one sequence's prompt chunk, or decode rows of several sequences). Work items are
+/// (row, up to four heads of one kv group) and independent: a long prefill spreads them over
+/// candle's worker pool. Heads that share a kv head share each key and value row's reading,
+/// which bounds attention over a long prompt (a single decode row keeps one head an item, so
+/// that it still spreads over the threads).
+fn attention(hs: &Heads, q: &[f32], seen: &[Seen], out: &mut [f32]) {
+    let t = seen.len();
     let group = hs.n_head / hs.n_kv_head;
     let per_item = if t > 1 { group.min(4) } else { 1 };
     let chunks = group.div_ceil(per_item);
@@ -512,7 +580,8 @@ fn attention(hs: &Heads, q: &[f32], kc: &[f32], vc: &[f32], pos: usize, t: usize
         let (r, rest) = (item / (hs.n_kv_head * chunks), item % (hs.n_kv_head * chunks));
         let (g, c) = (rest / chunks, rest % chunks);
         let h0 = g * group + c * per_item;
-        let at = Attend { hs, q, kc, vc, r, g, end: pos + r + 1, dst };
+        let Seen { kc, vc, end } = seen[r];
+        let at = Attend { hs, q, kc, vc, r, g, end, dst };
         match (g * group + group - h0).min(per_item) {
             4 => at.heads::<4>(h0),
             3 => at.heads::<3>(h0),
@@ -523,7 +592,7 @@ fn attention(hs: &Heads, q: &[f32], kc: &[f32], vc: &[f32], pos: usize, t: usize
     let items = t * hs.n_kv_head * chunks;
     // Below this many multiply-adds a hand-off to the pool costs more than it saves.
     const PARALLEL_FROM: usize = 1 << 16;
-    if t * (pos + t) * hs.n_head * hs.head_dim >= PARALLEL_FROM {
+    if seen.iter().map(|s| s.end).sum::<usize>() * hs.n_head * hs.head_dim >= PARALLEL_FROM {
         candle_core::utils::barrier_pool().execute_chunked(items, |range| range.for_each(one));
     } else {
         (0..items).for_each(one);
@@ -861,7 +930,8 @@ mod tests {
             let kvw = n_kv_head * head_dim;
             let (kc, vc) = (data(positions * kvw, 4), data(positions * kvw, 5));
             let mut ours = vec![0f32; t * qw];
-            attention(&hs, &q, &kc, &vc, pos, t, &mut ours);
+            let seen: Vec<Seen> = (0..t).map(|r| Seen { kc: &kc, vc: &vc, end: pos + r + 1 }).collect();
+            attention(&hs, &q, &seen, &mut ours);
             let heads = |v: &[f32], rows: usize, n: usize| {
                 Tensor::from_slice(v, (1, rows, n, head_dim), &dev)
                     .unwrap()
