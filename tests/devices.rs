@@ -48,7 +48,7 @@ fn debug_logits_are_the_models_numbers_and_repeatable() {
     let dir = TempDir::new("logits");
     let model = tiny_model(dir.path(), "tiny");
     let args = ["debug", "logits", "--model", model.to_str().unwrap(), "--prompt", "hello there", "--device", "cpu"];
-    let run = || json(&cortex(&[&args[..], &["--json"]].concat()));
+    let run = || json(&cortex(&[&args[..], &["--json", "--greedy", "6"]].concat()));
     let (a, b) = (run(), run());
     assert_eq!(a["device"], "cpu");
     let logits: Vec<f64> = a["logits"].as_array().unwrap().iter().map(|v| v.as_f64().unwrap()).collect();
@@ -58,6 +58,11 @@ fn debug_logits_are_the_models_numbers_and_repeatable() {
     assert_eq!(a["argmax"], best);
     assert!(!a["tokens"].as_array().unwrap().is_empty());
     assert_eq!(a["logits"], b["logits"], "the CPU forward pass is deterministic");
+    // The greedy continuation starts with the argmax and runs as long as asked.
+    let greedy = a["greedy"].as_array().unwrap();
+    assert_eq!(greedy.len(), 6);
+    assert_eq!(greedy[0], best);
+    assert_eq!(a["greedy"], b["greedy"]);
 
     // The table shows the top logits, the best first.
     let table = String::from_utf8(cortex(&args).stdout).unwrap();

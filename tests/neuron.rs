@@ -67,10 +67,31 @@ fn concurrent_greedy_requests_share_steps_and_answer_as_they_do_alone() {
     let dir = TempDir::new("batched");
     tiny_model(dir.path(), "tiny");
     let n = Neuron::start(dir.path(), &[]);
-    let url = n.url("/v1/chat/completions");
-    fn answer(url: &str, i: usize) -> String {
+    concurrent_answers_match_solo_ones(&n, "tiny");
+}
+
+/// The same with the batched decoder (the GPU's default) on the CPU (`CORTEX_ENGINE=batched`),
+/// for a GGUF file and a safetensors repository.
+#[test]
+fn the_batched_decoder_answers_concurrent_requests_as_it_answers_them_alone() {
+    use cortex_neuron::testutil::{write_tiny_safetensors, SafetensorsArch, TinyLlama};
+    let dir = TempDir::new("batched-decoder");
+    tiny_model(dir.path(), "tiny");
+    write_tiny_safetensors(&dir.path().join("tiny-qwen3-st"), SafetensorsArch::Qwen3, TinyLlama::default()).unwrap();
+    let n = Neuron::start_with_env(dir.path(), &[], &[("CORTEX_ENGINE", "batched")]);
+    concurrent_answers_match_solo_ones(&n, "tiny");
+    concurrent_answers_match_solo_ones(&n, "tiny-qwen3-st");
+    let loaded: Vec<String> = n.log().lines().filter(|l| l.contains("loaded")).map(str::to_string).collect();
+    assert_eq!(loaded.len(), 2, "{}", n.log());
+    assert!(loaded.iter().all(|l| l.contains("engine=\"batched\"") || l.contains("engine=batched")), "{loaded:?}");
+}
+
+/// Eight greedy requests one after another, then all at once: the same answers, and some steps
+/// ran several sequences.
+fn concurrent_answers_match_solo_ones(n: &Neuron, model: &str) {
+    fn answer(url: &str, model: &str, i: usize) -> String {
         let body = json!({
-            "model": "tiny",
+            "model": model,
             "messages": [{"role": "user", "content": format!("request {i}: {}", "more words ".repeat(i))}],
             "max_tokens": 120 + 10 * i,
             "temperature": 0,
@@ -78,24 +99,26 @@ fn concurrent_greedy_requests_share_steps_and_answer_as_they_do_alone() {
         let v: Value = client().post(url).json(&body).send().unwrap().json().unwrap();
         v.pointer("/choices/0/message/content").and_then(Value::as_str).expect("an answer").to_string()
     }
-    let alone: Vec<String> = (0..8).map(|i| answer(&url, i)).collect();
-    let single_steps = |n: &Neuron| n.metric("cortex_step_sequences_bucket", &["le=\"1\""]);
-    let steps = |n: &Neuron| n.metric("cortex_step_sequences_count", &[]);
-    assert_eq!(single_steps(&n), steps(&n), "requests one after another run alone");
+    let url = n.url("/v1/chat/completions");
+    let alone: Vec<String> = (0..8).map(|i| answer(&url, model, i)).collect();
+    let label = format!("model=\"{model}\"");
+    let single_steps = || n.metric("cortex_step_sequences_bucket", &[&label, "le=\"1\""]);
+    let steps = || n.metric("cortex_step_sequences_count", &[&label]);
+    assert_eq!(single_steps(), steps(), "{model}: requests one after another run alone");
     let start = std::sync::Arc::new(std::sync::Barrier::new(8));
     let together: Vec<_> = (0..8)
         .map(|i| {
-            let (url, start) = (url.clone(), start.clone());
+            let (url, start, model) = (url.clone(), start.clone(), model.to_string());
             std::thread::spawn(move || {
                 start.wait();
-                answer(&url, i)
+                answer(&url, &model, i)
             })
         })
         .collect();
     for (i, (h, alone)) in together.into_iter().zip(&alone).enumerate() {
-        assert_eq!(&h.join().unwrap(), alone, "request {i} answered differently beside others");
+        assert_eq!(&h.join().unwrap(), alone, "{model}: request {i} answered differently beside others");
     }
-    assert!(single_steps(&n) < steps(&n), "no step ran two sequences together:\n{}", n.log());
+    assert!(single_steps() < steps(), "{model}: no step ran two sequences together:\n{}", n.log());
 }
 
 #[test]

@@ -1,7 +1,7 @@
 //! `cortex debug`: tools for checking the engine itself, hidden from `--help`.
 //! `cortex debug logits` runs one prompt through a model on a chosen device and prints the last
-//! position's logits, so that a GPU build can be compared with the CPU number for number
-//! (scripts/gpu-check does).
+//! position's logits (and, with `--greedy N`, the N greedy tokens that follow), so that a GPU
+//! build can be compared with the CPU number for number (scripts/gpu-check does).
 
 use std::fmt::Write;
 use std::path::PathBuf;
@@ -36,6 +36,9 @@ pub struct LogitsArgs {
     /// the CPU]
     #[arg(long, value_name = "DTYPE", value_parser = ["f32", "bf16", "f16"])]
     pub dtype: Option<String>,
+    /// Also continue the prompt this many tokens, each the argmax of the last
+    #[arg(long, value_name = "N", default_value_t = 0)]
+    pub greedy: usize,
     /// Print one JSON document with every logit instead of the top ten
     #[arg(long)]
     pub json: bool,
@@ -47,6 +50,8 @@ struct Logits {
     device: String,
     tokens: Vec<u32>,
     argmax: usize,
+    /// The greedy continuation's token ids (`--greedy`).
+    greedy: Vec<u32>,
     seconds: f64,
     logits: Vec<f32>,
 }
@@ -77,16 +82,17 @@ fn logits(args: LogitsArgs) -> anyhow::Result<()> {
         _ => None,
     };
     let t0 = Instant::now();
-    let (tokens, logits) =
-        prompt_logits(&source, &opts, &args.prompt).with_context(|| format!("running {}", args.model.display()))?;
-    let argmax = logits.iter().enumerate().max_by(|a, b| a.1.total_cmp(b.1)).map(|(i, _)| i).unwrap_or(0);
+    let run = prompt_logits(&source, &opts, &args.prompt, args.greedy)
+        .with_context(|| format!("running {}", args.model.display()))?;
+    let argmax = run.logits.iter().enumerate().max_by(|a, b| a.1.total_cmp(b.1)).map(|(i, _)| i).unwrap_or(0);
     let out = Logits {
         model: args.model,
         device: device_name(&opts.device),
-        tokens,
+        tokens: run.tokens,
         argmax,
+        greedy: run.greedy,
         seconds: t0.elapsed().as_secs_f64(),
-        logits,
+        logits: run.logits,
     };
     if args.json {
         return crate::printer::json(&out);
@@ -104,6 +110,10 @@ fn logits(args: LogitsArgs) -> anyhow::Result<()> {
     );
     for (id, v) in ranked.iter().take(10) {
         writeln!(text, "{id:>8}  {v:.6}")?;
+    }
+    if !out.greedy.is_empty() {
+        let ids: Vec<String> = out.greedy.iter().map(u32::to_string).collect();
+        writeln!(text, "greedy continuation: {}", ids.join(" "))?;
     }
     crate::printer::emit(&text)
 }

@@ -272,3 +272,69 @@ pub fn write_tiny_safetensors(dir: &Path, arch: SafetensorsArch, spec: TinyLlama
     }
     Ok(())
 }
+
+/// Checks that a decoder's batched steps give each sequence the logits it gets alone. `run`
+/// runs one batched step: (cache, tokens, position) for each sequence in it. Eight prompts of
+/// different lengths: each alone (prompt, then three decode steps), then batched: the first two
+/// prompts alone, one step with the other prompts beside those two's decode rows, then steps of
+/// decode rows with sequences at different positions. `bound`: max |Δ| / max |logit|. Returns
+/// the batched sequences' caches.
+pub fn batch_matches_alone<C: Default>(
+    mut run: impl FnMut(&mut [(&mut C, &[u32], usize)]) -> Vec<Vec<f32>>,
+    bound: f32,
+) -> Vec<C> {
+    let prompts: Vec<Vec<u32>> =
+        [20u32, 7, 3, 1, 12, 5, 9, 2].iter().map(|&n| (0..n).map(|i| (i * 37 + n * 11) % 250).collect()).collect();
+    let next = |step: usize, s: usize| ((step * 53 + s * 17) % 250) as u32;
+    const DECODE: usize = 3;
+    let alone: Vec<Vec<Vec<f32>>> = prompts
+        .iter()
+        .enumerate()
+        .map(|(s, p)| {
+            let mut cache = C::default();
+            let mut out = run(&mut [(&mut cache, p, 0)]);
+            for i in 0..DECODE {
+                out.extend(run(&mut [(&mut cache, &[next(i, s)], p.len() + i)]));
+            }
+            out
+        })
+        .collect();
+    let mut caches: Vec<C> = prompts.iter().map(|_| C::default()).collect();
+    let mut got: Vec<Vec<Vec<f32>>> = vec![Vec::new(); prompts.len()];
+    for s in 0..2 {
+        got[s] = run(&mut [(&mut caches[s], &prompts[s], 0)]);
+    }
+    while got.iter().any(|g| g.len() <= DECODE) {
+        let inputs: Vec<(usize, Vec<u32>, usize)> = (0..prompts.len())
+            .filter_map(|s| match got[s].len() {
+                0 => Some((s, prompts[s].clone(), 0)),
+                done if done <= DECODE => Some((s, vec![next(done - 1, s)], prompts[s].len() + done - 1)),
+                _ => None,
+            })
+            .collect();
+        let mut rows: Vec<(&mut C, &[u32], usize)> = caches
+            .iter_mut()
+            .enumerate()
+            .filter_map(|(s, cache)| {
+                let (_, tokens, pos) = inputs.iter().find(|i| i.0 == s)?;
+                Some((cache, &tokens[..], *pos))
+            })
+            .collect();
+        let logits = run(&mut rows);
+        assert_eq!(logits.len(), inputs.len(), "one result a sequence");
+        for ((s, _, _), l) in inputs.iter().zip(logits) {
+            got[*s].push(l);
+        }
+    }
+    for (s, (a, b)) in alone.iter().zip(&got).enumerate() {
+        assert_eq!(a.len(), b.len(), "sequence {s}");
+        for (i, (a, b)) in a.iter().zip(b).enumerate() {
+            let scale = a.iter().fold(0f32, |m, v| m.max(v.abs()));
+            let e = a.iter().zip(b).fold(0f32, |m, (x, y)| m.max((x - y).abs())) / scale;
+            assert!(e <= bound, "sequence {s} step {i}: {e}");
+            let argmax = |v: &[f32]| v.iter().enumerate().max_by(|x, y| x.1.total_cmp(y.1)).map(|m| m.0);
+            assert_eq!(argmax(a), argmax(b), "sequence {s} step {i}");
+        }
+    }
+    caches
+}

@@ -76,12 +76,18 @@ impl Neuron {
     /// Starts `cortex serve` on free ports with `models_dir` and extra arguments, and waits until
     /// it listens.
     pub fn start(models_dir: &Path, extra: &[&str]) -> Self {
+        Self::start_with_env(models_dir, extra, &[])
+    }
+
+    /// [`Neuron::start`] with extra environment variables.
+    pub fn start_with_env(models_dir: &Path, extra: &[&str], env: &[(&str, &str)]) -> Self {
         let mut child = Command::new(cortex_bin())
             .args(["serve", "--listen", "127.0.0.1:0", "--metrics-listen", "127.0.0.1:0", "--models-dir"])
             .arg(models_dir)
             .args(extra)
             .env("RUST_LOG", "info")
             .env("NO_COLOR", "1")
+            .envs(env.iter().copied())
             .stdout(Stdio::null())
             .stderr(Stdio::piped())
             .spawn()

@@ -1,6 +1,7 @@
 //! The inference engine: loads a model (GGUF or safetensors) with its tokenizer and chat
 //! template, and runs generation on a dedicated thread per model (never on tokio workers).
 
+pub mod batched;
 pub mod cpu;
 pub mod detok;
 pub mod gguf_meta;
@@ -146,6 +147,9 @@ pub fn device_name(device: &Device) -> String {
 #[derive(Debug, Clone, serde::Serialize)]
 pub struct ModelInfo {
     pub arch: String,
+    /// What runs it: `cortex-cpu` (cortex's CPU decoder), `batched` (the batched tensor decoder,
+    /// a GPU's default) or `candle` (candle-transformers' model).
+    pub engine: &'static str,
     pub context_len: usize,
     pub vocab_size: usize,
     pub file_bytes: u64,
@@ -188,6 +192,7 @@ impl LoadedModel {
         let (weights, tokenizer, template) = load_parts(source, opts)?;
         let info = ModelInfo {
             arch: weights.arch.clone(),
+            engine: weights.engine(),
             context_len: weights.context_len,
             vocab_size: tokenizer.vocab_size(),
             file_bytes: file_size(source.path()),
@@ -306,21 +311,40 @@ fn load_parts(
     })
 }
 
-/// Runs `text` (no chat template) through a freshly loaded model on `opts.device` and returns
-/// its token ids and the last position's logits: the raw numbers `cortex debug logits` prints
-/// to compare devices. Blocking.
+/// What [`prompt_logits`] found.
+pub struct PromptRun {
+    /// The prompt's token ids.
+    pub tokens: Vec<u32>,
+    /// The last prompt position's logits.
+    pub logits: Vec<f32>,
+    /// The tokens that follow when each next token is the argmax.
+    pub greedy: Vec<u32>,
+}
+
+/// Runs `text` (no chat template) through a freshly loaded model on `opts.device`, then
+/// `greedy` tokens more: the raw numbers `cortex debug logits` prints to compare devices.
+/// Blocking.
 pub fn prompt_logits(
     source: &WeightsSource,
     opts: &EngineOptions,
     text: &str,
-) -> Result<(Vec<u32>, Vec<f32>), EngineError> {
+    greedy: usize,
+) -> Result<PromptRun, EngineError> {
     let (weights, tokenizer, _) = load_parts(source, opts)?;
     let tokens = tokenizer.encode(text)?;
     if tokens.is_empty() {
         return Err(EngineError::BadPrompt("the prompt is empty".into()));
     }
-    let logits = weights.new_sequence()?.forward(&tokens, 0)?;
-    Ok((tokens, logits))
+    let mut seq = weights.new_sequence()?;
+    let logits = seq.forward(&tokens, 0)?;
+    let argmax = |l: &[f32]| l.iter().enumerate().max_by(|a, b| a.1.total_cmp(b.1)).map_or(0, |(i, _)| i as u32);
+    let mut continuation = Vec::with_capacity(greedy);
+    let mut next = argmax(&logits);
+    for pos in tokens.len()..(tokens.len() + greedy).min(weights.context_len) {
+        continuation.push(next);
+        next = argmax(&seq.forward(&[next], pos)?);
+    }
+    Ok(PromptRun { tokens, logits, greedy: continuation })
 }
 
 /// Checks that `path` is a readable GGUF file with a known architecture (header only).

@@ -10,13 +10,42 @@ use candle_core::{DType, Device, Tensor};
 use candle_nn::VarBuilder;
 use candle_transformers::models::{llama, quantized_gemma3, quantized_llama, quantized_qwen2, quantized_qwen3, qwen3};
 
+use super::batched::{self, BatchDecoder};
 use super::cpu::{self, Decoder};
 use super::EngineError;
 
-/// `CORTEX_ENGINE=candle` runs llama and gemma3 GGUF files through candle-transformers' models
-/// instead of cortex's CPU decoders (to compare the two).
+/// Which code runs a model, where more than one could.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Engine {
+    /// The default: cortex's CPU decoder for llama and gemma3 GGUF files on the CPU, the batched
+    /// decoder for llama and qwen3 on a GPU, candle-transformers' models for the rest.
+    Auto,
+    /// `CORTEX_ENGINE=candle`: candle-transformers' models for everything (to compare).
+    Candle,
+    /// `CORTEX_ENGINE=batched`: the batched decoder wherever it applies, the CPU too (to test
+    /// and compare it without a GPU).
+    Batched,
+}
+
+fn engine() -> Engine {
+    match std::env::var("CORTEX_ENGINE").as_deref() {
+        Ok("candle") => Engine::Candle,
+        Ok("batched") => Engine::Batched,
+        _ => Engine::Auto,
+    }
+}
+
+/// Whether the batched decoder runs a model on `device` (where it applies).
+fn batched_wanted(device: &Device) -> bool {
+    match engine() {
+        Engine::Auto => !device.is_cpu(),
+        Engine::Candle => false,
+        Engine::Batched => true,
+    }
+}
+
 fn cortex_kernels_wanted() -> bool {
-    std::env::var("CORTEX_ENGINE").map(|v| v != "candle").unwrap_or(true)
+    engine() == Engine::Auto
 }
 
 /// Where a model's weights live.
@@ -41,6 +70,8 @@ impl WeightsSource {
 enum Weights {
     /// llama and Gemma 3 GGUF files on the CPU: cortex's decoder and kernels (see `cpu`).
     Cpu(Arc<Decoder>),
+    /// llama and qwen3 on a GPU: steps of concurrent sequences batched (see `batched`).
+    Batched(Arc<BatchDecoder>),
     QLlama(quantized_llama::ModelWeights),
     /// Not `Clone` in candle-transformers: one shared instance, one sequence at a time.
     QQwen2(Arc<Mutex<quantized_qwen2::ModelWeights>>),
@@ -64,7 +95,8 @@ pub struct ModelWeights {
 pub struct Sequence {
     weights: Weights,
     llama_cache: Option<llama::Cache>,
-    cpu_cache: super::cpu::Cache,
+    cpu_cache: cpu::Cache,
+    batch_cache: batched::Cache,
     device: Device,
 }
 
@@ -85,6 +117,11 @@ impl ModelWeights {
         let load_err = |e: candle_core::Error| EngineError::Format(format!("{}: {e}", path.display()));
         // quantized_llama precomputes RoPE for MAX_SEQ_LEN positions only.
         let (weights, model_ctx) = match arch.as_str() {
+            a if batched_wanted(device) && BatchDecoder::applies_to_gguf(a, &content) => {
+                let ctx = file_ctx.min(max_context);
+                let d = BatchDecoder::from_gguf(a, &content, &mut file, device, ctx).map_err(load_err)?;
+                (Weights::Batched(Arc::new(d)), ctx)
+            }
             "llama" if device.is_cpu() && cortex_kernels_wanted() && cpu::llama::applies(&content) => {
                 let ctx = file_ctx.min(max_context);
                 (Weights::Cpu(Arc::new(cpu::llama::load(&content, &mut file, ctx).map_err(load_err)?)), ctx)
@@ -152,6 +189,12 @@ impl ModelWeights {
         // they are loaded (pull writes to a temporary name and renames).
         let vb = unsafe { VarBuilder::from_mmaped_safetensors(&files, dtype, device) }.map_err(load_err)?;
         let (weights, ctx) = match model_type.as_str() {
+            _ if batched_wanted(device) && BatchDecoder::applies_to_config(&value) => {
+                let ctx = value.get("max_position_embeddings").and_then(|v| v.as_u64()).unwrap_or(4096) as usize;
+                let d = BatchDecoder::from_safetensors(&value, vb, dtype, device, ctx.min(max_context))
+                    .map_err(load_err)?;
+                (Weights::Batched(Arc::new(d)), ctx)
+            }
             "llama" | "mistral" => {
                 let cfg: llama::LlamaConfig = serde_json::from_value(value).map_err(cfg_err)?;
                 let cfg = cfg.into_config(false);
@@ -173,6 +216,15 @@ impl ModelWeights {
         Ok(Self { weights, arch: model_type, context_len: ctx.min(max_context), device: device.clone() })
     }
 
+    /// What runs this model, as `ModelInfo::engine` names it.
+    pub fn engine(&self) -> &'static str {
+        match self.weights {
+            Weights::Cpu(_) => "cortex-cpu",
+            Weights::Batched(_) => "batched",
+            _ => "candle",
+        }
+    }
+
     /// How many sequences may run at once: 1 where the architecture's weights cannot be cloned
     /// (they share one KV cache).
     pub fn max_sequences(&self) -> Option<usize> {
@@ -190,7 +242,7 @@ impl ModelWeights {
                 w.clear_kv_cache();
                 None
             }
-            Weights::Cpu(_) => None,
+            Weights::Cpu(_) | Weights::Batched(_) => None,
             Weights::QQwen2(w) => {
                 w.lock().unwrap_or_else(|p| p.into_inner()).clear_kv_cache();
                 None
@@ -207,7 +259,13 @@ impl ModelWeights {
             // only if the base was never run, which holds: the base instance never runs.
             Weights::QGemma3(_) => None,
         };
-        Ok(Sequence { weights, llama_cache, cpu_cache: Default::default(), device: self.device.clone() })
+        Ok(Sequence {
+            weights,
+            llama_cache,
+            cpu_cache: Default::default(),
+            batch_cache: Default::default(),
+            device: self.device.clone(),
+        })
     }
 }
 
@@ -221,12 +279,17 @@ pub struct StepInput<'a> {
 impl Sequence {
     /// Runs `tokens` at positions `pos..pos+len` and returns the last position's logits.
     pub fn forward(&mut self, tokens: &[u32], pos: usize) -> Result<Vec<f32>, EngineError> {
-        if let Weights::Cpu(w) = &self.weights {
-            return Ok(w.forward(&mut self.cpu_cache, tokens, pos)?);
+        match &self.weights {
+            Weights::Cpu(w) => return Ok(w.forward(&mut self.cpu_cache, tokens, pos)?),
+            Weights::Batched(w) => {
+                let part = batched::Part { cache: &mut self.batch_cache, tokens, pos };
+                return Ok(w.forward_batch(&mut [part])?.pop().unwrap_or_default());
+            }
+            _ => {}
         }
         let input = Tensor::new(tokens, &self.device)?.unsqueeze(0)?;
         let logits = match &mut self.weights {
-            Weights::Cpu(_) => unreachable!("answered above"),
+            Weights::Cpu(_) | Weights::Batched(_) => unreachable!("answered above"),
             Weights::QLlama(w) => w.forward(&input, pos)?,
             Weights::QQwen2(w) => w.lock().unwrap_or_else(|p| p.into_inner()).forward(&input, pos)?,
             Weights::QQwen3(w) => w.forward(&input, pos)?,
@@ -244,28 +307,44 @@ impl Sequence {
     }
 
     /// One step for several sequences of the same model, each result in its input's place.
-    /// cortex's CPU decoder runs them as one batch (each weight read once for all their rows);
-    /// other models, or a batch that fails, run one sequence at a time, so that one sequence's
-    /// bad input fails only that sequence.
+    /// cortex's CPU decoder and the batched decoder run them as one batch (each weight read once
+    /// for all their rows); other models, or a batch that fails, run one sequence at a time, so
+    /// that one sequence's bad input fails only that sequence.
     pub fn forward_many(inputs: &mut [StepInput]) -> Vec<Result<Vec<f32>, EngineError>> {
         if inputs.len() > 1 {
-            if let Some(decoder) = Self::shared_decoder(inputs) {
-                let mut parts: Vec<cpu::Part> = inputs
-                    .iter_mut()
-                    .map(|i| cpu::Part { cache: &mut i.seq.cpu_cache, tokens: i.tokens, pos: i.pos })
-                    .collect();
-                match decoder.forward_batch(&mut parts) {
-                    Ok(logits) => return logits.into_iter().map(Ok).collect(),
-                    Err(e) => tracing::debug!(error = %e, "a batched step failed; running its sequences one by one"),
+            let batched = match Self::shared_weights(inputs) {
+                Some(Weights::Cpu(d)) => {
+                    let mut parts: Vec<cpu::Part> = inputs
+                        .iter_mut()
+                        .map(|i| cpu::Part { cache: &mut i.seq.cpu_cache, tokens: i.tokens, pos: i.pos })
+                        .collect();
+                    Some(d.forward_batch(&mut parts))
                 }
+                Some(Weights::Batched(d)) => {
+                    let mut parts: Vec<batched::Part> = inputs
+                        .iter_mut()
+                        .map(|i| batched::Part { cache: &mut i.seq.batch_cache, tokens: i.tokens, pos: i.pos })
+                        .collect();
+                    Some(d.forward_batch(&mut parts))
+                }
+                _ => None,
+            };
+            match batched {
+                Some(Ok(logits)) => return logits.into_iter().map(Ok).collect(),
+                Some(Err(e)) => tracing::debug!(error = %e, "a batched step failed; running its sequences one by one"),
+                None => {}
             }
         }
         inputs.iter_mut().map(|i| i.seq.forward(i.tokens, i.pos)).collect()
     }
 
-    /// The CPU decoder all of `inputs` run on, when they share one.
-    fn shared_decoder(inputs: &[StepInput]) -> Option<Arc<Decoder>> {
-        let Weights::Cpu(first) = &inputs.first()?.seq.weights else { return None };
-        inputs.iter().all(|i| matches!(&i.seq.weights, Weights::Cpu(d) if Arc::ptr_eq(d, first))).then(|| first.clone())
+    /// The batching weights all of `inputs` run on, when they share them.
+    fn shared_weights(inputs: &[StepInput]) -> Option<Weights> {
+        let same = |w: &Weights| match (w, &inputs.first()?.seq.weights) {
+            (Weights::Cpu(a), Weights::Cpu(b)) => Some(Arc::ptr_eq(a, b)),
+            (Weights::Batched(a), Weights::Batched(b)) => Some(Arc::ptr_eq(a, b)),
+            _ => None,
+        };
+        inputs.iter().all(|i| same(&i.seq.weights) == Some(true)).then(|| inputs[0].seq.weights.clone())
     }
 }

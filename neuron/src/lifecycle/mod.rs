@@ -327,7 +327,7 @@ impl Models {
             match outcome {
                 Ok(model) => {
                     let actual = memory::rss_bytes().saturating_sub(rss_before);
-                    tracing::info!(model = %slot.id, seconds = secs, arch = %model.info.arch, context = model.info.context_len,
+                    tracing::info!(model = %slot.id, seconds = secs, arch = %model.info.arch, engine = model.info.engine, context = model.info.context_len,
                         estimate_bytes = need, rss_growth_bytes = actual, "loaded (the estimate includes a full-context KV cache, which grows with use)");
                     self.metrics.loads.with_label_values(&[&slot.id, "ok"]).inc();
                     self.metrics.load_seconds.with_label_values(&[&slot.id]).observe(secs);

@@ -110,64 +110,12 @@ mod tests {
         let ct = gguf_file::Content::read(&mut f).unwrap();
         let model = load(&ct, &mut f, 128).unwrap();
         assert!(model.kernel_share() > 0, "the projections run on cortex's kernels");
-        let prompts: Vec<Vec<u32>> =
-            [20u32, 7, 3, 1, 12, 5, 9, 2].iter().map(|&n| (0..n).map(|i| (i * 37 + n * 11) % 250).collect()).collect();
-        let next = |step: usize, s: usize| ((step * 53 + s * 17) % 250) as u32;
-        // Alone: each prompt, then four decode steps.
-        let alone: Vec<Vec<Vec<f32>>> = prompts
-            .iter()
-            .enumerate()
-            .map(|(s, p)| {
-                let mut cache = Cache::default();
-                let mut out = vec![model.forward(&mut cache, p, 0).unwrap()];
-                for step in 0..4 {
-                    out.push(model.forward(&mut cache, &[next(step, s)], p.len() + step).unwrap());
-                }
-                out
-            })
-            .collect();
-        // Batched: the first two prompts alone, then one batch with the other prompts and the
-        // first two's decode rows, then four batches of decode rows (the first two a step ahead).
-        let mut caches: Vec<Cache> = prompts.iter().map(|_| Cache::default()).collect();
-        let mut got: Vec<Vec<Vec<f32>>> = vec![Vec::new(); prompts.len()];
-        for s in 0..2 {
-            got[s].push(model.forward(&mut caches[s], &prompts[s], 0).unwrap());
-        }
-        for round in 0..5 {
-            let inputs: Vec<(Vec<u32>, usize)> = (0..prompts.len())
-                .filter_map(|s| {
-                    let done = got[s].len();
-                    match done {
-                        0 => Some((prompts[s].clone(), 0)),
-                        1..=4 => Some((vec![next(done - 1, s)], prompts[s].len() + done - 1)),
-                        _ => None,
-                    }
-                })
-                .collect();
-            let who: Vec<usize> = (0..prompts.len()).filter(|&s| got[s].len() <= 4).collect();
-            let mut parts: Vec<Part> = caches
-                .iter_mut()
-                .enumerate()
-                .filter(|(s, _)| who.contains(s))
-                .zip(&inputs)
-                .map(|((_, cache), (tokens, pos))| Part { cache, tokens, pos: *pos })
-                .collect();
-            let logits = model.forward_batch(&mut parts).unwrap();
-            assert_eq!(logits.len(), who.len(), "round {round}");
-            for (&s, l) in who.iter().zip(logits) {
-                got[s].push(l);
-            }
-        }
-        for (s, (a, b)) in alone.iter().zip(&got).enumerate() {
-            assert_eq!(a.len(), b.len(), "sequence {s}");
-            for (step, (a, b)) in a.iter().zip(b).enumerate() {
-                let scale = a.iter().fold(0f32, |m, v| m.max(v.abs()));
-                let e = close(a, b) / scale;
-                assert!(e < 1e-5, "sequence {s} step {step}: {e}");
-                let argmax = |v: &[f32]| v.iter().enumerate().max_by(|x, y| x.1.total_cmp(y.1)).map(|m| m.0);
-                assert_eq!(argmax(a), argmax(b), "sequence {s} step {step}");
-            }
-        }
+        let run = |rows: &mut [(&mut Cache, &[u32], usize)]| {
+            let mut parts: Vec<Part> =
+                rows.iter_mut().map(|(cache, tokens, pos)| Part { cache, tokens, pos: *pos }).collect();
+            model.forward_batch(&mut parts).unwrap()
+        };
+        let mut caches = crate::testutil::batch_matches_alone(run, 1e-5);
         // A part outside the model's positions fails the batch before any cache moves on.
         let mut bad = Cache::default();
         let before = caches[0].len;
