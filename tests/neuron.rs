@@ -71,18 +71,20 @@ fn concurrent_greedy_requests_share_steps_and_answer_as_they_do_alone() {
 }
 
 /// The same with the batched decoder (the GPU's default) on the CPU (`CORTEX_ENGINE=batched`),
-/// for a GGUF file and a safetensors repository.
+/// for llama and Gemma 3 GGUF files and a qwen3 safetensors repository.
 #[test]
 fn the_batched_decoder_answers_concurrent_requests_as_it_answers_them_alone() {
-    use cortex_neuron::testutil::{write_tiny_safetensors, SafetensorsArch, TinyLlama};
+    use cortex_neuron::testutil::{write_tiny_gguf, write_tiny_safetensors, GgufArch, SafetensorsArch, TinyLlama};
     let dir = TempDir::new("batched-decoder");
     tiny_model(dir.path(), "tiny");
     write_tiny_safetensors(&dir.path().join("tiny-qwen3-st"), SafetensorsArch::Qwen3, TinyLlama::default()).unwrap();
+    write_tiny_gguf(&dir.path().join("tiny-gemma3.gguf"), TinyLlama::default(), GgufArch::Gemma3).unwrap();
     let n = Neuron::start_with_env(dir.path(), &[], &[("CORTEX_ENGINE", "batched")]);
-    concurrent_answers_match_solo_ones(&n, "tiny");
-    concurrent_answers_match_solo_ones(&n, "tiny-qwen3-st");
+    for model in ["tiny", "tiny-qwen3-st", "tiny-gemma3"] {
+        concurrent_answers_match_solo_ones(&n, model);
+    }
     let loaded: Vec<String> = n.log().lines().filter(|l| l.contains("loaded")).map(str::to_string).collect();
-    assert_eq!(loaded.len(), 2, "{}", n.log());
+    assert_eq!(loaded.len(), 3, "{}", n.log());
     assert!(loaded.iter().all(|l| l.contains("engine=\"batched\"") || l.contains("engine=batched")), "{loaded:?}");
 }
 

@@ -81,13 +81,16 @@ fn random(rng: &mut rand::rngs::StdRng, shape: (usize, usize), scale: f32) -> Re
     Ok(Tensor::from_vec(data, shape, &Device::Cpu)?)
 }
 
-/// GGUF architectures a generated model can take: the llama layout, plus qwen2's q/k/v biases or
-/// qwen3's per-head q/k norms.
+/// GGUF architectures a generated model can take: the llama layout, plus qwen2's q/k/v biases,
+/// qwen3's per-head q/k norms, or Gemma 3's norms and sliding window.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum GgufArch {
     Llama,
     Qwen2,
     Qwen3,
+    /// Gemma 3's layout with a sliding window of 4 positions on every other layer, so that a
+    /// short prompt crosses it.
+    Gemma3,
 }
 
 /// Writes a random llama GGUF with tokenizer metadata and a ChatML template to `path`.
@@ -141,6 +144,21 @@ pub fn write_tiny_gguf(path: &Path, spec: TinyLlama, arch: GgufArch) -> Result<(
                 tensors.push((format!("{p}.attn_q_norm.weight"), q(ones(head_dim)?, GgmlDType::F32)?));
                 tensors.push((format!("{p}.attn_k_norm.weight"), q(ones(head_dim)?, GgmlDType::F32)?));
             }
+            GgufArch::Gemma3 => {
+                // Norm weights other than one, so that a norm left out or misplaced shows.
+                let mut norm = |n: usize| -> Result<QTensor, EngineError> {
+                    let t = (random(&mut rng, (1, n), 0.3)?.flatten_all()? + 1.0)?;
+                    q(t, GgmlDType::F32)
+                };
+                for (name, n) in [
+                    ("attn_q_norm", head_dim),
+                    ("attn_k_norm", head_dim),
+                    ("post_attention_norm", d),
+                    ("post_ffw_norm", d),
+                ] {
+                    tensors.push((format!("{p}.{name}.weight"), norm(n)?));
+                }
+            }
         }
     }
     use gguf_file::Value as V;
@@ -151,6 +169,7 @@ pub fn write_tiny_gguf(path: &Path, spec: TinyLlama, arch: GgufArch) -> Result<(
         GgufArch::Llama => "llama",
         GgufArch::Qwen2 => "qwen2",
         GgufArch::Qwen3 => "qwen3",
+        GgufArch::Gemma3 => "gemma3",
     };
     let key = |k: &str| format!("{a}.{k}");
     let arch_keys: Vec<(String, V)> = vec![
@@ -165,6 +184,9 @@ pub fn write_tiny_gguf(path: &Path, spec: TinyLlama, arch: GgufArch) -> Result<(
         (key("rope.dimension_count"), V::U32(head_dim as u32)),
         (key("attention.layer_norm_rms_epsilon"), V::F32(1e-5)),
         (key("rope.freq_base"), V::F32(10000.0)),
+        (key("rope.local_freq_base"), V::F32(1000.0)),
+        (key("attention.sliding_window"), V::U32(4)),
+        (key("attention.sliding_window_type"), V::U32(2)),
     ];
     let mut metadata: Vec<(&str, V)> = vec![
         ("general.architecture", V::String(a.into())),

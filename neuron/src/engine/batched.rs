@@ -9,6 +9,9 @@
 //! Qwen 3's per-head q/k norms, from GGUF files (quantized matmuls, like candle-transformers'
 //! `quantized_llama` / `quantized_qwen3`) and from safetensors repositories (dense weights in
 //! the engine's dtype, like `llama` / `qwen3`), and uses the ops those models use on CUDA.
+//! Gemma 3 GGUF files too, with the semantics of cortex's CPU decoder (`cpu::gemma3`: GELU,
+//! sliding-window layers, norms after attention and MLP), which candle-transformers 0.11's
+//! `quantized_gemma3` departs from (it gates with SiLU).
 
 use std::io::{Read, Seek};
 
@@ -44,6 +47,11 @@ struct Block {
     gate: Proj,
     up: Proj,
     down: Proj,
+    /// Gemma's norms of the attention and MLP outputs, before the residual adds.
+    post_attn_norm: Option<Tensor>,
+    post_ffn_norm: Option<Tensor>,
+    /// Which RoPE table and window this layer uses (`Family::thetas`, `Family::windows`).
+    kind: usize,
 }
 
 /// The model: weights on the engine's device, computing in `dtype` (f32 for GGUF files, whose
@@ -53,11 +61,9 @@ pub struct BatchDecoder {
     blocks: Vec<Block>,
     norm: Tensor,
     output: Proj,
-    /// cos and sin of position × θ^(−2i/d), `[positions, head_dim / 2]`.
-    cos: Tensor,
-    sin: Tensor,
-    /// Interleaved pairs (llama GGUF files, candle's `rope_i`) or NeoX halves (`rope`).
-    interleaved: bool,
+    /// cos and sin of position × θ^(−2i/d), `[positions, head_dim / 2]`, by `Block::kind`.
+    ropes: Vec<(Tensor, Tensor)>,
+    family: Family,
     n_head: usize,
     n_kv_head: usize,
     head_dim: usize,
@@ -73,7 +79,26 @@ struct Shape {
     head_dim: usize,
     n_layer: usize,
     eps: f64,
-    theta: f32,
+}
+
+/// What differs between the families this decoder runs.
+struct Family {
+    /// Interleaved pairs (llama GGUF files, candle's `rope_i`) or NeoX halves (`rope`).
+    interleaved: bool,
+    /// RoPE bases and the positions a layer sees (its own and this many before; `None`: all),
+    /// by `Block::kind`: one kind for llama and qwen3, Gemma 3's global and local layers.
+    thetas: Vec<f32>,
+    windows: Vec<Option<usize>>,
+    /// GELU with the tanh approximation (Gemma) instead of SiLU as the MLP's gate.
+    gelu: bool,
+    /// Gemma multiplies the embedding by √hidden.
+    embed_scale: Option<f64>,
+}
+
+impl Family {
+    fn llama_like(interleaved: bool, theta: f32) -> Self {
+        Self { interleaved, thetas: vec![theta], windows: vec![None], gelu: false, embed_scale: None }
+    }
 }
 
 /// One sequence's keys and values per layer, `[1, kv heads, capacity, head_dim]`, grown as it
@@ -123,19 +148,20 @@ pub struct Part<'a> {
 }
 
 impl BatchDecoder {
-    /// Whether a GGUF file of `arch` is one this decoder runs: llama or qwen3, dense, with full
-    /// RoPE and no biases.
+    /// Whether a GGUF file of `arch` is one this decoder runs: llama, qwen3 or gemma3, dense,
+    /// with full RoPE and no biases.
     pub fn applies_to_gguf(arch: &str, ct: &gguf_file::Content) -> bool {
         let u = |k: &str| super::gguf_meta::u64(ct, &format!("{arch}.{k}"));
         let (Some(hidden), Some(heads)) = (u("embedding_length"), u("attention.head_count")) else { return false };
         let head_dim = u("attention.key_length").unwrap_or(hidden / heads.max(1));
-        matches!(arch, "llama" | "qwen3")
+        matches!(arch, "llama" | "qwen3" | "gemma3")
+            && (arch != "gemma3" || u("attention.sliding_window").is_some())
             && u("expert_count").unwrap_or(0) == 0
             && u("rope.dimension_count").is_none_or(|d| d == head_dim)
             && !ct.tensor_infos.contains_key("blk.0.attn_q.bias")
     }
 
-    /// Loads a llama or qwen3 GGUF file onto `device`.
+    /// Loads a llama, qwen3 or gemma3 GGUF file onto `device`.
     pub fn from_gguf<R: Read + Seek>(
         arch: &str,
         ct: &gguf_file::Content,
@@ -153,13 +179,29 @@ impl BatchDecoder {
         if n_head == 0 {
             candle_core::bail!("a model without attention heads")
         }
+        let gemma = arch == "gemma3";
         let shape = Shape {
             n_head,
             n_kv_head: u("attention.head_count_kv").unwrap_or(n_head),
             head_dim: u("attention.key_length").unwrap_or(hidden / n_head),
             n_layer: u("block_count")?,
-            eps: f("attention.layer_norm_rms_epsilon").unwrap_or(1e-5) as f64,
-            theta: f("rope.freq_base").unwrap_or(10_000.),
+            eps: f("attention.layer_norm_rms_epsilon").unwrap_or(if gemma { 1e-6 } else { 1e-5 }) as f64,
+        };
+        // Gemma 3: every `sliding_window_type`-th layer global (kind 0, the file's RoPE base),
+        // the others local (kind 1, their own base, the last `sliding_window` positions).
+        let (family, kind_of): (Family, Box<dyn Fn(usize) -> usize>) = if gemma {
+            let pattern = u("attention.sliding_window_type").unwrap_or(6).max(1);
+            let family = Family {
+                interleaved: false,
+                thetas: vec![f("rope.freq_base").unwrap_or(1_000_000.), f("rope.local_freq_base").unwrap_or(10_000.)],
+                windows: vec![None, Some(u("attention.sliding_window")?.max(1))],
+                gelu: true,
+                embed_scale: Some((hidden as f64).sqrt()),
+            };
+            (family, Box::new(move |i| usize::from((i + 1) % pattern != 0)))
+        } else {
+            // llama GGUF files hold q and k permuted for interleaved RoPE; qwen3's are NeoX.
+            (Family::llama_like(arch == "llama", f("rope.freq_base").unwrap_or(10_000.)), Box::new(|_| 0))
         };
         let mut get = |name: &str| ct.tensor(reader, name, device);
         let dense = |t: candle_core::quantized::QTensor| t.dequantize(device);
@@ -180,25 +222,30 @@ impl BatchDecoder {
             let mut t = |n: &str| get(&format!("blk.{i}.{n}.weight"));
             let (attn_norm, ffn_norm) = (dense(t("attn_norm")?)?, dense(t("ffn_norm")?)?);
             let has = |n: &str| ct.tensor_infos.contains_key(&format!("blk.{i}.{n}.weight"));
-            let (q_norm, k_norm) = if has("attn_q_norm") && has("attn_k_norm") {
-                (Some(dense(t("attn_q_norm")?)?), Some(dense(t("attn_k_norm")?)?))
-            } else {
-                (None, None)
-            };
-            blocks.push(Block { attn_norm, q: wq, k: wk, v: wv, o: wo, q_norm, k_norm, ffn_norm, gate, up, down });
+            let mut opt = |n: &str| has(n).then(|| dense(t(n)?)).transpose();
+            let (q_norm, k_norm) = (opt("attn_q_norm")?, opt("attn_k_norm")?);
+            let (post_attn_norm, post_ffn_norm) = (opt("post_attention_norm")?, opt("post_ffw_norm")?);
+            if gemma && (q_norm.is_none() || post_attn_norm.is_none() || post_ffn_norm.is_none()) {
+                candle_core::bail!("a gemma3 block lacks its q/k norms or post-norms")
+            }
+            blocks.push(Block {
+                attn_norm,
+                q: wq,
+                k: wk,
+                v: wv,
+                o: wo,
+                q_norm,
+                k_norm,
+                ffn_norm,
+                gate,
+                up,
+                down,
+                post_attn_norm,
+                post_ffn_norm,
+                kind: kind_of(i),
+            });
         }
-        // llama GGUF files hold q and k permuted for interleaved RoPE; qwen3's are NeoX.
-        Self::assemble(
-            shape,
-            embed,
-            blocks,
-            norm,
-            Proj::Quantized(output),
-            arch == "llama",
-            DType::F32,
-            device,
-            positions,
-        )
+        Self::assemble(shape, family, embed, blocks, norm, Proj::Quantized(output), DType::F32, device, positions)
     }
 
     /// Whether a safetensors config.json is one this decoder runs: llama or qwen3 without RoPE
@@ -230,8 +277,8 @@ impl BatchDecoder {
             head_dim: u("head_dim").unwrap_or(hidden / n_head),
             n_layer: need("num_hidden_layers")?,
             eps: f("rms_norm_eps").unwrap_or(1e-6),
-            theta: f("rope_theta").unwrap_or(10_000.) as f32,
         };
+        let family = Family::llama_like(false, f("rope_theta").unwrap_or(10_000.) as f32);
         let ff = need("intermediate_size")?;
         let vocab = need("vocab_size")?;
         let (h, qw, kvw) = (hidden, n_head * shape.head_dim, shape.n_kv_head * shape.head_dim);
@@ -269,19 +316,22 @@ impl BatchDecoder {
                 gate: lin(h, ff, mlp.pp("gate_proj"))?,
                 up: lin(h, ff, mlp.pp("up_proj"))?,
                 down: lin(ff, h, mlp.pp("down_proj"))?,
+                post_attn_norm: None,
+                post_ffn_norm: None,
+                kind: 0,
             });
         }
-        Self::assemble(shape, embed, blocks, norm, output, false, dtype, device, positions)
+        Self::assemble(shape, family, embed, blocks, norm, output, dtype, device, positions)
     }
 
     #[allow(clippy::too_many_arguments)]
     fn assemble(
         s: Shape,
+        family: Family,
         embed: Tensor,
         blocks: Vec<Block>,
         norm: Tensor,
         output: Proj,
-        interleaved: bool,
         dtype: DType,
         device: &Device,
         positions: usize,
@@ -295,9 +345,16 @@ impl BatchDecoder {
             )
         }
         let half = s.head_dim / 2;
-        let inv: Vec<f32> = (0..half).map(|i| 1.0 / s.theta.powf((2 * i) as f32 / s.head_dim as f32)).collect();
-        let angles: Vec<f32> = (0..positions).flat_map(|p| inv.iter().map(move |f| p as f32 * f)).collect();
-        let angles = Tensor::from_vec(angles, (positions, half), device)?;
+        let ropes = family
+            .thetas
+            .iter()
+            .map(|&theta| {
+                let inv: Vec<f32> = (0..half).map(|i| 1.0 / theta.powf((2 * i) as f32 / s.head_dim as f32)).collect();
+                let angles: Vec<f32> = (0..positions).flat_map(|p| inv.iter().map(move |f| p as f32 * f)).collect();
+                let angles = Tensor::from_vec(angles, (positions, half), device)?;
+                Ok((angles.cos()?.to_dtype(dtype)?, angles.sin()?.to_dtype(dtype)?))
+            })
+            .collect::<Result<Vec<_>>>()?;
         let norms = |t: Tensor| t.to_dtype(dtype);
         let blocks = blocks
             .into_iter()
@@ -307,6 +364,8 @@ impl BatchDecoder {
                     ffn_norm: norms(b.ffn_norm)?,
                     q_norm: b.q_norm.map(norms).transpose()?,
                     k_norm: b.k_norm.map(norms).transpose()?,
+                    post_attn_norm: b.post_attn_norm.map(norms).transpose()?,
+                    post_ffn_norm: b.post_ffn_norm.map(norms).transpose()?,
                     ..b
                 })
             })
@@ -316,9 +375,8 @@ impl BatchDecoder {
             blocks,
             norm: norm.to_dtype(dtype)?,
             output,
-            cos: angles.cos()?.to_dtype(dtype)?,
-            sin: angles.sin()?.to_dtype(dtype)?,
-            interleaved,
+            ropes,
+            family,
             n_head: s.n_head,
             n_kv_head: s.n_kv_head,
             head_dim: s.head_dim,
@@ -330,7 +388,7 @@ impl BatchDecoder {
 
     /// Positions a sequence may reach.
     pub fn positions(&self) -> usize {
-        self.cos.dims()[0]
+        self.ropes[0].0.dims()[0]
     }
 
     /// Runs several sequences' steps as one and returns each part's last-position logits, in
@@ -359,18 +417,31 @@ impl BatchDecoder {
         let rows = tokens.len();
         let row_pos: Vec<u32> = parts.iter().flat_map(|p| (p.pos..p.pos + p.tokens.len()).map(|x| x as u32)).collect();
         let row_pos = Tensor::new(row_pos, &self.device)?;
-        let (cos, sin) = (self.cos.index_select(&row_pos, 0)?, self.sin.index_select(&row_pos, 0)?);
+        // Each row's cos and sin, per kind of layer.
+        let row_ropes: Vec<(Tensor, Tensor)> = self
+            .ropes
+            .iter()
+            .map(|(c, s)| Ok((c.index_select(&row_pos, 0)?, s.index_select(&row_pos, 0)?)))
+            .collect::<Result<_>>()?;
         let mut x = self.embed.index_select(&Tensor::new(tokens, &self.device)?, 0)?.unsqueeze(0)?;
-        let rope = |t: &Tensor| {
-            if self.interleaved {
-                candle_nn::rotary_emb::rope_i(t, &cos, &sin)
+        if let Some(scale) = self.family.embed_scale {
+            x = (x * scale)?;
+        }
+        let rope = |t: &Tensor, kind: usize| {
+            let (cos, sin) = &row_ropes[kind];
+            if self.family.interleaved {
+                candle_nn::rotary_emb::rope_i(t, cos, sin)
             } else {
-                candle_nn::rotary_emb::rope(t, &cos, &sin)
+                candle_nn::rotary_emb::rope(t, cos, sin)
             }
         };
-        // Causal masks of the parts that run more than one position.
-        let masks: Vec<Option<Tensor>> =
-            parts.iter().map(|p| self.mask(p.tokens.len(), p.pos)).collect::<Result<_>>()?;
+        // Per kind of layer, each part's first visible position and mask.
+        let seen: Vec<Vec<(usize, Option<Tensor>)>> = self
+            .family
+            .windows
+            .iter()
+            .map(|&window| parts.iter().map(|p| self.visible(p.tokens.len(), p.pos, window)).collect::<Result<_>>())
+            .collect::<Result<_>>()?;
         let scale = 1.0 / (hd as f64).sqrt();
         for (l, b) in self.blocks.iter().enumerate() {
             let h = candle_nn::ops::rms_norm(&x, &b.attn_norm, self.eps as f32)?;
@@ -383,15 +454,17 @@ impl BatchDecoder {
                 };
                 y.transpose(1, 2)?.contiguous()
             };
-            let q = rope(&heads(b.q.forward(&h)?, nh, &b.q_norm)?)?;
-            let k = rope(&heads(b.k.forward(&h)?, nkv, &b.k_norm)?)?;
+            let q = rope(&heads(b.q.forward(&h)?, nh, &b.q_norm)?, b.kind)?;
+            let k = rope(&heads(b.k.forward(&h)?, nkv, &b.k_norm)?, b.kind)?;
             let v = heads(b.v.forward(&h)?, nkv, &None)?;
             let mut ys = Vec::with_capacity(parts.len());
             let mut r0 = 0;
-            for (part, mask) in parts.iter_mut().zip(&masks) {
+            for (part, (start, mask)) in parts.iter_mut().zip(&seen[b.kind]) {
                 let t = part.tokens.len();
                 let rows_of = |y: &Tensor| y.narrow(2, r0, t)?.contiguous();
                 let (kc, vc) = part.cache.put(l, &rows_of(&k)?, &rows_of(&v)?, part.pos, positions)?;
+                let visible = |c: Tensor| c.narrow(2, *start, part.pos + t - start);
+                let (kc, vc) = (visible(kc)?, visible(vc)?);
                 let kc = candle_transformers::utils::repeat_kv(kc, nh / nkv)?.contiguous()?;
                 let vc = candle_transformers::utils::repeat_kv(vc, nh / nkv)?.contiguous()?;
                 let att = (rows_of(&q)?.matmul(&kc.t()?)? * scale)?;
@@ -404,10 +477,16 @@ impl BatchDecoder {
                 r0 += t;
             }
             let y = Tensor::cat(&ys, 2)?.transpose(1, 2)?.reshape((1, rows, nh * hd))?;
-            x = (x + b.o.forward(&y)?)?;
+            let post = |y: Tensor, norm: &Option<Tensor>| match norm {
+                Some(w) => candle_nn::ops::rms_norm(&y, w, self.eps as f32),
+                None => Ok(y),
+            };
+            x = (x + post(b.o.forward(&y)?, &b.post_attn_norm)?)?;
             let h = candle_nn::ops::rms_norm(&x, &b.ffn_norm, self.eps as f32)?;
-            let g = (candle_nn::ops::silu(&b.gate.forward(&h)?)? * b.up.forward(&h)?)?;
-            x = (x + b.down.forward(&g)?)?;
+            let g = b.gate.forward(&h)?;
+            let g = if self.family.gelu { g.gelu()? } else { candle_nn::ops::silu(&g)? };
+            let y = b.down.forward(&(g * b.up.forward(&h)?)?)?;
+            x = (x + post(y, &b.post_ffn_norm)?)?;
         }
         // Each part's last row, through the final norm and the output projection together.
         let last: Vec<u32> = parts
@@ -426,14 +505,20 @@ impl BatchDecoder {
         Ok(logits)
     }
 
-    /// `[t, pos + t]`: 0 where row i may see position j (j ≤ pos + i), −∞ after; none for t = 1.
-    fn mask(&self, t: usize, pos: usize) -> Result<Option<Tensor>> {
+    /// The first position rows `pos..pos + t` may see with `window` (row i sees positions j with
+    /// j ≤ pos + i and, with a window, pos + i − j < window), and the `[t, pos + t − first]`
+    /// additive mask over the positions from there: 0 where seen, −∞ where not. No mask for one
+    /// row, which sees exactly those positions.
+    fn visible(&self, t: usize, pos: usize, window: Option<usize>) -> Result<(usize, Option<Tensor>)> {
+        let first = window.map_or(0, |w| (pos + 1).saturating_sub(w));
         if t == 1 {
-            return Ok(None);
+            return Ok((first, None));
         }
-        let m: Vec<f32> =
-            (0..t).flat_map(|i| (0..pos + t).map(move |j| if j > pos + i { f32::NEG_INFINITY } else { 0.0 })).collect();
-        Ok(Some(Tensor::from_vec(m, (t, pos + t), &self.device)?.to_dtype(self.dtype)?))
+        let sees = |i: usize, j: usize| j <= pos + i && window.is_none_or(|w| pos + i - j < w);
+        let m: Vec<f32> = (0..t)
+            .flat_map(|i| (first..pos + t).map(move |j| if sees(i, j) { 0.0 } else { f32::NEG_INFINITY }))
+            .collect();
+        Ok((first, Some(Tensor::from_vec(m, (t, pos + t - first), &self.device)?.to_dtype(self.dtype)?)))
     }
 }
 
@@ -515,6 +600,32 @@ mod tests {
             }
             let _ = std::fs::remove_dir_all(path.parent().unwrap());
         }
+    }
+
+    /// On Gemma 3 files it computes what cortex's CPU decoder computes (f32 weights, where both
+    /// multiply in f32): the embedding scale, per-head and post norms, GELU, and the sliding
+    /// window, which a 20-token prompt and its decode steps cross (a window of 4 on every other
+    /// layer, whose RoPE base differs too).
+    #[test]
+    fn gemma3_computes_what_the_cpu_decoder_computes() {
+        let (path, ct) = gguf(GgufArch::Gemma3, GgmlDType::F32);
+        assert!(BatchDecoder::applies_to_gguf("gemma3", &ct));
+        let ours =
+            BatchDecoder::from_gguf("gemma3", &ct, &mut std::fs::File::open(&path).unwrap(), &Device::Cpu, 64).unwrap();
+        let cpu = super::super::cpu::gemma3::load(&ct, &mut std::fs::File::open(&path).unwrap(), 64).unwrap();
+        let mut cache = super::super::cpu::Cache::default();
+        agree(&ours, |t, pos| cpu.forward(&mut cache, t, pos).unwrap(), 1e-5);
+        // A prompt in chunks (the scheduler's way), each chunk's rows masked by the window.
+        let prompt: Vec<u32> = (0..20u32).map(|i| (i * 37 + 5) % 250).collect();
+        let mut cache = Cache::default();
+        let mut last = Vec::new();
+        for (i, chunk) in prompt.chunks(7).enumerate() {
+            let part = Part { cache: &mut cache, tokens: chunk, pos: i * 7 };
+            last = ours.forward_batch(&mut [part]).unwrap().remove(0);
+        }
+        let whole = cpu.forward(&mut Default::default(), &prompt, 0).unwrap();
+        assert!(close(&last, &whole) < 1e-5, "chunked prefill differs by {}", close(&last, &whole));
+        let _ = std::fs::remove_dir_all(path.parent().unwrap());
     }
 
     /// On safetensors repositories it computes what candle-transformers' qwen3 and llama compute.
