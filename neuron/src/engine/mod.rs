@@ -338,11 +338,16 @@ pub fn prompt_logits(
     let mut seq = weights.new_sequence()?;
     let logits = seq.forward(&tokens, 0)?;
     let argmax = |l: &[f32]| l.iter().enumerate().max_by(|a, b| a.1.total_cmp(b.1)).map_or(0, |(i, _)| i as u32);
-    let mut continuation = Vec::with_capacity(greedy);
-    let mut next = argmax(&logits);
-    for pos in tokens.len()..(tokens.len() + greedy).min(weights.context_len) {
-        continuation.push(next);
-        next = argmax(&seq.forward(&[next], pos)?);
+    // The prompt's logits give the first token; each forward after that gives one more (the
+    // last token's own logits are not needed).
+    let end = (tokens.len() + greedy).min(weights.context_len);
+    let mut continuation: Vec<u32> = Vec::with_capacity(greedy);
+    if end > tokens.len() {
+        continuation.push(argmax(&logits));
+    }
+    for pos in tokens.len()..end.saturating_sub(1) {
+        let last = continuation[continuation.len() - 1];
+        continuation.push(argmax(&seq.forward(&[last], pos)?));
     }
     Ok(PromptRun { tokens, logits, greedy: continuation })
 }
