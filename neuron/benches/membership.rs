@@ -11,7 +11,7 @@ use std::collections::{BTreeMap, BinaryHeap, HashSet};
 use std::net::SocketAddr;
 use std::time::Duration;
 
-use cortex_neuron::mesh::node::{foca_config, NodeId};
+use cortex_neuron::mesh::membership::{foca_config, NodeId};
 use foca::{AccumulatingRuntime, Foca, NoCustomBroadcast, OwnedNotification, PostcardCodec, Timer};
 use rand010::{RngExt, SeedableRng};
 

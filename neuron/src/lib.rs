@@ -1,6 +1,7 @@
 //! cortex-neuron: the daemon behind `cortex serve`. The engine runs models on dedicated
-//! threads, the gateway speaks OpenAI and Anthropic over HTTP, lifecycle decides what is
-//! loaded, and metrics exposes it all to Prometheus.
+//! threads, lifecycle decides what is loaded, `node` is the one local path to generate and act
+//! on models, the gateway speaks OpenAI and Anthropic over HTTP, the mesh joins neurons into a
+//! fleet, and metrics exposes it all to Prometheus.
 
 pub mod config;
 pub mod engine;
@@ -9,5 +10,6 @@ pub mod gpu;
 pub mod lifecycle;
 pub mod mesh;
 pub mod metrics;
+pub mod node;
 pub mod server;
 pub mod testutil;

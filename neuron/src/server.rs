@@ -102,9 +102,11 @@ impl Neuron {
         if keys.is_empty() && !config.server.listen.ip().is_loopback() {
             tracing::warn!(listen = %config.server.listen, "listening beyond loopback without API keys: anyone who can reach this port can use it (set server.api_keys or CORTEX_API_KEYS)");
         }
+        let models = Arc::new(models);
         Ok(Self {
             state: AppState {
-                models: Arc::new(models),
+                node: Arc::new(crate::node::Node::new(models.clone())),
+                models,
                 metrics,
                 api_keys: Arc::new(keys),
                 admin_keys: Arc::new(admin_keys),
@@ -135,7 +137,7 @@ impl Neuron {
         let listen = if listen.port() == 0 && config.mesh.listen.is_none() { http } else { listen };
         let settings =
             crate::mesh::MeshSettings { identity, listen, seeds: config.mesh.seeds.clone(), http: http.to_string() };
-        let mesh = crate::mesh::Mesh::start(settings, self.state.models.clone(), self.state.metrics.clone())
+        let mesh = crate::mesh::Mesh::start(settings, self.state.node.clone(), self.state.metrics.clone())
             .await
             .map_err(|e| ServeError::Config(vec![format!("mesh: {e}")]))?;
         self.state.mesh = Some(mesh);

@@ -5,6 +5,7 @@
 use serde::{Deserialize, Serialize};
 
 use crate::generate::{Event, GenerateRequest};
+use crate::model::AdminAction;
 use crate::placement::PlacementDoc;
 
 pub const VERSION: u8 = 1;
@@ -26,7 +27,7 @@ pub enum Message {
     },
     /// load, unload, pin or unpin a model on the receiving node.
     Admin {
-        action: String,
+        action: AdminAction,
         model: String,
     },
     AdminResult {
@@ -44,6 +45,11 @@ pub enum Message {
     /// receiver ends the stream once it has noted it. Who leaves is the connection's verified
     /// peer, so the message names nobody.
     Leaving,
+    /// Ask for `(node, version)` of every document the receiver holds, to pull what is newer.
+    FetchDigest,
+    Digest {
+        versions: Vec<(String, u64)>,
+    },
 }
 
 impl Message {
@@ -56,6 +62,8 @@ impl Message {
             Message::FetchPlacement { .. } => 5,
             Message::Placement { .. } => 6,
             Message::Leaving => 7,
+            Message::FetchDigest => 8,
+            Message::Digest { .. } => 9,
         }
     }
 }
@@ -96,7 +104,7 @@ pub fn decode(buf: &[u8]) -> Result<Option<(Message, usize)>, FrameError> {
         return Err(FrameError::Version(buf[0]));
     }
     let kind = buf[1];
-    if !(1..=7).contains(&kind) {
+    if !(1..=9).contains(&kind) {
         return Err(FrameError::Kind(kind));
     }
     let len = u32::from_be_bytes([buf[2], buf[3], buf[4], buf[5]]) as usize;
@@ -121,7 +129,7 @@ mod tests {
     #[test]
     fn frames_round_trip_even_when_split() {
         let a = Message::FetchPlacement { node: "n1".into() };
-        let b = Message::Admin { action: "pin".into(), model: "m".into() };
+        let b = Message::Admin { action: AdminAction::Pin, model: "m".into() };
         let mut bytes = encode(&a);
         bytes.extend(encode(&b));
         bytes.extend(encode(&Message::Leaving));
@@ -151,5 +159,10 @@ mod tests {
         let mut frame = encode(&Message::FetchPlacement { node: "n".into() });
         frame[1] = 3;
         assert!(matches!(decode(&frame), Err(FrameError::Mismatch { .. })));
+        // An admin action this version does not know is refused at the frame, not acted on.
+        let mut unknown = encode(&Message::Admin { action: AdminAction::Unpin, model: "m".into() });
+        let at = unknown.windows(5).position(|w| w == b"unpin").unwrap();
+        unknown.splice(at..at + 5, b"wipe!".iter().copied());
+        assert!(matches!(decode(&unknown), Err(FrameError::Payload(_))));
     }
 }

@@ -1,6 +1,7 @@
 //! cortex's vocabulary and pure decisions, sans-IO: wire types of the two HTTP dialects, the
-//! neutral generation request and event stream, the translation between them, and the model
-//! catalogue. Nothing here opens a socket, spawns a task or reads a clock; callers pass time
+//! neutral generation request and event stream, the translation between them, the model
+//! catalogue, the typed words neurons use about models and peers, and the pure decisions
+//! (routing, eviction) over them. Nothing here opens a socket, spawns a task or reads a clock; callers pass time
 //! in as an argument.
 
 pub mod anthropic;
@@ -8,7 +9,9 @@ pub mod catalogue;
 pub mod eviction;
 pub mod frame;
 pub mod generate;
+pub mod model;
 pub mod openai;
 pub mod placement;
+pub mod prefix;
 pub mod routing;
 pub mod translate;

@@ -5,6 +5,9 @@
 
 use serde::{Deserialize, Serialize};
 
+use crate::eviction::Strategy;
+use crate::model::{ModelKind, ModelState};
+
 /// One device's memory as a node reports it.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct DeviceDoc {
@@ -17,8 +20,9 @@ pub struct DeviceDoc {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ModelDoc {
     pub id: String,
-    /// `unloaded`, `loading`, `ready` or `failed`.
-    pub state: String,
+    pub state: ModelState,
+    #[serde(default)]
+    pub kind: ModelKind,
     pub pinned: bool,
     /// Whether the files are on this node's disk.
     pub on_disk: bool,
@@ -33,10 +37,10 @@ pub struct ModelDoc {
 
 impl ModelDoc {
     pub fn is_ready(&self) -> bool {
-        self.state == "ready"
+        self.state == ModelState::Ready
     }
     pub fn is_loading(&self) -> bool {
-        self.state == "loading"
+        self.state == ModelState::Loading
     }
 }
 
@@ -51,8 +55,10 @@ pub struct PlacementDoc {
     pub devices: Vec<DeviceDoc>,
     pub budget_bytes: u64,
     pub used_bytes: u64,
-    /// `lru` or `priority`.
-    pub eviction: String,
+    pub eviction: Strategy,
+    /// Shutting down: finishing what it serves, taking nothing new.
+    #[serde(default)]
+    pub draining: bool,
     pub models: Vec<ModelDoc>,
     /// Aliases the node resolves, `(alias, target)`.
     pub aliases: Vec<(String, String)>,
@@ -113,6 +119,11 @@ impl FleetView {
     pub fn digest(&self) -> Vec<(String, u64)> {
         self.docs.values().map(|d| (d.node.clone(), d.version)).collect()
     }
+
+    /// The nodes whose document a peer's digest holds newer than this view does: what to pull.
+    pub fn stale_in(&self, digest: &[(String, u64)]) -> Vec<String> {
+        digest.iter().filter(|(node, version)| self.is_stale(node, *version)).map(|(node, _)| node.clone()).collect()
+    }
 }
 
 #[cfg(test)]
@@ -127,7 +138,8 @@ mod tests {
             devices: vec![],
             budget_bytes: 100,
             used_bytes: 40,
-            eviction: "lru".into(),
+            eviction: Strategy::Lru,
+            draining: false,
             models: vec![],
             aliases: vec![],
         }
@@ -144,6 +156,8 @@ mod tests {
         assert!(v.is_stale("b", 0));
         assert!(v.offer(doc("a", 3)));
         assert_eq!(v.digest(), vec![("a".to_string(), 3)]);
+        let theirs = [("a".to_string(), 3), ("b".to_string(), 1), ("c".to_string(), 0)];
+        assert_eq!(v.stale_in(&theirs), vec!["b".to_string(), "c".to_string()]);
         assert_eq!(v.get("a").map(|d| d.free_bytes()), Some(60));
     }
 
@@ -152,7 +166,8 @@ mod tests {
         let mut d = doc("n", 7);
         d.models.push(ModelDoc {
             id: "m".into(),
-            state: "ready".into(),
+            state: ModelState::Ready,
+            kind: ModelKind::Generator,
             pinned: true,
             on_disk: true,
             bytes: 5,

@@ -2,10 +2,16 @@
 //! model is ready here and this node is not the busiest; else the least-loaded peer with it
 //! ready (power of two choices on load); else a peer where it is loading; else a cold load on
 //! the peer that fits it best. The answer is an ordered list of candidates, so the caller can
-//! fall through to the next one when a peer fails before its first token.
+//! fall through to the next one when a peer fails before its first token. A model that only
+//! unreachable or draining peers hold is unavailable for now (503), not unknown (404).
+//!
+//! The request carries its prompt's [`PrefixKey`], so that prefix affinity has its place here;
+//! today's decision does not use it yet.
 
-use crate::eviction::{self, Plan, Resident, Strategy};
+use crate::eviction::{self, Plan, Resident};
+use crate::model::PeerState;
 use crate::placement::PlacementDoc;
+use crate::prefix::PrefixKey;
 
 /// Why a node is a candidate.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -28,21 +34,37 @@ pub enum Decision {
     Try(Vec<Candidate>),
     /// No node knows the model.
     NotFound,
-    /// Known, but no node can hold it now; the reason names what blocks it.
+    /// Known, but no node can serve it now; the reason names what blocks it.
     Unavailable(String),
 }
 
-/// A member of the fleet as routing sees it: alive members only count.
+/// A member of the fleet as routing sees it, this node included (always alive to itself).
 #[derive(Debug, Clone, Copy)]
 pub struct Member<'a> {
-    pub alive: bool,
+    pub state: PeerState,
     pub doc: &'a PlacementDoc,
 }
 
-/// Routes a request for the concrete model `model` from node `me`. `coin` is any random number
-/// (it picks the two peers compared by power of two choices).
-pub fn route(model: &str, me: &str, members: &[Member<'_>], coin: u64) -> Decision {
-    let alive: Vec<&PlacementDoc> = members.iter().filter(|m| m.alive).map(|m| m.doc).collect();
+impl Member<'_> {
+    /// Takes new work: alive and not draining.
+    fn open(&self) -> bool {
+        self.state == PeerState::Alive && !self.doc.draining
+    }
+}
+
+/// What routing knows of a request.
+#[derive(Debug, Clone, Copy)]
+pub struct Request<'a> {
+    /// The concrete model id (aliases resolved).
+    pub model: &'a str,
+    pub prefix: &'a PrefixKey,
+}
+
+/// Routes `req` from node `me`. `coin` is any random number (it picks the two peers compared
+/// by power of two choices).
+pub fn route(req: &Request<'_>, me: &str, members: &[Member<'_>], coin: u64) -> Decision {
+    let model = req.model;
+    let alive: Vec<&PlacementDoc> = members.iter().filter(|m| m.open()).map(|m| m.doc).collect();
     let with = |pred: &dyn Fn(&crate::placement::ModelDoc) -> bool| -> Vec<&PlacementDoc> {
         alive.iter().copied().filter(|d| d.model(model).is_some_and(pred)).collect()
     };
@@ -71,7 +93,7 @@ pub fn route(model: &str, me: &str, members: &[Member<'_>], coin: u64) -> Decisi
 
     let known = with(&|_| true);
     if known.is_empty() {
-        return Decision::NotFound;
+        return unreachable_holders(model, members);
     }
     // Cold load: where it fits after that node's own eviction rules, preferring weights already
     // on disk, then the most free memory.
@@ -79,7 +101,7 @@ pub fn route(model: &str, me: &str, members: &[Member<'_>], coin: u64) -> Decisi
     let mut reasons = Vec::new();
     for d in known {
         let Some(m) = d.model(model) else { continue };
-        let strategy = if d.eviction == "priority" { Strategy::Priority } else { Strategy::Lru };
+        let strategy = d.eviction;
         let residents: Vec<Resident> = d
             .models
             .iter()
@@ -106,6 +128,26 @@ pub fn route(model: &str, me: &str, members: &[Member<'_>], coin: u64) -> Decisi
     Decision::Try(fits.into_iter().map(|(d, _, _)| cand(d, Readiness::Cold)).collect())
 }
 
+/// No open member knows `model`: unavailable when members that cannot take work now (down,
+/// suspect, left, draining) hold it, else unknown.
+fn unreachable_holders(model: &str, members: &[Member<'_>]) -> Decision {
+    let holders: Vec<String> = members
+        .iter()
+        .filter(|m| !m.open() && m.doc.model(model).is_some())
+        .map(|m| {
+            let why = if m.state == PeerState::Alive { "draining" } else { m.state.as_str() };
+            format!("{} ({why})", m.doc.node)
+        })
+        .collect();
+    if holders.is_empty() {
+        return Decision::NotFound;
+    }
+    Decision::Unavailable(format!(
+        "`{model}` is served only by nodes that cannot take requests now: {}; try again shortly",
+        holders.join(", ")
+    ))
+}
+
 /// Power of two choices: compare two nodes picked by `coin`, take the less loaded.
 fn two_choices(nodes: &[&PlacementDoc], me: &str, coin: u64) -> usize {
     let n = nodes.len();
@@ -123,6 +165,7 @@ fn two_choices(nodes: &[&PlacementDoc], me: &str, coin: u64) -> usize {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::model::ModelState;
     use crate::placement::ModelDoc;
 
     fn node(name: &str, budget: u64, models: Vec<ModelDoc>) -> PlacementDoc {
@@ -134,7 +177,8 @@ mod tests {
             devices: vec![],
             budget_bytes: budget,
             used_bytes: used,
-            eviction: "lru".into(),
+            eviction: crate::eviction::Strategy::Lru,
+            draining: false,
             models,
             aliases: vec![],
         }
@@ -143,7 +187,12 @@ mod tests {
     fn m(id: &str, state: &str, bytes: u64, in_flight: u32) -> ModelDoc {
         ModelDoc {
             id: id.into(),
-            state: state.into(),
+            state: match state {
+                "ready" => ModelState::Ready,
+                "loading" => ModelState::Loading,
+                _ => ModelState::Unloaded,
+            },
+            kind: Default::default(),
             pinned: false,
             on_disk: true,
             bytes,
@@ -154,6 +203,11 @@ mod tests {
         }
     }
 
+    /// Routes a request for `model` with no prompt prefix in common with anything.
+    fn go(model: &str, me: &str, members: &[Member<'_>], coin: u64) -> Decision {
+        route(&Request { model, prefix: &PrefixKey::default() }, me, members, coin)
+    }
+
     fn nodes(d: &Decision) -> Vec<(&str, Readiness)> {
         match d {
             Decision::Try(c) => c.iter().map(|c| (c.node.as_str(), c.readiness)).collect(),
@@ -162,33 +216,33 @@ mod tests {
     }
 
     fn members(docs: &[PlacementDoc]) -> Vec<Member<'_>> {
-        docs.iter().map(|doc| Member { alive: true, doc }).collect()
+        docs.iter().map(|doc| Member { state: PeerState::Alive, doc }).collect()
     }
 
     #[test]
     fn ready_here_and_not_busiest_serves_locally() {
         let docs = [node("a", 100, vec![m("x", "ready", 10, 1)]), node("b", 100, vec![m("x", "ready", 10, 3)])];
-        assert_eq!(nodes(&route("x", "a", &members(&docs), 0))[0], ("a", Readiness::Ready));
+        assert_eq!(nodes(&go("x", "a", &members(&docs), 0))[0], ("a", Readiness::Ready));
     }
 
     #[test]
     fn the_busiest_node_passes_the_request_on() {
         let docs = [node("a", 100, vec![m("x", "ready", 10, 5)]), node("b", 100, vec![m("x", "ready", 10, 0)])];
         for coin in 0..10 {
-            assert_eq!(nodes(&route("x", "a", &members(&docs), coin))[0].0, "b");
+            assert_eq!(nodes(&go("x", "a", &members(&docs), coin))[0].0, "b");
         }
     }
 
     #[test]
     fn a_model_only_a_peer_holds_goes_there() {
         let docs = [node("a", 100, vec![m("x", "unloaded", 10, 0)]), node("b", 100, vec![m("x", "ready", 10, 0)])];
-        assert_eq!(nodes(&route("x", "a", &members(&docs), 3)), vec![("b", Readiness::Ready)]);
+        assert_eq!(nodes(&go("x", "a", &members(&docs), 3)), vec![("b", Readiness::Ready)]);
     }
 
     #[test]
     fn loading_beats_a_cold_load() {
         let docs = [node("a", 100, vec![m("x", "unloaded", 10, 0)]), node("b", 100, vec![m("x", "loading", 10, 0)])];
-        assert_eq!(nodes(&route("x", "a", &members(&docs), 0)), vec![("b", Readiness::Loading)]);
+        assert_eq!(nodes(&go("x", "a", &members(&docs), 0)), vec![("b", Readiness::Loading)]);
     }
 
     #[test]
@@ -198,7 +252,7 @@ mod tests {
         a.models[1].pinned = true;
         let b = node("b", 100, vec![m("x", "unloaded", 80, 0)]);
         let docs = [a, b];
-        assert_eq!(nodes(&route("x", "a", &members(&docs), 0)), vec![("b", Readiness::Cold)]);
+        assert_eq!(nodes(&go("x", "a", &members(&docs), 0)), vec![("b", Readiness::Cold)]);
     }
 
     #[test]
@@ -208,22 +262,39 @@ mod tests {
         let b = node("b", 100, vec![m("x", "unloaded", 10, 0)]);
         let c = node("c", 500, vec![m("x", "unloaded", 10, 0)]);
         let docs = [a, b, c];
-        let decision = route("x", "a", &members(&docs), 0);
+        let decision = go("x", "a", &members(&docs), 0);
         let order: Vec<_> = nodes(&decision).into_iter().map(|n| n.0).collect();
         assert_eq!(order, vec!["c", "b", "a"]);
     }
 
     #[test]
-    fn down_members_and_unknown_models() {
+    fn a_model_held_only_by_peers_that_cannot_take_work_is_unavailable_not_unknown() {
         let docs = [node("a", 100, vec![]), node("b", 100, vec![m("x", "ready", 10, 0)])];
-        let ms = vec![Member { alive: true, doc: &docs[0] }, Member { alive: false, doc: &docs[1] }];
-        assert_eq!(route("x", "a", &ms, 0), Decision::NotFound);
-        assert_eq!(route("y", "a", &members(&docs), 0), Decision::NotFound);
+        for state in [PeerState::Down, PeerState::Suspect, PeerState::Left] {
+            let ms = vec![Member { state: PeerState::Alive, doc: &docs[0] }, Member { state, doc: &docs[1] }];
+            match go("x", "a", &ms, 0) {
+                Decision::Unavailable(why) => assert!(why.contains(&format!("b ({})", state.as_str())), "{why}"),
+                other => panic!("{state:?}: {other:?}"),
+            }
+        }
+        // Alive but draining: the same.
+        let mut draining = docs.clone();
+        draining[1].draining = true;
+        match go("x", "a", &members(&draining), 0) {
+            Decision::Unavailable(why) => assert!(why.contains("b (draining)"), "{why}"),
+            other => panic!("{other:?}"),
+        }
+        // A draining node's model that an open peer also has goes to that peer.
+        let mut both = draining.clone();
+        both[0].models.push(m("x", "unloaded", 10, 0));
+        assert_eq!(nodes(&go("x", "a", &members(&both), 0)), vec![("a", Readiness::Cold)]);
+        // Nobody has ever held it: unknown.
+        assert_eq!(go("y", "a", &members(&docs), 0), Decision::NotFound);
     }
 
     #[test]
     fn nowhere_to_fit_is_unavailable() {
         let docs = [node("a", 10, vec![m("x", "unloaded", 80, 0)])];
-        assert!(matches!(route("x", "a", &members(&docs), 0), Decision::Unavailable(_)));
+        assert!(matches!(go("x", "a", &members(&docs), 0), Decision::Unavailable(_)));
     }
 }

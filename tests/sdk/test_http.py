@@ -157,6 +157,26 @@ def test_twenty_megabyte_body_is_413(http, neuron):
     assert r.json()["choices"][0]["message"]["content"] == PARIS_ANSWER
 
 
+def test_a_client_that_sends_its_whole_body_first_still_reads_its_413(neuron):
+    """urllib writes the whole body before it reads a byte of the answer: the neuron must take
+    the body in (bounded) before closing, or the client sees a broken pipe, not the 413."""
+    import urllib.error
+    import urllib.request
+
+    big = json.dumps({"model": ALIAS, "max_tokens": 5, "messages": [{"role": "user", "content": "a" * (20 << 20)}]})
+    for route, shape in ((CHAT, "openai"), (MESSAGES, "anthropic")):
+        req = urllib.request.Request(f"{neuron}{route}", data=big.encode(), headers=JSON, method="POST")
+        with pytest.raises(urllib.error.HTTPError) as e:
+            urllib.request.urlopen(req, timeout=REQUEST_TIMEOUT_S)
+        assert e.value.code == 413
+        body = json.loads(e.value.read())
+        if shape == "openai":
+            assert "larger than this server accepts" in body["error"]["message"]
+        else:
+            assert body["type"] == "error" and body["error"]["type"] == "request_too_large"
+    assert_healthy(neuron)
+
+
 def test_client_leaving_mid_stream_does_not_hurt(http, neuron):
     body = {
         "model": ALIAS,

@@ -7,8 +7,8 @@ use axum::extract::rejection::BytesRejection;
 use axum::extract::State;
 use axum::http::HeaderMap;
 use axum::Json;
-use cortex_proto::frame::Message;
 use cortex_proto::generate::{ErrorKind, GenerateError};
+use cortex_proto::model::AdminAction;
 use serde::Deserialize;
 use serde_json::{json, Value};
 
@@ -41,7 +41,7 @@ async fn act(
     st: AppState,
     headers: HeaderMap,
     body: Result<Bytes, BytesRejection>,
-    action: &str,
+    action: AdminAction,
 ) -> Result<Json<Value>, ApiError> {
     st.authorize_admin(&headers)?;
     let d = Dialect::OpenAi;
@@ -62,24 +62,12 @@ async fn act(
         _ => None,
     };
     if let Some((node, mesh)) = remote {
-        let msg = Message::Admin { action: action.to_string(), model: r.model.clone() };
-        let mut replies =
-            mesh.rpc(&node, &msg).await.map_err(|e| api(GenerateError::new(ErrorKind::Unavailable, e)))?;
-        return match replies.recv().await {
-            Some(Ok(Message::AdminResult { ok: true, .. })) => {
-                Ok(Json(json!({ "ok": true, "action": action, "model": r.model, "on": node })))
-            }
-            Some(Ok(Message::AdminResult { error: Some(e), .. })) => Err(api(e)),
-            _ => Err(api(GenerateError::new(ErrorKind::Unavailable, format!("node {node} did not answer")))),
-        };
+        let answer = mesh.admin(&node, action, &r.model).await;
+        let refused = |e: crate::mesh::RpcError| api(GenerateError::new(ErrorKind::Unavailable, e.to_string()));
+        answer.map_err(refused)?.map_err(api)?;
+        return Ok(Json(json!({ "ok": true, "action": action, "model": r.model, "on": node })));
     }
-    match action {
-        "load" => st.models.load(&r.model).await,
-        "unload" => st.models.unload(&r.model),
-        "pin" => st.models.pin(&r.model).await,
-        _ => st.models.unpin(&r.model),
-    }
-    .map_err(api)?;
+    st.node.admin(action, &r.model).await.map_err(api)?;
     let state = st.models.resolve(&r.model).map(|s| s.status());
     let node = st.mesh.as_ref().map(|m| m.name.clone());
     Ok(Json(json!({ "ok": true, "action": action, "model": r.model, "on": node, "status": state })))
@@ -90,7 +78,7 @@ pub async fn load(
     h: HeaderMap,
     b: Result<Bytes, BytesRejection>,
 ) -> Result<Json<Value>, ApiError> {
-    act(st, h, b, "load").await
+    act(st, h, b, AdminAction::Load).await
 }
 
 pub async fn unload(
@@ -98,7 +86,7 @@ pub async fn unload(
     h: HeaderMap,
     b: Result<Bytes, BytesRejection>,
 ) -> Result<Json<Value>, ApiError> {
-    act(st, h, b, "unload").await
+    act(st, h, b, AdminAction::Unload).await
 }
 
 pub async fn pin(
@@ -106,7 +94,7 @@ pub async fn pin(
     h: HeaderMap,
     b: Result<Bytes, BytesRejection>,
 ) -> Result<Json<Value>, ApiError> {
-    act(st, h, b, "pin").await
+    act(st, h, b, AdminAction::Pin).await
 }
 
 pub async fn unpin(
@@ -114,5 +102,5 @@ pub async fn unpin(
     h: HeaderMap,
     b: Result<Bytes, BytesRejection>,
 ) -> Result<Json<Value>, ApiError> {
-    act(st, h, b, "unpin").await
+    act(st, h, b, AdminAction::Unpin).await
 }

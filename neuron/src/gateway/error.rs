@@ -31,7 +31,7 @@ impl Dialect {
     }
 }
 
-/// Seconds a client should wait after a 429.
+/// Seconds a client should wait after a 429 or a 503 before trying again.
 pub const RETRY_AFTER_SECS: u64 = 1;
 
 #[derive(Debug)]
@@ -67,7 +67,7 @@ impl ApiError {
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
         let mut resp = (self.status(), Json(self.dialect.error_body(&self.error))).into_response();
-        if self.error.kind == ErrorKind::Overloaded {
+        if matches!(self.error.kind, ErrorKind::Overloaded | ErrorKind::Unavailable) {
             resp.headers_mut().insert("retry-after", HeaderValue::from(RETRY_AFTER_SECS));
         }
         resp

@@ -5,6 +5,8 @@ mod admin;
 mod error;
 mod inference;
 mod route;
+#[cfg(test)]
+mod tests;
 
 use std::sync::Arc;
 
@@ -14,16 +16,21 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
 use cortex_proto::generate::ErrorKind;
+use cortex_proto::model::{ModelState, PeerState};
 use cortex_proto::openai::{ModelList, ModelObject};
+use cortex_proto::placement::PlacementDoc;
 
 pub use error::{ApiError, Dialect};
 
-use crate::lifecycle::{self, ModelStatus, Models};
+use crate::lifecycle::{ModelStatus, Models};
 use crate::metrics::Metrics;
+use crate::node::Node;
 
 /// What every handler shares.
 #[derive(Clone)]
 pub struct AppState {
+    /// The local node service: generations and admin actions served here.
+    pub node: Arc<Node>,
     pub models: Arc<Models>,
     pub metrics: Metrics,
     /// Every accepted key, admin keys included.
@@ -124,6 +131,37 @@ async fn body_deadline(
     next.run(req).await
 }
 
+/// Most bytes of an oversized body read and discarded before its 413 is sent.
+pub const DRAIN_LIMIT: u64 = 64 << 20;
+
+/// A body larger than `max` by its `Content-Length` is read and discarded (up to [`DRAIN_LIMIT`],
+/// within the body deadline) before the 413 goes out with `Connection: close`: a client that
+/// sends its whole body before reading the answer (Python's urllib) then reads the 413 instead
+/// of a broken pipe, which is what nginx's lingering close arranges. Bodies without a length
+/// are cut at the limit by the route's own extractor.
+async fn refuse_oversized(
+    State(max): State<usize>,
+    req: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> Response {
+    let declared =
+        req.headers().get(axum::http::header::CONTENT_LENGTH).and_then(|v| v.to_str().ok()?.parse::<u64>().ok());
+    let Some(declared) = declared.filter(|&n| n > max as u64) else { return next.run(req).await };
+    let dialect = if req.uri().path().starts_with("/v1/messages") { Dialect::Anthropic } else { Dialect::OpenAi };
+    let mut body = req.into_body().into_data_stream();
+    let mut drained = 0u64;
+    while drained < DRAIN_LIMIT.min(declared) {
+        match futures::StreamExt::next(&mut body).await {
+            Some(Ok(chunk)) => drained += chunk.len() as u64,
+            _ => break,
+        }
+    }
+    let msg = format!("the request body ({declared} bytes) is larger than this server accepts ({max} bytes)");
+    let mut resp = ApiError::new(dialect, ErrorKind::PayloadTooLarge, msg).into_response();
+    resp.headers_mut().insert(axum::http::header::CONNECTION, axum::http::HeaderValue::from_static("close"));
+    resp
+}
+
 pub fn router(state: AppState, max_body_bytes: usize, body_timeout: std::time::Duration) -> Router {
     Router::new()
         .route("/health", get(health))
@@ -140,6 +178,7 @@ pub fn router(state: AppState, max_body_bytes: usize, body_timeout: std::time::D
         .route("/cortex/v1/unpin", post(admin::unpin))
         .fallback(not_found)
         .layer(DefaultBodyLimit::max(max_body_bytes))
+        .layer(axum::middleware::from_fn_with_state(max_body_bytes, refuse_oversized))
         .layer(axum::middleware::from_fn_with_state(body_timeout, body_deadline))
         .with_state(state)
 }
@@ -165,8 +204,9 @@ async fn not_found() -> ApiError {
 
 fn model_object(id: &str, v: &ModelStatus, alias_of: Option<&str>) -> ModelObject {
     let mut extra = serde_json::Map::new();
-    extra.insert("loaded".into(), (v.state == lifecycle::State::Ready).into());
+    extra.insert("loaded".into(), (v.state == ModelState::Ready).into());
     extra.insert("state".into(), v.state.as_str().into());
+    extra.insert("kind".into(), v.kind.as_str().into());
     extra.insert("pinned".into(), v.pinned.into());
     extra.insert("on_disk".into(), v.on_disk.into());
     extra.insert("size_bytes".into(), v.size_bytes.into());
@@ -208,26 +248,31 @@ fn all_models(st: &AppState) -> Vec<ModelObject> {
     out
 }
 
-/// Adds `locations` and `feasible_on` to each model, and the models only peers have.
-fn merge_fleet(out: &mut Vec<ModelObject>, fleet: &[(cortex_proto::placement::PlacementDoc, bool)]) {
-    let alive: Vec<_> = fleet.iter().filter(|(_, a)| *a).map(|(d, _)| d).collect();
-    let mut ids: Vec<String> = alive.iter().flat_map(|d| d.models.iter().map(|m| m.id.clone())).collect();
+/// Adds `locations` and `feasible_on` to each model, and the models only peers have. A model
+/// that only members unable to take work hold (down, suspect, left, draining) is listed as
+/// `unavailable`: requests for it get 503, not 404.
+fn merge_fleet(out: &mut Vec<ModelObject>, fleet: &[(PlacementDoc, PeerState)]) {
+    let open: Vec<_> = fleet.iter().filter(|(d, s)| *s == PeerState::Alive && !d.draining).map(|(d, _)| d).collect();
+    let mut ids: Vec<String> = fleet.iter().flat_map(|(d, _)| d.models.iter().map(|m| m.id.clone())).collect();
     ids.sort();
     ids.dedup();
     for id in ids {
         let locations: Vec<&str> =
-            alive.iter().filter(|d| d.model(&id).is_some_and(|m| m.is_ready())).map(|d| d.node.as_str()).collect();
-        let feasible: Vec<&str> = alive
+            open.iter().filter(|d| d.model(&id).is_some_and(|m| m.is_ready())).map(|d| d.node.as_str()).collect();
+        let feasible: Vec<&str> = open
             .iter()
             .filter(|d| d.model(&id).is_some_and(|m| m.bytes <= d.budget_bytes))
             .map(|d| d.node.as_str())
             .collect();
+        let served = open.iter().any(|d| d.model(&id).is_some());
         let entry = match out.iter_mut().find(|m| m.id == id) {
             Some(e) => e,
             None => {
-                let Some(m) = alive.iter().find_map(|d| d.model(&id)) else { continue };
+                let Some((d, _)) = fleet.iter().find(|(d, _)| d.model(&id).is_some()) else { continue };
+                let Some(m) = d.model(&id) else { continue };
                 let mut extra = serde_json::Map::new();
                 extra.insert("size_bytes".into(), m.bytes.into());
+                extra.insert("kind".into(), m.kind.as_str().into());
                 extra.insert("pinned".into(), false.into());
                 extra.insert("on_disk".into(), false.into());
                 out.push(ModelObject {
@@ -240,8 +285,13 @@ fn merge_fleet(out: &mut Vec<ModelObject>, fleet: &[(cortex_proto::placement::Pl
                 out.last_mut().unwrap_or_else(|| unreachable!())
             }
         };
+        let state = match (locations.is_empty(), served) {
+            (false, _) => "ready",
+            (true, true) => "unloaded",
+            (true, false) => "unavailable",
+        };
         entry.extra.insert("loaded".into(), (!locations.is_empty()).into());
-        entry.extra.insert("state".into(), if locations.is_empty() { "unloaded" } else { "ready" }.into());
+        entry.extra.insert("state".into(), state.into());
         entry.extra.insert("locations".into(), locations.into());
         entry.extra.insert("feasible_on".into(), feasible.into());
     }

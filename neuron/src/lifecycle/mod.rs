@@ -8,44 +8,27 @@
 pub mod catalogue;
 pub mod download;
 pub mod memory;
+mod reaper;
+mod slot;
 
 use std::collections::BTreeMap;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant, SystemTime};
+use std::time::{Duration, Instant};
 
 use cortex_proto::catalogue::{self as known, Aliases};
-use cortex_proto::eviction::{self, Idle, KeepAlive, Plan, Resident, Strategy};
+use cortex_proto::eviction::{self, KeepAlive, Plan, Resident, Strategy};
 use cortex_proto::generate::{ErrorKind, GenerateError};
+use cortex_proto::model::ModelState;
 use serde::Serialize;
-use tokio::sync::Notify;
+use tokio::sync::{watch, Notify};
 
 use crate::engine::{EngineOptions, LoadedModel, WeightsSource};
 use crate::metrics::Metrics;
 use catalogue::{ModelEntry, ModelSource, ModelsFile};
-
-/// A model's lifecycle state.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
-#[serde(rename_all = "lowercase")]
-pub enum State {
-    Unloaded,
-    Loading,
-    Ready,
-    Failed,
-}
-
-impl State {
-    pub const ALL: [State; 4] = [State::Unloaded, State::Loading, State::Ready, State::Failed];
-    pub fn as_str(self) -> &'static str {
-        match self {
-            State::Unloaded => "unloaded",
-            State::Loading => "loading",
-            State::Ready => "ready",
-            State::Failed => "failed",
-        }
-    }
-}
+use slot::{lock, Inner, Pending};
+pub use slot::{source_for, Lease, ModelStatus, Slot};
 
 /// Everything that decides how a node manages its models.
 #[derive(Clone)]
@@ -61,90 +44,6 @@ pub struct LifecycleConfig {
     /// Reload resident models after this many unloads (0: never).
     pub defrag_after_cycles: u32,
     pub engine: EngineOptions,
-}
-
-struct Inner {
-    state: State,
-    model: Option<Arc<LoadedModel>>,
-    /// Bytes counted against the budget while loading or ready.
-    bytes: u64,
-    error: Option<String>,
-    pinned: bool,
-    /// Requests holding the model (waiting for its load, queued or generating).
-    leases: usize,
-    last_used: Instant,
-    idle_since: Instant,
-    keep_alive: KeepAlive,
-}
-
-/// One model this node can serve.
-pub struct Slot {
-    pub id: String,
-    source: WeightsSource,
-    hub: Option<(String, Option<String>)>,
-    priority: i32,
-    memory_override: Option<u64>,
-    /// The estimate from the files' metadata, read once (the files do not change under a name).
-    estimated: std::sync::OnceLock<Option<u64>>,
-    inner: Mutex<Inner>,
-    load_lock: tokio::sync::Mutex<()>,
-}
-
-fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(|p| p.into_inner())
-}
-
-/// A model held for one request; the model is never evicted while a lease exists. Dropping it
-/// starts the model's idle time.
-pub struct Lease {
-    slot: Arc<Slot>,
-    pub model: Arc<LoadedModel>,
-    wake: Arc<Notify>,
-}
-
-impl Drop for Lease {
-    fn drop(&mut self) {
-        release(&self.slot);
-        self.wake.notify_one();
-    }
-}
-
-fn release(slot: &Slot) {
-    let mut i = lock(&slot.inner);
-    i.leases = i.leases.saturating_sub(1);
-    i.idle_since = Instant::now();
-}
-
-/// Releases a lease taken before the model was ready, when acquiring fails.
-struct Pending<'a>(Option<&'a Slot>);
-
-impl Drop for Pending<'_> {
-    fn drop(&mut self) {
-        if let Some(s) = self.0 {
-            release(s);
-        }
-    }
-}
-
-/// What `/cortex/v1/status` shows of a model.
-#[derive(Debug, Clone, Serialize)]
-pub struct ModelStatus {
-    pub id: String,
-    pub state: State,
-    pub pinned: bool,
-    pub bytes: u64,
-    pub format: &'static str,
-    pub path: PathBuf,
-    pub on_disk: bool,
-    pub size_bytes: u64,
-    pub priority: i32,
-    pub in_flight: usize,
-    pub queued: usize,
-    pub last_used_secs_ago: Option<f64>,
-    /// Seconds an idle model stays loaded; null = forever.
-    pub keep_alive_secs: Option<f64>,
-    pub error: Option<String>,
-    pub created: u64,
 }
 
 /// A node's memory and models.
@@ -166,6 +65,9 @@ pub struct Models {
     plan_lock: tokio::sync::Mutex<()>,
     unloads: AtomicU32,
     wake: Arc<Notify>,
+    /// Bumped on every change peers should hear of (a state, a pin): what the placement
+    /// publisher waits on instead of polling.
+    changes: watch::Sender<u64>,
     started: Instant,
 }
 
@@ -187,7 +89,7 @@ impl Models {
             });
             Arc::new(Slot {
                 inner: Mutex::new(Inner {
-                    state: State::Unloaded,
+                    state: ModelState::Unloaded,
                     model: None,
                     bytes: 0,
                     error: None,
@@ -210,7 +112,7 @@ impl Models {
         let dir = &cfg.models_dir;
         for e in &cfg.file.models {
             let source = match &e.source {
-                ModelSource::Path(p) => source_at(p),
+                ModelSource::Path(p) => slot::source_at(p),
                 ModelSource::Hub { file: Some(f), .. } => WeightsSource::Gguf(dir.join(f)),
                 ModelSource::Hub { repo, file: None } => {
                     WeightsSource::Safetensors(dir.join(repo.rsplit('/').next().unwrap_or(repo)))
@@ -247,10 +149,16 @@ impl Models {
             plan_lock: tokio::sync::Mutex::new(()),
             unloads: AtomicU32::new(0),
             wake: Arc::new(Notify::new()),
+            changes: watch::Sender::new(0),
             started: now,
         };
         models.publish();
         models
+    }
+
+    /// A receiver that sees a new value whenever a model's state or pin changes.
+    pub fn changes(&self) -> watch::Receiver<u64> {
+        self.changes.subscribe()
     }
 
     pub fn aliases(&self) -> &Aliases {
@@ -295,7 +203,7 @@ impl Models {
 
     fn ready(slot: &Slot) -> Option<Arc<LoadedModel>> {
         let i = lock(&slot.inner);
-        (i.state == State::Ready).then(|| i.model.clone()).flatten()
+        (i.state == ModelState::Ready).then(|| i.model.clone()).flatten()
     }
 
     async fn ensure_loaded(&self, slot: &Arc<Slot>) -> Result<Arc<LoadedModel>, GenerateError> {
@@ -331,7 +239,7 @@ impl Models {
                         estimate_bytes = need, rss_growth_bytes = actual, "loaded (the estimate includes a full-context KV cache, which grows with use)");
                     self.metrics.loads.with_label_values(&[&slot.id, "ok"]).inc();
                     self.metrics.load_seconds.with_label_values(&[&slot.id]).observe(secs);
-                    i.state = State::Ready;
+                    i.state = ModelState::Ready;
                     i.model = Some(model.clone());
                     i.error = None;
                     i.idle_since = Instant::now();
@@ -340,7 +248,7 @@ impl Models {
                 Err(msg) => {
                     tracing::error!(model = %slot.id, error = %msg, "load failed");
                     self.metrics.loads.with_label_values(&[&slot.id, "error"]).inc();
-                    i.state = State::Failed;
+                    i.state = ModelState::Failed;
                     i.bytes = 0;
                     i.error = Some(msg.clone());
                     Err(err(ErrorKind::Unavailable, format!("model `{}` failed to load: {msg}", slot.id)))
@@ -390,12 +298,12 @@ impl Models {
             .filter(|s| s.id != slot.id)
             .filter_map(|s| {
                 let i = lock(&s.inner);
-                matches!(i.state, State::Ready | State::Loading).then(|| Resident {
+                matches!(i.state, ModelState::Ready | ModelState::Loading).then(|| Resident {
                     id: s.id.clone(),
                     bytes: i.bytes,
                     pinned: i.pinned,
                     in_flight: i.leases,
-                    loading: i.state == State::Loading,
+                    loading: i.state == ModelState::Loading,
                     priority: s.priority,
                     last_used: i.last_used.duration_since(self.started).as_millis() as u64,
                 })
@@ -436,7 +344,7 @@ impl Models {
             }
         }
         let mut i = lock(&slot.inner);
-        i.state = State::Loading;
+        i.state = ModelState::Loading;
         i.bytes = need;
         drop(i);
         self.publish();
@@ -446,10 +354,10 @@ impl Models {
     /// Drops a loaded model. Its generation thread finishes what it holds, then exits.
     fn unload_slot(&self, slot: &Slot, reason: &str) {
         let mut i = lock(&slot.inner);
-        if i.state != State::Ready {
+        if i.state != ModelState::Ready {
             return;
         }
-        i.state = State::Unloaded;
+        i.state = ModelState::Unloaded;
         i.model = None;
         i.bytes = 0;
         drop(i);
@@ -496,7 +404,7 @@ impl Models {
                 format!("model `{}` has {} request(s) in flight; unload it when they finish", slot.id, i.leases),
             ));
         }
-        if i.state != State::Ready {
+        if i.state != ModelState::Ready {
             return Err(err(
                 ErrorKind::Conflict,
                 format!("model `{}` is not loaded (state: {})", slot.id, i.state.as_str()),
@@ -512,102 +420,31 @@ impl Models {
     pub async fn pin(&self, name: &str) -> Result<(), GenerateError> {
         let slot = self.slot(name)?;
         lock(&slot.inner).pinned = true;
+        self.publish();
         self.load(name).await
     }
 
     pub fn unpin(&self, name: &str) -> Result<(), GenerateError> {
         let slot = self.slot(name)?;
         lock(&slot.inner).pinned = false;
+        self.publish();
         self.wake.notify_one();
         Ok(())
-    }
-
-    /// Unloads idle models whose keep-alive ran out, and reloads residents every
-    /// `defrag_after_cycles` unloads. Runs until the process ends.
-    pub async fn run_reaper(self: Arc<Self>) {
-        loop {
-            if self.reap() {
-                // Reloading models is blocking work: keep it off the async workers.
-                let m = self.clone();
-                let _ = tokio::task::spawn_blocking(move || m.defrag()).await;
-            }
-            tokio::select! {
-                _ = self.wake.notified() => {}
-                _ = tokio::time::sleep(REAP_EVERY) => {}
-            }
-        }
-    }
-
-    /// One reaper pass: unloads expired models; true when a defragmenting reload is due.
-    fn reap(&self) -> bool {
-        let now = Instant::now();
-        let ms = |t: Instant| t.duration_since(self.started).as_millis() as u64;
-        let idle: Vec<Idle> = self
-            .slots
-            .values()
-            .filter_map(|s| {
-                let i = lock(&s.inner);
-                (i.state == State::Ready).then(|| Idle {
-                    id: s.id.clone(),
-                    pinned: i.pinned,
-                    in_flight: i.leases,
-                    idle_since_ms: ms(i.idle_since),
-                    keep_alive: i.keep_alive,
-                })
-            })
-            .collect();
-        for id in eviction::expired(&idle, ms(now)) {
-            if let Some(s) = self.slots.get(&id) {
-                tracing::info!(model = %id, "idle past keep_alive; unloading");
-                self.unload_slot(s, "idle");
-            }
-        }
-        let n = self.cfg.defrag_after_cycles;
-        let due = n > 0 && self.unloads.load(Ordering::Relaxed) >= n;
-        if due {
-            self.unloads.store(0, Ordering::Relaxed);
-        }
-        due
-    }
-
-    /// Reloads idle resident models in place, so memory fragmented by load/unload cycles is
-    /// returned to the allocator (and the OS for large blocks).
-    fn defrag(&self) {
-        for s in self.slots.values() {
-            let (reload, source) = {
-                let i = lock(&s.inner);
-                (i.state == State::Ready && i.leases == 0, s.source.clone())
-            };
-            if !reload {
-                continue;
-            }
-            match LoadedModel::load(&s.id, &source, &self.cfg.engine, self.metrics.for_model(&s.id)) {
-                Ok(m) => {
-                    let mut i = lock(&s.inner);
-                    if i.state == State::Ready && i.leases == 0 {
-                        i.model = Some(Arc::new(m));
-                        tracing::info!(model = %s.id, "reloaded to defragment memory");
-                    }
-                }
-                Err(e) => {
-                    tracing::warn!(model = %s.id, error = %e, "defragmenting reload failed; keeping the old copy")
-                }
-            }
-        }
     }
 
     fn used(&self) -> u64 {
         self.slots.values().map(|s| lock(&s.inner).bytes).sum()
     }
 
-    /// Updates the state, resident and budget gauges.
+    /// Updates the state, resident and budget gauges, and tells the placement publisher.
     fn publish(&self) {
+        self.changes.send_modify(|v| *v = v.wrapping_add(1));
         let dev = &self.cfg.device.name;
         self.metrics.resident_bytes.with_label_values(&[dev]).set(self.used() as i64);
         self.metrics.budget_bytes.with_label_values(&[dev]).set(self.cfg.device.budget_bytes as i64);
         for s in self.slots.values() {
             let state = lock(&s.inner).state;
-            for st in State::ALL {
+            for st in ModelState::ALL {
                 self.metrics.model_state.with_label_values(&[&s.id, st.as_str()]).set(i64::from(st == state));
             }
         }
@@ -631,78 +468,4 @@ impl Models {
             .map(|m| m.load_now())
             .fold((0, 0), |(a, b), (r, q)| (a + r, b + q))
     }
-}
-
-impl Slot {
-    pub fn status(&self) -> ModelStatus {
-        let path = self.source.path().to_path_buf();
-        let meta = std::fs::metadata(&path).ok();
-        let created = meta
-            .as_ref()
-            .and_then(|m| m.modified().ok())
-            .and_then(|t| t.duration_since(SystemTime::UNIX_EPOCH).ok())
-            .map(|d| d.as_secs())
-            .unwrap_or(0);
-        let i = lock(&self.inner);
-        let (running, queued) = i.model.as_ref().map(|m| m.load_now()).unwrap_or((0, 0));
-        ModelStatus {
-            id: self.id.clone(),
-            state: i.state,
-            pinned: i.pinned,
-            bytes: i.bytes,
-            format: match self.source {
-                WeightsSource::Gguf(_) => "gguf",
-                WeightsSource::Safetensors(_) => "safetensors",
-            },
-            on_disk: meta.is_some(),
-            size_bytes: i.model.as_ref().map(|m| m.info.file_bytes).unwrap_or_else(|| file_size(&path)),
-            priority: self.priority,
-            in_flight: running,
-            queued,
-            last_used_secs_ago: (i.leases > 0 || i.state != State::Unloaded)
-                .then(|| i.last_used.elapsed().as_secs_f64()),
-            keep_alive_secs: match i.keep_alive {
-                KeepAlive::For(d) if !i.pinned => Some(d.as_secs_f64()),
-                _ => None,
-            },
-            error: i.error.clone(),
-            created,
-            path,
-        }
-    }
-}
-
-fn file_size(path: &Path) -> u64 {
-    if path.is_dir() {
-        std::fs::read_dir(path).map(|rd| rd.filter_map(|e| e.ok()?.metadata().ok()).map(|m| m.len()).sum()).unwrap_or(0)
-    } else {
-        std::fs::metadata(path).map(|m| m.len()).unwrap_or(0)
-    }
-}
-
-/// The source a configured path names: a directory is a safetensors repository.
-fn source_at(p: &Path) -> WeightsSource {
-    if p.is_dir() {
-        WeightsSource::Safetensors(p.to_path_buf())
-    } else {
-        WeightsSource::Gguf(p.to_path_buf())
-    }
-}
-
-/// A model found at `path`: a GGUF file or a safetensors repository directory.
-pub fn source_for(path: &Path) -> Option<(String, WeightsSource)> {
-    let name = path.file_name()?.to_str()?;
-    if path.is_file() && name.ends_with(".gguf") {
-        return Some((known::id_for_file(name), WeightsSource::Gguf(path.to_path_buf())));
-    }
-    if path.is_dir() && path.join("config.json").is_file() {
-        let has_weights = std::fs::read_dir(path)
-            .ok()?
-            .filter_map(|e| e.ok())
-            .any(|e| e.path().extension().is_some_and(|x| x == "safetensors"));
-        if has_weights {
-            return Some((name.to_string(), WeightsSource::Safetensors(path.to_path_buf())));
-        }
-    }
-    None
 }

@@ -1,0 +1,64 @@
+//! The local node service: the one path by which this node runs a generation or acts on one of
+//! its models, whoever asked. The HTTP gateway calls it for requests it serves itself, and the
+//! mesh RPC server for requests a peer forwards, so both get the same loading, tokenizing,
+//! context checks, queueing and logging.
+
+use std::sync::Arc;
+
+use cortex_proto::eviction::KeepAlive;
+use cortex_proto::generate::{ErrorKind, Event, GenerateError, GenerateRequest};
+use cortex_proto::model::AdminAction;
+use tokio::sync::mpsc::UnboundedReceiver;
+
+use crate::lifecycle::{Lease, Models};
+
+/// This node's models, as a service.
+pub struct Node {
+    models: Arc<Models>,
+}
+
+/// A generation running on this node.
+pub struct Local {
+    /// `Started`, text, then one `Done` or `Error`. Dropping it cancels the generation.
+    pub events: UnboundedReceiver<Event>,
+    /// Keeps the model loaded until the answer ends: hold it as long as `events`.
+    pub lease: Lease,
+}
+
+impl Node {
+    pub fn new(models: Arc<Models>) -> Self {
+        Self { models }
+    }
+
+    pub fn models(&self) -> &Arc<Models> {
+        &self.models
+    }
+
+    /// Loads `request.model` if needed, tokenizes the prompt off the async workers, checks it
+    /// against the context and queues it on the model's scheduler.
+    pub async fn generate(
+        &self,
+        request: &GenerateRequest,
+        keep_alive: Option<KeepAlive>,
+    ) -> Result<Local, GenerateError> {
+        let lease = self.models.acquire(&request.model, keep_alive).await?;
+        let (model, r) = (lease.model.clone(), request.clone());
+        let prepared = tokio::task::spawn_blocking(move || model.prepare(&r))
+            .await
+            .map_err(|e| GenerateError::new(ErrorKind::Internal, format!("tokenizer task failed: {e}")))??;
+        tracing::info!(request = %request.id, model = %lease.model.id, prompt_tokens = prepared.prompt.len(), max_tokens = prepared.max_tokens, "generating");
+        let events = lease.model.submit(request, prepared)?;
+        Ok(Local { events, lease })
+    }
+
+    /// Carries out an operator's action on one of this node's models.
+    pub async fn admin(&self, action: AdminAction, model: &str) -> Result<(), GenerateError> {
+        tracing::info!(action = action.as_str(), model = %model, "admin");
+        match action {
+            AdminAction::Load => self.models.load(model).await,
+            AdminAction::Unload => self.models.unload(model),
+            AdminAction::Pin => self.models.pin(model).await,
+            AdminAction::Unpin => self.models.unpin(model),
+        }
+    }
+}

@@ -1,0 +1,122 @@
+//! The routing key of a prompt's prefix: a chain of hashes over fixed-size chunks of the neutral
+//! request's canonical text (system, tools, messages in order). Any gateway computes it without
+//! the model's tokenizer, and two requests that share their first `k` chunks share their first
+//! `k` hashes, so a router can match a request against the prefixes a neuron holds (agents resend
+//! the whole conversation every turn) by comparing integers.
+
+use crate::generate::{GenerateRequest, Prompt};
+
+/// Bytes of canonical text per chunk.
+pub const CHUNK_BYTES: usize = 256;
+/// Chunks hashed at most (64 KiB of prompt): enough to tell conversations apart well past a
+/// long system prompt and tool list, and a bounded cost per request.
+pub const MAX_CHUNKS: usize = 256;
+
+/// Separates a message's role from its text, and messages from each other, so that moving text
+/// across a message boundary changes the key.
+const FIELD: u8 = 0x1f;
+const RECORD: u8 = 0x1e;
+
+/// Hashes of the prompt's whole chunks, each covering all the text before it: `hashes[i]`
+/// stands for the first `(i + 1) · CHUNK_BYTES` bytes of the canonical text.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct PrefixKey {
+    pub hashes: Vec<u64>,
+}
+
+impl PrefixKey {
+    /// The key of `request`'s prompt.
+    pub fn of(request: &GenerateRequest) -> Self {
+        Self::of_text(&canonical(request))
+    }
+
+    /// The key of canonical text already built.
+    pub fn of_text(text: &[u8]) -> Self {
+        let mut hashes = Vec::with_capacity((text.len() / CHUNK_BYTES).min(MAX_CHUNKS));
+        let mut prev = 0u64;
+        for chunk in text.chunks_exact(CHUNK_BYTES).take(MAX_CHUNKS) {
+            prev = xxhash_rust::xxh3::xxh3_64_with_seed(chunk, prev);
+            hashes.push(prev);
+        }
+        Self { hashes }
+    }
+
+    /// How many leading chunks `self` and `other` share.
+    pub fn shared(&self, other: &[u64]) -> usize {
+        self.hashes.iter().zip(other).take_while(|(a, b)| a == b).count()
+    }
+}
+
+/// The text a prompt's key is computed over: each chat message as role, a field separator, its
+/// text and a record separator; a raw completion prompt as itself.
+pub fn canonical(request: &GenerateRequest) -> Vec<u8> {
+    match &request.prompt {
+        Prompt::Text(t) => t.as_bytes().to_vec(),
+        Prompt::Chat(messages) => {
+            let mut out = Vec::with_capacity(messages.iter().map(|m| m.content.len() + 12).sum());
+            for m in messages {
+                out.extend_from_slice(m.role.as_str().as_bytes());
+                out.push(FIELD);
+                out.extend_from_slice(m.content.as_bytes());
+                out.push(RECORD);
+            }
+            out
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::generate::{ChatMessage, Role, SamplingParams};
+
+    fn chat(messages: &[(Role, &str)]) -> GenerateRequest {
+        let messages = messages.iter().map(|(role, c)| ChatMessage { role: *role, content: c.to_string() }).collect();
+        GenerateRequest {
+            id: "r".into(),
+            model: "m".into(),
+            prompt: Prompt::Chat(messages),
+            params: SamplingParams::default(),
+        }
+    }
+
+    #[test]
+    fn a_conversation_and_its_next_turn_share_their_leading_chunks() {
+        let system = "You are a careful assistant. ".repeat(40);
+        let turn1 = chat(&[(Role::System, &system), (Role::User, "What is the capital of France?")]);
+        let turn2 = chat(&[
+            (Role::System, &system),
+            (Role::User, "What is the capital of France?"),
+            (Role::Assistant, "Paris."),
+            (Role::User, "And of Germany?"),
+        ]);
+        let (k1, k2) = (PrefixKey::of(&turn1), PrefixKey::of(&turn2));
+        assert_eq!(k1.hashes.len(), canonical(&turn1).len() / CHUNK_BYTES);
+        assert!(k2.hashes.len() >= k1.hashes.len());
+        assert_eq!(k2.shared(&k1.hashes), k1.hashes.len());
+        // Another system prompt shares nothing; the same text in another role differs too.
+        let other = chat(&[(Role::System, &"You are terse. ".repeat(80)), (Role::User, "hi")]);
+        assert_eq!(PrefixKey::of(&other).shared(&k1.hashes), 0);
+        let as_user = chat(&[(Role::User, &system), (Role::User, "What is the capital of France?")]);
+        assert_eq!(PrefixKey::of(&as_user).shared(&k1.hashes), 0);
+    }
+
+    #[test]
+    fn keys_are_bounded_and_stable() {
+        let long = GenerateRequest {
+            id: "a".into(),
+            model: "m".into(),
+            prompt: Prompt::Text("x".repeat(CHUNK_BYTES * (MAX_CHUNKS + 10))),
+            params: SamplingParams::default(),
+        };
+        let key = PrefixKey::of(&long);
+        assert_eq!(key.hashes.len(), MAX_CHUNKS);
+        // The same text gives the same key on every gateway and every version (no per-process
+        // seed, no hash change): a fleet of mixed versions must agree on it.
+        assert_eq!(PrefixKey::of_text(&[7u8; CHUNK_BYTES]).hashes, vec![0xead3_3d6a_07ad_9544]);
+        assert_eq!(PrefixKey::of_text(b"").hashes, Vec::<u64>::new());
+        let a = PrefixKey::of_text(&[7u8; CHUNK_BYTES * 2]);
+        assert_eq!(a, PrefixKey::of_text(&[7u8; CHUNK_BYTES * 2]));
+        assert_ne!(a.hashes[0], a.hashes[1], "each hash covers all the text before it");
+    }
+}
