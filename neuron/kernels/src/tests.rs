@@ -50,7 +50,7 @@ fn rel_err(got: &[f32], want: &[f32]) -> f32 {
 #[test]
 fn every_format_and_level_matches_the_reference_on_awkward_shapes() {
     let levels = [Level::Scalar, Level::Avx2, Level::Avx512Vnni];
-    let host = detect("");
+    let host = detect();
     // k: one block, a block count that is not a multiple of 16 (or 8), and a long row;
     // n: not a multiple of the 8-row work group; m: decode (1) and a small prefill. The
     // K-quants' rows hold whole 256-value super-blocks: 8 blocks (no full 16-block step),
