@@ -1,0 +1,268 @@
+//! Scheduling a matmul: the activations quantized once, then tiles of weight rows by activation
+//! rows handed to candle's worker pool, each tile run in passes of eight, four, two or one
+//! activation rows through the kernel the level and the weight's layout pick.
+
+use crate::acts::{Acts, Precision};
+use crate::dot::{dot, dot16, dot16_refs, dot4};
+use crate::level::Level;
+use crate::scales::Scales;
+use crate::weight::QWeight;
+#[cfg(target_arch = "x86_64")]
+use crate::{kquant::KScales, weight::Kind, x86, QK};
+
+enum QActs {
+    I8(Acts<i8>),
+    I16(Acts<i16>),
+}
+
+/// Weight rows a work item takes: a work item is then worth the cursor's atomic, and its rows
+/// stay in L1.
+const GROUP: usize = 8;
+
+/// Quantizes `x` (`m × k`) at `precision` and runs every row of `ws` against it on the worker
+/// pool at `lvl`, into `dsts` (shapes checked by the caller).
+#[inline]
+pub(crate) fn run(
+    lvl: Level,
+    ws: &[&QWeight],
+    x: &[f32],
+    m: usize,
+    k: usize,
+    dsts: &mut [&mut [f32]],
+    precision: Precision,
+) {
+    let acts = match precision {
+        Precision::I8 => QActs::I8(Acts::<i8>::quantize(x, m, k)),
+        Precision::I16 => QActs::I16(Acts::<i16>::quantize_grouped(x, m, k, act16_group(ws))),
+    };
+    let outs: Vec<usize> = dsts.iter_mut().map(|d| d.as_mut_ptr() as usize).collect();
+    // Work items are tiles: GROUP weight rows by a chunk of activation rows small enough to stay
+    // in L2 while every weight group passes it. Without chunks a 512-token prompt streamed all
+    // its activations from L3 once per 8 weight rows, which bound prefill more than the
+    // multiply-adds did.
+    const CHUNK_BYTES: usize = 128 * 1024;
+    let act_bytes = k * if matches!(acts, QActs::I8(_)) { 1 } else { 2 };
+    // Whole passes of 8 rows (a chunk of 100 rows left a pass of 4 at a quarter less speed).
+    let chunk = (CHUNK_BYTES / act_bytes).max(8) / 8 * 8;
+    let chunks = m.div_ceil(chunk);
+    let mut starts = Vec::with_capacity(ws.len() + 1);
+    starts.push(0);
+    for w in ws {
+        starts.push(starts[starts.len() - 1] + w.n.div_ceil(GROUP));
+    }
+    let groups = starts[ws.len()];
+    // Chunk-major: both threads work through one activation chunk at a time.
+    candle_core::utils::barrier_pool().execute_chunked(chunks * groups, |items| {
+        for item in items {
+            let (c, g) = (item / groups, item % groups);
+            let wi = starts.partition_point(|&s| s <= g) - 1;
+            let (w, local) = (ws[wi], g - starts[wi]);
+            let act_rows = c * chunk..((c + 1) * chunk).min(m);
+            w.run_rows(local * GROUP..((local + 1) * GROUP).min(w.n), &acts, act_rows, lvl, outs[wi]);
+        }
+    });
+}
+
+/// How many blocks share one 16-bit activation scale for `ws` (the other levels read the same
+/// integers, so that every level computes the same function):
+/// - K-quants alone: a super-block (8), whose integer products `x86::dot_k16_vnni` sums in i32;
+/// - f16-scaled formats alone (Q4_0 … Q8_0): the whole row, so that `x86::dot_r16_vnni` lays out
+///   a block pair's weight scales once for all rows and applies a row's scale once (Gemma 3's
+///   640-wide Q5_0 matmuls 62 → 74 GMAC/s). Sixteen bits over a row keep logits within 2e-3 of
+///   f32 on SmolLM2 and 5e-4 on Gemma 3 (BENCHMARKS.md), against 2e-4 with a scale per block;
+/// - a mix: one a block.
+fn act16_group(ws: &[&QWeight]) -> usize {
+    let nb = ws.first().map_or(1, |w| w.nb);
+    if ws.iter().all(|w| matches!(w.d, Scales::K8(..) | Scales::K16(..))) {
+        8
+    } else if ws.iter().all(|w| matches!(w.d, Scales::F16(_))) {
+        nb.max(1)
+    } else {
+        1
+    }
+}
+
+impl QWeight {
+    /// Rows `rows` of this weight against all `m` activation rows, into `out` (`m × n`).
+    fn run_rows(
+        &self,
+        rows: std::ops::Range<usize>,
+        acts: &QActs,
+        act_rows: std::ops::Range<usize>,
+        lvl: Level,
+        out: usize,
+    ) {
+        let n = self.n;
+        // SAFETY: the caller gives each (weight rows, activation rows) tile to exactly one work
+        // item, and `out` points at an `m × n` buffer that outlives the pool call.
+        let put = |i: usize, r: usize, v: f32| unsafe { *(out as *mut f32).add(i * n + r) = v };
+        let (first, end) = (act_rows.start, act_rows.end);
+        let quads_end = first + (end - first) / 4 * 4;
+        match acts {
+            QActs::I8(a) => {
+                for i in (first..quads_end).step_by(4) {
+                    let q = [a.row(i), a.row(i + 1), a.row(i + 2), a.row(i + 3)];
+                    for r in rows.clone() {
+                        let v = dot4(self.kind, lvl, &self.row(r), &q);
+                        (0..4).for_each(|j| put(i + j, r, v[j]));
+                    }
+                }
+                for i in quads_end..end {
+                    let q = a.row(i);
+                    for r in rows.clone() {
+                        put(i, r, dot(self.kind, lvl, &self.row(r), &q));
+                    }
+                }
+            }
+            QActs::I16(a) => {
+                // Eight rows a pass where there are eight: the weights' unpacking to 16 bits is
+                // shared by twice the rows (SmolLM2 pp512 +6 %; the 8-bit path gained nothing).
+                // The rows' slices are built once for all the weight rows.
+                let refs = |i: usize| {
+                    let r = a.row(i);
+                    (r.q, r.d, r.s)
+                };
+                let octs_end = first + (end - first) / 8 * 8;
+                let mut next = first;
+                #[cfg(target_arch = "x86_64")]
+                if lvl == Level::Avx512Vnni
+                    && self.vnni_passes::<8>(rows.clone(), a, (first..octs_end).step_by(8), &put)
+                {
+                    next = octs_end;
+                }
+                for i in (next..octs_end).step_by(8) {
+                    let q: [_; 8] = std::array::from_fn(|j| refs(i + j));
+                    for r in rows.clone() {
+                        let v = dot16_refs(self.kind, lvl, &self.row(r), &q, a.group);
+                        (0..8).for_each(|j| put(i + j, r, v[j]));
+                    }
+                }
+                for i in (octs_end..quads_end).step_by(4) {
+                    let q: [_; 4] = std::array::from_fn(|j| refs(i + j));
+                    for r in rows.clone() {
+                        let v = dot16_refs(self.kind, lvl, &self.row(r), &q, a.group);
+                        (0..4).for_each(|j| put(i + j, r, v[j]));
+                    }
+                }
+                // Two rows a pass where two or three are left (a decode step of two or three
+                // sequences): one call takes the work item's weight rows, as for one and eight
+                // (SmolLM2, two sequences batched: 1.1–1.25 → 1.5 times two steps one at a
+                // time). Four rows a pass this way were 10 % slower than `dot16_refs`.
+                let mut next = quads_end;
+                #[cfg(target_arch = "x86_64")]
+                {
+                    let pairs_end = quads_end + (end - quads_end) / 2 * 2;
+                    if lvl == Level::Avx512Vnni
+                        && self.vnni_passes::<2>(rows.clone(), a, (quads_end..pairs_end).step_by(2), &put)
+                    {
+                        next = pairs_end;
+                    }
+                }
+                // Single rows (decode's one) the same way.
+                #[cfg(target_arch = "x86_64")]
+                if lvl == Level::Avx512Vnni && self.vnni_passes::<1>(rows.clone(), a, next..end, &put) {
+                    next = end;
+                }
+                for i in next..end {
+                    let q = a.row(i);
+                    for r in rows.clone() {
+                        put(i, r, dot16(self.kind, lvl, &self.row(r), [&q])[0]);
+                    }
+                }
+            }
+        }
+    }
+}
+
+impl QWeight {
+    /// Passes of `R` activation rows (from each of `starts`) through a VNNI kernel that takes
+    /// all of `rows` in one call, where this weight and `a` have one (false where not, with
+    /// nothing done). The caller has detected VNNI.
+    #[cfg(target_arch = "x86_64")]
+    fn vnni_passes<const R: usize>(
+        &self,
+        rows: std::ops::Range<usize>,
+        a: &Acts<i16>,
+        starts: impl Iterator<Item = usize>,
+        put: &impl Fn(usize, usize, f32),
+    ) -> bool {
+        let (n, nb, r0) = (rows.len(), self.nb, rows.start);
+        let mut starts = starts.peekable();
+        if n == 0 || starts.peek().is_none() {
+            // Nothing to run (decode passes here with no whole passes of 8 rows).
+            return true;
+        }
+        let refs = |i: usize| -> [x86::Act16; R] {
+            std::array::from_fn(|j| {
+                let r = a.row(i + j);
+                (r.q, r.d, r.s)
+            })
+        };
+        let put_r = |i: usize, t: usize, v: [f32; R]| (0..R).for_each(|j| put(i + j, r0 + t, v[j]));
+        // Weight row t of the group, sliced by plain arithmetic (built through `QWeight::row`
+        // they cost a tenth of decode). A single activation row takes it straight; passes of
+        // several read it from an array built once (rows past `n` repeat the last), as slicing
+        // it again each pass cost 2 % of prefill.
+        macro_rules! passes {
+            ($row:expr, |$w:ident, $q:ident, $i:ident| $call:expr) => {{
+                let row = $row;
+                if R == 1 {
+                    for $i in starts {
+                        let ($w, $q) = (row, refs($i));
+                        // SAFETY: the caller detected VNNI.
+                        unsafe { $call }
+                    }
+                } else {
+                    let ws: [_; GROUP] = std::array::from_fn(|t| row(t.min(n - 1)));
+                    let from_array = |t: usize| ws[t];
+                    for $i in starts {
+                        let ($w, $q) = (from_array, refs($i));
+                        // SAFETY: the caller detected VNNI.
+                        unsafe { $call }
+                    }
+                }
+            }};
+        }
+        match (self.kind, &self.d, &self.m) {
+            (kind, Scales::F16(d), Scales::F16(m)) if a.group >= a.nb && !self.split => {
+                let bytes = if kind == Kind::Q4 { 16 } else { QK };
+                let row = |t: usize| {
+                    let r = r0 + t;
+                    let m = if m.is_empty() { &[][..] } else { &m[r * nb..(r + 1) * nb] };
+                    let qh = if self.qh.is_empty() { &[][..] } else { &self.qh[r * nb..(r + 1) * nb] };
+                    (&self.qs[r * nb * bytes..(r + 1) * nb * bytes], &d[r * nb..(r + 1) * nb], m, qh)
+                };
+                match kind {
+                    Kind::Q4 => passes!(row, |w, q, i| x86::rows_r16_vnni::<true, R>(n, w, self.offset, &q, |t, v| {
+                        put_r(i, t, v)
+                    })),
+                    Kind::Q8 => {
+                        passes!(row, |w, q, i| x86::rows_r16_vnni::<false, R>(n, w, 0, &q, |t, v| put_r(i, t, v)))
+                    }
+                }
+            }
+            (Kind::Q4, Scales::K8(dq, dd), Scales::K8(mq, md)) if a.group == 8 => {
+                // One scale and min a block, one f16 factor each per super-block of 8.
+                let row = |t: usize| {
+                    let r = r0 + t;
+                    let (span, sup) = (r * nb..(r + 1) * nb, r * nb / 8..(r + 1) * nb / 8);
+                    let d = KScales { q: &dq[span.clone()], d: &dd[sup.clone()] };
+                    let m = KScales { q: &mq[span], d: &md[sup] };
+                    (&self.qs[r * nb * 16..(r + 1) * nb * 16], d, m, &[][..])
+                };
+                passes!(row, |w, q, i| x86::rows_k16_vnni::<true, 8, R>(n, w, &q, |t, v| put_r(i, t, v)))
+            }
+            (Kind::Q8, Scales::K16(dq, dd), _) if a.group == 8 => {
+                // Two scales a block (one per 16 values), one f16 factor per super-block of 8.
+                let row = |t: usize| {
+                    let r = r0 + t;
+                    let d = KScales { q: &dq[2 * r * nb..2 * (r + 1) * nb], d: &dd[r * nb / 8..(r + 1) * nb / 8] };
+                    (&self.qs[r * nb * QK..(r + 1) * nb * QK], d, KScales { q: &[], d: &[] }, &[][..])
+                };
+                passes!(row, |w, q, i| x86::rows_k16_vnni::<false, 16, R>(n, w, &q, |t, v| put_r(i, t, v)))
+            }
+            _ => return false,
+        }
+        true
+    }
+}
