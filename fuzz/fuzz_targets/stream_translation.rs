@@ -18,8 +18,9 @@ fn events(data: &[u8]) -> Vec<Event> {
         let count = u32::from_le_bytes([*len, *op, n as u8, 0]).wrapping_mul(0x0101_0101);
         out.push(match op % 6 {
             0 => Event::Started { prompt_tokens: count },
-            1 | 2 => Event::Text { text },
+            1 | 2 => Event::text(text),
             3 => Event::Done {
+                choice: 0,
                 finish: match len % 3 {
                     0 => FinishReason::Stop,
                     1 => FinishReason::Length,

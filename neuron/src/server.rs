@@ -14,6 +14,7 @@ use hyper_util::server::conn::auto::Builder;
 use hyper_util::service::TowerToHyperService;
 use tokio::net::TcpListener;
 use tower::ServiceExt;
+use tracing::Instrument;
 
 use crate::config::Config;
 use crate::engine::{scheduler::SchedulerConfig, EngineOptions};
@@ -159,11 +160,13 @@ impl Neuron {
         let app = gateway::router(self.state.clone(), self.max_body_bytes, self.body_timeout);
         let metrics_app = gateway::metrics_router(self.state.metrics.clone());
         tracing::info!(http = %self.http_addr(), metrics = %self.metrics_addr(), "neuron listening");
-        let reaper = tokio::spawn(self.state.models.clone().run_reaper());
+        let reaper = tokio::spawn(self.state.models.clone().run_reaper().instrument(tracing::info_span!("reaper")));
         // The same accept loop and header timeout as the API: the metrics port is no less
         // exposed to slow clients. It serves until the end, so the drain can be watched.
-        let metrics_task =
-            tokio::spawn(serve_http(self.metrics, metrics_app, self.header_timeout, std::future::pending()));
+        let metrics_task = tokio::spawn(
+            serve_http(self.metrics, metrics_app, self.header_timeout, std::future::pending())
+                .instrument(tracing::info_span!("metrics_listener")),
+        );
         let mut stop = rx.clone();
         let server = serve_http(self.http, app, self.header_timeout, async move {
             let _ = stop.wait_for(|s| *s).await;
@@ -171,18 +174,21 @@ impl Neuron {
         let grace = self.grace;
         let mesh = self.state.mesh.clone();
         let goodbye = mesh.clone();
-        let signal = tokio::spawn(async move {
-            shutdown.await;
-            tracing::info!(
-                grace_secs = grace.as_secs(),
-                "shutting down: no new connections; waiting for in-flight requests"
-            );
-            // Peers stop sending work here at the start of the drain, not at its end.
-            if let Some(mesh) = goodbye {
-                mesh.say_goodbye().await;
+        let signal = tokio::spawn(
+            async move {
+                shutdown.await;
+                tracing::info!(
+                    grace_secs = grace.as_secs(),
+                    "shutting down: no new connections; waiting for in-flight requests"
+                );
+                // Peers stop sending work here at the start of the drain, not at its end.
+                if let Some(mesh) = goodbye {
+                    mesh.say_goodbye().await;
+                }
+                let _ = tx.send(true);
             }
-            let _ = tx.send(true);
-        });
+            .instrument(tracing::info_span!("shutdown")),
+        );
         let models = self.state.models.clone();
         let drained = async move {
             server.await;
@@ -229,7 +235,7 @@ async fn serve_http(
     builder.http2().timer(TokioTimer::new());
     let mut stop = std::pin::pin!(stop);
     loop {
-        let (tcp, _) = tokio::select! {
+        let (tcp, peer) = tokio::select! {
             accepted = listener.accept() => match accepted {
                 Ok(conn) => conn,
                 Err(e) => {
@@ -250,11 +256,15 @@ async fn serve_http(
             TowerToHyperService::new(app.clone().map_request(|r: Request<Incoming>| r.map(axum::body::Body::new)));
         let conn = builder.serve_connection_with_upgrades(TokioIo::new(tcp), service).into_owned();
         let conn = graceful.watch(conn);
-        tokio::spawn(async move {
-            if let Err(e) = conn.await {
-                tracing::debug!(error = %e, "connection ended with an error");
+        let span = tracing::debug_span!("http_connection", peer = %peer);
+        tokio::spawn(
+            async move {
+                if let Err(e) = conn.await {
+                    tracing::debug!(error = %e, "connection ended with an error");
+                }
             }
-        });
+            .instrument(span),
+        );
     }
     drop(listener);
     graceful.shutdown().await;

@@ -182,6 +182,7 @@ pub fn stop_reason(f: &FinishReason) -> &'static str {
         FinishReason::Stop => "end_turn",
         FinishReason::Length => "max_tokens",
         FinishReason::StopSequence(_) => "stop_sequence",
+        FinishReason::ToolCalls => "tool_use",
     }
 }
 
@@ -189,7 +190,7 @@ pub fn stop_reason(f: &FinishReason) -> &'static str {
 pub fn stop_sequence(f: &FinishReason) -> Option<String> {
     match f {
         FinishReason::StopSequence(s) => Some(s.clone()),
-        FinishReason::Stop | FinishReason::Length => None,
+        FinishReason::Stop | FinishReason::Length | FinishReason::ToolCalls => None,
     }
 }
 

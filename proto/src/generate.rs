@@ -4,6 +4,8 @@
 
 use serde::{Deserialize, Serialize};
 
+use crate::tools::{ResponseFormat, Tool, ToolCall, ToolChoice};
+
 /// Who said a chat message.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
@@ -30,6 +32,22 @@ impl Role {
 pub struct ChatMessage {
     pub role: Role,
     pub content: String,
+    /// The calls an assistant turn made.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub tool_calls: Vec<ToolCall>,
+    /// For a tool result: the call it answers.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tool_call_id: Option<String>,
+    /// For a tool result: the tool that produced it, where the client said.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub name: Option<String>,
+}
+
+impl ChatMessage {
+    /// A message of plain text.
+    pub fn text(role: Role, content: impl Into<String>) -> Self {
+        Self { role, content: content.into(), tool_calls: Vec::new(), tool_call_id: None, name: None }
+    }
 }
 
 /// What the model is asked to continue.
@@ -58,7 +76,16 @@ pub struct SamplingParams {
     /// Stop strings; the text stops before the first one found and it is never emitted.
     #[serde(default)]
     pub stop: Vec<String>,
+    /// Report each generated token's log-probability and this many most likely alternatives
+    /// (0 to [`MAX_TOP_LOGPROBS`]); `None`: no log-probabilities.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub logprobs: Option<u32>,
 }
+
+/// Most alternatives a token's log-probability report may list (OpenAI's limit).
+pub const MAX_TOP_LOGPROBS: u32 = 20;
+/// Most choices one request may ask for.
+pub const MAX_CHOICES: u32 = 16;
 
 /// A generation request as the engine sees it.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -69,6 +96,51 @@ pub struct GenerateRequest {
     pub model: String,
     pub prompt: Prompt,
     pub params: SamplingParams,
+    /// Tools the model may call.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub tools: Vec<Tool>,
+    #[serde(default)]
+    pub tool_choice: ToolChoice,
+    /// Several calls in one answer allowed.
+    #[serde(default = "yes")]
+    pub parallel_tool_calls: bool,
+    /// The shape of a plain answer.
+    #[serde(default, skip_serializing_if = "ResponseFormat::is_text")]
+    pub format: ResponseFormat,
+    /// Independent choices to generate for the same prompt (1 to [`MAX_CHOICES`]).
+    #[serde(default = "one")]
+    pub n: u32,
+}
+
+fn yes() -> bool {
+    true
+}
+
+fn one() -> u32 {
+    1
+}
+
+impl GenerateRequest {
+    /// A request for `prompt` with everything else at its default: no tools, free text, one
+    /// choice.
+    pub fn new(id: impl Into<String>, model: impl Into<String>, prompt: Prompt, params: SamplingParams) -> Self {
+        Self {
+            id: id.into(),
+            model: model.into(),
+            prompt,
+            params,
+            tools: Vec::new(),
+            tool_choice: ToolChoice::Auto,
+            parallel_tool_calls: true,
+            format: ResponseFormat::Text,
+            n: 1,
+        }
+    }
+
+    /// Whether the output is constrained or may hold tool calls (anything but free text).
+    pub fn is_structured(&self) -> bool {
+        (!self.tools.is_empty() && self.tool_choice != ToolChoice::None) || !self.format.is_text()
+    }
 }
 
 /// Why generation ended.
@@ -81,6 +153,8 @@ pub enum FinishReason {
     Length,
     /// One of the request's stop strings matched (the string itself).
     StopSequence(String),
+    /// The answer ends in tool calls.
+    ToolCalls,
 }
 
 /// Token counts, as every dialect reports them.
@@ -88,6 +162,28 @@ pub enum FinishReason {
 pub struct Usage {
     pub prompt_tokens: u32,
     pub completion_tokens: u32,
+}
+
+/// A token's log-probability (natural log, over the model's raw distribution) and its text.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct TokenLogprob {
+    pub token: String,
+    pub bytes: Vec<u8>,
+    pub logprob: f32,
+    /// The most likely tokens at that position, most likely first.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub top: Vec<TopLogprob>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct TopLogprob {
+    pub token: String,
+    pub bytes: Vec<u8>,
+    pub logprob: f32,
+}
+
+fn is_zero(n: &u32) -> bool {
+    *n == 0
 }
 
 impl Usage {
@@ -163,8 +259,9 @@ impl ErrorKind {
     }
 }
 
-/// What the engine streams back for one request, in order: `Started`, any number of `Text`,
-/// then exactly one `Done` or `Error`.
+/// What the engine streams back for one request, in order: `Started`, then for each choice
+/// (`choice` 0 to n − 1, interleaved) any number of `Text`, `ToolCall` and `ToolArgs`, and one
+/// `Done`; the stream ends after the last choice's `Done`, or at the first `Error`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(tag = "event", rename_all = "snake_case")]
 pub enum Event {
@@ -172,11 +269,34 @@ pub enum Event {
     Started {
         prompt_tokens: u32,
     },
-    /// A piece of generated text (never a partial UTF-8 character, never part of a stop string).
+    /// A piece of generated text (never a partial UTF-8 character, never part of a stop string),
+    /// with the log-probabilities of the tokens it completes when they were asked for.
     Text {
+        #[serde(default, skip_serializing_if = "is_zero")]
+        choice: u32,
         text: String,
+        #[serde(default, skip_serializing_if = "Vec::is_empty")]
+        logprobs: Vec<TokenLogprob>,
     },
+    /// The model began call `index` (0, 1, … within its choice) of tool `name`.
+    ToolCall {
+        #[serde(default, skip_serializing_if = "is_zero")]
+        choice: u32,
+        index: u32,
+        id: String,
+        name: String,
+    },
+    /// More of call `index`'s arguments, as text (JSON for functions).
+    ToolArgs {
+        #[serde(default, skip_serializing_if = "is_zero")]
+        choice: u32,
+        index: u32,
+        fragment: String,
+    },
+    /// One choice ended; `usage` counts the prompt and this choice's tokens.
     Done {
+        #[serde(default, skip_serializing_if = "is_zero")]
+        choice: u32,
         finish: FinishReason,
         usage: Usage,
         timings: Timings,
@@ -184,4 +304,11 @@ pub enum Event {
     Error {
         error: GenerateError,
     },
+}
+
+impl Event {
+    /// Text of choice 0 with no log-probabilities.
+    pub fn text(text: impl Into<String>) -> Self {
+        Event::Text { choice: 0, text: text.into(), logprobs: Vec::new() }
+    }
 }

@@ -14,4 +14,5 @@ pub mod openai;
 pub mod placement;
 pub mod prefix;
 pub mod routing;
+pub mod tools;
 pub mod translate;

@@ -333,6 +333,7 @@ pub fn finish_reason(f: &FinishReason) -> &'static str {
     match f {
         FinishReason::Stop | FinishReason::StopSequence(_) => "stop",
         FinishReason::Length => "length",
+        FinishReason::ToolCalls => "tool_calls",
     }
 }
 

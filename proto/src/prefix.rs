@@ -47,22 +47,39 @@ impl PrefixKey {
     }
 }
 
-/// The text a prompt's key is computed over: each chat message as role, a field separator, its
-/// text and a record separator; a raw completion prompt as itself.
+/// The text a prompt's key is computed over: the leading system messages, the tools (as
+/// JSON), then the other messages; each message as role, a field separator, its text, its tool
+/// calls or the call it answers, and a record separator. A raw completion prompt is itself.
 pub fn canonical(request: &GenerateRequest) -> Vec<u8> {
-    match &request.prompt {
-        Prompt::Text(t) => t.as_bytes().to_vec(),
-        Prompt::Chat(messages) => {
-            let mut out = Vec::with_capacity(messages.iter().map(|m| m.content.len() + 12).sum());
-            for m in messages {
-                out.extend_from_slice(m.role.as_str().as_bytes());
-                out.push(FIELD);
-                out.extend_from_slice(m.content.as_bytes());
-                out.push(RECORD);
-            }
-            out
+    let messages = match &request.prompt {
+        Prompt::Text(t) => return t.as_bytes().to_vec(),
+        Prompt::Chat(messages) => messages,
+    };
+    let mut out = Vec::with_capacity(messages.iter().map(|m| m.content.len() + 12).sum());
+    let push = |out: &mut Vec<u8>, m: &crate::generate::ChatMessage| {
+        out.extend_from_slice(m.role.as_str().as_bytes());
+        out.push(FIELD);
+        out.extend_from_slice(m.content.as_bytes());
+        for call in &m.tool_calls {
+            out.push(FIELD);
+            out.extend_from_slice(call.name.as_bytes());
+            out.push(FIELD);
+            out.extend_from_slice(call.arguments.as_bytes());
         }
+        if let Some(id) = &m.tool_call_id {
+            out.push(FIELD);
+            out.extend_from_slice(id.as_bytes());
+        }
+        out.push(RECORD);
+    };
+    let system = messages.iter().take_while(|m| m.role == crate::generate::Role::System).count();
+    messages[..system].iter().for_each(|m| push(&mut out, m));
+    if !request.tools.is_empty() {
+        out.extend_from_slice(&serde_json::to_vec(&request.tools).unwrap_or_default());
+        out.push(RECORD);
     }
+    messages[system..].iter().for_each(|m| push(&mut out, m));
+    out
 }
 
 #[cfg(test)]
@@ -71,13 +88,8 @@ mod tests {
     use crate::generate::{ChatMessage, Role, SamplingParams};
 
     fn chat(messages: &[(Role, &str)]) -> GenerateRequest {
-        let messages = messages.iter().map(|(role, c)| ChatMessage { role: *role, content: c.to_string() }).collect();
-        GenerateRequest {
-            id: "r".into(),
-            model: "m".into(),
-            prompt: Prompt::Chat(messages),
-            params: SamplingParams::default(),
-        }
+        let messages = messages.iter().map(|(role, c)| ChatMessage::text(*role, c.to_string())).collect();
+        GenerateRequest::new("r", "m", Prompt::Chat(messages), SamplingParams::default())
     }
 
     #[test]
@@ -103,12 +115,8 @@ mod tests {
 
     #[test]
     fn keys_are_bounded_and_stable() {
-        let long = GenerateRequest {
-            id: "a".into(),
-            model: "m".into(),
-            prompt: Prompt::Text("x".repeat(CHUNK_BYTES * (MAX_CHUNKS + 10))),
-            params: SamplingParams::default(),
-        };
+        let text = Prompt::Text("x".repeat(CHUNK_BYTES * (MAX_CHUNKS + 10)));
+        let long = GenerateRequest::new("a", "m", text, SamplingParams::default());
         let key = PrefixKey::of(&long);
         assert_eq!(key.hashes.len(), MAX_CHUNKS);
         // The same text gives the same key on every gateway and every version (no per-process

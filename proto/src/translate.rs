@@ -33,7 +33,7 @@ pub fn chat_request(req: &ChatCompletionRequest, id: String, model: String) -> R
     let messages = req.messages.iter().enumerate().map(|(i, m)| oai_message(i, m));
     let messages = messages.collect::<Result<Vec<_>, _>>()?;
     let params = sampling(oai_knobs(&req.sampling, req.max_completion_tokens.or(req.sampling.max_tokens)), 2.0)?;
-    Ok(GenerateRequest { id, model, prompt: Prompt::Chat(messages), params })
+    Ok(GenerateRequest::new(id, model, Prompt::Chat(messages), params))
 }
 
 fn oai_message(i: usize, m: &OaiMessage) -> Result<ChatMessage, GenerateError> {
@@ -56,7 +56,7 @@ fn oai_message(i: usize, m: &OaiMessage) -> Result<ChatMessage, GenerateError> {
             texts.collect::<Result<Vec<_>, _>>()?.join("\n")
         }
     };
-    Ok(ChatMessage { role, content })
+    Ok(ChatMessage::text(role, content))
 }
 
 /// `POST /v1/completions` → neutral request with a raw-text prompt.
@@ -74,7 +74,7 @@ pub fn completion_request(
         },
     };
     let params = sampling(oai_knobs(&req.sampling, req.sampling.max_tokens), 2.0)?;
-    Ok(GenerateRequest { id, model, prompt: Prompt::Text(prompt), params })
+    Ok(GenerateRequest::new(id, model, Prompt::Text(prompt), params))
 }
 
 /// `POST /v1/messages` → neutral request; `system` becomes a leading system message.
@@ -95,7 +95,7 @@ pub fn messages_request(req: &MessagesRequest, id: String, model: String) -> Res
         // Anthropic's temperature range is 0..=1.
         1.0,
     )?;
-    Ok(GenerateRequest { id, model, prompt: Prompt::Chat(messages), params })
+    Ok(GenerateRequest::new(id, model, Prompt::Chat(messages), params))
 }
 
 /// `POST /v1/messages/count_tokens` → the prompt whose tokens are counted.
@@ -114,7 +114,7 @@ fn anthropic_messages(
     if let Some(system) = system {
         let content = anthropic_text(system)
             .map_err(|kind| invalid(format!("system: only text content is supported (got '{kind}')")))?;
-        out.push(ChatMessage { role: Role::System, content });
+        out.push(ChatMessage::text(Role::System, content));
     }
     for (i, m) in messages.iter().enumerate() {
         let role = match m.role.as_str() {
@@ -123,7 +123,7 @@ fn anthropic_messages(
             other => return Err(invalid(format!("messages[{i}]: unsupported role '{other}'"))),
         };
         let content = anthropic_text(&m.content).map_err(|kind| text_only(i, &kind))?;
-        out.push(ChatMessage { role, content });
+        out.push(ChatMessage::text(role, content));
     }
     Ok(out)
 }
@@ -226,6 +226,7 @@ fn sampling(k: Knobs, max_temperature: f32) -> Result<SamplingParams, GenerateEr
         frequency_penalty,
         presence_penalty,
         stop,
+        logprobs: None,
     })
 }
 
@@ -244,8 +245,9 @@ impl Collected {
     pub fn push(&mut self, ev: Event) {
         match ev {
             Event::Started { prompt_tokens } => self.usage.prompt_tokens = prompt_tokens,
-            Event::Text { text } => self.text.push_str(&text),
-            Event::Done { finish, usage, timings } => {
+            Event::Text { text, .. } => self.text.push_str(&text),
+            Event::ToolCall { .. } | Event::ToolArgs { .. } => {}
+            Event::Done { finish, usage, timings, .. } => {
                 self.finish = Some(finish);
                 self.usage = usage;
                 self.timings = timings;

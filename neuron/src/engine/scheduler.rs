@@ -303,7 +303,7 @@ impl Worker {
         if let Some(piece) = r.detok.push(&self.tokenizer, token)? {
             let check = r.stops.push(&piece);
             if !check.emit.is_empty() {
-                let _ = r.job.events.send(Event::Text { text: check.emit });
+                let _ = r.job.events.send(Event::text(check.emit));
             }
             if let Some(stop) = check.stopped {
                 return Ok(Step::Finished(FinishReason::StopSequence(stop)));
@@ -321,7 +321,7 @@ impl Worker {
             let mut text = r.stops.push(&tail).emit;
             text.push_str(&r.stops.flush());
             if !text.is_empty() {
-                let _ = r.job.events.send(Event::Text { text });
+                let _ = r.job.events.send(Event::text(text));
             }
         }
         let now = Instant::now();
@@ -340,6 +340,6 @@ impl Worker {
             queue_ms: r.started.duration_since(r.job.enqueued).as_secs_f64() * 1e3,
         };
         let usage = Usage { prompt_tokens: r.job.prompt.len() as u32, completion_tokens: r.generated as u32 };
-        let _ = r.job.events.send(Event::Done { finish, usage, timings });
+        let _ = r.job.events.send(Event::Done { choice: 0, finish, usage, timings });
     }
 }

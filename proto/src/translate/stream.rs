@@ -105,12 +105,12 @@ impl OpenAiChatStream {
             out.push(SseFrame::json(None, &self.chunk(delta, None)));
         }
         match ev {
-            Event::Started { .. } => {}
-            Event::Text { text } => {
+            Event::Started { .. } | Event::ToolCall { .. } | Event::ToolArgs { .. } => {}
+            Event::Text { text, .. } => {
                 let delta = openai::Delta { role: None, content: Some(text.clone()) };
                 out.push(SseFrame::json(None, &self.chunk(delta, None)));
             }
-            Event::Done { finish, usage, timings } => {
+            Event::Done { finish, usage, timings, .. } => {
                 self.finished = true;
                 let reason = Some(openai::finish_reason(finish).to_string());
                 let mut last = self.chunk(openai::Delta::default(), reason);
@@ -166,9 +166,9 @@ impl OpenAiCompletionStream {
             return Vec::new();
         }
         match ev {
-            Event::Started { .. } => Vec::new(),
-            Event::Text { text } => vec![SseFrame::json(None, &self.chunk(text.clone(), None))],
-            Event::Done { finish, usage, timings } => {
+            Event::Started { .. } | Event::ToolCall { .. } | Event::ToolArgs { .. } => Vec::new(),
+            Event::Text { text, .. } => vec![SseFrame::json(None, &self.chunk(text.clone(), None))],
+            Event::Done { finish, usage, timings, .. } => {
                 self.finished = true;
                 let reason = Some(openai::finish_reason(finish).to_string());
                 let mut last = self.chunk(String::new(), reason);
@@ -246,8 +246,8 @@ impl AnthropicStream {
             _ => Vec::new(),
         };
         match ev {
-            Event::Started { .. } => {}
-            Event::Text { text } => out.push(Self::frame(&StreamEvent::ContentBlockDelta {
+            Event::Started { .. } | Event::ToolCall { .. } | Event::ToolArgs { .. } => {}
+            Event::Text { text, .. } => out.push(Self::frame(&StreamEvent::ContentBlockDelta {
                 index: 0,
                 delta: BlockDelta::TextDelta { text: text.clone() },
             })),

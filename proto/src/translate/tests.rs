@@ -20,7 +20,7 @@ fn invalid_message(r: Result<GenerateRequest, GenerateError>) -> String {
 }
 
 fn msg(role: Role, content: &str) -> ChatMessage {
-    ChatMessage { role, content: content.into() }
+    ChatMessage::text(role, content)
 }
 
 #[test]
@@ -195,11 +195,11 @@ fn count_tokens_prompt_includes_system() {
 fn collected(finish: FinishReason) -> Collected {
     let mut c = Collected::default();
     c.push(Event::Started { prompt_tokens: 5 });
-    c.push(Event::Text { text: "Hel".into() });
-    c.push(Event::Text { text: "lo".into() });
+    c.push(Event::text("Hel"));
+    c.push(Event::text("lo"));
     let timings = Timings { ttft_ms: 12.5, prefill_tok_s: 400.0, decode_tok_s: 50.0, queue_ms: 1.0 };
     let usage = Usage { prompt_tokens: 5, completion_tokens: 2 };
-    c.push(Event::Done { finish, usage, timings });
+    c.push(Event::Done { choice: 0, finish, usage, timings });
     c
 }
 

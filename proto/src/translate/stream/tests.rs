@@ -6,9 +6,10 @@ use crate::generate::{ErrorKind, FinishReason, Timings, Usage};
 fn events(finish: FinishReason) -> Vec<Event> {
     vec![
         Event::Started { prompt_tokens: 4 },
-        Event::Text { text: "Hel".into() },
-        Event::Text { text: "lo".into() },
+        Event::text("Hel"),
+        Event::text("lo"),
         Event::Done {
+            choice: 0,
             finish,
             usage: Usage { prompt_tokens: 4, completion_tokens: 2 },
             timings: Timings { ttft_ms: 10.0, prefill_tok_s: 100.0, decode_tok_s: 20.0, queue_ms: 0.0 },
@@ -50,7 +51,7 @@ fn openai_chat_stream_with_usage() {
     );
     assert_eq!(frames[5], SseFrame::done());
     // Nothing after the end.
-    assert!(s.on_event(&Event::Text { text: "late".into() }).is_empty());
+    assert!(s.on_event(&Event::text("late")).is_empty());
 }
 
 #[test]
@@ -77,7 +78,7 @@ fn openai_chat_stream_error_frame_then_done() {
                          "param": null, "code": null}})
     );
     assert_eq!(frames[2], SseFrame::done());
-    assert!(s.on_event(&Event::Text { text: "x".into() }).is_empty());
+    assert!(s.on_event(&Event::text("x")).is_empty());
 }
 
 #[test]
@@ -175,13 +176,13 @@ fn anthropic_stream_maps_finish_and_errors() {
         data(&frames[3]),
         json!({"type": "error", "error": {"type": "overloaded_error", "message": "Overloaded"}})
     );
-    assert!(s.on_event(&Event::Text { text: "x".into() }).is_empty());
+    assert!(s.on_event(&Event::text("x")).is_empty());
 }
 
 #[test]
 fn anthropic_stream_opens_even_without_started() {
     let mut s = AnthropicStream::new("msg_3".into(), "m".into());
-    let frames = s.on_event(&Event::Text { text: "hi".into() });
+    let frames = s.on_event(&Event::text("hi"));
     let names: Vec<&str> = frames.iter().map(|f| f.event.as_deref().unwrap()).collect();
     assert_eq!(names, ["message_start", "content_block_start", "ping", "content_block_delta"]);
 }
