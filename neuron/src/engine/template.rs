@@ -78,7 +78,7 @@ mod tests {
     use cortex_proto::generate::Role;
 
     fn msg(role: Role, content: &str) -> ChatMessage {
-        ChatMessage { role, content: content.into() }
+        ChatMessage::text(role, content)
     }
 
     #[test]
