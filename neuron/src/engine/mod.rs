@@ -10,6 +10,7 @@ pub mod sampler;
 pub mod scheduler;
 pub mod template;
 pub mod tokenizer;
+pub mod toolcall;
 
 use std::path::{Path, PathBuf};
 use std::time::Instant;
