@@ -10,6 +10,7 @@
 //! in pieces of any size gives the same calls.
 
 mod formats;
+pub mod prompt;
 mod scan;
 #[cfg(test)]
 mod tests;
