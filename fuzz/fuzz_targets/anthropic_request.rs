@@ -10,7 +10,7 @@ use libfuzzer_sys::fuzz_target;
 fuzz_target!(|data: &[u8]| {
     if let Ok(req) = serde_json::from_slice::<MessagesRequest>(data) {
         if let Ok(request) = messages_request(&req, "id".into(), req.model.clone()) {
-            let msg = Message::Generate { request, keep_alive: None };
+            let msg = Message::Generate { request: Box::new(request), keep_alive: None };
             let bytes = encode(&msg);
             let (back, _) = decode(&bytes).expect("our own frame decodes").expect("complete");
             assert_eq!(back, msg);

@@ -16,7 +16,7 @@ fuzz_target!(|data: &[u8]| {
         None
     };
     if let Some(Ok(request)) = translated {
-        let msg = Message::Generate { request, keep_alive: None };
+        let msg = Message::Generate { request: Box::new(request), keep_alive: None };
         let bytes = encode(&msg);
         let (back, used) = decode(&bytes).expect("our own frame decodes").expect("complete");
         assert_eq!(used, bytes.len());

@@ -19,7 +19,7 @@ const HEADER: usize = 6;
 pub enum Message {
     /// Run a generation on the receiving node; the reply is a stream of `Event`s.
     Generate {
-        request: GenerateRequest,
+        request: Box<GenerateRequest>,
         keep_alive: Option<serde_json::Value>,
     },
     Event {

@@ -5,6 +5,7 @@ pub mod batched;
 pub mod cpu;
 pub mod detok;
 pub mod gguf_meta;
+pub mod grammar;
 pub mod model;
 pub mod sampler;
 pub mod scheduler;

@@ -104,7 +104,8 @@ impl Mesh {
         request: &GenerateRequest,
         keep_alive: Option<serde_json::Value>,
     ) -> Result<Remote, RpcError> {
-        let mut replies = self.call(node, &Message::Generate { request: request.clone(), keep_alive }).await?;
+        let mut replies =
+            self.call(node, &Message::Generate { request: Box::new(request.clone()), keep_alive }).await?;
         let first = match replies.next().await? {
             Message::Event { event } => event,
             other => return Err(replies.unexpected(&other)),
@@ -223,7 +224,7 @@ impl Mesh {
             }
             Message::Generate { request, keep_alive } => {
                 self.metrics.mesh_rpcs.with_label_values(&["generate", "ok"]).inc();
-                self.relay(&peer, request, keep_alive, &mut send).await;
+                self.relay(&peer, *request, keep_alive, &mut send).await;
             }
             Message::Leaving => self.feed(Input::PeerLeft(peer)),
             other => {

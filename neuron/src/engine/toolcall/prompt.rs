@@ -152,7 +152,7 @@ mod tests {
         assert_eq!(out[2].content, r#"{"tool_calls": [{"name": "get_weather", "arguments": {"city":"Paris"}}]}"#);
         assert_eq!(
             (out[3].role, out[3].content.as_str()),
-            (Role::User, r#"{"tool_response":{"content":"18 C","name":"get_weather"}}"#)
+            (Role::User, r#"{"tool_response":{"name":"get_weather","content":"18 C"}}"#)
         );
         // With the choice `none`, the tools are not offered.
         let none = generic_conversation(&history, &[weather()], &ToolChoice::None, true);
