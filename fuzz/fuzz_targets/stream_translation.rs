@@ -1,12 +1,33 @@
-//! Any sequence of engine events (text in pieces, done, errors, in any order, with any counts)
-//! through the three streaming translators and the non-streaming collector: nothing may panic and
-//! every SSE frame carries valid JSON (or the literal [DONE]).
+//! Any sequence of engine events (text with or without log-probabilities, tool-call starts and
+//! argument fragments, done, errors; for any choice, call index and count, in any order)
+//! through the three streaming translators and the non-streaming collector, for a reply shape
+//! taken from the first byte (1 to 3 choices, logprobs or not, a free-form tool or not).
+//! Nothing may panic; every SSE frame carries valid JSON (or the literal [DONE]); an OpenAI
+//! stream sends [DONE] exactly when it reports itself finished, as its last frame, and nothing
+//! after; the collector finishes exactly when the OpenAI streams do; Anthropic content blocks
+//! open with increasing indexes and every delta and stop is about the open block.
 #![no_main]
 
-use cortex_proto::generate::{ErrorKind, Event, FinishReason, GenerateError, Timings, Usage};
-use cortex_proto::translate::{chat_completion, completion, message, Collected};
+use cortex_proto::generate::{ErrorKind, Event, FinishReason, GenerateError, Timings, TokenLogprob, TopLogprob, Usage};
+use cortex_proto::translate::{chat_completion, completion, message, Collected, ReplyShape, SseFrame};
 use cortex_proto::translate::{AnthropicStream, OpenAiChatStream, OpenAiCompletionStream};
 use libfuzzer_sys::fuzz_target;
+use serde_json::Value;
+
+fn logprobs(bytes: &[u8]) -> Vec<TokenLogprob> {
+    let token = |b: &[u8]| (String::from_utf8_lossy(b).into_owned(), b.to_vec());
+    bytes
+        .chunks(3)
+        .map(|c| {
+            let (t, raw) = token(&c[..c.len().min(2)]);
+            let top = c.iter().map(|&b| {
+                let (token, bytes) = token(&[b]);
+                TopLogprob { token, bytes, logprob: -f32::from(b) / 7.0 }
+            });
+            TokenLogprob { token: t, bytes: raw, logprob: -f32::from(c[0]) / 3.0, top: top.collect() }
+        })
+        .collect()
+}
 
 fn events(data: &[u8]) -> Vec<Event> {
     let mut out = Vec::new();
@@ -16,43 +37,118 @@ fn events(data: &[u8]) -> Vec<Event> {
         let (bytes, next) = tail.split_at(n);
         let text = String::from_utf8_lossy(bytes).into_owned();
         let count = u32::from_le_bytes([*len, *op, n as u8, 0]).wrapping_mul(0x0101_0101);
-        out.push(match op % 6 {
+        // Choices 0 to 3 (one more than the largest shape asks for); call indexes 0 to 2.
+        let (choice, index) = (u32::from(*len % 4), u32::from(*op >> 6) % 3);
+        out.push(match op % 8 {
             0 => Event::Started { prompt_tokens: count },
-            1 | 2 => Event::text(text),
+            1 => Event::Text { choice, text, logprobs: Vec::new() },
+            2 => Event::Text { choice, text, logprobs: logprobs(bytes) },
             3 => Event::Done {
-                choice: 0,
-                finish: match len % 3 {
+                choice,
+                finish: match len % 4 {
                     0 => FinishReason::Stop,
                     1 => FinishReason::Length,
+                    2 => FinishReason::ToolCalls,
                     _ => FinishReason::StopSequence(text),
                 },
                 usage: Usage { prompt_tokens: count, completion_tokens: u32::MAX - count / 2 },
                 timings: Timings { ttft_ms: f64::from(count), ..Timings::default() },
             },
-            4 => Event::Error { error: GenerateError::new(ErrorKind::Unavailable, text) },
-            _ => Event::Error { error: GenerateError::new(ErrorKind::InvalidRequest, text) },
+            4 => Event::ToolCall { choice, index, id: format!("call_{count:x}"), name: text },
+            5 => Event::ToolArgs { choice, index, fragment: text },
+            6 => Event::Error { error: GenerateError::new(ErrorKind::Unavailable, text) },
+            _ => Event::Error { error: GenerateError::context_length(text) },
         });
         rest = next;
     }
     out
 }
 
-fuzz_target!(|data: &[u8]| {
-    let evs = events(data);
-    let mut chat = OpenAiChatStream::new("id".into(), "m".into(), 0, data.first().is_some_and(|b| b & 1 == 1));
-    let mut comp = OpenAiCompletionStream::new("id".into(), "m".into(), 0, true);
-    let mut anth = AnthropicStream::new("id".into(), "m".into());
-    let mut collected = Collected::default();
-    for ev in &evs {
-        for frame in chat.on_event(ev).into_iter().chain(comp.on_event(ev)).chain(anth.on_event(ev)) {
-            let sse = frame.to_sse_string();
-            for line in sse.lines() {
-                if let Some(d) = line.strip_prefix("data: ") {
-                    assert!(d == "[DONE]" || serde_json::from_str::<serde_json::Value>(d).is_ok(), "{d}");
-                }
+fn json_frames(frames: &[SseFrame]) {
+    for frame in frames {
+        for line in frame.to_sse_string().lines() {
+            if let Some(d) = line.strip_prefix("data: ") {
+                assert!(d == "[DONE]" || serde_json::from_str::<Value>(d).is_ok(), "{d}");
             }
         }
+    }
+}
+
+/// An OpenAI stream's frames for one event: [DONE] only as the last frame of the event that
+/// finishes the stream.
+fn openai_frames(frames: &[SseFrame], was_finished: bool, finished: bool) {
+    if was_finished {
+        assert!(frames.is_empty());
+    }
+    for (i, f) in frames.iter().enumerate() {
+        let last = i + 1 == frames.len();
+        assert_eq!(f.data == "[DONE]", last && finished, "{frames:?}");
+    }
+}
+
+/// What the Anthropic blocks must respect: each opens at the next index, deltas and stops are
+/// about the open one.
+#[derive(Default)]
+struct Blocks {
+    next: u64,
+    open: Option<u64>,
+}
+
+impl Blocks {
+    fn see(&mut self, frames: &[SseFrame]) {
+        for f in frames {
+            let v: Value = serde_json::from_str(&f.data).expect("json");
+            let index = v["index"].as_u64();
+            match v["type"].as_str() {
+                Some("content_block_start") => {
+                    assert_eq!(self.open, None, "a block starts while another is open");
+                    assert_eq!(index, Some(self.next));
+                    self.open = index;
+                    self.next += 1;
+                }
+                Some("content_block_delta") => assert_eq!(index, self.open),
+                Some("content_block_stop") => {
+                    assert_eq!(index, self.open);
+                    self.open = None;
+                }
+                Some("message_delta") => assert_eq!(self.open, None, "message_delta with a block open"),
+                _ => {}
+            }
+        }
+    }
+}
+
+fuzz_target!(|data: &[u8]| {
+    let Some((&first, rest)) = data.split_first() else { return };
+    let shape = ReplyShape {
+        n: 1 + u32::from(first % 3),
+        logprobs: first & 4 != 0,
+        text_tools: if first & 8 != 0 { vec!["t".into()] } else { Vec::new() },
+    };
+    let evs = events(rest);
+    let include_usage = first & 16 != 0;
+    let mut chat = OpenAiChatStream::new("id".into(), "m".into(), 0, include_usage, shape.clone());
+    let mut comp = OpenAiCompletionStream::new("id".into(), "m".into(), 0, !include_usage, shape.clone());
+    let mut anth = AnthropicStream::new("id".into(), "m".into());
+    let mut collected = Collected::new(shape);
+    let mut blocks = Blocks::default();
+    for ev in &evs {
+        let was = (chat.is_finished(), comp.is_finished(), anth.is_finished());
+        let frames = chat.on_event(ev);
+        json_frames(&frames);
+        openai_frames(&frames, was.0, chat.is_finished());
+        let frames = comp.on_event(ev);
+        json_frames(&frames);
+        openai_frames(&frames, was.1, comp.is_finished());
+        let frames = anth.on_event(ev);
+        json_frames(&frames);
+        if was.2 {
+            assert!(frames.is_empty());
+        }
+        blocks.see(&frames);
         collected.push(ev.clone());
+        assert_eq!(collected.is_finished(), chat.is_finished());
+        assert_eq!(collected.is_finished(), comp.is_finished());
     }
     let _ = serde_json::to_string(&chat_completion("id", "m", 0, &collected));
     let _ = serde_json::to_string(&completion("id", "m", 0, &collected));

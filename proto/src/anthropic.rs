@@ -2,9 +2,9 @@
 //! typed stream events, and the error shape. Plain serde data; what a request means is decided
 //! in `translate`.
 //!
-//! As on the OpenAI side, unknown request fields (`tools`, `thinking`, `cache_control`, …) are
-//! ignored rather than refused, and content blocks keep `type` as a string so an unsupported
-//! block gets a readable 400 from `translate`.
+//! As on the OpenAI side, unknown request fields (`thinking`, `cache_control`, `metadata`, …)
+//! are ignored rather than refused, and content blocks, tools and the tool choice keep `type` as
+//! a string so an unsupported one gets a readable 400 from `translate`.
 
 use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
@@ -35,6 +35,42 @@ pub struct MessagesRequest {
     /// Extension (Ollama): how long the model stays loaded; passed through untouched.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub keep_alive: Option<Value>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tools: Option<Vec<AnthTool>>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tool_choice: Option<AnthToolChoice>,
+}
+
+/// One entry of `tools`. A client tool has no `type` (or `"custom"`) and an `input_schema`;
+/// any other `type` is one of Anthropic's server tools (`web_search_20250305`,
+/// `bash_20250124`, …), which cortex cannot run and `translate` refuses by name.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct AnthTool {
+    #[serde(rename = "type", default, skip_serializing_if = "Option::is_none")]
+    pub kind: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub name: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub description: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub input_schema: Option<Value>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub strict: Option<bool>,
+    /// Accepted and ignored (cortex's prefix cache needs no hints).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cache_control: Option<Value>,
+}
+
+/// `tool_choice`: `{"type": "auto" | "any" | "none"}` or `{"type": "tool", "name"}`, each with
+/// an optional `disable_parallel_tool_use`.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct AnthToolChoice {
+    #[serde(rename = "type")]
+    pub kind: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub name: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub disable_parallel_tool_use: Option<bool>,
 }
 
 impl MessagesRequest {
@@ -50,6 +86,11 @@ pub struct CountTokensRequest {
     pub messages: Vec<AnthMessage>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub system: Option<AnthSystem>,
+    /// The tools count too: the template renders them into the prompt.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tools: Option<Vec<AnthTool>>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tool_choice: Option<AnthToolChoice>,
 }
 
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -83,16 +124,34 @@ pub type AnthSystem = AnthContent;
 
 /// A request content block, kept loose so unknown types parse and are refused by name.
 /// `cache_control` and other keys are ignored.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct AnthBlock {
     #[serde(rename = "type")]
     pub kind: String,
     /// For `text` blocks.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub text: Option<String>,
-    /// For `tool_result` blocks: a string or nested blocks.
+    /// For `tool_use` blocks: the call's id, tool and arguments (an object).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub id: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub name: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub input: Option<Value>,
+    /// For `tool_result` blocks: the call answered, the result (a string or nested blocks) and
+    /// whether it is an error.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tool_use_id: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub content: Option<AnthContent>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub is_error: Option<bool>,
+}
+
+impl AnthBlock {
+    pub fn text(text: impl Into<String>) -> Self {
+        Self { kind: "text".into(), text: Some(text.into()), ..Default::default() }
+    }
 }
 
 /// Non-streaming response of `/v1/messages`.
@@ -102,24 +161,43 @@ pub struct Message {
     #[serde(rename = "type")]
     pub kind: String,
     pub role: String,
-    pub content: Vec<TextBlock>,
+    pub content: Vec<ContentBlock>,
     pub model: String,
     pub stop_reason: Option<String>,
     pub stop_sequence: Option<String>,
     pub usage: AnthUsage,
 }
 
-/// A response content block; only text is ever produced.
+/// A response content block: text, or a call of one of the request's tools.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct TextBlock {
-    #[serde(rename = "type")]
-    pub kind: String,
-    pub text: String,
+#[serde(tag = "type", rename_all = "snake_case")]
+pub enum ContentBlock {
+    Text {
+        text: String,
+    },
+    ToolUse {
+        /// `toolu_…` (see [`tool_use_id`]).
+        id: String,
+        name: String,
+        /// The arguments, a JSON object (`{}` at a stream's `content_block_start`).
+        input: Value,
+    },
 }
 
-impl TextBlock {
-    pub fn new(text: impl Into<String>) -> Self {
-        Self { kind: "text".into(), text: text.into() }
+impl ContentBlock {
+    pub fn text(text: impl Into<String>) -> Self {
+        ContentBlock::Text { text: text.into() }
+    }
+}
+
+/// The id of a call as Anthropic clients expect it: the engine's `call_…` becomes `toolu_…`
+/// (same suffix, so one call keeps one id across a stream and its replayed history); an id
+/// already in `toolu_` form is kept, any other gets the prefix.
+pub fn tool_use_id(id: &str) -> String {
+    if id.starts_with("toolu_") {
+        id.to_string()
+    } else {
+        format!("toolu_{}", id.strip_prefix("call_").unwrap_or(id))
     }
 }
 
@@ -135,7 +213,7 @@ pub struct AnthUsage {
 #[serde(tag = "type", rename_all = "snake_case")]
 pub enum StreamEvent {
     MessageStart { message: Message },
-    ContentBlockStart { index: u32, content_block: TextBlock },
+    ContentBlockStart { index: u32, content_block: ContentBlock },
     Ping,
     ContentBlockDelta { index: u32, delta: BlockDelta },
     ContentBlockStop { index: u32 },
@@ -162,7 +240,13 @@ impl StreamEvent {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(tag = "type", rename_all = "snake_case")]
 pub enum BlockDelta {
-    TextDelta { text: String },
+    TextDelta {
+        text: String,
+    },
+    /// More of a `tool_use` block's input, as JSON text; the pieces concatenate to the object.
+    InputJsonDelta {
+        partial_json: String,
+    },
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

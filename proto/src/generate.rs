@@ -187,8 +187,9 @@ fn is_zero(n: &u32) -> bool {
 }
 
 impl Usage {
+    /// Saturating: the counts may come from a peer.
     pub fn total(&self) -> u32 {
-        self.prompt_tokens + self.completion_tokens
+        self.prompt_tokens.saturating_add(self.completion_tokens)
     }
 }
 
@@ -211,11 +212,29 @@ pub struct Timings {
 pub struct GenerateError {
     pub kind: ErrorKind,
     pub message: String,
+    /// A machine-readable detail finer than the class, in OpenAI's vocabulary (e.g.
+    /// [`CONTEXT_LENGTH_EXCEEDED`]); the OpenAI error body's `code` prefers it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub code: Option<String>,
 }
+
+/// `code` of a request whose prompt and `max_tokens` do not fit the model's context.
+pub const CONTEXT_LENGTH_EXCEEDED: &str = "context_length_exceeded";
 
 impl GenerateError {
     pub fn new(kind: ErrorKind, message: impl Into<String>) -> Self {
-        Self { kind, message: message.into() }
+        Self { kind, message: message.into(), code: None }
+    }
+
+    /// A 400 for a prompt (plus `max_tokens`) longer than the model's context, coded
+    /// [`CONTEXT_LENGTH_EXCEEDED`] as OpenAI clients expect.
+    pub fn context_length(message: impl Into<String>) -> Self {
+        Self::new(ErrorKind::InvalidRequest, message).with_code(CONTEXT_LENGTH_EXCEEDED)
+    }
+
+    pub fn with_code(mut self, code: impl Into<String>) -> Self {
+        self.code = Some(code.into());
+        self
     }
 }
 

@@ -2,15 +2,20 @@
 //! `/v1/models`, their streaming chunks, and the error shape. Plain serde data; what a request
 //! means is decided in `translate`.
 //!
-//! Requests ignore unknown fields on purpose: clients routinely send `tools`,
-//! `response_format`, `logit_bias` and the like, and rejecting them would break those clients
-//! over features we simply do not offer. Every type derives both directions so the CLI can
+//! Requests ignore unknown fields on purpose: clients routinely send `logit_bias`, `metadata`,
+//! `store` and the like, and rejecting them would break those clients over features we simply
+//! do not offer. The fields cortex does act on (tools, tool choice, response format, `n`,
+//! logprobs) are kept loose where a wrong value deserves a 400 naming the field rather than a
+//! serde message: `translate` checks them. Every type derives both directions so the CLI can
 //! build requests and read responses with the same definitions.
 
 use serde::{Deserialize, Deserializer, Serialize};
 use serde_json::{json, Map, Value};
 
 use crate::generate::{ErrorKind, FinishReason, GenerateError, Timings, Usage};
+
+/// `system_fingerprint` of every response and chunk: the build that answered.
+pub const SYSTEM_FINGERPRINT: &str = concat!("cortex-", env!("CARGO_PKG_VERSION"));
 
 /// `object` of a non-streaming chat response.
 pub const CHAT_COMPLETION_OBJECT: &str = "chat.completion";
@@ -29,8 +34,129 @@ pub struct ChatCompletionRequest {
     pub max_completion_tokens: Option<i64>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub user: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tools: Option<Vec<OaiTool>>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tool_choice: Option<OaiToolChoice>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub parallel_tool_calls: Option<bool>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub response_format: Option<OaiResponseFormat>,
+    /// The deprecated request-level forms of `tools` and `tool_choice`: refused by `translate`
+    /// (answering them needs the legacy `function_call` response), not silently ignored.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub functions: Option<Value>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub function_call: Option<Value>,
+    /// Report each token's log-probability.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub logprobs: Option<bool>,
+    /// And this many alternatives per token (0 to 20; needs `logprobs: true`). Signed so that a
+    /// negative value gets the range message.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub top_logprobs: Option<i64>,
     #[serde(flatten)]
     pub sampling: OaiSampling,
+}
+
+/// One entry of `tools`: `{"type": "function", "function": {...}}` or `{"type": "custom",
+/// "custom": {...}}`. Loose: a missing name or a wrong type is refused by `translate`, by path.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct OaiTool {
+    #[serde(rename = "type", default, skip_serializing_if = "Option::is_none")]
+    pub kind: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub function: Option<OaiFunction>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub custom: Option<OaiCustomTool>,
+}
+
+/// A function tool: its arguments are a JSON object of `parameters` (a JSON Schema).
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct OaiFunction {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub name: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub description: Option<String>,
+    /// Absent: no parameters (OpenAI's reading too).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub parameters: Option<Value>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub strict: Option<bool>,
+}
+
+/// A free-form tool: its input is text, shaped by `format` when that is a grammar.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct OaiCustomTool {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub name: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub description: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub format: Option<OaiCustomFormat>,
+}
+
+/// `{"type": "text"}` or `{"type": "grammar", "grammar": {"syntax", "definition"}}`.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct OaiCustomFormat {
+    #[serde(rename = "type")]
+    pub kind: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub grammar: Option<OaiGrammar>,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct OaiGrammar {
+    /// `lark` or `regex`.
+    pub syntax: String,
+    pub definition: String,
+}
+
+/// `tool_choice`: `"none" | "auto" | "required"`, or an object naming one tool.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(untagged)]
+pub enum OaiToolChoice {
+    Mode(String),
+    Named(OaiNamedToolChoice),
+}
+
+/// `{"type": "function", "function": {"name"}}` or `{"type": "custom", "custom": {"name"}}`.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct OaiNamedToolChoice {
+    #[serde(rename = "type")]
+    pub kind: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub function: Option<OaiName>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub custom: Option<OaiName>,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct OaiName {
+    pub name: String,
+}
+
+/// `response_format`: `{"type": "text" | "json_object"}` or `{"type": "json_schema",
+/// "json_schema": {"name", "schema", "strict"}}`.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct OaiResponseFormat {
+    #[serde(rename = "type")]
+    pub kind: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub json_schema: Option<OaiJsonSchema>,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct OaiJsonSchema {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub name: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub description: Option<String>,
+    /// Absent: any JSON value.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub schema: Option<Value>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub strict: Option<bool>,
 }
 
 /// The sampling, stopping and streaming fields both generation requests share.
@@ -60,8 +186,9 @@ pub struct OaiSampling {
     /// Extension (vLLM, llama.cpp): multiplicative, 1.0 = off.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub repetition_penalty: Option<f32>,
+    /// Signed so that 0 and negative values get the range message.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub n: Option<u32>,
+    pub n: Option<i64>,
     /// Extension (Ollama): how long the model stays loaded; passed through untouched.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub keep_alive: Option<Value>,
@@ -85,12 +212,68 @@ pub struct OaiMessage {
     /// Absent or `null` for assistant turns that only carried tool calls.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub content: Option<OaiContent>,
+    /// An assistant turn's calls.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tool_calls: Option<Vec<OaiToolCall>>,
+    /// A `tool` message: the call it answers.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tool_call_id: Option<String>,
+    /// A legacy `function` message: the function that answered (required there).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub name: Option<String>,
+    /// A legacy assistant turn's single call (before `tool_calls`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub function_call: Option<OaiFunctionCall>,
 }
 
 impl OaiMessage {
     pub fn text(role: impl Into<String>, content: impl Into<String>) -> Self {
-        Self { role: role.into(), content: Some(OaiContent::Text(content.into())) }
+        Self { role: role.into(), content: Some(OaiContent::Text(content.into())), ..Default::default() }
     }
+}
+
+/// A call, in an assistant message of the history or of a response: `{"id", "type":
+/// "function", "function": {"name", "arguments"}}` or `{"id", "type": "custom", "custom":
+/// {"name", "input"}}`.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct OaiToolCall {
+    /// Empty when a request left it out (refused by `translate`).
+    #[serde(default)]
+    pub id: String,
+    #[serde(rename = "type", default = "function_type")]
+    pub kind: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub function: Option<OaiFunctionCall>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub custom: Option<OaiCustomCall>,
+}
+
+fn function_type() -> String {
+    "function".into()
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct OaiFunctionCall {
+    pub name: String,
+    /// JSON text. A request may also give the object itself; it is read back as compact text.
+    #[serde(default, deserialize_with = "json_text")]
+    pub arguments: String,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct OaiCustomCall {
+    pub name: String,
+    #[serde(default)]
+    pub input: String,
+}
+
+/// A string as is; any other JSON value as its compact text (`null` as empty).
+fn json_text<'de, D: Deserializer<'de>>(d: D) -> Result<String, D::Error> {
+    Ok(match Value::deserialize(d)? {
+        Value::String(s) => s,
+        Value::Null => String::new(),
+        other => other.to_string(),
+    })
 }
 
 /// Message content: a plain string or an array of typed parts.
@@ -142,6 +325,9 @@ pub struct CompletionRequest {
     /// Accepted and ignored: the prompt is never echoed.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub echo: Option<bool>,
+    /// Report each token's log-probability and this many alternatives (0 to 5).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub logprobs: Option<i64>,
     #[serde(flatten)]
     pub sampling: OaiSampling,
 }
@@ -188,113 +374,6 @@ impl From<Timings> for OaiTimings {
     fn from(t: Timings) -> Self {
         Self { ttft_ms: t.ttft_ms, prefill_tok_s: t.prefill_tok_s, decode_tok_s: t.decode_tok_s, queue_ms: t.queue_ms }
     }
-}
-
-/// Non-streaming chat response.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct ChatCompletion {
-    pub id: String,
-    pub object: String,
-    pub created: u64,
-    pub model: String,
-    pub choices: Vec<ChatChoice>,
-    pub usage: OaiUsage,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub timings: Option<OaiTimings>,
-}
-
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct ChatChoice {
-    pub index: u32,
-    pub message: ResponseMessage,
-    pub finish_reason: Option<String>,
-    /// Always `null`: logprobs are not offered.
-    pub logprobs: Option<Value>,
-}
-
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct ResponseMessage {
-    pub role: String,
-    pub content: String,
-}
-
-/// One chunk of a chat stream.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct ChatCompletionChunk {
-    pub id: String,
-    pub object: String,
-    pub created: u64,
-    pub model: String,
-    pub choices: Vec<ChunkChoice>,
-    /// `None`: no `usage` key (include_usage off). `Some(None)`: `"usage": null`, as OpenAI
-    /// sends on every chunk but the last when include_usage is on. `Some(Some(_))`: the final
-    /// usage chunk.
-    #[serde(default, skip_serializing_if = "Option::is_none", deserialize_with = "present")]
-    pub usage: Option<Option<OaiUsage>>,
-    /// Extension: sent on the chunk that carries `finish_reason`.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub timings: Option<OaiTimings>,
-}
-
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct ChunkChoice {
-    pub index: u32,
-    pub delta: Delta,
-    pub finish_reason: Option<String>,
-    pub logprobs: Option<Value>,
-}
-
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
-pub struct Delta {
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub role: Option<String>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub content: Option<String>,
-}
-
-/// Non-streaming `/v1/completions` response.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct Completion {
-    pub id: String,
-    pub object: String,
-    pub created: u64,
-    pub model: String,
-    pub choices: Vec<CompletionChoice>,
-    pub usage: OaiUsage,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub timings: Option<OaiTimings>,
-}
-
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct CompletionChoice {
-    pub index: u32,
-    pub text: String,
-    pub finish_reason: Option<String>,
-    pub logprobs: Option<Value>,
-}
-
-/// One chunk of a `/v1/completions` stream (OpenAI names it `text_completion` too).
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct CompletionChunk {
-    pub id: String,
-    pub object: String,
-    pub created: u64,
-    pub model: String,
-    pub choices: Vec<CompletionChoice>,
-    /// Same three states as [`ChatCompletionChunk::usage`].
-    #[serde(default, skip_serializing_if = "Option::is_none", deserialize_with = "present")]
-    pub usage: Option<Option<OaiUsage>>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub timings: Option<OaiTimings>,
-}
-
-/// Keeps a present `null` apart from a missing key (serde folds both into `None` otherwise).
-fn present<'de, D, T>(d: D) -> Result<Option<Option<T>>, D::Error>
-where
-    D: Deserializer<'de>,
-    T: Deserialize<'de>,
-{
-    Option::<T>::deserialize(d).map(Some)
 }
 
 /// Body of `GET /v1/models`.
@@ -381,17 +460,26 @@ pub fn error_code(kind: ErrorKind) -> Option<&'static str> {
     }
 }
 
-/// `{"error": {"message", "type", "param": null, "code"}}` for an error of any class.
+/// `{"error": {"message", "type", "param": null, "code"}}` for an error of any class; the
+/// error's own code (`context_length_exceeded`, …) wins over the class's.
 pub fn error_body(err: &GenerateError) -> Value {
     json!({
         "error": {
             "message": err.message,
             "type": error_type(err.kind),
             "param": null,
-            "code": error_code(err.kind),
+            "code": err.code.as_deref().or(error_code(err.kind)),
         }
     })
 }
+
+mod response;
+
+pub use response::{
+    ChatChoice, ChatCompletion, ChatCompletionChunk, ChatLogprobs, ChunkChoice, Completion, CompletionChoice,
+    CompletionChunk, CompletionLogprobs, Delta, OaiCustomDelta, OaiFunctionDelta, OaiTokenLogprob, OaiToolCallDelta,
+    OaiTopLogprob, ResponseMessage,
+};
 
 #[cfg(test)]
 mod tests;

@@ -79,7 +79,7 @@ fn message_serializes_like_anthropic() {
         id: "msg_1".into(),
         kind: "message".into(),
         role: "assistant".into(),
-        content: vec![TextBlock::new("Hi")],
+        content: vec![ContentBlock::text("Hi")],
         model: "m".into(),
         stop_reason: Some("end_turn".into()),
         stop_sequence: None,
@@ -141,4 +141,67 @@ fn error_bodies_use_anthropic_types() {
         assert_eq!(parsed.error.kind, ty, "{kind:?}");
         assert_eq!(parsed.error.message, "x");
     }
+}
+
+#[test]
+fn parses_tools_tool_choice_and_tool_blocks() {
+    // Shaped like the tool-use guide's examples.
+    let req: MessagesRequest = serde_json::from_value(json!({
+        "model": "claude-sonnet-4-20250514", "max_tokens": 1024,
+        "tools": [
+            {"name": "get_weather", "description": "Weather.", "cache_control": {"type": "ephemeral"},
+             "input_schema": {"type": "object", "properties": {"location": {"type": "string"}}}},
+            {"type": "web_search_20250305", "name": "web_search", "max_uses": 5}
+        ],
+        "tool_choice": {"type": "tool", "name": "get_weather", "disable_parallel_tool_use": true},
+        "messages": [
+            {"role": "user", "content": "Weather in Paris?"},
+            {"role": "assistant", "content": [
+                {"type": "tool_use", "id": "toolu_01A", "name": "get_weather", "input": {"location": "Paris"}}]},
+            {"role": "user", "content": [
+                {"type": "tool_result", "tool_use_id": "toolu_01A", "content": "15C", "is_error": false}]}
+        ]
+    }))
+    .unwrap();
+    let tools = req.tools.as_ref().unwrap();
+    assert_eq!((tools[0].kind.as_deref(), tools[0].name.as_deref()), (None, Some("get_weather")));
+    assert_eq!(tools[1].kind.as_deref(), Some("web_search_20250305"));
+    let choice = req.tool_choice.as_ref().unwrap();
+    assert_eq!(
+        (choice.kind.as_str(), choice.name.as_deref(), choice.disable_parallel_tool_use),
+        ("tool", Some("get_weather"), Some(true))
+    );
+    let AnthContent::Blocks(b) = &req.messages[1].content else { panic!("blocks") };
+    assert_eq!((b[0].id.as_deref(), b[0].input.as_ref()), (Some("toolu_01A"), Some(&json!({"location": "Paris"}))));
+    let AnthContent::Blocks(b) = &req.messages[2].content else { panic!("blocks") };
+    assert_eq!((b[0].tool_use_id.as_deref(), b[0].is_error), (Some("toolu_01A"), Some(false)));
+    let count: CountTokensRequest = serde_json::from_value(json!({
+        "model": "m", "messages": [], "tools": [{"name": "f", "input_schema": {}}]
+    }))
+    .unwrap();
+    assert_eq!(count.tools.unwrap()[0].name.as_deref(), Some("f"));
+}
+
+#[test]
+fn tool_use_blocks_and_deltas_serialize_like_anthropic() {
+    let block = ContentBlock::ToolUse { id: "toolu_1".into(), name: "f".into(), input: json!({"a": 1}) };
+    let v = serde_json::to_value(&block).unwrap();
+    assert_eq!(v, json!({"type": "tool_use", "id": "toolu_1", "name": "f", "input": {"a": 1}}));
+    assert_eq!(serde_json::from_value::<ContentBlock>(v).unwrap(), block);
+    let ev = StreamEvent::ContentBlockDelta {
+        index: 1,
+        delta: BlockDelta::InputJsonDelta { partial_json: "{\"a\"".into() },
+    };
+    assert_eq!(
+        serde_json::to_value(&ev).unwrap(),
+        json!({"type": "content_block_delta", "index": 1, "delta": {"type": "input_json_delta", "partial_json": "{\"a\""}})
+    );
+    assert_eq!(stop_reason(&FinishReason::ToolCalls), "tool_use");
+}
+
+#[test]
+fn call_ids_take_anthropic_s_prefix() {
+    assert_eq!(tool_use_id("call_0123456789abcdef01234567"), "toolu_0123456789abcdef01234567");
+    assert_eq!(tool_use_id("toolu_01A"), "toolu_01A");
+    assert_eq!(tool_use_id("abc"), "toolu_abc");
 }

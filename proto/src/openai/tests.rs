@@ -108,9 +108,10 @@ fn chat_completion_serializes_like_openai() {
         object: CHAT_COMPLETION_OBJECT.into(),
         created: 1_700_000_000,
         model: "m".into(),
+        system_fingerprint: None,
         choices: vec![ChatChoice {
             index: 0,
-            message: ResponseMessage { role: "assistant".into(), content: "Hi".into() },
+            message: ResponseMessage { role: "assistant".into(), content: Some("Hi".into()), tool_calls: None },
             finish_reason: Some("stop".into()),
             logprobs: None,
         }],
@@ -136,6 +137,7 @@ fn chunk_usage_has_three_states() {
         object: CHAT_COMPLETION_CHUNK_OBJECT.into(),
         created: 1,
         model: "m".into(),
+        system_fingerprint: None,
         choices: vec![],
         usage: None,
         timings: None,
@@ -201,4 +203,98 @@ fn error_bodies_carry_type_and_code() {
         let parsed: ErrorResponse = serde_json::from_value(body).unwrap();
         assert_eq!(parsed.error.message, "x");
     }
+}
+
+#[test]
+fn an_error_s_own_code_wins() {
+    let body = error_body(&GenerateError::context_length("the prompt has 9000 tokens"));
+    assert_eq!(
+        body,
+        json!({"error": {"message": "the prompt has 9000 tokens", "type": "invalid_request_error",
+                         "param": null, "code": "context_length_exceeded"}})
+    );
+    // The code crosses the mesh; an error without one reads back without one.
+    let e = GenerateError::context_length("x");
+    let back: GenerateError = serde_json::from_value(serde_json::to_value(&e).unwrap()).unwrap();
+    assert_eq!(back, e);
+    let plain: GenerateError = serde_json::from_value(json!({"kind": "internal", "message": "x"})).unwrap();
+    assert_eq!(plain.code, None);
+}
+
+#[test]
+fn parses_tools_choices_formats_and_a_tool_history() {
+    // Shaped like the API reference's function-calling and custom-tool examples.
+    let req: ChatCompletionRequest = serde_json::from_value(json!({
+        "model": "gpt-4o",
+        "messages": [
+            {"role": "user", "content": "Weather?"},
+            {"role": "assistant", "content": null, "tool_calls": [
+                {"id": "call_1", "type": "function", "function": {"name": "get_weather", "arguments": "{\"city\":\"Paris\"}"}},
+                {"id": "call_2", "type": "function", "function": {"name": "get_weather", "arguments": {"city": "Rome"}}},
+                {"id": "call_3", "type": "custom", "custom": {"name": "apply_patch", "input": "*** Begin Patch"}}
+            ]},
+            {"role": "tool", "tool_call_id": "call_1", "content": "18C"}
+        ],
+        "tools": [
+            {"type": "function", "function": {"name": "get_weather", "parameters": {"type": "object"}, "strict": true}},
+            {"type": "custom", "custom": {"name": "apply_patch", "format": {"type": "grammar",
+                "grammar": {"syntax": "lark", "definition": "start: /.+/"}}}}
+        ],
+        "tool_choice": {"type": "function", "function": {"name": "get_weather"}},
+        "parallel_tool_calls": false,
+        "response_format": {"type": "json_schema", "json_schema": {"name": "a", "schema": {"type": "object"}, "strict": true}},
+        "logprobs": true, "top_logprobs": 3, "n": 2
+    }))
+    .unwrap();
+    let calls = req.messages[1].tool_calls.as_ref().unwrap();
+    assert_eq!(calls[0].function.as_ref().unwrap().arguments, r#"{"city":"Paris"}"#);
+    assert_eq!(calls[1].function.as_ref().unwrap().arguments, r#"{"city":"Rome"}"#, "an object is read as its text");
+    assert_eq!(calls[2].custom.as_ref().unwrap().input, "*** Begin Patch");
+    assert_eq!(req.messages[2].tool_call_id.as_deref(), Some("call_1"));
+    let tools = req.tools.as_ref().unwrap();
+    assert_eq!(tools[0].function.as_ref().unwrap().strict, Some(true));
+    let grammar = tools[1].custom.as_ref().unwrap().format.as_ref().unwrap().grammar.as_ref().unwrap();
+    assert_eq!((grammar.syntax.as_str(), grammar.definition.as_str()), ("lark", "start: /.+/"));
+    match &req.tool_choice {
+        Some(OaiToolChoice::Named(n)) => assert_eq!(n.function.as_ref().unwrap().name, "get_weather"),
+        other => panic!("expected a named choice, got {other:?}"),
+    }
+    let mode: ChatCompletionRequest =
+        serde_json::from_value(json!({"model": "m", "messages": [], "tool_choice": "required"})).unwrap();
+    assert_eq!(mode.tool_choice, Some(OaiToolChoice::Mode("required".into())));
+    assert_eq!(req.parallel_tool_calls, Some(false));
+    assert_eq!(req.response_format.as_ref().unwrap().json_schema.as_ref().unwrap().strict, Some(true));
+    assert_eq!((req.logprobs, req.top_logprobs, req.sampling.n), (Some(true), Some(3), Some(2)));
+    let comp: CompletionRequest = serde_json::from_value(json!({"model": "m", "prompt": "x", "logprobs": 2})).unwrap();
+    assert_eq!(comp.logprobs, Some(2));
+}
+
+#[test]
+fn tool_call_responses_serialize_like_openai() {
+    let msg = ResponseMessage {
+        role: "assistant".into(),
+        content: None,
+        tool_calls: Some(vec![OaiToolCall {
+            id: "call_1".into(),
+            kind: "function".into(),
+            function: Some(OaiFunctionCall { name: "f".into(), arguments: "{}".into() }),
+            custom: None,
+        }]),
+    };
+    assert_eq!(
+        serde_json::to_value(&msg).unwrap(),
+        json!({"role": "assistant", "content": null,
+               "tool_calls": [{"id": "call_1", "type": "function", "function": {"name": "f", "arguments": "{}"}}]})
+    );
+    let delta = Delta {
+        tool_calls: Some(vec![OaiToolCallDelta {
+            index: 1,
+            function: Some(OaiFunctionDelta { name: None, arguments: Some("{\"a\"".into()) }),
+            ..Default::default()
+        }]),
+        ..Default::default()
+    };
+    let v = serde_json::to_value(&delta).unwrap();
+    assert_eq!(v, json!({"tool_calls": [{"index": 1, "function": {"arguments": "{\"a\""}}]}));
+    assert_eq!(serde_json::from_value::<Delta>(v).unwrap(), delta);
 }
