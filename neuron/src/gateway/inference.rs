@@ -12,7 +12,9 @@ use axum::http::{header, HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
 use cortex_proto::generate::{ErrorKind, Event, GenerateError, GenerateRequest};
-use cortex_proto::translate::{self, AnthropicStream, Collected, OpenAiChatStream, OpenAiCompletionStream, SseFrame};
+use cortex_proto::translate::{
+    self, AnthropicStream, Collected, OpenAiChatStream, OpenAiCompletionStream, ReplyShape, SseFrame,
+};
 use cortex_proto::{anthropic, openai};
 use serde::de::DeserializeOwned;
 use tokio::sync::mpsc::UnboundedReceiver;
@@ -24,23 +26,24 @@ use crate::metrics::Metrics;
 /// A streaming renderer for one dialect.
 trait Render: Send + 'static {
     fn frames(&mut self, ev: &Event) -> Vec<SseFrame>;
+    /// Every choice has ended (or an error ended the stream).
+    fn finished(&self) -> bool;
 }
 
-impl Render for OpenAiChatStream {
-    fn frames(&mut self, ev: &Event) -> Vec<SseFrame> {
-        self.on_event(ev)
-    }
+macro_rules! render {
+    ($($t:ty),*) => {$(
+        impl Render for $t {
+            fn frames(&mut self, ev: &Event) -> Vec<SseFrame> {
+                self.on_event(ev)
+            }
+            fn finished(&self) -> bool {
+                self.is_finished()
+            }
+        }
+    )*};
 }
-impl Render for OpenAiCompletionStream {
-    fn frames(&mut self, ev: &Event) -> Vec<SseFrame> {
-        self.on_event(ev)
-    }
-}
-impl Render for AnthropicStream {
-    fn frames(&mut self, ev: &Event) -> Vec<SseFrame> {
-        self.on_event(ev)
-    }
-}
+
+render!(OpenAiChatStream, OpenAiCompletionStream, AnthropicStream);
 
 /// Which response a generation route produces.
 #[derive(Clone, Copy)]
@@ -104,6 +107,9 @@ struct Observer {
     api: &'static str,
     start: Instant,
     recorded: bool,
+    /// Choices asked for, and still running: the request is done at the last one's `Done`.
+    choices: u32,
+    pending: u32,
 }
 
 impl Observer {
@@ -112,13 +118,19 @@ impl Observer {
             Event::Done { usage, timings, .. } => {
                 let m = &self.metrics;
                 let model = self.model.as_str();
-                m.prompt_tokens.with_label_values(&[model]).inc_by(usage.prompt_tokens.into());
+                if self.pending == self.choices {
+                    // The prompt is counted once however many choices share it.
+                    m.prompt_tokens.with_label_values(&[model]).inc_by(usage.prompt_tokens.into());
+                }
                 m.completion_tokens.with_label_values(&[model]).inc_by(usage.completion_tokens.into());
                 m.ttft.with_label_values(&[model]).observe(timings.ttft_ms / 1e3);
                 if timings.decode_tok_s > 0.0 {
                     m.decode_rate.with_label_values(&[model]).observe(timings.decode_tok_s);
                 }
-                self.record("200");
+                self.pending = self.pending.saturating_sub(1);
+                if self.pending == 0 {
+                    self.record("200");
+                }
             }
             Event::Error { error } => self.record(&error.kind.http_status().to_string()),
             _ => {}
@@ -155,8 +167,10 @@ async fn generate(
     let api_err = |error| ApiError { dialect: d, error };
     let start = Instant::now();
     let opened = super::route::open(st, asked, keep_alive, new_id(route.id_prefix()), make).await.map_err(api_err)?;
-    let (rx, id) = (opened.events, opened.id);
+    let (rx, id, shape) = (opened.events, opened.id, opened.shape);
     let mut obs = Observer {
+        choices: shape.n,
+        pending: shape.n,
         _lease: opened.lease,
         metrics: st.metrics.clone(),
         model: opened.model,
@@ -168,16 +182,16 @@ async fn generate(
     if stream {
         let render: Box<dyn Render> = match route {
             Route::Chat { include_usage } => {
-                Box::new(OpenAiChatStream::new(id, asked.to_string(), created, include_usage))
+                Box::new(OpenAiChatStream::new(id, asked.to_string(), created, include_usage, shape))
             }
             Route::Completion { include_usage } => {
-                Box::new(OpenAiCompletionStream::new(id, asked.to_string(), created, include_usage))
+                Box::new(OpenAiCompletionStream::new(id, asked.to_string(), created, include_usage, shape))
             }
             Route::Messages => Box::new(AnthropicStream::new(id.clone(), asked.to_string())),
         };
         return Ok(sse(render, rx, obs));
     }
-    let c = collect(rx, &mut obs).await;
+    let c = collect(rx, &mut obs, shape).await;
     if let Some(error) = c.error {
         return Err(api_err(error));
     }
@@ -195,14 +209,13 @@ async fn next_event(rx: &mut UnboundedReceiver<Event>) -> Event {
     })
 }
 
-async fn collect(mut rx: UnboundedReceiver<Event>, obs: &mut Observer) -> Collected {
-    let mut c = Collected::default();
+async fn collect(mut rx: UnboundedReceiver<Event>, obs: &mut Observer, shape: ReplyShape) -> Collected {
+    let mut c = Collected::new(shape);
     loop {
         let ev = next_event(&mut rx).await;
         obs.see(&ev);
-        let last = matches!(ev, Event::Done { .. } | Event::Error { .. });
         c.push(ev);
-        if last {
+        if c.is_finished() || c.error.is_some() {
             return c;
         }
     }
@@ -215,8 +228,9 @@ fn sse(render: Box<dyn Render>, rx: UnboundedReceiver<Event>, obs: Observer) -> 
         }
         let ev = next_event(&mut rx).await;
         obs.see(&ev);
-        let last = matches!(ev, Event::Done { .. } | Event::Error { .. });
+        let error = matches!(ev, Event::Error { .. });
         let text: String = render.frames(&ev).iter().map(SseFrame::to_sse_string).collect();
+        let last = error || render.finished();
         Some((Ok::<_, Infallible>(Bytes::from(text)), (rx, render, obs, last)))
     });
     (
@@ -300,9 +314,9 @@ pub async fn count_tokens(
     let res = async {
         let req: anthropic::CountTokensRequest = parse(&st, &headers, body, d)?;
         let api_err = |error| ApiError { dialect: d, error };
-        let prompt = translate::count_tokens_prompt(&req).map_err(api_err)?;
+        let request = translate::count_tokens_request(&req, String::new(), req.model.clone()).map_err(api_err)?;
         let lease = st.models.acquire(&req.model, None).await.map_err(api_err)?;
-        let n = tokio::task::spawn_blocking(move || lease.model.tokenize(&prompt))
+        let n = tokio::task::spawn_blocking(move || lease.model.tokenize(&request.prompt))
             .await
             .map_err(|e| ApiError::new(d, ErrorKind::Internal, format!("tokenizer task failed: {e}")))?
             .map_err(api_err)?

@@ -7,6 +7,7 @@ use cortex_proto::eviction::KeepAlive;
 use cortex_proto::generate::{ErrorKind, Event, GenerateError, GenerateRequest};
 use cortex_proto::prefix::PrefixKey;
 use cortex_proto::routing::{self, Decision, Member};
+use cortex_proto::translate::ReplyShape;
 use tokio::sync::mpsc::UnboundedReceiver;
 
 use super::AppState;
@@ -21,6 +22,8 @@ pub struct Opened {
     /// The concrete model id (metric label).
     pub model: String,
     pub id: String,
+    /// What the response must look like beyond its events (choices, log-probabilities).
+    pub shape: ReplyShape,
 }
 
 /// The concrete model id for a client's name: this node's aliases, then any peer's.
@@ -78,7 +81,7 @@ pub async fn open(
             Ok(Remote::Events(events)) => {
                 st.metrics.forwarded.with_label_values(&[&node]).inc();
                 tracing::info!(request = %id, model = %model, peer = %node, "forwarded");
-                return Ok(Opened { events, lease: None, model, id });
+                return Ok(Opened { events, lease: None, model, id, shape: ReplyShape::of(&request) });
             }
             // The peer answered with an error of its own (bad request, context): that is the answer.
             Ok(Remote::Refused(e)) if e.kind != ErrorKind::Unavailable && e.kind != ErrorKind::Internal => {
@@ -95,5 +98,6 @@ pub async fn open(
 async fn open_local(st: &AppState, request: &GenerateRequest, ka: Option<KeepAlive>) -> Result<Opened, GenerateError> {
     let local = st.node.generate(request, ka).await?;
     let model = local.lease.model.id.clone();
-    Ok(Opened { events: local.events, lease: Some(local.lease), model, id: request.id.clone() })
+    let shape = ReplyShape::of(request);
+    Ok(Opened { events: local.events, lease: Some(local.lease), model, id: request.id.clone(), shape })
 }
