@@ -7,6 +7,7 @@ pub mod detok;
 pub mod gguf_meta;
 pub mod grammar;
 pub mod model;
+mod output;
 pub mod sampler;
 pub mod scheduler;
 pub mod template;
@@ -14,12 +15,16 @@ pub mod tokenizer;
 pub mod toolcall;
 
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::time::Instant;
 
 use candle_core::quantized::gguf_file;
 pub use candle_core::{DType, Device};
 use cortex_proto::generate::{ErrorKind, Event, GenerateError, GenerateRequest, Prompt};
+use cortex_proto::tools::ToolChoice;
+use grammar::{Constraint, Grammars, Vocab};
 use tokio::sync::mpsc::{unbounded_channel, UnboundedReceiver};
+use toolcall::Format;
 
 use model::ModelWeights;
 pub use model::WeightsSource;
@@ -51,6 +56,9 @@ pub enum EngineError {
     /// The request's messages cannot be turned into a prompt.
     #[error("{0}")]
     BadPrompt(String),
+    /// Constrained decoding reached a state its grammar allows no token from.
+    #[error("the output grammar reached a dead end: {0}")]
+    Grammar(String),
     #[error(transparent)]
     Candle(#[from] candle_core::Error),
 }
@@ -159,10 +167,14 @@ pub struct ModelInfo {
     pub fallback_template: bool,
 }
 
-/// A tokenized request that fits the context.
+/// A tokenized request that fits the context, with what its output must follow.
 pub struct Prepared {
     pub prompt: Vec<u32>,
     pub max_tokens: usize,
+    /// One compiled grammar per choice, when the output is constrained.
+    pub constraints: Vec<Constraint>,
+    /// The format to read tool calls in, when the request offers tools.
+    pub calls: Option<Format>,
 }
 
 /// A model ready to generate.
@@ -171,6 +183,7 @@ pub struct LoadedModel {
     pub info: ModelInfo,
     tokenizer: TextTokenizer,
     template: ChatTemplate,
+    grammars: Arc<Grammars>,
     scheduler: Scheduler,
 }
 
@@ -182,6 +195,10 @@ fn file_size(path: &Path) -> u64 {
     }
 }
 
+fn invalid(e: impl std::fmt::Display) -> GenerateError {
+    GenerateError::new(ErrorKind::InvalidRequest, e.to_string())
+}
+
 impl LoadedModel {
     /// Loads weights, tokenizer and template, and starts the generation thread. Blocking.
     pub fn load(
@@ -191,7 +208,7 @@ impl LoadedModel {
         metrics: ModelMetrics,
     ) -> Result<Self, EngineError> {
         let t0 = Instant::now();
-        let (weights, tokenizer, template) = load_parts(source, opts)?;
+        let (weights, tokenizer, template, vocab) = load_parts(source, opts)?;
         let info = ModelInfo {
             arch: weights.arch.clone(),
             engine: weights.engine(),
@@ -201,27 +218,56 @@ impl LoadedModel {
             load_seconds: t0.elapsed().as_secs_f64(),
             fallback_template: template.fallback,
         };
-        let scheduler = Scheduler::spawn(id, weights, tokenizer.clone(), opts.scheduler, metrics)
-            .map_err(|e| EngineError::Format(format!("cannot start generation thread: {e}")))?;
-        Ok(Self { id: id.to_string(), info, tokenizer, template, scheduler })
+        let n_logits = vocab.len().max(tokenizer.vocab_size());
+        let grammars = Arc::new(Grammars::new(Arc::new(vocab), n_logits));
+        let scheduler =
+            Scheduler::spawn(id, weights, tokenizer.clone(), grammars.vocab().clone(), opts.scheduler, metrics)
+                .map_err(|e| EngineError::Format(format!("cannot start generation thread: {e}")))?;
+        Ok(Self { id: id.to_string(), info, tokenizer, template, grammars, scheduler })
     }
 
-    /// The prompt's token ids (template applied for chat prompts).
-    pub fn tokenize(&self, prompt: &Prompt) -> Result<Vec<u32>, GenerateError> {
-        let text = match prompt {
-            Prompt::Chat(messages) => self
-                .template
-                .render(messages)
-                .map_err(|e| GenerateError::new(ErrorKind::InvalidRequest, e.to_string()))?,
-            Prompt::Text(t) => t.clone(),
+    /// How this model writes tool calls.
+    pub fn tool_format(&self) -> Format {
+        self.template.tool_format
+    }
+
+    /// The prompt text a request renders to: its messages through the chat template, with its
+    /// tools where the template renders them, else described in the system prompt (the generic
+    /// format); a raw prompt as itself.
+    pub fn render(&self, req: &GenerateRequest) -> Result<String, GenerateError> {
+        let messages = match &req.prompt {
+            Prompt::Text(t) => return Ok(t.clone()),
+            Prompt::Chat(messages) => messages,
         };
-        self.tokenizer.encode(&text).map_err(|e| GenerateError::new(ErrorKind::InvalidRequest, e.to_string()))
+        let mut messages = messages.clone();
+        toolcall::prompt::name_results(&mut messages);
+        let offered = !req.tools.is_empty() && req.tool_choice != ToolChoice::None;
+        let (messages, tools) = match self.tool_format() {
+            Format::Generic => {
+                let m = toolcall::prompt::generic_conversation(
+                    &messages,
+                    &req.tools,
+                    &req.tool_choice,
+                    req.parallel_tool_calls,
+                );
+                (m, Vec::new())
+            }
+            _ if offered => (messages, req.tools.iter().map(toolcall::prompt::template_tool).collect()),
+            _ => (messages, Vec::new()),
+        };
+        self.template.render(&messages, &tools).map_err(invalid)
     }
 
-    /// Tokenizes and checks the request against the context window. CPU work: call it off the
-    /// async runtime's workers for long prompts.
+    /// The prompt's token ids, as generation would see them (template and tools applied).
+    pub fn tokenize(&self, req: &GenerateRequest) -> Result<Vec<u32>, GenerateError> {
+        let text = self.render(req)?;
+        self.tokenizer.encode(&text).map_err(invalid)
+    }
+
+    /// Tokenizes, checks the request against the context window and compiles its output
+    /// grammar. CPU work: call it off the async runtime's workers for long prompts.
     pub fn prepare(&self, req: &GenerateRequest) -> Result<Prepared, GenerateError> {
-        let prompt = self.tokenize(&req.prompt)?;
+        let prompt = self.tokenize(req)?;
         let ctx = self.info.context_len;
         if prompt.is_empty() {
             return Err(GenerateError::new(ErrorKind::InvalidRequest, "the prompt is empty"));
@@ -229,38 +275,55 @@ impl LoadedModel {
         let room = ctx.saturating_sub(prompt.len());
         let max_tokens = match req.params.max_tokens {
             Some(n) if n as usize > room => {
-                return Err(GenerateError::new(
-                    ErrorKind::InvalidRequest,
-                    format!(
-                        "this model's context is {ctx} tokens; the prompt has {} and max_tokens asks for {n} more. Shorten the prompt or lower max_tokens",
-                        prompt.len()
-                    ),
-                ))
+                return Err(GenerateError::context_length(format!(
+                    "this model's context is {ctx} tokens; the prompt has {} and max_tokens asks for {n} more. Shorten the prompt or lower max_tokens",
+                    prompt.len()
+                )))
             }
             Some(n) => n as usize,
             None if room == 0 => {
-                return Err(GenerateError::new(
-                    ErrorKind::InvalidRequest,
-                    format!("the prompt has {} tokens, which fills this model's {ctx}-token context", prompt.len()),
-                ))
+                return Err(GenerateError::context_length(format!(
+                    "the prompt has {} tokens, which fills this model's {ctx}-token context",
+                    prompt.len()
+                )))
             }
             None => room,
         };
-        Ok(Prepared { prompt, max_tokens })
+        let format = self.tool_format();
+        let constraints = match grammar::for_request(req, format, self.grammars.vocab()) {
+            Some(g) => (0..req.n.max(1)).map(|_| self.grammars.compile(g.clone())).collect::<Result<_, _>>()?,
+            None => Vec::new(),
+        };
+        let calls = (!req.tools.is_empty() && req.tool_choice != ToolChoice::None).then_some(format);
+        Ok(Prepared { prompt, max_tokens, constraints, calls })
     }
 
-    /// Queues a prepared request; events arrive on the returned receiver. Dropping the receiver
-    /// cancels the generation at its next step.
+    /// Queues a prepared request, one job per choice; events of all choices arrive on the
+    /// returned receiver. Dropping the receiver cancels the generation at its next step.
     pub fn submit(&self, req: &GenerateRequest, prepared: Prepared) -> Result<UnboundedReceiver<Event>, GenerateError> {
         let (tx, rx) = unbounded_channel();
-        self.scheduler.submit(Job {
-            id: req.id.clone(),
-            prompt: prepared.prompt,
-            max_tokens: prepared.max_tokens,
-            params: req.params.clone(),
-            events: tx,
-            enqueued: Instant::now(),
-        })?;
+        let n = req.n.max(1);
+        let mut constraints = prepared.constraints.into_iter();
+        let enqueued = Instant::now();
+        let jobs = (0..n)
+            .map(|choice| {
+                let mut params = req.params.clone();
+                // Choices of one seeded request differ from each other, and each repeats.
+                params.seed = params.seed.map(|s| s.wrapping_add(u64::from(choice)));
+                Job {
+                    id: req.id.clone(),
+                    choice,
+                    prompt: prepared.prompt.clone(),
+                    max_tokens: prepared.max_tokens,
+                    params,
+                    constraint: constraints.next(),
+                    calls: prepared.calls,
+                    events: tx.clone(),
+                    enqueued,
+                }
+            })
+            .collect();
+        self.scheduler.submit(jobs)?;
         Ok(rx)
     }
 
@@ -270,11 +333,12 @@ impl LoadedModel {
     }
 }
 
-/// Weights, tokenizer and chat template of a model, as `LoadedModel::load` reads them.
+/// Weights, tokenizer, chat template and token bytes of a model, as `LoadedModel::load` reads
+/// them.
 fn load_parts(
     source: &WeightsSource,
     opts: &EngineOptions,
-) -> Result<(ModelWeights, TextTokenizer, ChatTemplate), EngineError> {
+) -> Result<(ModelWeights, TextTokenizer, ChatTemplate, Vocab), EngineError> {
     Ok(match source {
         WeightsSource::Gguf(path) => {
             let mut file = std::fs::File::open(path).map_err(|e| EngineError::io(path, e))?;
@@ -283,8 +347,9 @@ fn load_parts(
             let tokenizer = TextTokenizer::from_gguf(&content)?;
             let template_src = gguf_meta::string(&content, "tokenizer.chat_template");
             let template = ChatTemplate::new(template_src, tokenizer.bos_text.clone(), tokenizer.eos_text.clone())?;
+            let vocab = grammar::vocab::from_gguf(&content, &tokenizer.eos, tokenizer.bos)?;
             let weights = ModelWeights::from_gguf(path, content, &opts.device, opts.max_context)?;
-            (weights, tokenizer, template)
+            (weights, tokenizer, template, vocab)
         }
         WeightsSource::Safetensors(dir) => {
             let cfg_path = dir.join("config.json");
@@ -307,8 +372,14 @@ fn load_parts(
                 _ => None,
             };
             let template = ChatTemplate::new(template_src, tokenizer.bos_text.clone(), tokenizer.eos_text.clone())?;
+            let tok_path = dir.join("tokenizer.json");
+            let tok_json: serde_json::Value =
+                std::fs::read(&tok_path).map_err(|e| EngineError::io(&tok_path, e)).and_then(|b| {
+                    serde_json::from_slice(&b).map_err(|e| EngineError::Format(format!("{}: {e}", tok_path.display())))
+                })?;
+            let vocab = grammar::vocab::from_tokenizer_json(&tok_json, &tokenizer.eos, tokenizer.bos)?;
             let weights = ModelWeights::from_safetensors(dir, &opts.device, opts.dtype, opts.max_context)?;
-            (weights, tokenizer, template)
+            (weights, tokenizer, template, vocab)
         }
     })
 }
@@ -332,7 +403,7 @@ pub fn prompt_logits(
     text: &str,
     greedy: usize,
 ) -> Result<PromptRun, EngineError> {
-    let (weights, tokenizer, _) = load_parts(source, opts)?;
+    let (weights, tokenizer, _, _) = load_parts(source, opts)?;
     let tokens = tokenizer.encode(text)?;
     if tokens.is_empty() {
         return Err(EngineError::BadPrompt("the prompt is empty".into()));

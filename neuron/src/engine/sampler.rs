@@ -45,8 +45,17 @@ impl Sampler {
         }
     }
 
-    /// Picks the next token. `context` is prompt plus generated tokens so far.
-    pub fn sample(&mut self, mut logits: Vec<f32>, context: &[u32]) -> Result<u32, EngineError> {
+    /// Picks the next token and counts it as generated. `context` is prompt plus generated
+    /// tokens so far.
+    pub fn sample(&mut self, logits: Vec<f32>, context: &[u32]) -> Result<u32, EngineError> {
+        let token = self.choose(logits, context)?;
+        self.accept(token);
+        Ok(token)
+    }
+
+    /// Picks a token without counting it: a grammar may refuse it and have the sampler choose
+    /// again from the tokens it allows. [`Sampler::accept`] counts the one kept.
+    pub fn choose(&mut self, mut logits: Vec<f32>, context: &[u32]) -> Result<u32, EngineError> {
         if self.repetition != 1.0 {
             let start = context.len().saturating_sub(REPEAT_WINDOW);
             let mut seen = std::collections::HashSet::new();
@@ -67,9 +76,12 @@ impl Sampler {
         }
         let len = logits.len();
         let tensor = Tensor::from_vec(logits, len, &Device::Cpu)?;
-        let token = self.processor.sample(&tensor)?;
+        Ok(self.processor.sample(&tensor)?)
+    }
+
+    /// Counts `token` as generated (for the frequency and presence penalties).
+    pub fn accept(&mut self, token: u32) {
         *self.counts.entry(token).or_default() += 1;
-        Ok(token)
     }
 }
 

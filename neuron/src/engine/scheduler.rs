@@ -17,17 +17,27 @@ use cortex_proto::generate::{ErrorKind, Event, FinishReason, GenerateError, Samp
 use tokio::sync::mpsc::UnboundedSender;
 
 use super::detok::{StopMatcher, TokenStream};
+use super::grammar::{Constraint, Pick, Vocab};
 use super::model::{ModelWeights, Sequence, StepInput};
+use super::output::{token_logprob, Output};
 use super::sampler::Sampler;
 use super::tokenizer::TextTokenizer;
+use super::toolcall::Format;
 use crate::metrics::ModelMetrics;
 
-/// A tokenized request, ready for the generation thread.
+/// One choice of a tokenized request, ready for the generation thread.
 pub struct Job {
     pub id: String,
+    /// Which of the request's choices this is (its events carry it).
+    pub choice: u32,
     pub prompt: Vec<u32>,
     pub max_tokens: usize,
     pub params: SamplingParams,
+    /// The grammar the output follows, if constrained.
+    pub constraint: Option<Constraint>,
+    /// The format to read tool calls in, if the request offers tools.
+    pub calls: Option<Format>,
+    /// Shared by the request's choices.
     pub events: UnboundedSender<Event>,
     pub enqueued: Instant,
 }
@@ -76,7 +86,7 @@ struct Running {
     prefilled: usize,
     generated: usize,
     detok: TokenStream,
-    stops: StopMatcher,
+    output: Output,
     first_token: Option<Instant>,
     prefill_done: Option<Instant>,
     started: Instant,
@@ -107,6 +117,7 @@ impl Scheduler {
         name: &str,
         weights: ModelWeights,
         tokenizer: TextTokenizer,
+        vocab: Arc<Vocab>,
         mut config: SchedulerConfig,
         metrics: ModelMetrics,
     ) -> std::io::Result<Self> {
@@ -117,25 +128,26 @@ impl Scheduler {
             state: Mutex::new(State { queue: VecDeque::new(), active: 0, closing: false }),
             wake: Condvar::new(),
         });
-        let worker = Worker { shared: shared.clone(), weights, tokenizer, config, metrics: metrics.clone() };
+        let worker = Worker { shared: shared.clone(), weights, tokenizer, vocab, config, metrics: metrics.clone() };
         std::thread::Builder::new().name(format!("gen-{name}")).spawn(move || worker.run())?;
         Ok(Self { shared, config, metrics })
     }
 
-    /// Queues a job, or refuses it when the queue is full.
-    pub fn submit(&self, job: Job) -> Result<(), GenerateError> {
+    /// Queues a request's jobs (one per choice) together, or refuses them all when the queue
+    /// has no room for them.
+    pub fn submit(&self, jobs: Vec<Job>) -> Result<(), GenerateError> {
         let mut st = self.shared.state.lock().unwrap_or_else(|p| p.into_inner());
         if st.closing {
             return Err(GenerateError::new(ErrorKind::Unavailable, "the model is being unloaded"));
         }
         let waiting_room = self.config.queue_capacity + self.config.max_active.saturating_sub(st.active);
-        if st.queue.len() >= waiting_room {
+        if st.queue.len() + jobs.len() > waiting_room.max(jobs.len()) {
             return Err(GenerateError::new(
                 ErrorKind::Overloaded,
                 format!("the queue for this model is full ({} waiting); retry shortly", st.queue.len()),
             ));
         }
-        st.queue.push_back(job);
+        st.queue.extend(jobs);
         self.metrics.queue_depth.set(st.queue.len() as i64);
         drop(st);
         self.shared.wake.notify_one();
@@ -160,6 +172,7 @@ struct Worker {
     shared: Arc<Shared>,
     weights: ModelWeights,
     tokenizer: TextTokenizer,
+    vocab: Arc<Vocab>,
     config: SchedulerConfig,
     metrics: ModelMetrics,
 }
@@ -193,10 +206,12 @@ impl Worker {
                 seed_counter = seed_counter.wrapping_add(0x9E37_79B9_7F4A_7C15);
                 match self.weights.new_sequence() {
                     Ok(seq) => {
-                        let _ = job.events.send(Event::Started { prompt_tokens: job.prompt.len() as u32 });
+                        if job.choice == 0 {
+                            let _ = job.events.send(Event::Started { prompt_tokens: job.prompt.len() as u32 });
+                        }
                         running.push(Running {
                             sampler: Sampler::new(&job.params, seed_counter),
-                            stops: StopMatcher::new(job.params.stop.clone()),
+                            output: Output::new(job.choice, StopMatcher::new(job.params.stop.clone()), job.calls),
                             context: job.prompt.clone(),
                             seq,
                             prefilled: 0,
@@ -291,7 +306,20 @@ impl Worker {
             }
             r.prefill_done = Some(Instant::now());
         }
-        let token = r.sampler.sample(logits, &r.context)?;
+        // The raw distribution, kept only when the client asked for log-probabilities.
+        let raw = r.job.params.logprobs.map(|top| (logits.clone(), top));
+        let token = match r.job.constraint.as_mut() {
+            None => r.sampler.choose(logits, &r.context)?,
+            Some(c) => {
+                let (sampler, context) = (&mut r.sampler, &r.context);
+                match c.pick(logits, |l| sampler.choose(l, context)) {
+                    Ok(Pick::Token(t)) => t,
+                    Ok(Pick::Complete) => return Ok(Step::Finished(FinishReason::Stop)),
+                    Err(e) => return Err(super::EngineError::Grammar(e)),
+                }
+            }
+        };
+        r.sampler.accept(token);
         r.context.push(token);
         if r.first_token.is_none() {
             r.first_token = Some(Instant::now());
@@ -300,14 +328,16 @@ impl Worker {
             return Ok(Step::Finished(FinishReason::Stop));
         }
         r.generated += 1;
+        if let Some((logits, top)) = raw {
+            r.output.logprob(token_logprob(&logits, token, top, &self.vocab));
+        }
         if let Some(piece) = r.detok.push(&self.tokenizer, token)? {
-            let check = r.stops.push(&piece);
-            if !check.emit.is_empty() {
-                let _ = r.job.events.send(Event::text(check.emit));
-            }
-            if let Some(stop) = check.stopped {
+            if let Some(stop) = r.output.push(&piece, &r.job.events) {
                 return Ok(Step::Finished(FinishReason::StopSequence(stop)));
             }
+        }
+        if r.job.constraint.as_ref().is_some_and(Constraint::complete) {
+            return Ok(Step::Finished(FinishReason::Stop));
         }
         if r.generated >= r.job.max_tokens || r.context.len() >= self.weights.context_len {
             return Ok(Step::Finished(FinishReason::Length));
@@ -316,14 +346,11 @@ impl Worker {
     }
 
     fn finish(&self, r: &mut Running, finish: FinishReason) {
-        if !matches!(finish, FinishReason::StopSequence(_)) {
-            let tail = r.detok.finish(&self.tokenizer).unwrap_or_default();
-            let mut text = r.stops.push(&tail).emit;
-            text.push_str(&r.stops.flush());
-            if !text.is_empty() {
-                let _ = r.job.events.send(Event::text(text));
-            }
-        }
+        let tail = match finish {
+            FinishReason::StopSequence(_) => String::new(),
+            _ => r.detok.finish(&self.tokenizer).unwrap_or_default(),
+        };
+        let finish = r.output.finish(&tail, finish, &r.job.events);
         let now = Instant::now();
         let first = r.first_token.unwrap_or(now);
         let prefill_end = r.prefill_done.unwrap_or(first);
@@ -340,6 +367,6 @@ impl Worker {
             queue_ms: r.started.duration_since(r.job.enqueued).as_secs_f64() * 1e3,
         };
         let usage = Usage { prompt_tokens: r.job.prompt.len() as u32, completion_tokens: r.generated as u32 };
-        let _ = r.job.events.send(Event::Done { choice: 0, finish, usage, timings });
+        let _ = r.job.events.send(Event::Done { choice: r.job.choice, finish, usage, timings });
     }
 }

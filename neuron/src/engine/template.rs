@@ -2,8 +2,10 @@
 //! string and dict methods, `raise_exception`, `tojson`), or ChatML when a model ships none.
 
 use cortex_proto::generate::ChatMessage;
-use minijinja::{context, Environment, Error, ErrorKind};
+use minijinja::{context, Environment, Error, ErrorKind, Value};
 
+use super::toolcall::prompt::template_call;
+use super::toolcall::Format;
 use super::EngineError;
 
 /// Used when the model carries no template: ChatML is what most small instruct models expect.
@@ -15,6 +17,8 @@ pub struct ChatTemplate {
     eos: String,
     /// True when the model shipped no template and ChatML is used instead.
     pub fallback: bool,
+    /// How this model writes tool calls: its template's format, or cortex's generic one.
+    pub tool_format: Format,
 }
 
 fn raise_exception(msg: String) -> Result<String, Error> {
@@ -41,6 +45,7 @@ fn strftime_now(format: String) -> String {
 impl ChatTemplate {
     pub fn new(template: Option<String>, bos: String, eos: String) -> Result<Self, EngineError> {
         let fallback = template.is_none();
+        let tool_format = Format::detect(template.as_deref());
         let source = template.unwrap_or_else(|| FALLBACK_TEMPLATE.to_string());
         let mut env = Environment::new();
         env.set_unknown_method_callback(minijinja_contrib::pycompat::unknown_method_callback);
@@ -51,16 +56,34 @@ impl ChatTemplate {
         env.set_lstrip_blocks(true);
         env.add_template_owned("chat", source)
             .map_err(|e| EngineError::Template(format!("model chat template does not parse: {e}")))?;
-        Ok(Self { env, bos, eos, fallback })
+        Ok(Self { env, bos, eos, fallback, tool_format })
     }
 
-    /// The prompt text for `messages`, ending where the assistant's answer starts.
-    pub fn render(&self, messages: &[ChatMessage]) -> Result<String, EngineError> {
-        let msgs: Vec<_> =
-            messages.iter().map(|m| context! { role => m.role.as_str(), content => m.content.as_str() }).collect();
+    /// The prompt text for `messages`, ending where the assistant's answer starts. `tools` (the
+    /// template's own shape, see `toolcall::prompt`) go to templates that render them.
+    pub fn render(&self, messages: &[ChatMessage], tools: &[serde_json::Value]) -> Result<String, EngineError> {
+        let msgs: Vec<Value> = messages
+            .iter()
+            .map(|m| {
+                // Keys only where they mean something: templates test `is defined` as often as truth.
+                let mut obj = serde_json::json!({"role": m.role.as_str(), "content": m.content});
+                if !m.tool_calls.is_empty() {
+                    obj["tool_calls"] = m.tool_calls.iter().map(template_call).collect();
+                }
+                if let Some(id) = &m.tool_call_id {
+                    obj["tool_call_id"] = id.as_str().into();
+                }
+                if let Some(name) = &m.name {
+                    obj["name"] = name.as_str().into();
+                }
+                Value::from_serialize(obj)
+            })
+            .collect();
+        let tools = (!tools.is_empty()).then(|| Value::from_serialize(tools));
         let tmpl = self.env.get_template("chat").map_err(|e| EngineError::Template(e.to_string()))?;
         tmpl.render(context! {
             messages => msgs,
+            tools => tools,
             add_generation_prompt => true,
             bos_token => self.bos.as_str(),
             eos_token => self.eos.as_str(),
@@ -84,7 +107,7 @@ mod tests {
     #[test]
     fn fallback_is_chatml_with_generation_prompt() {
         let t = ChatTemplate::new(None, String::new(), String::new()).unwrap();
-        let out = t.render(&[msg(Role::System, "S"), msg(Role::User, "Hi")]).unwrap();
+        let out = t.render(&[msg(Role::System, "S"), msg(Role::User, "Hi")], &[]).unwrap();
         assert_eq!(out, "<|im_start|>system\nS<|im_end|>\n<|im_start|>user\nHi<|im_end|>\n<|im_start|>assistant\n");
     }
 
@@ -92,10 +115,10 @@ mod tests {
     fn python_methods_and_raise_exception_work() {
         let src = "{% if messages[0].role != 'user' %}{{ raise_exception('first must be user') }}{% endif %}{{ bos_token }}{{ messages[0].content.strip().upper() }}|{{ messages | tojson }}";
         let t = ChatTemplate::new(Some(src.into()), "<s>".into(), "</s>".into()).unwrap();
-        let out = t.render(&[msg(Role::User, "  hi ")]).unwrap();
+        let out = t.render(&[msg(Role::User, "  hi ")], &[]).unwrap();
         assert!(out.starts_with("<s>HI|"), "{out}");
         assert!(out.contains("\"role\":\"user\"") || out.contains("\"role\": \"user\""), "{out}");
-        let err = t.render(&[msg(Role::Assistant, "x")]).unwrap_err();
+        let err = t.render(&[msg(Role::Assistant, "x")], &[]).unwrap_err();
         assert!(err.to_string().contains("first must be user"), "{err}");
     }
 }

@@ -316,7 +316,7 @@ pub async fn count_tokens(
         let api_err = |error| ApiError { dialect: d, error };
         let request = translate::count_tokens_request(&req, String::new(), req.model.clone()).map_err(api_err)?;
         let lease = st.models.acquire(&req.model, None).await.map_err(api_err)?;
-        let n = tokio::task::spawn_blocking(move || lease.model.tokenize(&request.prompt))
+        let n = tokio::task::spawn_blocking(move || lease.model.tokenize(&request))
             .await
             .map_err(|e| ApiError::new(d, ErrorKind::Internal, format!("tokenizer task failed: {e}")))?
             .map_err(api_err)?

@@ -27,6 +27,9 @@ pub const MAX_FREE_STRING: u64 = 256;
 pub const MAX_FREE_INTEGER: i64 = 999_999_999_999_999;
 /// Most items of an array a schema leaves unbounded.
 pub const MAX_FREE_ITEMS: u64 = 64;
+/// Most calls in one answer when parallel calls are allowed: a small model that would repeat
+/// a call forever closes its list here.
+pub const MAX_PARALLEL_CALLS: usize = 4;
 
 /// A model's tokens as bytes (control tokens marked special, so that no JSON or text rule can
 /// produce them), with its end-of-sequence ids.
@@ -264,12 +267,12 @@ fn call_rules(req: &GenerateRequest, args_key: &str) -> (String, String) {
 
 fn tools_lark(req: &GenerateRequest, format: Format, vocab: &Vocab) -> String {
     let forced = matches!(req.tool_choice, ToolChoice::Required | ToolChoice::Named(_));
+    // `one`, then up to MAX_PARALLEL_CALLS − 1 more after `sep`, as nested optionals.
     let many = |one: &str, sep: &str| {
-        if req.parallel_tool_calls {
-            format!("{one} ({} {one})*", lit(sep))
-        } else {
-            one.to_string()
+        if !req.parallel_tool_calls {
+            return one.to_string();
         }
+        (1..MAX_PARALLEL_CALLS).fold(one.to_string(), |inner, _| format!("{one} ({} {inner})?", lit(sep)))
     };
     let args_key = if format == Format::Llama3 { "parameters" } else { "arguments" };
     let (rules, any_call) = call_rules(req, args_key);

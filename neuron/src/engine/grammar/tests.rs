@@ -72,6 +72,16 @@ fn a_forced_call_takes_exactly_the_envelope_of_a_valid_call() {
     let (taken, complete) = offer(&f, &mut c, good);
     assert_eq!(taken, f.tokenizer.encode(good).unwrap().len());
     assert!(complete, "the envelope is whole");
+    // Up to MAX_PARALLEL_CALLS calls in one answer, not more.
+    let call = r#"{"name": "get_weather", "arguments": {"city": "Oslo"}}"#;
+    let list = |n: usize| format!(r#"{{"tool_calls": [{}]}}"#, vec![call; n].join(", "));
+    let mut c = f.grammars.compile(g.clone()).unwrap();
+    assert!(offer(&f, &mut c, &list(MAX_PARALLEL_CALLS)).1);
+    let mut c = f.grammars.compile(g.clone()).unwrap();
+    assert!(
+        offer(&f, &mut c, &list(MAX_PARALLEL_CALLS + 1)).0
+            < f.tokenizer.encode(&list(MAX_PARALLEL_CALLS + 1)).unwrap().len()
+    );
     // Another tool's name, a plain answer, or an unknown argument are steered away from.
     for bad in [
         r#"{"tool_calls": [{"name": "get_time""#,
