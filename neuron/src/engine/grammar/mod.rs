@@ -23,8 +23,10 @@ pub mod vocab;
 
 /// Longest string a schema without `maxLength` may produce.
 pub const MAX_FREE_STRING: u64 = 256;
-/// Largest magnitude of an integer a schema leaves unbounded (15 digits).
+/// Largest magnitude of an integer or number a schema leaves unbounded (15 digits).
 pub const MAX_FREE_INTEGER: i64 = 999_999_999_999_999;
+/// Decimals a number may have when its schema sets no `multipleOf`.
+pub const FREE_NUMBER_STEP: f64 = 1e-6;
 /// Most items of an array a schema leaves unbounded.
 pub const MAX_FREE_ITEMS: u64 = 64;
 /// Most calls in one answer when parallel calls are allowed: a small model that would repeat
@@ -317,13 +319,37 @@ fn tools_lark(req: &GenerateRequest, format: Format, vocab: &Vocab) -> String {
     format!("{body}call: {any_call}\n{rules}")
 }
 
-/// `schema` with bounds where it leaves strings, integers or arrays unbounded, and at most one
-/// space where JSON allows whitespace.
+/// Where [`bounded`] keeps its definition of a bounded value of any type.
+const ANY: &str = "#/$defs/cortex_any";
+/// Most properties an object of unspecified shape may have.
+pub const MAX_FREE_PROPERTIES: u64 = 16;
+
+/// Any JSON value, bounded: what an object of unspecified shape holds.
+fn any_value() -> Value {
+    let r = json!({"$ref": ANY});
+    json!({"anyOf": [
+        {"type": "string", "maxLength": MAX_FREE_STRING},
+        {"type": "number", "minimum": -MAX_FREE_INTEGER, "maximum": MAX_FREE_INTEGER, "multipleOf": FREE_NUMBER_STEP},
+        {"type": "boolean"},
+        {"type": "null"},
+        {"type": "array", "items": r, "maxItems": MAX_FREE_ITEMS},
+        {"type": "object", "additionalProperties": r, "maxProperties": MAX_FREE_PROPERTIES},
+    ]})
+}
+
+/// `schema` with bounds where it leaves strings, numbers, arrays or extra properties
+/// unbounded, and at most one space where JSON allows whitespace.
 pub fn bounded(schema: &Value) -> Value {
     let mut s = schema.clone();
     bound(&mut s);
     if let Value::Object(map) = &mut s {
         map.insert("x-guidance".into(), json!({"whitespace_pattern": "[ ]?"}));
+        if !map.get("$defs").is_some_and(Value::is_object) {
+            map.insert("$defs".into(), json!({}));
+        }
+        if let Some(Value::Object(defs)) = map.get_mut("$defs") {
+            defs.insert("cortex_any".into(), any_value());
+        }
     }
     s
 }
@@ -335,12 +361,16 @@ fn bound(v: &mut Value) {
         Some(Value::Array(ts)) => ts.iter().filter_map(|t| t.as_str().map(str::to_string)).collect(),
         _ => Vec::new(),
     };
+    let is = |t: &str| types.iter().any(|x| x == t);
     let fixed = map.contains_key("enum") || map.contains_key("const");
     let has = |map: &serde_json::Map<String, Value>, keys: &[&str]| keys.iter().any(|k| map.contains_key(*k));
-    if types.iter().any(|t| t == "string") && !fixed && !has(map, &["maxLength", "pattern", "format"]) {
+    if is("string") && !fixed && !has(map, &["maxLength", "pattern", "format"]) {
         map.insert("maxLength".into(), MAX_FREE_STRING.into());
     }
-    if types.iter().any(|t| t == "integer") && !fixed {
+    if is("number") && !fixed && !has(map, &["multipleOf"]) {
+        map.insert("multipleOf".into(), FREE_NUMBER_STEP.into());
+    }
+    if (is("integer") || is("number")) && !fixed {
         if !has(map, &["maximum", "exclusiveMaximum"]) {
             map.insert("maximum".into(), MAX_FREE_INTEGER.into());
         }
@@ -348,8 +378,26 @@ fn bound(v: &mut Value) {
             map.insert("minimum".into(), (-MAX_FREE_INTEGER).into());
         }
     }
-    if types.iter().any(|t| t == "array") && !has(map, &["maxItems"]) {
-        map.insert("maxItems".into(), MAX_FREE_ITEMS.into());
+    if is("array") {
+        if !has(map, &["maxItems"]) {
+            map.insert("maxItems".into(), MAX_FREE_ITEMS.into());
+        }
+        if !has(map, &["items", "prefixItems"]) || map.get("items") == Some(&Value::Bool(true)) {
+            map.insert("items".into(), json!({"$ref": ANY}));
+        }
+    }
+    if is("object") {
+        // Extra properties are allowed unless the schema says otherwise: bounded, then.
+        match map.get("additionalProperties") {
+            None | Some(Value::Bool(true)) if !has(map, &["patternProperties"]) => {
+                map.insert("additionalProperties".into(), json!({"$ref": ANY}));
+                if !has(map, &["maxProperties"]) {
+                    let named = map.get("properties").and_then(Value::as_object).map_or(0, |p| p.len() as u64);
+                    map.insert("maxProperties".into(), (named + MAX_FREE_PROPERTIES).into());
+                }
+            }
+            _ => {}
+        }
     }
     for key in ["properties", "$defs", "definitions", "patternProperties"] {
         if let Some(Value::Object(children)) = map.get_mut(key) {

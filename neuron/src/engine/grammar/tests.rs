@@ -30,7 +30,8 @@ fn weather() -> Tool {
         name: "get_weather".into(),
         description: "Weather in a city".into(),
         input: ToolInput::Json {
-            schema: json!({"type": "object", "properties": {"city": {"type": "string"}, "days": {"type": "integer"}},
+            schema: json!({"type": "object", "properties": {"city": {"type": "string"}, "days": {"type": "integer"},
+                                                          "temp": {"type": "number"}},
                            "required": ["city"], "additionalProperties": false}),
             strict: true,
         },
@@ -105,31 +106,49 @@ fn auto_lets_the_model_answer_in_the_envelope_and_none_constrains_nothing() {
     assert!(for_request(&request(vec![], ToolChoice::Auto), Format::Generic, f.grammars.vocab()).is_none());
 }
 
-/// Random logits (the worst a model can do) still end in a whole, parseable call, quickly:
-/// free strings, integers and whitespace are bounded.
+/// Random logits (the worst a model can do) until the grammar is complete: the text, or a
+/// failure when it runs past `limit` tokens.
+fn random_run(f: &Fixture, g: &TopLevelGrammar, rng: &mut rand::rngs::StdRng, limit: usize) -> String {
+    let n = f.grammars.vocab().len();
+    let mut c = f.grammars.compile(g.clone()).unwrap();
+    let mut ids = Vec::new();
+    while !c.complete() {
+        assert!(ids.len() < limit, "no end in sight after {} tokens: {}", ids.len(), f.tokenizer.decode(&ids).unwrap());
+        let logits: Vec<f32> = (0..n).map(|_| rng.random_range(0.0..1.0)).collect();
+        match c.pick(logits, argmax).unwrap() {
+            Pick::Token(t) => ids.push(t),
+            Pick::Complete => break,
+        }
+    }
+    f.tokenizer.decode(&ids).unwrap()
+}
+
+/// Random logits still end in a whole, parseable call, quickly: free strings, numbers, extra
+/// properties and whitespace are bounded.
 #[test]
 fn random_logits_always_close_their_json() {
     let f = fixture();
-    let n = f.grammars.vocab().len();
     let mut rng = rand::rngs::StdRng::seed_from_u64(7);
     for choice in [ToolChoice::Required, ToolChoice::Named("get_weather".into())] {
         let req = request(vec![weather()], choice);
         let g = for_request(&req, Format::Generic, f.grammars.vocab()).unwrap();
         for _ in 0..5 {
-            let mut c = f.grammars.compile(g.clone()).unwrap();
-            let mut ids = Vec::new();
-            while !c.complete() {
-                assert!(ids.len() < 2000, "no end in sight after {} tokens", ids.len());
-                let logits: Vec<f32> = (0..n).map(|_| rng.random_range(0.0..1.0)).collect();
-                match c.pick(logits, argmax).unwrap() {
-                    Pick::Token(t) => ids.push(t),
-                    Pick::Complete => break,
-                }
-            }
-            let text = f.tokenizer.decode(&ids).unwrap();
+            let text = random_run(&f, &g, &mut rng, 4000);
             let v: Value = serde_json::from_str(&text).unwrap_or_else(|e| panic!("{e}: {text}"));
             assert_eq!(v["tool_calls"][0]["name"], "get_weather", "{text}");
             assert!(v["tool_calls"][0]["arguments"]["city"].is_string(), "{text}");
+        }
+    }
+    // Any JSON object, and a schema whose objects leave their other properties open.
+    let open = json!({"type": "object", "properties": {"a": {"type": "number"}}, "required": ["a"]});
+    for format in
+        [ResponseFormat::JsonObject, ResponseFormat::JsonSchema { name: "o".into(), schema: open, strict: false }]
+    {
+        let req = GenerateRequest { format, ..request(vec![], ToolChoice::Auto) };
+        let g = for_request(&req, Format::Generic, f.grammars.vocab()).unwrap();
+        for _ in 0..5 {
+            let text = random_run(&f, &g, &mut rng, 20_000);
+            assert!(serde_json::from_str::<Value>(&text).is_ok_and(|v| v.is_object()), "{text}");
         }
     }
 }
@@ -168,7 +187,8 @@ fn schemas_get_bounds_only_where_they_have_none() {
             "b": {"type": "string", "maxLength": 5},
             "c": {"type": "integer", "minimum": 0},
             "d": {"type": "array", "items": {"type": ["string", "null"]}},
-            "e": {"enum": ["x", "y"], "type": "string"}
+            "e": {"enum": ["x", "y"], "type": "string"},
+            "f": {"type": "number"}
         }
     }));
     let p = &s["properties"];
@@ -178,6 +198,10 @@ fn schemas_get_bounds_only_where_they_have_none() {
     assert_eq!(p["d"]["maxItems"], MAX_FREE_ITEMS);
     assert_eq!(p["d"]["items"]["maxLength"], MAX_FREE_STRING);
     assert!(p["e"].get("maxLength").is_none());
+    assert_eq!(
+        (p["f"]["multipleOf"].clone(), p["f"]["maximum"].clone()),
+        (json!(FREE_NUMBER_STEP), json!(MAX_FREE_INTEGER))
+    );
     assert_eq!(s["x-guidance"]["whitespace_pattern"], "[ ]?");
 }
 
