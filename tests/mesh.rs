@@ -68,7 +68,7 @@ fn a_request_to_a_is_answered_by_b_and_every_node_agrees_on_placement() {
     let tls = TempDir::new("mesh-tls");
     fleet_ca(tls.path(), &["a", "b", "c"]);
     let d = dirs(3);
-    tiny_model(d[1].path(), "tiny-b");
+    common::roomy_tiny_model(d[1].path(), "tiny-b");
     let b = node(d[1].path(), tls.path(), "b", None, &[]);
     let a = node(d[0].path(), tls.path(), "a", Some(&b), &[]);
     let c = node(d[2].path(), tls.path(), "c", Some(&a), &[]);
@@ -112,6 +112,23 @@ fn a_request_to_a_is_answered_by_b_and_every_node_agrees_on_placement() {
     let (code, body) = post(&c.url("/v1/messages"), &req);
     assert_eq!(code, 200, "{body}");
     assert_eq!(body["usage"]["output_tokens"], 4);
+    // Tools, tool choice, choices and log-probabilities cross the hop: b constrains and parses.
+    let schema = json!({"type": "object", "properties": {"n": {"type": "integer"}}, "required": ["n"],
+                        "additionalProperties": false});
+    let req = json!({"model": "tiny-b", "max_tokens": 64, "n": 2, "logprobs": true, "top_logprobs": 2,
+                     "messages": [{"role": "user", "content": "hi"}], "tool_choice": {"type": "function", "function": {"name": "count"}},
+                     "tools": [{"type": "function", "function": {"name": "count", "parameters": schema}}]});
+    let (code, body) = post(&a.url("/v1/chat/completions"), &req);
+    assert_eq!(code, 200, "{body}");
+    let choices = body["choices"].as_array().unwrap();
+    assert_eq!(choices.len(), 2, "{body}");
+    for ch in choices {
+        assert_eq!(ch["finish_reason"], "tool_calls", "{body}");
+        let call = &ch["message"]["tool_calls"][0]["function"];
+        assert_eq!(call["name"], "count");
+        let args: Value = serde_json::from_str(call["arguments"].as_str().unwrap()).unwrap();
+        assert!(args["n"].is_i64(), "{args}");
+    }
 }
 
 #[test]

@@ -98,8 +98,51 @@ pub fn write_tiny_llama(path: &Path, spec: TinyLlama) -> Result<(), EngineError>
     write_tiny_gguf(path, spec, GgufArch::Llama)
 }
 
+/// A Hermes / Qwen 2.5-style template that renders tools, `<tool_call>` blocks and tool results,
+/// as such models ship it (reduced to what the format needs).
+pub const HERMES_TEMPLATE: &str = r#"{%- if tools %}<|im_start|>system
+{% if messages[0].role == 'system' %}{{ messages[0].content }}
+
+{% endif %}# Tools
+
+You may call one or more functions to assist with the user query.
+
+You are provided with function signatures within <tools></tools> XML tags:
+<tools>{% for tool in tools %}
+{{ tool | tojson }}{% endfor %}
+</tools>
+
+For each function call, return a json object with function name and arguments within <tool_call></tool_call> XML tags:
+<tool_call>
+{"name": <function-name>, "arguments": <args-json-object>}
+</tool_call><|im_end|>
+{% elif messages[0].role == 'system' %}<|im_start|>system
+{{ messages[0].content }}<|im_end|>
+{% endif %}{% for message in messages %}{% if message.role == 'tool' %}<|im_start|>user
+<tool_response>
+{{ message.content }}
+</tool_response><|im_end|>
+{% elif message.role == 'assistant' and message.tool_calls %}<|im_start|>assistant
+{% for tc in message.tool_calls %}<tool_call>
+{"name": "{{ tc.function.name }}", "arguments": {{ tc.function.arguments | tojson }}}
+</tool_call>{% endfor %}<|im_end|>
+{% elif message.role != 'system' %}<|im_start|>{{ message.role }}
+{{ message.content }}<|im_end|>
+{% endif %}{% endfor %}{% if add_generation_prompt %}<|im_start|>assistant
+{% endif %}"#;
+
 /// Writes a random GGUF of `arch` with tokenizer metadata and a ChatML template to `path`.
 pub fn write_tiny_gguf(path: &Path, spec: TinyLlama, arch: GgufArch) -> Result<(), EngineError> {
+    write_tiny_gguf_with_template(path, spec, arch, CHATML)
+}
+
+/// [`write_tiny_gguf`] with another chat template (e.g. [`HERMES_TEMPLATE`]).
+pub fn write_tiny_gguf_with_template(
+    path: &Path,
+    spec: TinyLlama,
+    arch: GgufArch,
+    template: &str,
+) -> Result<(), EngineError> {
     let mut rng = rand::rngs::StdRng::seed_from_u64(spec.seed);
     let (tokens, merges) = vocab();
     let n_vocab = tokens.len();
@@ -199,7 +242,7 @@ pub fn write_tiny_gguf(path: &Path, spec: TinyLlama, arch: GgufArch) -> Result<(
         ("tokenizer.ggml.bos_token_id", V::U32(id_of("<|im_start|>"))),
         ("tokenizer.ggml.eos_token_id", V::U32(id_of("<|im_end|>"))),
         ("tokenizer.ggml.add_bos_token", V::Bool(false)),
-        ("tokenizer.chat_template", V::String(CHATML.into())),
+        ("tokenizer.chat_template", V::String(template.into())),
     ];
     metadata.extend(arch_keys.iter().map(|(k, v)| (k.as_str(), v.clone())));
     let md: Vec<(&str, &V)> = metadata.iter().map(|(k, v)| (*k, v)).collect();

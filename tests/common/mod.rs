@@ -46,6 +46,14 @@ pub fn tiny_model(dir: &Path, name: &str) -> PathBuf {
     path
 }
 
+/// The default tiny llama with room for the tools a request describes in its prompt (its
+/// vocabulary spends a token on every byte or two).
+pub fn roomy_tiny_model(dir: &Path, name: &str) -> PathBuf {
+    let path = dir.join(format!("{name}.gguf"));
+    write_tiny_llama(&path, TinyLlama { context: 4096, ..TinyLlama::default() }).expect("write tiny model");
+    path
+}
+
 /// A generated model big enough that a long generation takes seconds on a CPU, for tests that
 /// must act while a stream is still running.
 pub fn slow_model(dir: &Path, name: &str) -> PathBuf {

@@ -114,6 +114,8 @@ impl Mesh {
             return Ok(Remote::Refused(error));
         }
         let (tx, rx) = unbounded_channel();
+        // The stream ends after the last choice's `Done`, or at an error.
+        let mut pending = request.n.max(1);
         let _ = tx.send(first);
         let span = tracing::info_span!("mesh_relay", peer = %node, request = %request.id);
         tokio::spawn(
@@ -128,7 +130,10 @@ impl Mesh {
                             ),
                         },
                     };
-                    let last = matches!(ev, Event::Done { .. } | Event::Error { .. });
+                    if matches!(ev, Event::Done { .. }) {
+                        pending = pending.saturating_sub(1);
+                    }
+                    let last = pending == 0 || matches!(ev, Event::Error { .. });
                     // The client went away: dropping `replies` resets the stream, which stops the peer.
                     if tx.send(ev).is_err() || last {
                         return;
@@ -258,8 +263,12 @@ impl Mesh {
                 return;
             }
         };
+        let mut pending = request.n.max(1);
         while let Some(ev) = events.recv().await {
-            let last = matches!(ev, Event::Done { .. } | Event::Error { .. });
+            if matches!(ev, Event::Done { .. }) {
+                pending = pending.saturating_sub(1);
+            }
+            let last = pending == 0 || matches!(ev, Event::Error { .. });
             // A write error means the requester went away: dropping `events` stops generation.
             if send.write_all(&frame::encode(&Message::Event { event: ev })).await.is_err() {
                 tracing::info!(peer = %peer, "forwarded request abandoned by its gateway");
