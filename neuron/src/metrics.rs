@@ -24,6 +24,9 @@ pub struct Metrics {
     queue_depth: IntGaugeVec,
     cancelled: IntCounterVec,
     step_sequences: HistogramVec,
+    constrained_tokens: IntCounterVec,
+    grammar_masks: IntCounterVec,
+    grammar_seconds: prometheus::CounterVec,
     pub loads: IntCounterVec,
     pub load_seconds: HistogramVec,
     pub unloads: IntCounterVec,
@@ -46,6 +49,12 @@ pub struct ModelMetrics {
     pub cancelled: IntCounter,
     /// Sequences that shared each engine step (a batch where the model batches).
     pub step_sequences: prometheus::Histogram,
+    /// Tokens chosen under a grammar.
+    pub constrained_tokens: IntCounter,
+    /// Of those, tokens whose first sample the grammar refused (a full mask was computed).
+    pub grammar_masks: IntCounter,
+    /// Time spent checking, masking and advancing grammars.
+    pub grammar_seconds: prometheus::Counter,
 }
 
 fn reg<T: prometheus::core::Collector + Clone + 'static>(r: &Registry, c: T) -> T {
@@ -120,6 +129,29 @@ impl Metrics {
                     &["model"],
                 ),
             ),
+            constrained_tokens: reg(
+                &r,
+                counter("cortex_constrained_tokens_total", "Tokens chosen under an output grammar", &["model"]),
+            ),
+            grammar_masks: reg(
+                &r,
+                counter(
+                    "cortex_grammar_masks_total",
+                    "Constrained tokens whose first sample the grammar refused, so that a full mask was computed",
+                    &["model"],
+                ),
+            ),
+            grammar_seconds: reg(
+                &r,
+                prometheus::CounterVec::new(
+                    Opts::new(
+                        "cortex_grammar_seconds_total",
+                        "Time spent checking, masking and advancing output grammars",
+                    ),
+                    &["model"],
+                )
+                .unwrap_or_else(|e| unreachable!("static counter: {e}")),
+            ),
             loads: reg(&r, counter("cortex_model_loads_total", "Model loads by outcome", &["model", "outcome"])),
             load_seconds: reg(&r, hist("cortex_model_load_seconds", "Model load duration", LOAD_BUCKETS, &["model"])),
             unloads: reg(
@@ -176,6 +208,9 @@ impl Metrics {
             queue_depth: self.queue_depth.with_label_values(&[model]),
             cancelled: self.cancelled.with_label_values(&[model]),
             step_sequences: self.step_sequences.with_label_values(&[model]),
+            constrained_tokens: self.constrained_tokens.with_label_values(&[model]),
+            grammar_masks: self.grammar_masks.with_label_values(&[model]),
+            grammar_seconds: self.grammar_seconds.with_label_values(&[model]),
         }
     }
 

@@ -312,8 +312,16 @@ impl Worker {
             None => r.sampler.choose(logits, &r.context)?,
             Some(c) => {
                 let (sampler, context) = (&mut r.sampler, &r.context);
-                match c.pick(logits, |l| sampler.choose(l, context)) {
-                    Ok(Pick::Token(t)) => t,
+                let pick = c.pick(logits, |l| sampler.choose(l, context));
+                self.metrics.grammar_seconds.inc_by(c.take_spent().as_secs_f64());
+                match pick {
+                    Ok(Pick::Token(t, masked)) => {
+                        self.metrics.constrained_tokens.inc();
+                        if masked {
+                            self.metrics.grammar_masks.inc();
+                        }
+                        t
+                    }
                     Ok(Pick::Complete) => return Ok(Step::Finished(FinishReason::Stop)),
                     Err(e) => return Err(super::EngineError::Grammar(e)),
                 }

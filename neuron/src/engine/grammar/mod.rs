@@ -163,18 +163,21 @@ impl Grammars {
             let msg: String = msg.chars().take(400).collect();
             invalid(format!("the requested output format cannot be compiled: {msg}"))
         })?;
-        Ok(Constraint { matcher: Matcher::new(Ok(parser)) })
+        Ok(Constraint { matcher: Matcher::new(Ok(parser)), spent: std::time::Duration::ZERO })
     }
 }
 
 /// One sequence's grammar state.
 pub struct Constraint {
     matcher: Matcher,
+    /// Time spent in the grammar itself (checks, masks, advancing), not in the sampler.
+    spent: std::time::Duration,
 }
 
 /// What the constraint made of a step's logits.
 pub enum Pick {
-    Token(u32),
+    /// This token, and whether the sampler's first choice was refused (a full mask was needed).
+    Token(u32, bool),
     /// The grammar is complete: nothing more may be generated.
     Complete,
 }
@@ -193,7 +196,9 @@ impl Constraint {
         }
         let mut masked = logits.clone();
         let first = choose(logits).map_err(|e| e.to_string())?;
-        let token = if self.matcher.validate_tokens(&[first]).map_err(|e| e.to_string())? == 1 {
+        let t0 = std::time::Instant::now();
+        let allowed = self.matcher.validate_tokens(&[first]).map_err(|e| e.to_string())? == 1;
+        let token = if allowed {
             first
         } else {
             let mask = self.matcher.compute_mask().map_err(|e| format!("no token is allowed next: {e}"))?;
@@ -205,10 +210,20 @@ impl Constraint {
                     *l = f32::NEG_INFINITY
                 }
             });
+            // Logits past the trie's vocabulary are never allowed either.
+            masked.iter_mut().skip(mask.len()).for_each(|l| *l = f32::NEG_INFINITY);
+            self.spent += t0.elapsed();
             choose(masked).map_err(|e| e.to_string())?
         };
+        let t1 = std::time::Instant::now();
         self.matcher.consume_token(token).map_err(|e| format!("token {token} refused: {e}"))?;
-        Ok(Pick::Token(token))
+        self.spent += if allowed { t0.elapsed() } else { t1.elapsed() };
+        Ok(Pick::Token(token, !allowed))
+    }
+
+    /// The time spent in the grammar since the last call.
+    pub fn take_spent(&mut self) -> std::time::Duration {
+        std::mem::take(&mut self.spent)
     }
 
     /// Whether the grammar accepts nothing more (the answer is whole).

@@ -56,7 +56,7 @@ fn offer(f: &Fixture, c: &mut Constraint, text: &str) -> (usize, bool) {
         let mut logits = vec![0f32; n];
         logits[id as usize] = 10.0;
         match c.pick(logits, argmax) {
-            Ok(Pick::Token(t)) if t == id => {}
+            Ok(Pick::Token(t, _)) if t == id => {}
             _ => return (k, c.complete()),
         }
     }
@@ -116,7 +116,7 @@ fn random_run(f: &Fixture, g: &TopLevelGrammar, rng: &mut rand::rngs::StdRng, li
         assert!(ids.len() < limit, "no end in sight after {} tokens: {}", ids.len(), f.tokenizer.decode(&ids).unwrap());
         let logits: Vec<f32> = (0..n).map(|_| rng.random_range(0.0..1.0)).collect();
         match c.pick(logits, argmax).unwrap() {
-            Pick::Token(t) => ids.push(t),
+            Pick::Token(t, _) => ids.push(t),
             Pick::Complete => break,
         }
     }
@@ -223,7 +223,7 @@ fn native_formats_take_their_own_calls() {
             let eos = f.tokenizer.eos[0];
             let mut logits = vec![0f32; f.grammars.vocab().len()];
             logits[eos as usize] = 10.0;
-            assert!(matches!(c.pick(logits, argmax), Ok(Pick::Token(t)) if t == eos), "{format:?}");
+            assert!(matches!(c.pick(logits, argmax), Ok(Pick::Token(t, _)) if t == eos), "{format:?}");
             assert!(c.complete(), "{format:?}");
         }
     }
