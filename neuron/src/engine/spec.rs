@@ -271,7 +271,7 @@ mod tests {
         // 2 × 6 layers × 2 kv heads × 16 dims × 4 bytes.
         assert_eq!(s.kv_bytes_per_token(DType::F32), 2 * 6 * 2 * 16 * 4);
         assert_eq!(s.kv_bytes_per_token(DType::BF16), 2 * 6 * 2 * 16 * 2);
-        assert_eq!(gguf(GgufArch::Qwen3).kinds[0].rope.interleaved, false, "qwen3 files are NeoX");
+        assert!(!gguf(GgufArch::Qwen3).kinds[0].rope.interleaved, "qwen3 files are NeoX");
     }
 
     /// The tiny Gemma 3 has a window of 4 and every 2nd layer global (`sliding_window_type`).

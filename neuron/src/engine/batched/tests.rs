@@ -166,3 +166,32 @@ fn a_batched_step_gives_each_sequence_what_it_gets_alone() {
     assert_eq!(caches[0].len(), before);
     let _ = std::fs::remove_dir_all(path.parent().unwrap());
 }
+
+/// A sequence that goes back into its cache (mid-block) and recomputes from there gets what a
+/// fresh sequence gets; a forked cache keeps the original's rows.
+#[test]
+fn a_rewound_or_forked_sequence_computes_what_a_fresh_one_does() {
+    let (path, ct) = gguf(GgufArch::Gemma3, GgmlDType::F32);
+    let spec = ArchSpec::from_gguf(&ct).unwrap();
+    let model =
+        BatchDecoder::from_gguf(&spec, &ct, &mut std::fs::File::open(&path).unwrap(), &Device::Cpu, 64).unwrap();
+    let run = |cache: &mut KvCache, tokens: &[u32], pos: usize| {
+        model.forward_batch(&mut [Part { cache, tokens, pos }]).unwrap().remove(0)
+    };
+    let prompt: Vec<u32> = (0..30u32).map(|i| (i * 37 + 5) % 250).collect();
+    let other: Vec<u32> = (0..9u32).map(|i| (i * 11 + 3) % 250).collect();
+    let mut cache = KvCache::default();
+    run(&mut cache, &prompt, 0);
+    let mut fork = cache.fork().unwrap();
+    let got = run(&mut cache, &other, 21);
+    let want = run(&mut KvCache::default(), &[&prompt[..21], &other[..]].concat(), 0);
+    assert!(close(&got, &want) < 1e-5, "rewound: {}", close(&got, &want));
+    let got = run(&mut fork, &[7], prompt.len());
+    let want = run(&mut KvCache::default(), &[&prompt[..], &[7]].concat(), 0);
+    assert!(close(&got, &want) < 1e-5, "forked: {}", close(&got, &want));
+    assert!(
+        model.forward_batch(&mut [Part { cache: &mut fork, tokens: &[1], pos: 40 }]).is_err(),
+        "a skip past the cache"
+    );
+    let _ = std::fs::remove_dir_all(path.parent().unwrap());
+}
