@@ -290,6 +290,7 @@ impl Sequence {
             (Weights::Batched(a), Weights::Batched(b)) => Some(Arc::ptr_eq(a, b)),
             _ => None,
         };
-        inputs.iter().all(|i| same(&i.seq.weights) == Some(true)).then(|| inputs[0].seq.weights.clone())
+        let first = &inputs.first()?.seq.weights;
+        inputs.iter().all(|i| same(&i.seq.weights) == Some(true)).then(|| first.clone())
     }
 }
