@@ -20,9 +20,21 @@ pub struct Cli {
     pub command: Command,
 }
 
+/// The engine's environment variables, listed under `cortex serve --help`.
+const SERVE_ENV: &str = "\
+Environment (each overrides its setting in cortex.toml's [engine]):
+  CORTEX_ENGINE=auto|batched|candle  Which code runs models: auto picks cortex's CPU decoder on the
+                                     CPU and the batched decoder on a GPU where they apply
+  CORTEX_DEVICE=cpu|cuda|cuda:N      Where models compute [default: the first GPU of a CUDA build,
+                                     else the CPU]
+  CORTEX_DECODE_BITS=16|8            Activation bits of the CPU kernels in decode steps
+  CORTEX_PREFILL_BITS=16|8           The same for prompts
+  CANDLE_DEQUANTIZE_ALL=1            Widen every matrix to f32 at load (the reference for logits)";
+
 #[derive(Debug, Subcommand)]
 pub enum Command {
     /// Run a neuron: the HTTP API on :31313 and metrics on :31314
+    #[command(after_help = SERVE_ENV)]
     Serve(serve::ServeArgs),
     /// Ask a model something, or chat interactively
     Chat(chat::ChatArgs),

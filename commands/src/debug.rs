@@ -8,9 +8,8 @@ use std::path::PathBuf;
 use std::time::Instant;
 
 use anyhow::Context;
-use cortex_neuron::engine::{
-    default_device, device_by_name, device_name, prompt_logits, DType, EngineOptions, WeightsSource,
-};
+use cortex_neuron::config::EngineConfig;
+use cortex_neuron::engine::{device_name, prompt_logits, DType, WeightsSource};
 use serde::Serialize;
 
 use crate::error::user;
@@ -70,11 +69,14 @@ fn logits(args: LogitsArgs) -> anyhow::Result<()> {
     } else {
         return user(format!("{} is neither a GGUF file nor a safetensors directory", args.model.display()));
     };
-    let device = match &args.device {
-        Some(name) => device_by_name(name).map_err(|e| crate::UserError(e.to_string()))?,
-        None => default_device(),
-    };
-    let mut opts = EngineOptions::on(device);
+    // The engine's settings as `cortex serve` reads them from the environment (CORTEX_ENGINE,
+    // CORTEX_DEVICE, …), --device over CORTEX_DEVICE.
+    let fixable = |e: String| crate::UserError(e);
+    let mut engine = EngineConfig::default().with_env().map_err(|e| fixable(e.to_string()))?;
+    if let Some(name) = &args.device {
+        engine.device = name.parse().map_err(fixable)?;
+    }
+    let mut opts = engine.options().map_err(|e| fixable(e.to_string()))?;
     opts.dtype = match args.dtype.as_deref() {
         Some("f32") => Some(DType::F32),
         Some("bf16") => Some(DType::BF16),

@@ -5,8 +5,8 @@
 use std::fmt::Write;
 use std::path::PathBuf;
 
-use cortex_neuron::config::Config;
-use cortex_neuron::engine::{cuda_ordinal, default_device, device_by_name, device_name, DEVICE_ENV};
+use cortex_neuron::config::{Config, DEVICE_ENV};
+use cortex_neuron::engine::{cuda_ordinal, device_by_name, device_name, Device as EngineDevice, DeviceChoice};
 use cortex_neuron::gpu::{self, GpuInfo};
 use cortex_neuron::lifecycle::memory::{self, Device};
 use serde::Serialize;
@@ -18,7 +18,7 @@ pub struct DevicesArgs {
     /// Print one JSON document instead of a table
     #[arg(long)]
     pub json: bool,
-    /// cortex.toml whose [memory] settings the budget follows (default: built-in defaults)
+    /// cortex.toml whose [memory] and [engine] settings apply (default: built-in defaults)
     #[arg(long, short = 'c', env = "CORTEX_CONFIG", value_name = "FILE")]
     pub config: Option<PathBuf>,
 }
@@ -30,7 +30,8 @@ struct Report {
     engine_device: String,
     /// Whether this binary was built with the `cuda` feature.
     cuda_build: bool,
-    /// Why CUDA is not used although this build has it (no driver, no GPU, CORTEX_DEVICE).
+    /// Why CUDA is not used although this build has it (no driver, no GPU, CORTEX_DEVICE), or
+    /// why the configured device cannot be opened.
     #[serde(skip_serializing_if = "Option::is_none")]
     cuda_error: Option<String>,
     /// The engine's device with its budget, then the other GPUs.
@@ -48,15 +49,20 @@ pub fn run(args: DevicesArgs) -> anyhow::Result<()> {
     };
     let (budget, reserve) = config.memory_budget().map_err(|e| crate::UserError(e.to_string()))?;
     let gpus = gpu::discover();
-    let engine = default_device();
+    // The device `cortex serve` would open: [engine] device, CORTEX_DEVICE over it.
+    let choice = config.engine.clone().with_env().map_err(|e| crate::UserError(e.to_string()))?.device;
+    let (engine, open_error) = match choice.open() {
+        Ok(device) => (device, None),
+        Err(e) => (EngineDevice::Cpu, Some(format!("device {choice} ([engine] device or {DEVICE_ENV}): {e}"))),
+    };
     let cuda_build = gpu::CUDA_BUILD;
-    // default_device() falls back to the CPU quietly; here, say why.
-    let cuda_error = (cuda_build && !engine.is_cuda()).then(|| match std::env::var(DEVICE_ENV) {
-        Ok(v) if !v.is_empty() => match device_by_name(&v) {
-            Ok(_) => format!("{DEVICE_ENV}={v}"),
-            Err(e) => format!("{DEVICE_ENV}={v}: {e}"),
-        },
-        _ => device_by_name("cuda").err().map(|e| e.to_string()).unwrap_or_default(),
+    // Say why CUDA is not used: the configured device cannot be opened, the configuration asks
+    // for the CPU, or (auto) the build's own reason.
+    let cuda_error = open_error.or_else(|| {
+        (cuda_build && !engine.is_cuda()).then(|| match choice {
+            DeviceChoice::Cpu => format!("device cpu ([engine] device or {DEVICE_ENV})"),
+            _ => device_by_name("cuda").err().map(|e| e.to_string()).unwrap_or_default(),
+        })
     });
     let (device, listed) = memory::node_devices(cuda_ordinal(&engine), &gpus, budget, config.memory.share, reserve);
     let report = Report {

@@ -5,14 +5,18 @@
 //!
 //! `CORTEX_BENCH_MODEL=path.gguf cargo bench -p cortex-neuron --bench engine`
 //! (default: models/SmolLM2-135M-Instruct.Q4_1.gguf). bench/vs-llama-cpp runs it beside
-//! llama-bench on the same file.
+//! llama-bench on the same file. The engine's variables apply as in `cortex serve`
+//! (`CORTEX_ENGINE=candle`, `CORTEX_DECODE_BITS=8`, …); `CORTEX_BENCH_DEPTH=N` measures decode
+//! after an N-token prompt.
 
 use std::path::PathBuf;
 use std::time::Instant;
 
 use candle_core::quantized::{gguf_file, QMatMul};
 use candle_core::{Device, Module, Tensor};
+use cortex_neuron::config::EngineConfig;
 use cortex_neuron::engine::model::{ModelWeights, Sequence, StepInput};
+use cortex_neuron::engine::DeviceChoice;
 
 const REPS: usize = 3;
 
@@ -66,7 +70,10 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
 
     let t0 = Instant::now();
     let content = gguf_file::Content::read(&mut std::fs::File::open(&path)?)?;
-    let weights = ModelWeights::from_gguf(&path, content, &Device::Cpu, 4096)?;
+    // The engine's settings from the environment as `cortex serve` reads them (CORTEX_ENGINE,
+    // CORTEX_DECODE_BITS, …), on the CPU unless CORTEX_DEVICE says otherwise.
+    let config = EngineConfig { device: DeviceChoice::Cpu, max_context: 4096, ..Default::default() };
+    let weights = ModelWeights::load_gguf(&path, content, &config.with_env()?.options()?)?;
     println!("load: {:.3} s", t0.elapsed().as_secs_f64());
 
     let vocab = 1000u32;
@@ -100,20 +107,24 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     if only.as_deref() == Some("batch") {
         return Ok(());
     }
+    // CORTEX_BENCH_DEPTH=N: decode after an N-token prompt (attention over a long cache).
+    let depth: usize = std::env::var("CORTEX_BENCH_DEPTH").ok().and_then(|d| d.parse().ok()).unwrap_or(0);
     let decode_reps = if kernels_only { 0 } else { REPS };
     let rates = (0..decode_reps)
         .map(|_| {
             let mut seq = weights.new_sequence().expect("sequence");
-            seq.forward(&[100], 0).expect("first");
+            let prompt: Vec<u32> = (0..=depth as u32).map(|i| (i * 7919) % vocab + 100).collect();
+            seq.forward(&prompt, 0).expect("first");
             let t = Instant::now();
-            for pos in 1..=128 {
+            for pos in depth + 1..=depth + 128 {
                 seq.forward(&[(pos as u32 * 31) % vocab + 100], pos).expect("decode");
             }
             128.0 / t.elapsed().as_secs_f64()
         })
         .collect();
     if !kernels_only {
-        println!("tg128: {:.1} tok/s", median(rates));
+        let at = if depth > 0 { format!(" @ {depth}") } else { String::new() };
+        println!("tg128{at}: {:.1} tok/s", median(rates));
     }
     if only.is_some() && !kernels_only {
         return Ok(());

@@ -7,6 +7,9 @@ use std::time::Duration;
 
 use serde::Deserialize;
 
+use crate::engine::scheduler::SchedulerConfig;
+use crate::engine::{Bits, DeviceChoice, EngineKind, EngineOptions};
+
 pub const DEFAULT_LISTEN: &str = "127.0.0.1:31313";
 pub const DEFAULT_METRICS_LISTEN: &str = "127.0.0.1:31314";
 /// Request bodies above this get 413 (a long chat fits in far less).
@@ -112,6 +115,9 @@ impl Default for ServerConfig {
     }
 }
 
+/// `[engine]`: how models are loaded and run. Each setting marked with a variable is overridden
+/// by that environment variable when it is set (non-empty); [`EngineConfig::with_env`] applies
+/// them, the one place they are read.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct EngineConfig {
@@ -121,12 +127,105 @@ pub struct EngineConfig {
     pub max_active: usize,
     /// Requests that may wait per model beyond those; more get 429.
     pub queue_capacity: usize,
+    /// Which code runs models (`CORTEX_ENGINE`): `auto` (cortex's CPU decoder for llama and
+    /// gemma3 GGUF files on the CPU, the batched decoder on a GPU, candle-transformers' models
+    /// for the rest), `batched` (the batched decoder wherever it applies, the CPU too) or
+    /// `candle` (candle-transformers' models for everything).
+    pub engine: EngineKind,
+    /// Where models compute (`CORTEX_DEVICE`): `auto` (the first GPU of a CUDA build when there
+    /// is one, else the CPU), `cpu`, `cuda` or `cuda:N`.
+    pub device: DeviceChoice,
+    /// Bits the CPU kernels quantize activations to in decode steps (`CORTEX_DECODE_BITS`):
+    /// 16, or 8 (llama.cpp's choice; further from f32 arithmetic, see BENCHMARKS.md).
+    pub decode_bits: Bits,
+    /// The same for steps with prompt rows (`CORTEX_PREFILL_BITS`).
+    pub prefill_bits: Bits,
+    /// candle's `CANDLE_DEQUANTIZE_ALL` (set, not "0"): every matrix widened to f32 at load, the
+    /// f32 reference; cortex's CPU decoder honours it too. The environment's only, not a file
+    /// setting.
+    #[serde(skip)]
+    pub dequantize_all: bool,
 }
 
 impl Default for EngineConfig {
     fn default() -> Self {
         let s = crate::engine::scheduler::SchedulerConfig::default();
-        Self { max_context: DEFAULT_MAX_CONTEXT, max_active: s.max_active, queue_capacity: s.queue_capacity }
+        Self {
+            max_context: DEFAULT_MAX_CONTEXT,
+            max_active: s.max_active,
+            queue_capacity: s.queue_capacity,
+            engine: EngineKind::default(),
+            device: DeviceChoice::default(),
+            decode_bits: Bits::default(),
+            prefill_bits: Bits::default(),
+            dequantize_all: false,
+        }
+    }
+}
+
+/// Overrides `[engine] engine`.
+pub const ENGINE_ENV: &str = "CORTEX_ENGINE";
+/// Overrides `[engine] device`.
+pub const DEVICE_ENV: &str = "CORTEX_DEVICE";
+/// Overrides `[engine] decode_bits`.
+pub const DECODE_BITS_ENV: &str = "CORTEX_DECODE_BITS";
+/// Overrides `[engine] prefill_bits`.
+pub const PREFILL_BITS_ENV: &str = "CORTEX_PREFILL_BITS";
+/// candle's own switch, read here for cortex's CPU decoder (candle reads it itself too).
+pub const DEQUANTIZE_ALL_ENV: &str = "CANDLE_DEQUANTIZE_ALL";
+
+impl EngineConfig {
+    /// These settings with the process environment's overrides applied.
+    pub fn with_env(self) -> Result<Self, ConfigError> {
+        self.with_vars(|name| std::env::var(name).ok())
+    }
+
+    /// These settings with the overrides `var` gives (a variable's value by name), every value
+    /// that does not parse reported at once.
+    pub fn with_vars(mut self, var: impl Fn(&str) -> Option<String>) -> Result<Self, ConfigError> {
+        let mut errors = Vec::new();
+        let var = |name: &str| var(name).filter(|v| !v.is_empty());
+        fn set<T: std::str::FromStr<Err = String>>(
+            value: Option<String>,
+            name: &str,
+            to: &mut T,
+            errors: &mut Vec<String>,
+        ) {
+            match value.map(|v| v.trim().parse().map_err(|e| format!("{name}={v}: {e}"))) {
+                Some(Ok(v)) => *to = v,
+                Some(Err(e)) => errors.push(e),
+                None => {}
+            }
+        }
+        set(var(ENGINE_ENV), ENGINE_ENV, &mut self.engine, &mut errors);
+        set(var(DEVICE_ENV), DEVICE_ENV, &mut self.device, &mut errors);
+        set(var(DECODE_BITS_ENV), DECODE_BITS_ENV, &mut self.decode_bits, &mut errors);
+        set(var(PREFILL_BITS_ENV), PREFILL_BITS_ENV, &mut self.prefill_bits, &mut errors);
+        self.dequantize_all = var(DEQUANTIZE_ALL_ENV).is_some_and(|v| v != "0");
+        match errors.is_empty() {
+            true => Ok(self),
+            false => Err(ConfigError::Engine(errors)),
+        }
+    }
+
+    /// What the engine loads models with: these settings (apply the environment first with
+    /// [`EngineConfig::with_env`]), the device opened. A device that cannot be opened (a CUDA
+    /// device on a CPU build or a host without it) is an error, not a quiet fall-back.
+    pub fn options(&self) -> Result<EngineOptions, ConfigError> {
+        let device = self.device.open().map_err(|e| ConfigError::Engine(vec![e.to_string()]))?;
+        Ok(EngineOptions {
+            max_context: self.max_context,
+            scheduler: SchedulerConfig {
+                max_active: self.max_active.max(1),
+                queue_capacity: self.queue_capacity,
+                ..SchedulerConfig::default()
+            },
+            engine: self.engine,
+            decode_bits: self.decode_bits,
+            prefill_bits: self.prefill_bits,
+            dequantize_all: self.dequantize_all,
+            ..EngineOptions::on(device)
+        })
     }
 }
 
@@ -140,6 +239,10 @@ pub enum ConfigError {
     /// A value of the right type that makes no sense.
     #[error("{0}")]
     Invalid(String),
+    /// Engine settings (from the environment, or a device that cannot be opened) that cannot
+    /// be used; every one listed.
+    #[error("{}", .0.join("; "))]
+    Engine(Vec<String>),
 }
 
 impl Config {
@@ -236,6 +339,67 @@ mod tests {
         assert_eq!(c.engine.max_active, d.engine.max_active);
         assert_eq!(c.engine.queue_capacity, d.engine.queue_capacity);
         assert_eq!(c.memory_budget().unwrap(), d.memory_budget().unwrap());
+    }
+
+    #[test]
+    fn engine_settings_parse_and_unknown_values_are_refused() {
+        let c = Config::parse(
+            "[engine]\nengine = \"batched\"\ndevice = \"cpu\"\ndecode_bits = 8\nprefill_bits = 16\n",
+            Path::new("c.toml"),
+        )
+        .unwrap();
+        let e = &c.engine;
+        assert_eq!(
+            (e.engine, e.device, e.decode_bits, e.prefill_bits),
+            (EngineKind::Batched, DeviceChoice::Cpu, Bits::Eight, Bits::Sixteen)
+        );
+        let o = e.options().unwrap();
+        assert!(o.device.is_cpu() && o.engine == EngineKind::Batched && o.decode_bits == Bits::Eight);
+        for (line, says) in [
+            ("engine = \"fast\"", "auto"),
+            ("device = \"tpu\"", "cpu, cuda or cuda:N"),
+            ("decode_bits = 12", "16 or 8"),
+            ("dequantize_all = true", "unknown field"),
+        ] {
+            let err = Config::parse(&format!("[engine]\n{line}\n"), Path::new("c.toml")).unwrap_err().to_string();
+            assert!(err.contains(says) && err.contains("line 2"), "{line}: {err}");
+        }
+    }
+
+    /// The environment overrides the file; every bad value is reported, none ignored.
+    #[test]
+    fn engine_variables_override_the_file_and_bad_ones_are_all_reported() {
+        let vars = |pairs: &'static [(&str, &str)]| {
+            move |name: &str| pairs.iter().find(|(k, _)| *k == name).map(|(_, v)| v.to_string())
+        };
+        let file = EngineConfig { engine: EngineKind::Candle, decode_bits: Bits::Eight, ..Default::default() };
+        let c = file
+            .clone()
+            .with_vars(vars(&[
+                ("CORTEX_ENGINE", "batched"),
+                ("CORTEX_DEVICE", "cpu"),
+                ("CORTEX_PREFILL_BITS", "8"),
+                ("CANDLE_DEQUANTIZE_ALL", "1"),
+            ]))
+            .unwrap();
+        assert_eq!(
+            (c.engine, c.device, c.decode_bits, c.prefill_bits),
+            (EngineKind::Batched, DeviceChoice::Cpu, Bits::Eight, Bits::Eight)
+        );
+        assert!(c.dequantize_all && c.options().unwrap().dequantize_all);
+        // Empty values and candle's "0" leave the file's settings.
+        let c = file.clone().with_vars(vars(&[("CORTEX_ENGINE", ""), ("CANDLE_DEQUANTIZE_ALL", "0")])).unwrap();
+        assert_eq!((c.engine, c.dequantize_all), (EngineKind::Candle, false));
+        let err = file
+            .with_vars(vars(&[("CORTEX_ENGINE", "fast"), ("CORTEX_DEVICE", "tpu"), ("CORTEX_DECODE_BITS", "4")]))
+            .unwrap_err();
+        let ConfigError::Engine(errors) = err else { panic!("{err}") };
+        assert_eq!(errors.len(), 3, "{errors:?}");
+        assert!(errors[0].starts_with("CORTEX_ENGINE=fast: ") && errors[2].contains("16 or 8"), "{errors:?}");
+        if !cfg!(feature = "cuda") {
+            let e = EngineConfig { device: DeviceChoice::Cuda(0), ..Default::default() }.options().unwrap_err();
+            assert!(e.to_string().contains("built without CUDA"), "{e}");
+        }
     }
 
     #[test]

@@ -17,7 +17,6 @@ use tower::ServiceExt;
 use tracing::Instrument;
 
 use crate::config::Config;
-use crate::engine::{scheduler::SchedulerConfig, EngineOptions};
 use crate::gateway::{self, AppState};
 use crate::lifecycle::catalogue::ModelsFile;
 use crate::lifecycle::{memory, LifecycleConfig, Models};
@@ -54,15 +53,11 @@ impl Neuron {
     /// Discovers models and binds both listeners (port 0 picks a free port).
     pub async fn bind(config: &Config, extra_models: &[PathBuf]) -> Result<Self, ServeError> {
         let metrics = Metrics::new();
-        let opts = EngineOptions {
-            max_context: config.engine.max_context,
-            scheduler: SchedulerConfig {
-                max_active: config.engine.max_active.max(1),
-                queue_capacity: config.engine.queue_capacity,
-                ..SchedulerConfig::default()
-            },
-            ..EngineOptions::default()
-        };
+        // The [engine] settings with CORTEX_ENGINE, CORTEX_DEVICE, … applied, the device opened.
+        let opts = config.engine.clone().with_env().and_then(|e| e.options()).map_err(|e| match e {
+            crate::config::ConfigError::Engine(errors) => ServeError::Config(errors),
+            e => ServeError::Config(vec![e.to_string()]),
+        })?;
         let mut extra: Vec<PathBuf> = config.models.clone();
         extra.extend_from_slice(extra_models);
         let models_dir = config.models_dir();

@@ -2,14 +2,18 @@
 //! template, and runs generation on a dedicated thread per model (never on tokio workers).
 
 pub mod batched;
+mod block;
 pub mod cpu;
 pub mod detok;
 pub mod gguf_meta;
 pub mod grammar;
+pub mod kv;
 pub mod model;
+pub mod options;
 mod output;
 pub mod sampler;
 pub mod scheduler;
+pub mod spec;
 pub mod template;
 pub mod tokenizer;
 pub mod toolcall;
@@ -28,7 +32,10 @@ use toolcall::Format;
 
 use model::ModelWeights;
 pub use model::WeightsSource;
-use scheduler::{Job, Scheduler, SchedulerConfig};
+pub use options::{
+    cuda_ordinal, default_device, device_by_name, device_name, Bits, DeviceChoice, EngineKind, EngineOptions,
+};
+use scheduler::{Job, Scheduler};
 use template::ChatTemplate;
 use tokenizer::TextTokenizer;
 
@@ -66,90 +73,6 @@ pub enum EngineError {
 impl EngineError {
     pub fn io(path: &Path, source: std::io::Error) -> Self {
         Self::Io { path: path.to_path_buf(), source }
-    }
-}
-
-/// Knobs for loading and serving a model.
-#[derive(Debug, Clone)]
-pub struct EngineOptions {
-    pub device: Device,
-    /// What safetensors models compute in; `None`: bf16 on a GPU, f32 on the CPU. (GGUF models
-    /// keep their quantized weights.)
-    pub dtype: Option<DType>,
-    /// Upper bound on a model's context window (prompt + completion), to bound KV memory.
-    pub max_context: usize,
-    pub scheduler: SchedulerConfig,
-}
-
-impl Default for EngineOptions {
-    fn default() -> Self {
-        Self::on(default_device())
-    }
-}
-
-impl EngineOptions {
-    /// The defaults, computing on `device`.
-    pub fn on(device: Device) -> Self {
-        Self { device, dtype: None, max_context: 4096, scheduler: SchedulerConfig::default() }
-    }
-}
-
-/// Picks the engine's device: `cpu`, `cuda` (the first GPU) or `cuda:N`.
-pub const DEVICE_ENV: &str = "CORTEX_DEVICE";
-
-/// A device by name: `cpu`, `cuda` (the first GPU) or `cuda:N`. CUDA fails on a build without
-/// the `cuda` feature and on a host without that GPU.
-pub fn device_by_name(name: &str) -> Result<Device, EngineError> {
-    let ordinal = match name.trim() {
-        "cpu" => return Ok(Device::Cpu),
-        "cuda" | "gpu" => 0,
-        other => other
-            .strip_prefix("cuda:")
-            .and_then(|n| n.parse::<usize>().ok())
-            .ok_or_else(|| EngineError::Device(format!("`{other}` is not one (use cpu, cuda or cuda:N)")))?,
-    };
-    if !cfg!(feature = "cuda") {
-        return Err(EngineError::Device(format!(
-            "`{name}`: this cortex was built without CUDA (build it with scripts/build-cuda)"
-        )));
-    }
-    // candle's CUDA errors carry a backtrace after the first line.
-    Device::new_cuda(ordinal).map_err(|e| {
-        let e = e.to_string();
-        EngineError::Device(format!("cuda:{ordinal}: {}", e.lines().next().unwrap_or_default()))
-    })
-}
-
-/// The engine's device, decided once per process: `CORTEX_DEVICE` when set, else the first CUDA
-/// device when built with `cuda` and one is present, else the CPU.
-pub fn default_device() -> Device {
-    static DEVICE: std::sync::OnceLock<Device> = std::sync::OnceLock::new();
-    DEVICE
-        .get_or_init(|| match std::env::var(DEVICE_ENV) {
-            Ok(name) if !name.is_empty() => device_by_name(&name).unwrap_or_else(|e| {
-                tracing::warn!(error = %e, "{DEVICE_ENV}={name} is unusable; computing on the CPU");
-                Device::Cpu
-            }),
-            _ if cfg!(feature = "cuda") => Device::new_cuda(0).unwrap_or(Device::Cpu),
-            _ => Device::Cpu,
-        })
-        .clone()
-}
-
-/// The CUDA ordinal of `device`; `None` for the CPU.
-pub fn cuda_ordinal(device: &Device) -> Option<u32> {
-    match device.location() {
-        candle_core::DeviceLocation::Cuda { gpu_id } => Some(gpu_id as u32),
-        _ => None,
-    }
-}
-
-/// A device's name as [`device_by_name`] takes it.
-pub fn device_name(device: &Device) -> String {
-    match device.location() {
-        candle_core::DeviceLocation::Cpu => "cpu".into(),
-        candle_core::DeviceLocation::Cuda { gpu_id } => format!("cuda:{gpu_id}"),
-        candle_core::DeviceLocation::Metal { gpu_id } => format!("metal:{gpu_id}"),
     }
 }
 
@@ -348,7 +271,7 @@ fn load_parts(
             let template_src = gguf_meta::string(&content, "tokenizer.chat_template");
             let template = ChatTemplate::new(template_src, tokenizer.bos_text.clone(), tokenizer.eos_text.clone())?;
             let vocab = grammar::vocab::from_gguf(&content, &tokenizer.eos, tokenizer.bos)?;
-            let weights = ModelWeights::from_gguf(path, content, &opts.device, opts.max_context)?;
+            let weights = ModelWeights::load_gguf(path, content, opts)?;
             (weights, tokenizer, template, vocab)
         }
         WeightsSource::Safetensors(dir) => {
@@ -378,7 +301,7 @@ fn load_parts(
                     serde_json::from_slice(&b).map_err(|e| EngineError::Format(format!("{}: {e}", tok_path.display())))
                 })?;
             let vocab = grammar::vocab::from_tokenizer_json(&tok_json, &tokenizer.eos, tokenizer.bos)?;
-            let weights = ModelWeights::from_safetensors(dir, &opts.device, opts.dtype, opts.max_context)?;
+            let weights = ModelWeights::load_safetensors(dir, &cfg, opts)?;
             (weights, tokenizer, template, vocab)
         }
     })

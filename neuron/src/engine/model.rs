@@ -10,43 +10,11 @@ use candle_core::{DType, Device, Tensor};
 use candle_nn::VarBuilder;
 use candle_transformers::models::{llama, quantized_gemma3, quantized_llama, quantized_qwen2, quantized_qwen3, qwen3};
 
-use super::batched::{self, BatchDecoder};
+use super::batched::BatchDecoder;
 use super::cpu::{self, Decoder};
-use super::EngineError;
-
-/// Which code runs a model, where more than one could.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Engine {
-    /// The default: cortex's CPU decoder for llama and gemma3 GGUF files on the CPU, the batched
-    /// decoder for llama and qwen3 on a GPU, candle-transformers' models for the rest.
-    Auto,
-    /// `CORTEX_ENGINE=candle`: candle-transformers' models for everything (to compare).
-    Candle,
-    /// `CORTEX_ENGINE=batched`: the batched decoder wherever it applies, the CPU too (to test
-    /// and compare it without a GPU).
-    Batched,
-}
-
-fn engine() -> Engine {
-    match std::env::var("CORTEX_ENGINE").as_deref() {
-        Ok("candle") => Engine::Candle,
-        Ok("batched") => Engine::Batched,
-        _ => Engine::Auto,
-    }
-}
-
-/// Whether the batched decoder runs a model on `device` (where it applies).
-fn batched_wanted(device: &Device) -> bool {
-    match engine() {
-        Engine::Auto => !device.is_cpu(),
-        Engine::Candle => false,
-        Engine::Batched => true,
-    }
-}
-
-fn cortex_kernels_wanted() -> bool {
-    engine() == Engine::Auto
-}
+use super::kv::{KvCache, Part};
+use super::spec::ArchSpec;
+use super::{EngineError, EngineOptions};
 
 /// Where a model's weights live.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -77,8 +45,31 @@ enum Weights {
     QQwen2(Arc<Mutex<quantized_qwen2::ModelWeights>>),
     QQwen3(quantized_qwen3::ModelWeights),
     QGemma3(quantized_gemma3::ModelWeights),
-    Llama(llama::Llama, llama::Config, DType),
+    Llama(CandleLlama),
     Qwen3(qwen3::ModelForCausalLM),
+}
+
+impl Weights {
+    /// A step of cortex's decoders, which run several sequences' rows as one batch; `None` for
+    /// candle-transformers' models, which run one sequence per instance.
+    fn step(&self, parts: &mut [Part]) -> Option<candle_core::Result<Vec<Vec<f32>>>> {
+        match self {
+            Weights::Cpu(d) => Some(d.forward_batch(parts)),
+            Weights::Batched(d) => Some(d.forward_batch(parts)),
+            _ => None,
+        }
+    }
+}
+
+/// candle-transformers' safetensors llama, whose KV cache is an argument rather than inside
+/// the model: the weights' own per sequence, like the other candle models' caches.
+#[derive(Clone)]
+struct CandleLlama {
+    model: llama::Llama,
+    config: llama::Config,
+    dtype: DType,
+    /// `None` in the loaded weights (which never run), a fresh cache in each sequence's copy.
+    cache: Option<llama::Cache>,
 }
 
 /// Loaded weights plus what the generation loop needs to know about them.
@@ -91,41 +82,49 @@ pub struct ModelWeights {
     pub device: Device,
 }
 
-/// One sequence's private view of the model: shared weights, its own KV cache.
+/// One sequence's private view of the model: shared weights, its own KV cache (cortex's
+/// decoders: `kv`; candle-transformers' models keep theirs inside their `weights` copy).
 pub struct Sequence {
     weights: Weights,
-    llama_cache: Option<llama::Cache>,
-    cpu_cache: cpu::Cache,
-    batch_cache: batched::Cache,
+    kv: KvCache,
     device: Device,
 }
 
 impl ModelWeights {
-    /// Loads a GGUF file's weights. `content` is the parsed header (read once by the caller,
-    /// who also builds the tokenizer from it).
+    /// Loads a GGUF file's weights with the default options on `device`. `content` is the
+    /// parsed header (read once by the caller, who also builds the tokenizer from it).
     pub fn from_gguf(
         path: &Path,
         content: gguf_file::Content,
         device: &Device,
         max_context: usize,
     ) -> Result<Self, EngineError> {
+        Self::load_gguf(path, content, &EngineOptions { max_context, ..EngineOptions::on(device.clone()) })
+    }
+
+    /// Loads a GGUF file's weights as `opts` say. `content` is the parsed header.
+    pub fn load_gguf(path: &Path, content: gguf_file::Content, opts: &EngineOptions) -> Result<Self, EngineError> {
         let arch = super::gguf_meta::string(&content, "general.architecture")
             .ok_or_else(|| EngineError::Format("GGUF has no general.architecture".into()))?;
-        let ctx_key = format!("{arch}.context_length");
-        let file_ctx = super::gguf_meta::u64(&content, &ctx_key).unwrap_or(2048) as usize;
+        if !matches!(arch.as_str(), "llama" | "mistral" | "qwen2" | "qwen3" | "gemma3") {
+            return Err(EngineError::Unsupported(format!("GGUF architecture `{arch}`")));
+        }
+        let spec = ArchSpec::from_gguf(&content)?;
+        let file_ctx = spec.context.unwrap_or(2048);
+        let ctx = file_ctx.min(opts.max_context);
+        let device = &opts.device;
         let mut file = std::fs::File::open(path).map_err(|e| EngineError::io(path, e))?;
         let load_err = |e: candle_core::Error| EngineError::Format(format!("{}: {e}", path.display()));
-        // quantized_llama precomputes RoPE for MAX_SEQ_LEN positions only.
         let (weights, model_ctx) = match arch.as_str() {
-            a if batched_wanted(device) && BatchDecoder::applies_to_gguf(a, &content) => {
-                let ctx = file_ctx.min(max_context);
-                let d = BatchDecoder::from_gguf(a, &content, &mut file, device, ctx).map_err(load_err)?;
+            _ if opts.batched() && BatchDecoder::applies_to_gguf(&spec, &content) => {
+                let d = BatchDecoder::from_gguf(&spec, &content, &mut file, device, ctx).map_err(load_err)?;
                 (Weights::Batched(Arc::new(d)), ctx)
             }
-            "llama" if device.is_cpu() && cortex_kernels_wanted() && cpu::llama::applies(&content) => {
-                let ctx = file_ctx.min(max_context);
-                (Weights::Cpu(Arc::new(cpu::llama::load(&content, &mut file, ctx).map_err(load_err)?)), ctx)
+            "llama" | "gemma3" if opts.cortex_cpu() && cpu::applies(&spec, &content) => {
+                let d = cpu::load(&spec, &content, &mut file, ctx, opts.cpu_settings()).map_err(load_err)?;
+                (Weights::Cpu(Arc::new(d)), ctx)
             }
+            // quantized_llama precomputes RoPE for MAX_SEQ_LEN positions only.
             "llama" | "mistral" => (
                 Weights::QLlama(
                     quantized_llama::ModelWeights::from_gguf(content, &mut file, device).map_err(load_err)?,
@@ -144,34 +143,20 @@ impl ModelWeights {
                 ),
                 file_ctx,
             ),
-            "gemma3" if device.is_cpu() && cortex_kernels_wanted() => {
-                let ctx = file_ctx.min(max_context);
-                (Weights::Cpu(Arc::new(cpu::gemma3::load(&content, &mut file, ctx).map_err(load_err)?)), ctx)
-            }
-            "gemma3" => (
+            _ => (
                 Weights::QGemma3(
                     quantized_gemma3::ModelWeights::from_gguf(content, &mut file, device).map_err(load_err)?,
                 ),
                 file_ctx,
             ),
-            other => return Err(EngineError::Unsupported(format!("GGUF architecture `{other}`"))),
         };
-        Ok(Self { weights, arch, context_len: model_ctx.min(max_context), device: device.clone() })
+        Ok(Self { weights, arch, context_len: model_ctx.min(opts.max_context), device: device.clone() })
     }
 
-    /// Loads a safetensors repository directory (llama or qwen3 per config.json), computing in
-    /// `dtype` (default: bf16 on a GPU, f32 on the CPU).
-    pub fn from_safetensors(
-        dir: &Path,
-        device: &Device,
-        dtype: Option<DType>,
-        max_context: usize,
-    ) -> Result<Self, EngineError> {
-        let config_path = dir.join("config.json");
-        let raw = std::fs::read(&config_path).map_err(|e| EngineError::io(&config_path, e))?;
-        let value: serde_json::Value =
-            serde_json::from_slice(&raw).map_err(|e| EngineError::Format(format!("{}: {e}", config_path.display())))?;
-        let model_type = value.get("model_type").and_then(|v| v.as_str()).unwrap_or_default().to_string();
+    /// Loads a safetensors repository directory (llama or qwen3 per `config`, its config.json),
+    /// computing in `opts.dtype` (default: bf16 on a GPU, f32 on the CPU).
+    pub fn load_safetensors(dir: &Path, config: &serde_json::Value, opts: &EngineOptions) -> Result<Self, EngineError> {
+        let spec = ArchSpec::from_config(config)?;
         let mut files: Vec<PathBuf> = std::fs::read_dir(dir)
             .map_err(|e| EngineError::io(dir, e))?
             .filter_map(|e| e.ok().map(|e| e.path()))
@@ -181,31 +166,32 @@ impl ModelWeights {
         if files.is_empty() {
             return Err(EngineError::Format(format!("no *.safetensors in {}", dir.display())));
         }
+        let device = &opts.device;
         // bf16 where the device computes it natively, f32 on CPU (candle's CPU bf16 matmul is slow).
-        let dtype = dtype.unwrap_or(if device.is_cpu() { DType::F32 } else { DType::BF16 });
+        let dtype = opts.dtype.unwrap_or(if device.is_cpu() { DType::F32 } else { DType::BF16 });
+        let config_path = dir.join("config.json");
         let cfg_err = |e: serde_json::Error| EngineError::Format(format!("{}: {e}", config_path.display()));
         let load_err = |e: candle_core::Error| EngineError::Format(format!("{}: {e}", dir.display()));
         // SAFETY: the files are memory-mapped read-only; cortex never writes model files while
         // they are loaded (pull writes to a temporary name and renames).
         let vb = unsafe { VarBuilder::from_mmaped_safetensors(&files, dtype, device) }.map_err(load_err)?;
-        let (weights, ctx) = match model_type.as_str() {
-            _ if batched_wanted(device) && BatchDecoder::applies_to_config(&value) => {
-                let ctx = value.get("max_position_embeddings").and_then(|v| v.as_u64()).unwrap_or(4096) as usize;
-                let d = BatchDecoder::from_safetensors(&value, vb, dtype, device, ctx.min(max_context))
-                    .map_err(load_err)?;
-                (Weights::Batched(Arc::new(d)), ctx)
+        let ctx = spec.context.unwrap_or(4096);
+        let weights = match spec.arch.as_str() {
+            _ if opts.batched() && BatchDecoder::applies_to_config(config) => {
+                let positions = ctx.min(opts.max_context);
+                let d =
+                    BatchDecoder::from_safetensors(&spec, config, vb, dtype, device, positions).map_err(load_err)?;
+                Weights::Batched(Arc::new(d))
             }
             "llama" | "mistral" => {
-                let cfg: llama::LlamaConfig = serde_json::from_value(value).map_err(cfg_err)?;
-                let cfg = cfg.into_config(false);
-                let ctx = cfg.max_position_embeddings;
-                let model = llama::Llama::load(vb, &cfg).map_err(load_err)?;
-                (Weights::Llama(model, cfg, dtype), ctx)
+                let cfg: llama::LlamaConfig = serde_json::from_value(config.clone()).map_err(cfg_err)?;
+                let config = cfg.into_config(false);
+                let model = llama::Llama::load(vb, &config).map_err(load_err)?;
+                Weights::Llama(CandleLlama { model, config, dtype, cache: None })
             }
             "qwen3" => {
-                let cfg: qwen3::Config = serde_json::from_value(value).map_err(cfg_err)?;
-                let ctx = cfg.max_position_embeddings;
-                (Weights::Qwen3(qwen3::ModelForCausalLM::new(&cfg, vb).map_err(load_err)?), ctx)
+                let cfg: qwen3::Config = serde_json::from_value(config.clone()).map_err(cfg_err)?;
+                Weights::Qwen3(qwen3::ModelForCausalLM::new(&cfg, vb).map_err(load_err)?)
             }
             other => {
                 return Err(EngineError::Unsupported(format!(
@@ -213,7 +199,7 @@ impl ModelWeights {
                 )))
             }
         };
-        Ok(Self { weights, arch: model_type, context_len: ctx.min(max_context), device: device.clone() })
+        Ok(Self { weights, arch: spec.arch, context_len: ctx.min(opts.max_context), device: device.clone() })
     }
 
     /// What runs this model, as `ModelInfo::engine` names it.
@@ -234,38 +220,18 @@ impl ModelWeights {
     /// A fresh sequence with an empty KV cache.
     pub fn new_sequence(&self) -> Result<Sequence, EngineError> {
         let mut weights = self.weights.clone();
-        let llama_cache = match &mut weights {
-            Weights::Llama(_, cfg, dtype) => {
-                Some(llama::Cache::new(true, *dtype, cfg, &self.device).map_err(EngineError::Candle)?)
-            }
-            Weights::QLlama(w) => {
-                w.clear_kv_cache();
-                None
-            }
-            Weights::Cpu(_) | Weights::Batched(_) => None,
-            Weights::QQwen2(w) => {
-                w.lock().unwrap_or_else(|p| p.into_inner()).clear_kv_cache();
-                None
-            }
-            Weights::QQwen3(w) => {
-                w.clear_kv_cache();
-                None
-            }
-            Weights::Qwen3(w) => {
-                w.clear_kv_cache();
-                None
-            }
+        match &mut weights {
+            Weights::Llama(l) => l.cache = Some(llama::Cache::new(true, l.dtype, &l.config, &self.device)?),
+            Weights::QLlama(w) => w.clear_kv_cache(),
+            Weights::Cpu(_) | Weights::Batched(_) => {}
+            Weights::QQwen2(w) => w.lock().unwrap_or_else(|p| p.into_inner()).clear_kv_cache(),
+            Weights::QQwen3(w) => w.clear_kv_cache(),
+            Weights::Qwen3(w) => w.clear_kv_cache(),
             // quantized_gemma3 keeps no public way to clear; a clone of fresh weights is empty
             // only if the base was never run, which holds: the base instance never runs.
-            Weights::QGemma3(_) => None,
-        };
-        Ok(Sequence {
-            weights,
-            llama_cache,
-            cpu_cache: Default::default(),
-            batch_cache: Default::default(),
-            device: self.device.clone(),
-        })
+            Weights::QGemma3(_) => {}
+        }
+        Ok(Sequence { weights, kv: KvCache::default(), device: self.device.clone() })
     }
 }
 
@@ -279,28 +245,22 @@ pub struct StepInput<'a> {
 impl Sequence {
     /// Runs `tokens` at positions `pos..pos+len` and returns the last position's logits.
     pub fn forward(&mut self, tokens: &[u32], pos: usize) -> Result<Vec<f32>, EngineError> {
-        match &self.weights {
-            Weights::Cpu(w) => return Ok(w.forward(&mut self.cpu_cache, tokens, pos)?),
-            Weights::Batched(w) => {
-                let part = batched::Part { cache: &mut self.batch_cache, tokens, pos };
-                return Ok(w.forward_batch(&mut [part])?.pop().unwrap_or_default());
-            }
-            _ => {}
+        if let Some(logits) = self.weights.step(&mut [Part { cache: &mut self.kv, tokens, pos }]) {
+            return Ok(logits?.pop().unwrap_or_default());
         }
         let input = Tensor::new(tokens, &self.device)?.unsqueeze(0)?;
         let logits = match &mut self.weights {
-            Weights::Cpu(_) | Weights::Batched(_) => unreachable!("answered above"),
+            // cortex's decoders stepped above.
+            Weights::Cpu(_) | Weights::Batched(_) => return Err(EngineError::Format("unreachable step".into())),
             Weights::QLlama(w) => w.forward(&input, pos)?,
             Weights::QQwen2(w) => w.lock().unwrap_or_else(|p| p.into_inner()).forward(&input, pos)?,
             Weights::QQwen3(w) => w.forward(&input, pos)?,
             Weights::QGemma3(w) => w.forward(&input, pos)?,
             Weights::Qwen3(w) => w.forward(&input, pos)?,
-            Weights::Llama(w, _, _) => {
-                let cache = self
-                    .llama_cache
-                    .as_mut()
-                    .ok_or_else(|| EngineError::Format("llama sequence without a cache".into()))?;
-                w.forward(&input, pos, cache)?
+            Weights::Llama(l) => {
+                let cache =
+                    l.cache.as_mut().ok_or_else(|| EngineError::Format("llama sequence without a cache".into()))?;
+                l.model.forward(&input, pos, cache)?
             }
         };
         Ok(logits.flatten_all()?.to_dtype(DType::F32)?.to_vec1::<f32>()?)
@@ -311,25 +271,10 @@ impl Sequence {
     /// for all their rows); other models, or a batch that fails, run one sequence at a time, so
     /// that one sequence's bad input fails only that sequence.
     pub fn forward_many(inputs: &mut [StepInput]) -> Vec<Result<Vec<f32>, EngineError>> {
-        if inputs.len() > 1 {
-            let batched = match Self::shared_weights(inputs) {
-                Some(Weights::Cpu(d)) => {
-                    let mut parts: Vec<cpu::Part> = inputs
-                        .iter_mut()
-                        .map(|i| cpu::Part { cache: &mut i.seq.cpu_cache, tokens: i.tokens, pos: i.pos })
-                        .collect();
-                    Some(d.forward_batch(&mut parts))
-                }
-                Some(Weights::Batched(d)) => {
-                    let mut parts: Vec<batched::Part> = inputs
-                        .iter_mut()
-                        .map(|i| batched::Part { cache: &mut i.seq.batch_cache, tokens: i.tokens, pos: i.pos })
-                        .collect();
-                    Some(d.forward_batch(&mut parts))
-                }
-                _ => None,
-            };
-            match batched {
+        if let Some(weights) = Self::shared_weights(inputs).filter(|_| inputs.len() > 1) {
+            let mut parts: Vec<Part> =
+                inputs.iter_mut().map(|i| Part { cache: &mut i.seq.kv, tokens: i.tokens, pos: i.pos }).collect();
+            match weights.step(&mut parts) {
                 Some(Ok(logits)) => return logits.into_iter().map(Ok).collect(),
                 Some(Err(e)) => tracing::debug!(error = %e, "a batched step failed; running its sequences one by one"),
                 None => {}
@@ -345,6 +290,7 @@ impl Sequence {
             (Weights::Batched(a), Weights::Batched(b)) => Some(Arc::ptr_eq(a, b)),
             _ => None,
         };
-        inputs.iter().all(|i| same(&i.seq.weights) == Some(true)).then(|| inputs[0].seq.weights.clone())
+        let first = &inputs.first()?.seq.weights;
+        inputs.iter().all(|i| same(&i.seq.weights) == Some(true)).then(|| first.clone())
     }
 }

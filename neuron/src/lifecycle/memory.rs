@@ -6,7 +6,8 @@ use std::path::Path;
 use candle_core::quantized::gguf_file;
 use candle_core::DType;
 
-use crate::engine::{gguf_meta, WeightsSource};
+use crate::engine::spec::ArchSpec;
+use crate::engine::WeightsSource;
 use crate::gpu::GpuInfo;
 
 /// Share of RAM models may use on a CPU node when no budget is configured.
@@ -115,34 +116,24 @@ pub fn node_devices(
 /// on a GPU (what `ModelWeights::from_safetensors` picks), so that a bf16 model is not counted
 /// twice its size on the GPU that keeps it in bf16.
 pub fn estimate(source: &WeightsSource, context: usize, gpu: bool, dtype: Option<DType>) -> Option<u64> {
+    let kv = |spec: &ArchSpec, dtype: DType| {
+        spec.kv_bytes_per_token(dtype) * spec.context.unwrap_or(context).min(context) as u64
+    };
     match source {
         WeightsSource::Gguf(path) => {
             let size = std::fs::metadata(path).ok()?.len();
             let ct = gguf_file::Content::read(&mut std::fs::File::open(path).ok()?).ok()?;
-            let arch = gguf_meta::string(&ct, "general.architecture")?;
-            let get = |k: &str| gguf_meta::u64(&ct, &format!("{arch}.{k}"));
-            let layers = get("block_count")?;
-            let heads = get("attention.head_count")?.max(1);
-            let kv_heads = get("attention.head_count_kv").unwrap_or(heads);
-            let head_dim = get("attention.key_length").unwrap_or_else(|| get("embedding_length").unwrap_or(0) / heads);
-            let ctx = get("context_length").map(|c| c.min(context as u64)).unwrap_or(context as u64);
-            Some(size + 2 * layers * kv_heads * head_dim * ctx * 4)
+            Some(size + kv(&ArchSpec::from_gguf(&ct).ok()?, DType::F32))
         }
         WeightsSource::Safetensors(dir) => {
             let size = dir_size(dir);
             let cfg: serde_json::Value = serde_json::from_slice(&std::fs::read(dir.join("config.json")).ok()?).ok()?;
-            let g = |k: &str| cfg.get(k).and_then(|v| v.as_u64());
-            let layers = g("num_hidden_layers")?;
-            let heads = g("num_attention_heads")?.max(1);
-            let kv_heads = g("num_key_value_heads").unwrap_or(heads);
-            let head_dim = g("head_dim").unwrap_or_else(|| g("hidden_size").unwrap_or(0) / heads);
-            let ctx = g("max_position_embeddings").map(|c| c.min(context as u64)).unwrap_or(context as u64);
             let stored = match cfg.get("torch_dtype").and_then(|v| v.as_str()) {
                 Some("bfloat16" | "float16") => 2,
                 _ => 4,
             };
-            let held = dtype.unwrap_or(if gpu { DType::BF16 } else { DType::F32 }).size_in_bytes() as u64;
-            Some(size / stored * held + 2 * layers * kv_heads * head_dim * ctx * held)
+            let held = dtype.unwrap_or(if gpu { DType::BF16 } else { DType::F32 });
+            Some(size / stored * held.size_in_bytes() as u64 + kv(&ArchSpec::from_config(&cfg).ok()?, held))
         }
     }
 }
