@@ -140,6 +140,11 @@ pub struct EngineConfig {
     pub decode_bits: Bits,
     /// The same for steps with prompt rows (`CORTEX_PREFILL_BITS`).
     pub prefill_bits: Bits,
+    /// Caps the instruction set the CPU kernels use (`CORTEX_KERNELS`, read by the kernels
+    /// themselves): `scalar`, `avx2` or `avx512vnni`; unset, the best this CPU has. For
+    /// comparisons, and hosts whose AVX-512 clocks down.
+    #[serde(deserialize_with = "kernel_cap")]
+    pub kernels: Option<cortex_kernels::Level>,
     /// candle's `CANDLE_DEQUANTIZE_ALL` (set, not "0"): every matrix widened to f32 at load, the
     /// f32 reference; cortex's CPU decoder honours it too. The environment's only, not a file
     /// setting.
@@ -158,9 +163,16 @@ impl Default for EngineConfig {
             device: DeviceChoice::default(),
             decode_bits: Bits::default(),
             prefill_bits: Bits::default(),
+            kernels: None,
             dequantize_all: false,
         }
     }
+}
+
+/// `[engine] kernels`: a level's name, refused by name when unknown.
+fn kernel_cap<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<cortex_kernels::Level>, D::Error> {
+    let name = String::deserialize(d)?;
+    name.parse().map(Some).map_err(|e: cortex_kernels::UnknownLevel| serde::de::Error::custom(e))
 }
 
 /// Overrides `[engine] engine`.
@@ -213,6 +225,12 @@ impl EngineConfig {
     /// device on a CPU build or a host without it) is an error, not a quiet fall-back.
     pub fn options(&self) -> Result<EngineOptions, ConfigError> {
         let device = self.device.open().map_err(|e| ConfigError::Engine(vec![e.to_string()]))?;
+        if let Some(cap) = self.kernels {
+            match cortex_kernels::set_level_cap(cap) {
+                Ok(level) => tracing::info!(cap = cap.as_str(), level = level.as_str(), "CPU kernel level"),
+                Err(e) => tracing::warn!(error = %e, "kernels cap not applied"),
+            }
+        }
         Ok(EngineOptions {
             max_context: self.max_context,
             scheduler: SchedulerConfig {
@@ -355,7 +373,11 @@ mod tests {
         );
         let o = e.options().unwrap();
         assert!(o.device.is_cpu() && o.engine == EngineKind::Batched && o.decode_bits == Bits::Eight);
+        // Parsed only: applying a kernels cap would cap this test process's kernels.
+        let c = Config::parse("[engine]\nkernels = \"avx2\"\n", Path::new("c.toml")).unwrap();
+        assert_eq!(c.engine.kernels, Some(cortex_kernels::Level::Avx2));
         for (line, says) in [
+            ("kernels = \"avx3\"", "avx512vnni"),
             ("engine = \"fast\"", "auto"),
             ("device = \"tpu\"", "cpu, cuda or cuda:N"),
             ("decode_bits = 12", "16 or 8"),
