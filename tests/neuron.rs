@@ -144,23 +144,24 @@ fn a_client_that_disconnects_stops_its_generation() {
 #[test]
 fn a_full_queue_answers_429_with_retry_after() {
     let dir = TempDir::new("queue");
-    tiny_model(dir.path(), "tiny");
+    // The slow model holds the slot for seconds; the tiny one finishes 480 tokens in a blink.
+    common::slow_model(dir.path(), "slow");
     let cfg = dir.path().join("cortex.toml");
     std::fs::write(&cfg, "[engine]\nmax_active = 1\nqueue_capacity = 0\n").unwrap();
     let n = Neuron::start(dir.path(), &["--config", cfg.to_str().unwrap()]);
     let url = n.url("/v1/chat/completions");
     // Hold the only slot with a long generation, then ask again.
-    let mut long = client().post(&url).json(&chat("tiny", 480, true)).send().unwrap();
+    let mut long = client().post(&url).json(&chat("slow", 480, true)).send().unwrap();
     let mut buf = [0u8; 64];
     assert!(long.read(&mut buf).unwrap() > 0);
-    let resp = client().post(&url).json(&chat("tiny", 4, false)).send().unwrap();
+    let resp = client().post(&url).json(&chat("slow", 4, false)).send().unwrap();
     assert_eq!(resp.status(), 429);
     assert_eq!(resp.headers().get("retry-after").and_then(|v| v.to_str().ok()), Some("1"));
     let body: Value = resp.json().unwrap();
     assert_eq!(body["error"]["type"], "rate_limit_error");
     drop(long);
     // Once the slot frees up the same request is served.
-    assert!(n.eventually(Duration::from_secs(30), || post(&url, &chat("tiny", 4, false)).0 == 200));
+    assert!(n.eventually(Duration::from_secs(30), || post(&url, &chat("slow", 4, false)).0 == 200));
 }
 
 #[test]
@@ -237,7 +238,11 @@ fn a_corrupt_model_fails_its_requests_and_the_neuron_serves_the_others() {
 fn sigterm_lets_a_running_stream_finish_then_exits_zero() {
     let dir = TempDir::new("sigterm");
     common::slow_model(dir.path(), "slow");
-    let n = Neuron::start(dir.path(), &[]);
+    // A grace long enough for 200 tokens on a busy CI machine: the test is that the stream
+    // finishes, not how fast.
+    let cfg = dir.path().join("cortex.toml");
+    std::fs::write(&cfg, "[server]\nshutdown_grace_secs = 300\n").unwrap();
+    let n = Neuron::start(dir.path(), &["--config", cfg.to_str().unwrap()]);
     let url = n.url("/v1/chat/completions");
     let stream =
         std::thread::spawn(move || sse_events(client().post(&url).json(&chat("slow", 200, true)).send().unwrap()));

@@ -134,14 +134,16 @@ impl Scheduler {
     }
 
     /// Queues a request's jobs (one per choice) together, or refuses them all when the queue
-    /// has no room for them.
+    /// is full.
     pub fn submit(&self, jobs: Vec<Job>) -> Result<(), GenerateError> {
         let mut st = self.shared.state.lock().unwrap_or_else(|p| p.into_inner());
         if st.closing {
             return Err(GenerateError::new(ErrorKind::Unavailable, "the model is being unloaded"));
         }
+        // A request with room for its first choice is taken whole: its other choices may
+        // overfill the queue by n − 1 rather than never fitting a small one.
         let waiting_room = self.config.queue_capacity + self.config.max_active.saturating_sub(st.active);
-        if st.queue.len() + jobs.len() > waiting_room.max(jobs.len()) {
+        if st.queue.len() >= waiting_room {
             return Err(GenerateError::new(
                 ErrorKind::Overloaded,
                 format!("the queue for this model is full ({} waiting); retry shortly", st.queue.len()),

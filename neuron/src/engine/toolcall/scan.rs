@@ -263,21 +263,13 @@ impl CallScanner {
         }
         match (self.in_string, self.escape, c) {
             (false, _, '"') => self.in_string = true,
+            (true, true, 'u') => {
+                self.escape = false;
+                self.unicode = Some(String::new());
+            }
             (true, true, _) => {
                 self.escape = false;
-                let decoded = match c {
-                    'n' => '\n',
-                    't' => '\t',
-                    'r' => '\r',
-                    'b' => '\u{8}',
-                    'f' => '\u{c}',
-                    'u' => {
-                        self.unicode = Some(String::new());
-                        return Ok(());
-                    }
-                    other => other,
-                };
-                self.emit_args(&decoded.to_string(), out);
+                self.emit_args(&unescape(c).to_string(), out);
             }
             (true, false, '\\') => self.escape = true,
             (true, false, '"') => {
@@ -288,6 +280,18 @@ impl CallScanner {
             (false, _, _) => {}
         }
         Ok(())
+    }
+}
+
+/// The character a one-letter JSON escape (`\n`, `\"`, …) stands for.
+fn unescape(c: char) -> char {
+    match c {
+        'n' => '\n',
+        't' => '\t',
+        'r' => '\r',
+        'b' => '\u{8}',
+        'f' => '\u{c}',
+        other => other,
     }
 }
 
@@ -304,11 +308,6 @@ pub fn json_string_prefix(text: &str) -> (String, usize, bool) {
                 let Some(&(_, e)) = chars.peek() else { return (out, i, false) };
                 chars.next();
                 let decoded = match e {
-                    'n' => '\n',
-                    't' => '\t',
-                    'r' => '\r',
-                    'b' => '\u{8}',
-                    'f' => '\u{c}',
                     'u' => {
                         let hex = text.get(i + 2..i + 6);
                         let Some(hex) = hex.filter(|h| h.len() == 4) else { return (out, i, false) };
@@ -317,7 +316,7 @@ pub fn json_string_prefix(text: &str) -> (String, usize, bool) {
                         }
                         char::from_u32(u32::from_str_radix(hex, 16).unwrap_or(0xfffd)).unwrap_or('\u{fffd}')
                     }
-                    other => other,
+                    other => unescape(other),
                 };
                 out.push(decoded);
             }
