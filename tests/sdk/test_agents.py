@@ -53,8 +53,10 @@ def concurrently(fn, cases, workers: int = 8):
 
 def oai_call(oai, model: str, choice, seed: int, stream: bool):
     """A forced call through the OpenAI SDK: (finish_reason, [(name, arguments as parsed JSON)])."""
+    # A named tool is one call; `required` leaves the model free to make several.
     kwargs = dict(
-        model=model, messages=ASK, tools=OAI_TOOLS, tool_choice=choice, max_tokens=MAX_TOKENS, temperature=0.8, seed=seed
+        model=model, messages=ASK, tools=OAI_TOOLS, tool_choice=choice, max_tokens=MAX_TOKENS, temperature=0.8, seed=seed,
+        parallel_tool_calls=choice == "required",
     )
     if not stream:
         r = oai.chat.completions.create(**kwargs)
@@ -98,7 +100,7 @@ def test_forced_tool_calls_are_schema_valid_on_every_seeded_run(oai, anth, model
         ("oai", "required"),
         ("oai", named_oai),
         ("anth", {"type": "any"}),
-        ("anth", {"type": "tool", "name": "get_weather"}),
+        ("anth", {"type": "tool", "name": "get_weather", "disable_parallel_tool_use": True}),
     ]
     cases = [(mode, seed) for seed in range(5) for mode in modes]
 
@@ -115,8 +117,10 @@ def test_forced_tool_calls_are_schema_valid_on_every_seeded_run(oai, anth, model
         assert calls, what
         for name, args in calls:
             jsonschema.validate(args, SCHEMAS[name])
-            if choice in (named_oai, {"type": "tool", "name": "get_weather"}):
+            if choice == named_oai or choice.get("type") == "tool":
                 assert name == "get_weather", what
+        if choice == named_oai or choice.get("type") == "tool":
+            assert len(calls) == 1, f"{what}: parallel calls were off: {calls}"
 
 
 def test_json_schema_answers_parse_and_validate_on_every_seeded_run(oai):

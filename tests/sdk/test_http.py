@@ -141,7 +141,7 @@ def test_unknown_role_names_the_role(http):
     assert "wizard" in err["message"]
 
 
-@pytest.mark.parametrize("bad", [{"temperature": 5}, {"top_p": 0}, {"n": 2}, {"max_tokens": -1}])
+@pytest.mark.parametrize("bad", [{"temperature": 5}, {"top_p": 0}, {"n": 17}, {"max_tokens": -1}])
 def test_bad_sampling_params_are_400(http, bad):
     assert_openai_error(http.post(CHAT, json=dict(PARIS_CHAT, **bad)), 400, "invalid_request_error")
 
