@@ -117,9 +117,9 @@ def test_forced_tool_calls_are_schema_valid_on_every_seeded_run(oai, anth, model
         assert calls, what
         for name, args in calls:
             jsonschema.validate(args, SCHEMAS[name])
-            if choice == named_oai or choice.get("type") == "tool":
+            if choice == named_oai or (isinstance(choice, dict) and choice.get("type") == "tool"):
                 assert name == "get_weather", what
-        if choice == named_oai or choice.get("type") == "tool":
+        if choice == named_oai or (isinstance(choice, dict) and choice.get("type") == "tool"):
             assert len(calls) == 1, f"{what}: parallel calls were off: {calls}"
 
 
