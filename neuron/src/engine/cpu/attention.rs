@@ -85,12 +85,6 @@ struct Attend<'a> {
 }
 
 impl Attend<'_> {
-    /// `len` numbers from `offset` in position `j`'s row of kv head `g`.
-    #[inline]
-    fn kv_row<'c>(&self, cache: &'c LayerRows<'c>, j: usize, offset: usize, len: usize) -> &'c [f32] {
-        cache.row(j, self.g * self.hs.head_dim + offset, len)
-    }
-
     /// Heads `h0..h0 + H`: scores against each key, softmax, then Σ p·v with sixteen outputs of
     /// every head held in registers across all positions (accumulating into the output row
     /// instead loaded and stored it once per position).
@@ -109,9 +103,15 @@ impl Attend<'_> {
         SCORES.with(|cell| {
             let mut scores = cell.borrow_mut();
             let sc = resize(&mut scores, H * n);
-            for (jj, j) in (start..self.end).enumerate() {
-                let d = dots::<H>(qh, self.kv_row(self.kc, j, 0, hd));
-                (0..H).for_each(|i| sc[i * n + jj] = d[i] * hs.scale);
+            // Kv head g's slice of each row, walked a block's run at a time.
+            let (g0, width) = (self.g * hd, self.kc.width());
+            let mut jj = 0;
+            for run in self.kc.runs(start..self.end) {
+                for k in run.chunks_exact(width) {
+                    let d = dots::<H>(qh, &k[g0..g0 + hd]);
+                    (0..H).for_each(|i| sc[i * n + jj] = d[i] * hs.scale);
+                    jj += 1;
+                }
             }
             sc.chunks_exact_mut(n).for_each(softmax);
             let mut c = 0;
@@ -119,12 +119,16 @@ impl Attend<'_> {
                 let w = (hd - c).min(16);
                 let mut acc = [[0f32; 16]; H];
                 let probs: [&[f32]; H] = std::array::from_fn(|i| &sc[i * n..(i + 1) * n]);
-                let vs = (start..self.end).map(|j| self.kv_row(self.vc, j, c, w));
+                let runs = self.vc.runs(start..self.end);
                 if w == 16 {
-                    weighted_sum16::<H>(probs, vs, &mut acc);
+                    weighted_sum16::<H>(probs, runs, width, g0 + c, &mut acc);
                 } else {
-                    for (jj, v) in vs.enumerate() {
-                        (0..H).for_each(|i| (0..w).for_each(|l| acc[i][l] += probs[i][jj] * v[l]));
+                    let mut jj = 0;
+                    for run in runs {
+                        for v in run.chunks_exact(width).map(|v| &v[g0 + c..g0 + c + w]) {
+                            (0..H).for_each(|i| (0..w).for_each(|l| acc[i][l] += probs[i][jj] * v[l]));
+                            jj += 1;
+                        }
                     }
                 }
                 (0..H).for_each(|i| out[i * hd + c..i * hd + c + w].copy_from_slice(&acc[i][..w]));
@@ -134,24 +138,37 @@ impl Attend<'_> {
     }
 }
 
-/// `acc[i] = Σ_j p[i][j] · v_j` over sixteen-wide value slices. The compiler kept neither
-/// this nor [`dots`] in registers when written as loops over arrays, so on x86 they are written
-/// with AVX2 and FMA (which the build's x86-64-v3 target guarantees).
-fn weighted_sum16<'v, const H: usize>(p: [&[f32]; H], vs: impl Iterator<Item = &'v [f32]>, acc: &mut [[f32; 16]; H]) {
+/// `acc[i] = Σ_j p[i][j] · v_j` over the sixteen floats from `off` of each value row, the rows
+/// `width` apart in each block's run and the accumulators kept in registers across the runs.
+/// The compiler kept neither this nor [`dots`] in registers when written as loops over arrays,
+/// so on x86 they are written with AVX2 and FMA (which the build's x86-64-v3 target guarantees).
+fn weighted_sum16<'v, const H: usize>(
+    p: [&[f32]; H],
+    runs: impl Iterator<Item = &'v [f32]>,
+    width: usize,
+    off: usize,
+    acc: &mut [[f32; 16]; H],
+) {
+    // Nested loops, a run's rows the inner one: a flattening iterator over the runs made
+    // SmolLM2's decode at 1024 positions a third slower.
     #[cfg(all(target_arch = "x86_64", target_feature = "avx2", target_feature = "fma"))]
     {
         use std::arch::x86_64::*;
         // SAFETY: the features are compiled in (cfg above); every load reads 16 floats of a
-        // 16-float slice (asserted) or an in-bounds probability.
+        // 16-float slice or an in-bounds probability.
         unsafe {
             let mut a = [[_mm256_setzero_ps(); 2]; H];
-            for (j, v) in vs.enumerate() {
-                assert_eq!(v.len(), 16);
-                let (v0, v1) = (_mm256_loadu_ps(v.as_ptr()), _mm256_loadu_ps(v.as_ptr().add(8)));
-                for i in 0..H {
-                    let pi = _mm256_set1_ps(p[i][j]);
-                    a[i][0] = _mm256_fmadd_ps(pi, v0, a[i][0]);
-                    a[i][1] = _mm256_fmadd_ps(pi, v1, a[i][1]);
+            let mut j = 0;
+            for run in runs {
+                for row in run.chunks_exact(width) {
+                    let v = &row[off..off + 16];
+                    let (v0, v1) = (_mm256_loadu_ps(v.as_ptr()), _mm256_loadu_ps(v.as_ptr().add(8)));
+                    for i in 0..H {
+                        let pi = _mm256_set1_ps(p[i][j]);
+                        a[i][0] = _mm256_fmadd_ps(pi, v0, a[i][0]);
+                        a[i][1] = _mm256_fmadd_ps(pi, v1, a[i][1]);
+                    }
+                    j += 1;
                 }
             }
             for i in 0..H {
@@ -161,8 +178,14 @@ fn weighted_sum16<'v, const H: usize>(p: [&[f32]; H], vs: impl Iterator<Item = &
         }
     }
     #[cfg(not(all(target_arch = "x86_64", target_feature = "avx2", target_feature = "fma")))]
-    for (j, v) in vs.enumerate() {
-        (0..H).for_each(|i| (0..16).for_each(|l| acc[i][l] += p[i][j] * v[l]));
+    {
+        let mut j = 0;
+        for run in runs {
+            for row in run.chunks_exact(width) {
+                (0..H).for_each(|i| (0..16).for_each(|l| acc[i][l] += p[i][j] * row[off + l]));
+                j += 1;
+            }
+        }
     }
 }
 
