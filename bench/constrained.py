@@ -7,7 +7,7 @@ as medians of the rounds' medians, with their ratio. The grammar's cost comes fr
 neuron's metrics: seconds spent in grammars per constrained token, and the share of tokens
 whose first sample the grammar refused (the only ones that pay for a full mask).
 
-  python3 bench/constrained.py [--rounds 5] [--levels 1,8] [--max-tokens 128]
+  python3 bench/constrained.py [--rounds 5] [--levels 1,8] [--max-tokens 128]   (CORTEX_BIN: a prebuilt binary)
 """
 
 from __future__ import annotations
@@ -54,13 +54,17 @@ def main() -> int:
     ap.add_argument("--levels", default="1,8")
     ap.add_argument("--max-tokens", type=int, default=128)
     args = ap.parse_args()
-    subprocess.run(["cargo", "build", "-q", "--release"], cwd=REPO, check=True)
+    # CORTEX_BIN=path/to/cortex measures that build (another commit's) instead of building this one.
+    binary = os.environ.get("CORTEX_BIN")
+    if binary is None:
+        subprocess.run(["cargo", "build", "-q", "--release"], cwd=REPO, check=True)
+        binary = str(REPO / "target/release/cortex")
     work = Path(tempfile.mkdtemp())
     (work / "models").mkdir()
     os.symlink(MODEL, work / "models" / MODEL.name)
     log = open(work / "serve.log", "w")  # noqa: SIM115
     proc = subprocess.Popen(
-        [str(REPO / "target/release/cortex"), "serve", "--models-dir", str(work / "models"),
+        [binary, "serve", "--models-dir", str(work / "models"),
          "--listen", "127.0.0.1:0", "--metrics-listen", "127.0.0.1:0"],
         stdout=log, stderr=subprocess.STDOUT,
     )
