@@ -165,21 +165,60 @@ fn a_full_queue_answers_429_with_retry_after() {
 }
 
 #[test]
-fn prompt_plus_max_tokens_over_the_context_is_a_clear_400() {
+fn max_tokens_beyond_the_context_is_lowered_and_a_prompt_over_it_is_a_clear_400() {
     let dir = TempDir::new("context");
     tiny_model(dir.path(), "tiny");
     let n = Neuron::start(dir.path(), &[]);
-    // The tiny model's context is 512 tokens.
+    // The tiny model's context is 512 tokens: max_tokens 600 is lowered to the room the prompt
+    // leaves, so the answer never runs past the context.
     let (status, body) = post(&n.url("/v1/chat/completions"), &chat("tiny", 600, false));
-    assert_eq!(status, 400);
-    assert!(body["error"]["message"].as_str().unwrap().contains("context is 512 tokens"), "{body}");
-    let long = "word ".repeat(200);
+    assert_eq!(status, 200, "{body}");
+    let usage = &body["usage"];
+    let total = usage["prompt_tokens"].as_u64().unwrap() + usage["completion_tokens"].as_u64().unwrap();
+    assert!(total <= 512, "{usage}");
+    if body["choices"][0]["finish_reason"] == "length" {
+        assert_eq!(total, 512, "{usage}");
+    }
+    // A prompt longer than the context: each dialect's own wording.
+    let long = "word ".repeat(600);
     let req = json!({"model": "tiny", "max_tokens": 10, "messages": [{"role": "user", "content": long}]});
     let (status, body) = post(&n.url("/v1/messages"), &req);
     assert_eq!(status, 400);
     assert_eq!(body["type"], "error");
     assert_eq!(body["error"]["type"], "invalid_request_error");
+    let m = body["error"]["message"].as_str().unwrap();
+    assert!(m.starts_with("prompt is too long: ") && m.ends_with(" tokens > 512 maximum"), "{m}");
+    let (status, body) = post(&n.url("/v1/chat/completions"), &req);
+    assert_eq!(status, 400);
+    assert_eq!(body["error"]["code"], "context_length_exceeded");
+    let m = body["error"]["message"].as_str().unwrap();
+    assert!(m.starts_with("This model's maximum context length is 512 tokens."), "{m}");
     assert_eq!(client().get(n.url("/health")).send().unwrap().status(), 200);
+}
+
+#[test]
+fn strict_context_refuses_max_tokens_beyond_the_context_in_anthropic_s_words() {
+    let dir = TempDir::new("strict");
+    tiny_model(dir.path(), "tiny");
+    let cfg = dir.path().join("cortex.toml");
+    std::fs::write(&cfg, "[engine]\nstrict_context = true\n").unwrap();
+    let n = Neuron::start(dir.path(), &["--config", cfg.to_str().unwrap()]);
+    let req = json!({"model": "tiny", "max_tokens": 32000, "messages": [{"role": "user", "content": "hello there"}]});
+    let (status, body) = post(&n.url("/v1/messages"), &req);
+    assert_eq!(status, 400, "{body}");
+    // The wording Claude Code parses to lower max_tokens and retry.
+    let m = body["error"]["message"].as_str().unwrap();
+    let figures = m
+        .strip_prefix("input length and `max_tokens` exceed context limit: ")
+        .and_then(|r| r.strip_suffix(", decrease input length or `max_tokens` and try again"))
+        .unwrap_or_else(|| panic!("{m}"));
+    let (sum, limit) = figures.split_once(" > ").unwrap();
+    let (prompt, max) = sum.split_once(" + ").unwrap();
+    assert_eq!((max, limit), ("32000", "512"), "{m}");
+    let prompt: u32 = prompt.parse().unwrap();
+    let mut fits = req.clone();
+    fits["max_tokens"] = json!(512 - prompt);
+    assert_eq!(post(&n.url("/v1/messages"), &fits).0, 200);
 }
 
 #[test]

@@ -81,7 +81,7 @@ fn greedy_parity(file: &str, data_file: &str) -> (Value, Vec<String>, f32) {
     let path = model_path(file);
     let content = gguf_file::Content::read(&mut std::fs::File::open(&path).unwrap()).unwrap();
     let tok = TextTokenizer::from_gguf(&content).unwrap();
-    let weights = ModelWeights::from_gguf(&path, content, &Device::Cpu, 4096).unwrap();
+    let weights = ModelWeights::from_gguf(&path, content, &Device::Cpu, Some(4096)).unwrap();
     let cases = data(data_file);
     let mut report = Vec::new();
     let mut total = 0;

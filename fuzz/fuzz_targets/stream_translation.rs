@@ -8,7 +8,9 @@
 //! open with increasing indexes and every delta and stop is about the open block.
 #![no_main]
 
-use cortex_proto::generate::{ErrorKind, Event, FinishReason, GenerateError, Timings, TokenLogprob, TopLogprob, Usage};
+use cortex_proto::generate::{
+    ContextOverflow, ErrorKind, Event, FinishReason, GenerateError, Timings, TokenLogprob, TopLogprob, Usage,
+};
 use cortex_proto::translate::{chat_completion, completion, message, Collected, ReplyShape, SseFrame};
 use cortex_proto::translate::{AnthropicStream, OpenAiChatStream, OpenAiCompletionStream};
 use libfuzzer_sys::fuzz_target;
@@ -57,7 +59,13 @@ fn events(data: &[u8]) -> Vec<Event> {
             4 => Event::ToolCall { choice, index, id: format!("call_{count:x}"), name: text },
             5 => Event::ToolArgs { choice, index, fragment: text },
             6 => Event::Error { error: GenerateError::new(ErrorKind::Unavailable, text) },
-            _ => Event::Error { error: GenerateError::context_length(text) },
+            _ => Event::Error {
+                error: GenerateError::context_length(ContextOverflow {
+                    prompt: count,
+                    max_tokens: u32::MAX - count,
+                    context: count / 2,
+                }),
+            },
         });
         rest = next;
     }

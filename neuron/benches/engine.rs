@@ -72,7 +72,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let content = gguf_file::Content::read(&mut std::fs::File::open(&path)?)?;
     // The engine's settings from the environment as `cortex serve` reads them (CORTEX_ENGINE,
     // CORTEX_DECODE_BITS, …), on the CPU unless CORTEX_DEVICE says otherwise.
-    let config = EngineConfig { device: DeviceChoice::Cpu, max_context: 4096, ..Default::default() };
+    let config = EngineConfig { device: DeviceChoice::Cpu, max_context: Some(4096), ..Default::default() };
     let weights = ModelWeights::load_gguf(&path, content, &config.with_env()?.options()?)?;
     println!("load: {:.3} s", t0.elapsed().as_secs_f64());
 

@@ -16,7 +16,6 @@ pub const DEFAULT_METRICS_LISTEN: &str = "127.0.0.1:31314";
 pub const DEFAULT_MAX_BODY_BYTES: usize = 8 * 1024 * 1024;
 /// How long in-flight requests may run after SIGTERM before the process exits anyway.
 pub const DEFAULT_SHUTDOWN_GRACE: Duration = Duration::from_secs(30);
-pub const DEFAULT_MAX_CONTEXT: usize = 4096;
 
 #[derive(Debug, Clone, Deserialize, Default)]
 #[serde(deny_unknown_fields)]
@@ -121,8 +120,13 @@ impl Default for ServerConfig {
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct EngineConfig {
-    /// Cap on a model's context window (prompt + completion tokens).
-    pub max_context: usize,
+    /// Cap on a model's context window (prompt + completion tokens). Unset, a model gets the
+    /// context it was trained for, lowered only where the memory budget cannot hold
+    /// `max_active` sequences of it (logged when it is).
+    pub max_context: Option<usize>,
+    /// A `max_tokens` beyond the room the prompt leaves is refused (400) instead of lowered to
+    /// that room (the answer then ends with `length`).
+    pub strict_context: bool,
     /// Sequences generating at once per model.
     pub max_active: usize,
     /// Requests that may wait per model beyond those; more get 429.
@@ -156,7 +160,8 @@ impl Default for EngineConfig {
     fn default() -> Self {
         let s = crate::engine::scheduler::SchedulerConfig::default();
         Self {
-            max_context: DEFAULT_MAX_CONTEXT,
+            max_context: None,
+            strict_context: false,
             max_active: s.max_active,
             queue_capacity: s.queue_capacity,
             engine: EngineKind::default(),
@@ -233,6 +238,7 @@ impl EngineConfig {
         }
         Ok(EngineOptions {
             max_context: self.max_context,
+            strict_context: self.strict_context,
             scheduler: SchedulerConfig {
                 max_active: self.max_active.max(1),
                 queue_capacity: self.queue_capacity,
@@ -428,6 +434,6 @@ mod tests {
     fn empty_file_is_defaults() {
         let c: Config = toml::from_str("").unwrap();
         assert_eq!(c.server.listen.to_string(), DEFAULT_LISTEN);
-        assert_eq!(c.engine.max_context, DEFAULT_MAX_CONTEXT);
+        assert_eq!(c.engine.max_context, None);
     }
 }

@@ -37,6 +37,7 @@ pub struct Metrics {
     pub peers: IntGaugeVec,
     pub mesh_rpcs: IntCounterVec,
     pub forwarded: IntCounterVec,
+    pub refused: IntCounterVec,
     pub placement_versions: IntCounter,
     pub handshake_failures: IntCounterVec,
 }
@@ -184,6 +185,14 @@ impl Metrics {
             forwarded: reg(
                 &r,
                 counter("cortex_forwarded_requests_total", "Requests forwarded to a peer, by target", &["target"]),
+            ),
+            refused: reg(
+                &r,
+                counter(
+                    "cortex_refused_requests_total",
+                    "HTTP requests answered with an error status, by route (unmatched for unknown routes) and status",
+                    &["route", "status"],
+                ),
             ),
             placement_versions: reg(
                 &r,

@@ -9,7 +9,7 @@
 use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
 
-use crate::generate::{ErrorKind, FinishReason, GenerateError};
+use crate::generate::{ContextOverflow, ErrorKind, FinishReason, GenerateError};
 
 /// Body of `POST /v1/messages`.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
@@ -39,6 +39,30 @@ pub struct MessagesRequest {
     pub tools: Option<Vec<AnthTool>>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub tool_choice: Option<AnthToolChoice>,
+    /// Structured output (`{"type": "json_schema", "schema"}`), as Anthropic's first beta
+    /// named it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub output_format: Option<AnthOutputFormat>,
+    /// The same under its current name, `output_config.format` (other keys, such as `effort`,
+    /// are ignored).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub output_config: Option<AnthOutputConfig>,
+}
+
+/// `output_config`: only its `format` means something to cortex.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct AnthOutputConfig {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub format: Option<AnthOutputFormat>,
+}
+
+/// An output format: `type` kept as a string so an unknown one is refused by name.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct AnthOutputFormat {
+    #[serde(rename = "type")]
+    pub kind: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub schema: Option<Value>,
 }
 
 /// One entry of `tools`. A client tool has no `type` (or `"custom"`) and an `input_schema`;
@@ -295,7 +319,22 @@ pub struct ErrorObject {
 
 impl ErrorObject {
     pub fn from_error(err: &GenerateError) -> Self {
-        Self { kind: error_type(err.kind).into(), message: err.message.clone() }
+        Self { kind: error_type(err.kind).into(), message: error_message(err) }
+    }
+}
+
+/// The error's text as Anthropic's API words it where clients parse it: a context overflow
+/// reads as Anthropic's own, so that Claude Code lowers `max_tokens` and retries, or shows
+/// "prompt is too long".
+pub fn error_message(err: &GenerateError) -> String {
+    match err.overflow {
+        Some(ContextOverflow { prompt, context, .. }) if prompt > context => {
+            format!("prompt is too long: {prompt} tokens > {context} maximum")
+        }
+        Some(ContextOverflow { prompt, max_tokens, context }) => format!(
+            "input length and `max_tokens` exceed context limit: {prompt} + {max_tokens} > {context}, decrease input length or `max_tokens` and try again"
+        ),
+        None => err.message.clone(),
     }
 }
 
@@ -318,7 +357,7 @@ pub fn error_type(kind: ErrorKind) -> &'static str {
 pub fn error_body(err: &GenerateError) -> Value {
     json!({
         "type": "error",
-        "error": { "type": error_type(err.kind), "message": err.message },
+        "error": { "type": error_type(err.kind), "message": error_message(err) },
     })
 }
 

@@ -43,27 +43,48 @@ pub fn known_model(name: &str) -> Option<&'static KnownModel> {
     BUILTIN_MODELS.iter().find(|m| m.id == target || m.file == target)
 }
 
-/// Alias table plus resolution.
+/// Alias table plus resolution. An alias whose name has a glob wildcard (`*`, `?`, `[…]`)
+/// names every model name it matches (`"claude-*" = "helexa/small"`), so that clients which
+/// hard-code their vendor's names work without one line per name.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Aliases {
     map: BTreeMap<String, String>,
+    /// Glob aliases, most literal first: a name no exact alias has takes the first that matches.
+    globs: Vec<(glob::Pattern, String)>,
+}
+
+fn is_glob(name: &str) -> bool {
+    name.contains(['*', '?', '['])
 }
 
 impl Aliases {
     pub fn builtin() -> Self {
-        Self { map: BUILTIN_ALIASES.iter().map(|(a, t)| (a.to_string(), t.to_string())).collect() }
+        Self { map: BUILTIN_ALIASES.iter().map(|(a, t)| (a.to_string(), t.to_string())).collect(), globs: Vec::new() }
     }
 
-    pub fn insert(&mut self, alias: impl Into<String>, target: impl Into<String>) {
-        self.map.insert(alias.into(), target.into());
+    /// Adds an alias; `Err` says why a glob alias's pattern does not parse.
+    pub fn insert(&mut self, alias: impl Into<String>, target: impl Into<String>) -> Result<(), String> {
+        let (alias, target) = (alias.into(), target.into());
+        if !is_glob(&alias) {
+            self.map.insert(alias, target);
+            return Ok(());
+        }
+        let pattern = glob::Pattern::new(&alias).map_err(|e| format!("`{alias}` is not a valid glob: {e}"))?;
+        self.globs.retain(|(p, _)| p.as_str() != alias);
+        self.globs.push((pattern, target));
+        // The pattern with the most literal characters is the most specific.
+        let literal = |p: &glob::Pattern| p.as_str().chars().filter(|c| !"*?[]".contains(*c)).count();
+        self.globs.sort_by(|(a, _), (b, _)| literal(b).cmp(&literal(a)).then_with(|| a.as_str().cmp(b.as_str())));
+        Ok(())
     }
 
     /// The concrete id for `name`: aliases are followed (at most a few hops, so a cycle in a
-    /// config cannot loop), anything else is returned unchanged.
+    /// config cannot loop), exact ones before globs; anything else is returned unchanged.
     pub fn resolve<'a>(&'a self, name: &'a str) -> &'a str {
         let mut cur = name;
         for _ in 0..8 {
-            match self.map.get(cur) {
+            let next = self.map.get(cur).or_else(|| self.globs.iter().find(|(p, _)| p.matches(cur)).map(|(_, t)| t));
+            match next {
                 Some(next) => cur = next,
                 None => break,
             }
@@ -71,8 +92,14 @@ impl Aliases {
         cur
     }
 
+    /// The exact aliases (what `/v1/models` lists and peers are told).
     pub fn iter(&self) -> impl Iterator<Item = (&str, &str)> {
         self.map.iter().map(|(a, t)| (a.as_str(), t.as_str()))
+    }
+
+    /// Every alias, globs included, as written.
+    pub fn all(&self) -> impl Iterator<Item = (&str, &str)> {
+        self.iter().chain(self.globs.iter().map(|(p, t)| (p.as_str(), t.as_str())))
     }
 }
 
@@ -98,10 +125,26 @@ mod tests {
     }
 
     #[test]
+    fn glob_aliases_name_every_match_and_the_most_literal_wins() {
+        let mut a = Aliases::builtin();
+        a.insert("claude-*", "helexa/small").unwrap();
+        a.insert("claude-opus-*", "big").unwrap();
+        a.insert("claude-sonnet-4-5", "exact").unwrap();
+        assert_eq!(a.resolve("claude-haiku-4-5-20251001"), "HuggingFaceTB/SmolLM2-135M-Instruct");
+        assert_eq!(a.resolve("claude-opus-4-1"), "big");
+        assert_eq!(a.resolve("claude-sonnet-4-5"), "exact");
+        assert_eq!(a.resolve("gpt-4o"), "gpt-4o");
+        // Listings and gossip carry exact aliases only; the globs are this node's.
+        assert!(a.iter().all(|(n, _)| !n.contains('*')));
+        assert_eq!(a.all().filter(|(n, _)| n.contains('*')).count(), 2);
+        assert!(a.insert("claude-[", "x").unwrap_err().contains("not a valid glob"));
+    }
+
+    #[test]
     fn alias_cycles_terminate() {
         let mut a = Aliases::default();
-        a.insert("x", "y");
-        a.insert("y", "x");
+        a.insert("x", "y").unwrap();
+        a.insert("y", "x").unwrap();
         let r = a.resolve("x");
         assert!(r == "x" || r == "y");
     }

@@ -110,6 +110,14 @@ pub struct GenerateRequest {
     /// Independent choices to generate for the same prompt (1 to [`MAX_CHOICES`]).
     #[serde(default = "one")]
     pub n: u32,
+    /// The last message is the assistant's answer begun by the client (Anthropic's prefill):
+    /// generation continues its text instead of opening a new turn.
+    #[serde(default, skip_serializing_if = "is_false")]
+    pub continue_final: bool,
+}
+
+fn is_false(b: &bool) -> bool {
+    !*b
 }
 
 fn yes() -> bool {
@@ -134,6 +142,7 @@ impl GenerateRequest {
             parallel_tool_calls: true,
             format: ResponseFormat::Text,
             n: 1,
+            continue_final: false,
         }
     }
 
@@ -216,6 +225,19 @@ pub struct GenerateError {
     /// [`CONTEXT_LENGTH_EXCEEDED`]); the OpenAI error body's `code` prefers it.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub code: Option<String>,
+    /// For a request that does not fit the model's context: the figures, so that each dialect
+    /// words the error as its clients parse it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub overflow: Option<ContextOverflow>,
+}
+
+/// A prompt and its `max_tokens` against a model's context, in tokens.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ContextOverflow {
+    pub prompt: u32,
+    /// What the request asked to generate (0 when it did not say).
+    pub max_tokens: u32,
+    pub context: u32,
 }
 
 /// `code` of a request whose prompt and `max_tokens` do not fit the model's context.
@@ -223,13 +245,23 @@ pub const CONTEXT_LENGTH_EXCEEDED: &str = "context_length_exceeded";
 
 impl GenerateError {
     pub fn new(kind: ErrorKind, message: impl Into<String>) -> Self {
-        Self { kind, message: message.into(), code: None }
+        Self { kind, message: message.into(), code: None, overflow: None }
     }
 
     /// A 400 for a prompt (plus `max_tokens`) longer than the model's context, coded
-    /// [`CONTEXT_LENGTH_EXCEEDED`] as OpenAI clients expect.
-    pub fn context_length(message: impl Into<String>) -> Self {
-        Self::new(ErrorKind::InvalidRequest, message).with_code(CONTEXT_LENGTH_EXCEEDED)
+    /// [`CONTEXT_LENGTH_EXCEEDED`] as OpenAI clients expect; `message` is the neutral wording
+    /// (CLI, logs), the dialects word it from the figures.
+    pub fn context_length(overflow: ContextOverflow) -> Self {
+        let ContextOverflow { prompt, max_tokens, context } = overflow;
+        let message = if prompt > context {
+            format!("the prompt has {prompt} tokens, more than this model's {context}-token context; shorten it")
+        } else {
+            format!(
+                "this model's context is {context} tokens; the prompt has {prompt} and max_tokens asks for {max_tokens} more. Shorten the prompt or lower max_tokens"
+            )
+        };
+        Self { overflow: Some(overflow), ..Self::new(ErrorKind::InvalidRequest, message) }
+            .with_code(CONTEXT_LENGTH_EXCEEDED)
     }
 
     pub fn with_code(mut self, code: impl Into<String>) -> Self {

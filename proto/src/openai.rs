@@ -12,7 +12,7 @@
 use serde::{Deserialize, Deserializer, Serialize};
 use serde_json::{json, Map, Value};
 
-use crate::generate::{ErrorKind, FinishReason, GenerateError, Timings, Usage};
+use crate::generate::{ContextOverflow, ErrorKind, FinishReason, GenerateError, Timings, Usage};
 
 /// `system_fingerprint` of every response and chunk: the build that answered.
 pub const SYSTEM_FINGERPRINT: &str = concat!("cortex-", env!("CARGO_PKG_VERSION"));
@@ -460,12 +460,24 @@ pub fn error_code(kind: ErrorKind) -> Option<&'static str> {
     }
 }
 
+/// The error's text; a context overflow in OpenAI's own words, which clients (LiteLLM, Codex,
+/// LangChain) match to tell it from other 400s.
+pub fn error_message(err: &GenerateError) -> String {
+    match err.overflow {
+        Some(ContextOverflow { prompt, max_tokens, context }) => format!(
+            "This model's maximum context length is {context} tokens. However, you requested {} tokens ({prompt} in the messages, {max_tokens} in the completion). Please reduce the length of the messages or completion.",
+            u64::from(prompt) + u64::from(max_tokens)
+        ),
+        None => err.message.clone(),
+    }
+}
+
 /// `{"error": {"message", "type", "param": null, "code"}}` for an error of any class; the
 /// error's own code (`context_length_exceeded`, …) wins over the class's.
 pub fn error_body(err: &GenerateError) -> Value {
     json!({
         "error": {
-            "message": err.message,
+            "message": error_message(err),
             "type": error_type(err.kind),
             "param": null,
             "code": err.code.as_deref().or(error_code(err.kind)),

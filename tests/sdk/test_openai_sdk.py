@@ -223,14 +223,14 @@ def test_max_tokens_zero_is_bad_request(oai):
 
 
 def test_prompt_over_context_is_bad_request(oai):
-    long = "hello " * 5000  # > the default 4096-token context
+    long = "hello " * 10000  # > SmolLM2's 8192-token context
     with pytest.raises(openai.BadRequestError) as e:
         oai.chat.completions.create(model=ALIAS, messages=[{"role": "user", "content": long}], max_tokens=5)
     assert "context" in e.value.message
 
 
 def test_prompt_over_context_is_bad_request_when_streaming(oai):
-    long = "hello " * 5000
+    long = "hello " * 10000
     with pytest.raises(openai.BadRequestError) as e:
         list(
             oai.chat.completions.create(

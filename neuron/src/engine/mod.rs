@@ -24,7 +24,7 @@ use std::time::Instant;
 
 use candle_core::quantized::gguf_file;
 pub use candle_core::{DType, Device};
-use cortex_proto::generate::{ErrorKind, Event, GenerateError, GenerateRequest, Prompt};
+use cortex_proto::generate::{ContextOverflow, ErrorKind, Event, GenerateError, GenerateRequest, Prompt};
 use cortex_proto::tools::ToolChoice;
 use grammar::{Constraint, Grammars, Vocab};
 use tokio::sync::mpsc::{unbounded_channel, UnboundedReceiver};
@@ -36,7 +36,7 @@ pub use options::{
     cuda_ordinal, default_device, device_by_name, device_name, Bits, DeviceChoice, EngineKind, EngineOptions,
 };
 use scheduler::{Job, Scheduler};
-use template::ChatTemplate;
+use template::{ChatTemplate, Family};
 use tokenizer::TextTokenizer;
 
 use crate::metrics::ModelMetrics;
@@ -108,6 +108,7 @@ pub struct LoadedModel {
     template: ChatTemplate,
     grammars: Arc<Grammars>,
     scheduler: Scheduler,
+    strict_context: bool,
 }
 
 fn file_size(path: &Path) -> u64 {
@@ -146,7 +147,15 @@ impl LoadedModel {
         let scheduler =
             Scheduler::spawn(id, weights, tokenizer.clone(), grammars.vocab().clone(), opts.scheduler, metrics)
                 .map_err(|e| EngineError::Format(format!("cannot start generation thread: {e}")))?;
-        Ok(Self { id: id.to_string(), info, tokenizer, template, grammars, scheduler })
+        Ok(Self {
+            id: id.to_string(),
+            info,
+            tokenizer,
+            template,
+            grammars,
+            scheduler,
+            strict_context: opts.strict_context,
+        })
     }
 
     /// How this model writes tool calls.
@@ -178,7 +187,7 @@ impl LoadedModel {
             _ if offered => (messages, req.tools.iter().map(toolcall::prompt::template_tool).collect()),
             _ => (messages, Vec::new()),
         };
-        self.template.render(&messages, &tools).map_err(invalid)
+        self.template.render(&messages, &tools, req.continue_final).map_err(invalid)
     }
 
     /// The prompt's token ids, as generation would see them (template and tools applied).
@@ -195,21 +204,21 @@ impl LoadedModel {
         if prompt.is_empty() {
             return Err(GenerateError::new(ErrorKind::InvalidRequest, "the prompt is empty"));
         }
-        let room = ctx.saturating_sub(prompt.len());
-        let max_tokens = match req.params.max_tokens {
-            Some(n) if n as usize > room => {
-                return Err(GenerateError::context_length(format!(
-                    "this model's context is {ctx} tokens; the prompt has {} and max_tokens asks for {n} more. Shorten the prompt or lower max_tokens",
-                    prompt.len()
-                )))
-            }
-            Some(n) => n as usize,
-            None if room == 0 => {
-                return Err(GenerateError::context_length(format!(
-                    "the prompt has {} tokens, which fills this model's {ctx}-token context",
-                    prompt.len()
-                )))
-            }
+        let overflow = |max_tokens: u32| {
+            let prompt = prompt.len() as u32;
+            GenerateError::context_length(ContextOverflow { prompt, max_tokens, context: ctx as u32 })
+        };
+        let asked = req.params.max_tokens.map(|n| n as usize);
+        if prompt.len() > ctx {
+            return Err(overflow(asked.unwrap_or(0) as u32));
+        }
+        // The prompt fits; a max_tokens beyond the room it leaves is lowered to that room (the
+        // answer ends with `length` there), unless the operator asked for strict refusals.
+        let room = ctx - prompt.len();
+        let max_tokens = match asked {
+            Some(n) if n > room && (room == 0 || self.strict_context) => return Err(overflow(n as u32)),
+            None if room == 0 => return Err(overflow(1)),
+            Some(n) => n.min(room),
             None => room,
         };
         let format = self.tool_format();
@@ -269,7 +278,8 @@ fn load_parts(
                 .map_err(|e| EngineError::Format(format!("{}: {e}", path.display())))?;
             let tokenizer = TextTokenizer::from_gguf(&content)?;
             let template_src = gguf_meta::string(&content, "tokenizer.chat_template");
-            let template = ChatTemplate::new(template_src, tokenizer.bos_text.clone(), tokenizer.eos_text.clone())?;
+            let arch = gguf_meta::string(&content, "general.architecture").unwrap_or_default();
+            let template = chat_template(template_src, &arch, &tokenizer)?;
             let vocab = grammar::vocab::from_gguf(&content, &tokenizer.eos, tokenizer.bos)?;
             let weights = ModelWeights::load_gguf(path, content, opts)?;
             (weights, tokenizer, template, vocab)
@@ -294,7 +304,8 @@ fn load_parts(
                     .and_then(|t| t.get("template")?.as_str().map(str::to_string)),
                 _ => None,
             };
-            let template = ChatTemplate::new(template_src, tokenizer.bos_text.clone(), tokenizer.eos_text.clone())?;
+            let arch = cfg.get("model_type").and_then(|t| t.as_str()).unwrap_or_default();
+            let template = chat_template(template_src, arch, &tokenizer)?;
             let tok_path = dir.join("tokenizer.json");
             let tok_json: serde_json::Value =
                 std::fs::read(&tok_path).map_err(|e| EngineError::io(&tok_path, e)).and_then(|b| {
@@ -305,6 +316,15 @@ fn load_parts(
             (weights, tokenizer, template, vocab)
         }
     })
+}
+
+/// The file's chat template, else its architecture family's (logged: answers depend on it).
+fn chat_template(src: Option<String>, arch: &str, tokenizer: &TextTokenizer) -> Result<ChatTemplate, EngineError> {
+    let family = Family::of(arch, |t| tokenizer.inner().token_to_id(t).is_some());
+    if src.is_none() {
+        tracing::info!(arch, ?family, "the model file has no chat template; using its family's turn format");
+    }
+    ChatTemplate::new(src, family, tokenizer.bos_text.clone(), tokenizer.eos_text.clone())
 }
 
 /// What [`prompt_logits`] found.

@@ -97,7 +97,7 @@ impl ModelWeights {
         path: &Path,
         content: gguf_file::Content,
         device: &Device,
-        max_context: usize,
+        max_context: Option<usize>,
     ) -> Result<Self, EngineError> {
         Self::load_gguf(path, content, &EngineOptions { max_context, ..EngineOptions::on(device.clone()) })
     }
@@ -111,7 +111,7 @@ impl ModelWeights {
         }
         let spec = ArchSpec::from_gguf(&content)?;
         let file_ctx = spec.context.unwrap_or(2048);
-        let ctx = file_ctx.min(opts.max_context);
+        let ctx = file_ctx.min(opts.max_context.unwrap_or(usize::MAX));
         let device = &opts.device;
         let mut file = std::fs::File::open(path).map_err(|e| EngineError::io(path, e))?;
         let load_err = |e: candle_core::Error| EngineError::Format(format!("{}: {e}", path.display()));
@@ -150,7 +150,12 @@ impl ModelWeights {
                 file_ctx,
             ),
         };
-        Ok(Self { weights, arch, context_len: model_ctx.min(opts.max_context), device: device.clone() })
+        Ok(Self {
+            weights,
+            arch,
+            context_len: model_ctx.min(opts.max_context.unwrap_or(usize::MAX)),
+            device: device.clone(),
+        })
     }
 
     /// Loads a safetensors repository directory (llama or qwen3 per `config`, its config.json),
@@ -178,7 +183,7 @@ impl ModelWeights {
         let ctx = spec.context.unwrap_or(4096);
         let weights = match spec.arch.as_str() {
             _ if opts.batched() && BatchDecoder::applies_to_config(config) => {
-                let positions = ctx.min(opts.max_context);
+                let positions = ctx.min(opts.max_context.unwrap_or(usize::MAX));
                 let d =
                     BatchDecoder::from_safetensors(&spec, config, vb, dtype, device, positions).map_err(load_err)?;
                 Weights::Batched(Arc::new(d))
@@ -199,7 +204,12 @@ impl ModelWeights {
                 )))
             }
         };
-        Ok(Self { weights, arch: spec.arch, context_len: ctx.min(opts.max_context), device: device.clone() })
+        Ok(Self {
+            weights,
+            arch: spec.arch,
+            context_len: ctx.min(opts.max_context.unwrap_or(usize::MAX)),
+            device: device.clone(),
+        })
     }
 
     /// What runs this model, as `ModelInfo::engine` names it.

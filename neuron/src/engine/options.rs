@@ -188,8 +188,11 @@ pub struct EngineOptions {
     /// What safetensors models compute in; `None`: bf16 on a GPU, f32 on the CPU. (GGUF models
     /// keep their quantized weights.)
     pub dtype: Option<DType>,
-    /// Upper bound on a model's context window (prompt + completion), to bound KV memory.
-    pub max_context: usize,
+    /// Upper bound on a model's context window (prompt + completion); `None`: the context it
+    /// was trained for.
+    pub max_context: Option<usize>,
+    /// Refuse a `max_tokens` beyond the room left instead of lowering it.
+    pub strict_context: bool,
     pub scheduler: SchedulerConfig,
     /// Which code runs models.
     pub engine: EngineKind,
@@ -212,7 +215,8 @@ impl EngineOptions {
         Self {
             device,
             dtype: None,
-            max_context: 4096,
+            max_context: None,
+            strict_context: false,
             scheduler: SchedulerConfig::default(),
             engine: EngineKind::Auto,
             decode_bits: Bits::Sixteen,

@@ -64,9 +64,18 @@ impl ApiError {
     }
 }
 
+/// Why a request was refused, carried on the response for the access log (never the body).
+#[derive(Debug, Clone)]
+pub struct Refusal {
+    pub reason: String,
+    /// The model the request named, where it was read.
+    pub model: Option<String>,
+}
+
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
         let mut resp = (self.status(), Json(self.dialect.error_body(&self.error))).into_response();
+        resp.extensions_mut().insert(Refusal { reason: self.error.message.clone(), model: None });
         if matches!(self.error.kind, ErrorKind::Overloaded | ErrorKind::Unavailable) {
             resp.headers_mut().insert("retry-after", HeaderValue::from(RETRY_AFTER_SECS));
         }

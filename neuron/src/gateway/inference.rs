@@ -250,8 +250,16 @@ fn finish(st: &AppState, route: Route, asked: &str, result: Result<Response, Api
     result.unwrap_or_else(|e| {
         let model = st.models.resolve(asked).map(|s| s.id.clone()).unwrap_or_else(|| "unknown".into());
         st.metrics.requests.with_label_values(&[&model, route.label(), e.status().as_str()]).inc();
-        e.into_response()
+        with_model(e.into_response(), asked)
     })
+}
+
+/// Names the model a refused request asked for, for the access log.
+fn with_model(mut resp: Response, asked: &str) -> Response {
+    if let Some(r) = resp.extensions_mut().get_mut::<super::error::Refusal>() {
+        r.model = (!asked.is_empty()).then(|| asked.to_string());
+    }
+    resp
 }
 
 pub async fn chat_completions(
@@ -311,8 +319,10 @@ pub async fn count_tokens(
     body: Result<Bytes, BytesRejection>,
 ) -> Response {
     let d = Dialect::Anthropic;
+    let mut asked = String::new();
     let res = async {
         let req: anthropic::CountTokensRequest = parse(&st, &headers, body, d)?;
+        asked.clone_from(&req.model);
         let api_err = |error| ApiError { dialect: d, error };
         let request = translate::count_tokens_request(&req, String::new(), req.model.clone()).map_err(api_err)?;
         let lease = st.models.acquire(&req.model, None).await.map_err(api_err)?;
@@ -324,5 +334,5 @@ pub async fn count_tokens(
         Ok::<_, ApiError>(Json(anthropic::CountTokensResponse { input_tokens: n as u32 }).into_response())
     }
     .await;
-    res.unwrap_or_else(IntoResponse::into_response)
+    res.unwrap_or_else(|e| with_model(e.into_response(), &asked))
 }

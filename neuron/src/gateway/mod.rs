@@ -11,7 +11,7 @@ mod tests;
 use std::sync::Arc;
 
 use axum::extract::{DefaultBodyLimit, Path, State};
-use axum::http::HeaderMap;
+use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
@@ -162,14 +162,44 @@ async fn refuse_oversized(
     resp
 }
 
+/// Every refused request (status 400 and up) logged at info with its route, the model it
+/// named, its status and the reason it was given (never its body), and counted per route and
+/// status; an unknown route counts as `unmatched`.
+async fn log_refusals(
+    State(metrics): State<Metrics>,
+    req: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> Response {
+    let route = req.extensions().get::<axum::extract::MatchedPath>().map(|p| p.as_str().to_string());
+    let route = route.unwrap_or_else(|| "unmatched".into());
+    let (method, path) = (req.method().clone(), req.uri().path().to_string());
+    let resp = next.run(req).await;
+    let status = resp.status();
+    if status.is_client_error() || status.is_server_error() {
+        let refusal = resp.extensions().get::<error::Refusal>();
+        let reason = refusal.map_or_else(|| status.canonical_reason().unwrap_or("").to_string(), |r| r.reason.clone());
+        let model = refusal.and_then(|r| r.model.as_deref()).unwrap_or("-");
+        tracing::info!(%method, %path, route, model, status = status.as_u16(), reason, "request refused");
+        metrics.refused.with_label_values(&[&route, status.as_str()]).inc();
+    }
+    resp
+}
+
+/// `HEAD /` and `HEAD /v1/messages`: clients check that the server is there before they send.
+async fn present() -> StatusCode {
+    StatusCode::OK
+}
+
 pub fn router(state: AppState, max_body_bytes: usize, body_timeout: std::time::Duration) -> Router {
+    let metrics = state.metrics.clone();
     Router::new()
+        .route("/", get(root).head(present))
         .route("/health", get(health))
         .route("/v1/models", get(list_models))
         .route("/v1/models/{*id}", get(get_model))
         .route("/v1/chat/completions", post(inference::chat_completions))
         .route("/v1/completions", post(inference::completions))
-        .route("/v1/messages", post(inference::messages))
+        .route("/v1/messages", post(inference::messages).head(present))
         .route("/v1/messages/count_tokens", post(inference::count_tokens))
         .route("/cortex/v1/status", get(admin::status))
         .route("/cortex/v1/load", post(admin::load))
@@ -180,7 +210,13 @@ pub fn router(state: AppState, max_body_bytes: usize, body_timeout: std::time::D
         .layer(DefaultBodyLimit::max(max_body_bytes))
         .layer(axum::middleware::from_fn_with_state(max_body_bytes, refuse_oversized))
         .layer(axum::middleware::from_fn_with_state(body_timeout, body_deadline))
+        .layer(axum::middleware::from_fn_with_state(metrics, log_refusals))
         .with_state(state)
+}
+
+/// `GET /`: what answers here, for a person or a probe.
+async fn root() -> Json<serde_json::Value> {
+    Json(serde_json::json!({ "name": "cortex", "version": env!("CARGO_PKG_VERSION"), "status": "ok" }))
 }
 
 pub fn metrics_router(metrics: Metrics) -> Router {

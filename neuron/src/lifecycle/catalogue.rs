@@ -187,11 +187,15 @@ impl ModelsFile {
         let mut aliases = Aliases::default();
         for (alias, target) in &raw.aliases {
             match target.get_ref().as_str() {
-                Some(t) if !t.is_empty() => aliases.insert(alias.get_ref().clone(), t),
+                Some(t) if !t.is_empty() => {
+                    if let Err(e) = aliases.insert(alias.get_ref().clone(), t) {
+                        err(alias.span(), &format!("aliases.\"{}\"", alias.get_ref()), e);
+                    }
+                }
                 _ => err(target.span(), &format!("aliases.\"{}\"", alias.get_ref()), "expected a model id".into()),
             }
         }
-        for (alias, target) in aliases.iter() {
+        for (alias, target) in aliases.all() {
             let resolved = aliases.resolve(target);
             if !models.iter().any(|m| m.id == resolved) && catalogue::known_model(resolved).is_none() {
                 let span =
@@ -226,8 +230,10 @@ hub = "Qwen/Qwen3-0.6B"
 
 [aliases]
 "helexa/small" = "tiny"
+"claude-*" = "helexa/small"
 "#;
         let f = ModelsFile::parse(text, "models.toml").unwrap();
+        assert_eq!(f.aliases.resolve("claude-sonnet-4-5-20250929"), "tiny");
         let tiny = f.models.iter().find(|m| m.id == "tiny").unwrap();
         assert_eq!(tiny.memory, Some(300 * 1024 * 1024));
         assert!(tiny.pinned);
@@ -250,6 +256,7 @@ keep_alive = "soon"
 
 [aliases]
 "helexa/large" = "nowhere"
+"gpt-[" = "a"
 "#;
         let errs = ModelsFile::parse(text, "models.toml").unwrap_err();
         let all = errs.join("\n");
@@ -258,7 +265,8 @@ keep_alive = "soon"
         assert!(all.contains("models.toml:7: models.\"b\".keep_alive"), "{all}");
         assert!(all.contains("models.\"b\": needs a path or a hub repository"), "{all}");
         assert!(all.contains("models.toml:10: aliases.\"helexa/large\""), "{all}");
-        assert_eq!(errs.len(), 5, "{all}");
+        assert!(all.contains("models.toml:11: aliases.\"gpt-[\": `gpt-[` is not a valid glob"), "{all}");
+        assert_eq!(errs.len(), 6, "{all}");
     }
 
     #[test]

@@ -110,20 +110,25 @@ pub fn node_devices(
     (device, listed)
 }
 
-/// Estimated bytes a model holds once loaded with `context` tokens of KV cache for one
-/// sequence. GGUF: the file's weights as stored, keys and values in f32. Safetensors: weights and
-/// KV cache in the dtype the model computes in, `dtype` where given, else f32 on the CPU and bf16
-/// on a GPU (what `ModelWeights::from_safetensors` picks), so that a bf16 model is not counted
-/// twice its size on the GPU that keeps it in bf16.
-pub fn estimate(source: &WeightsSource, context: usize, gpu: bool, dtype: Option<DType>) -> Option<u64> {
-    let kv = |spec: &ArchSpec, dtype: DType| {
-        spec.kv_bytes_per_token(dtype) * spec.context.unwrap_or(context).min(context) as u64
-    };
+/// What a model's files say it will hold: its weights as computed, its keys and values per
+/// token, and the context it was trained for (where its metadata says).
+struct Footprint {
+    weights: u64,
+    kv_per_token: u64,
+    trained: Option<usize>,
+}
+
+/// GGUF: the file's weights as stored, keys and values in f32. Safetensors: weights and KV cache
+/// in the dtype the model computes in, `dtype` where given, else f32 on the CPU and bf16 on a
+/// GPU (what `ModelWeights::from_safetensors` picks), so that a bf16 model is not counted twice
+/// its size on the GPU that keeps it in bf16.
+fn footprint(source: &WeightsSource, gpu: bool, dtype: Option<DType>) -> Option<Footprint> {
     match source {
         WeightsSource::Gguf(path) => {
             let size = std::fs::metadata(path).ok()?.len();
             let ct = gguf_file::Content::read(&mut std::fs::File::open(path).ok()?).ok()?;
-            Some(size + kv(&ArchSpec::from_gguf(&ct).ok()?, DType::F32))
+            let spec = ArchSpec::from_gguf(&ct).ok()?;
+            Some(Footprint { weights: size, kv_per_token: spec.kv_bytes_per_token(DType::F32), trained: spec.context })
         }
         WeightsSource::Safetensors(dir) => {
             let size = dir_size(dir);
@@ -133,9 +138,45 @@ pub fn estimate(source: &WeightsSource, context: usize, gpu: bool, dtype: Option
                 _ => 4,
             };
             let held = dtype.unwrap_or(if gpu { DType::BF16 } else { DType::F32 });
-            Some(size / stored * held.size_in_bytes() as u64 + kv(&ArchSpec::from_config(&cfg).ok()?, held))
+            let spec = ArchSpec::from_config(&cfg).ok()?;
+            Some(Footprint {
+                weights: size / stored * held.size_in_bytes() as u64,
+                kv_per_token: spec.kv_bytes_per_token(held),
+                trained: spec.context,
+            })
         }
     }
+}
+
+/// Estimated bytes a model holds once loaded with `context` tokens of KV cache for one
+/// sequence (fewer where it was trained for fewer).
+pub fn estimate(source: &WeightsSource, context: usize, gpu: bool, dtype: Option<DType>) -> Option<u64> {
+    let f = footprint(source, gpu, dtype)?;
+    Some(f.weights + f.kv_per_token * f.trained.unwrap_or(context).min(context) as u64)
+}
+
+/// Where a file's metadata names no context.
+pub const UNKNOWN_CONTEXT: usize = 4096;
+/// The least context a model is lowered to for want of memory.
+pub const MIN_CONTEXT: usize = 512;
+
+/// The context a model is loaded with: what it was trained for, at most `cap`, lowered so that
+/// `sequences` caches of that length fit beside its weights in `budget` (never under
+/// [`MIN_CONTEXT`]). Returns (what the model and cap allow, what it gets); `None` where the files
+/// cannot be read (the loader reports why).
+pub fn context_for(
+    source: &WeightsSource,
+    cap: Option<usize>,
+    budget: u64,
+    sequences: usize,
+    gpu: bool,
+    dtype: Option<DType>,
+) -> Option<(usize, usize)> {
+    let f = footprint(source, gpu, dtype)?;
+    let allowed = f.trained.unwrap_or(UNKNOWN_CONTEXT).min(cap.unwrap_or(usize::MAX));
+    let per_position = f.kv_per_token.max(1) * sequences.max(1) as u64;
+    let fits = (budget.saturating_sub(f.weights) / per_position).min(usize::MAX as u64) as usize;
+    Some((allowed, allowed.min(fits.max(MIN_CONTEXT))))
 }
 
 fn dir_size(dir: &Path) -> u64 {
@@ -167,6 +208,15 @@ mod tests {
         assert_eq!(estimate(&src, 100, false, None), Some(f32));
         assert_eq!(estimate(&src, 100, true, Some(DType::F32)), Some(f32));
         assert_eq!(estimate(&src, 100, false, Some(DType::BF16)), Some(bf16));
+        // Trained for 1000 positions: that context where the budget holds 4 caches of it, a cap
+        // below it wins, and a budget short of memory lowers it (never under MIN_CONTEXT).
+        let per_token = 2 * 2 * 2 * 16 * 4;
+        let weights = files / 2 * 4;
+        let roomy = weights + 4 * 1000 * per_token;
+        assert_eq!(context_for(&src, None, roomy, 4, false, None), Some((1000, 1000)));
+        assert_eq!(context_for(&src, Some(600), roomy, 4, false, None), Some((600, 600)));
+        assert_eq!(context_for(&src, None, weights + 4 * 700 * per_token, 4, false, None), Some((1000, 700)));
+        assert_eq!(context_for(&src, None, weights, 4, false, None), Some((1000, MIN_CONTEXT)));
         let _ = std::fs::remove_dir_all(&dir);
     }
 }

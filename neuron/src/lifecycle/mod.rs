@@ -220,7 +220,7 @@ impl Models {
         tracing::info!(model = %slot.id, estimate_bytes = need, "loading");
         let rss_before = memory::rss_bytes();
         let t0 = Instant::now();
-        let (opts, metrics, s) = (self.cfg.engine.clone(), self.metrics.clone(), slot.clone());
+        let (opts, metrics, s) = (self.load_options(slot), self.metrics.clone(), slot.clone());
         let loaded =
             tokio::task::spawn_blocking(move || LoadedModel::load(&s.id, &s.source, &opts, metrics.for_model(&s.id)))
                 .await;
@@ -375,17 +375,44 @@ impl Models {
     }
 
     fn cost(&self, slot: &Slot) -> Option<u64> {
-        let ctx = self.cfg.engine.max_context;
         if let Some(m) = slot.memory_override.or(slot.estimated.get().copied().flatten()) {
             return Some(m);
         }
         // Cached only once known: files fetched later still get estimated.
         let engine = &self.cfg.engine;
+        let ctx = self.context(slot).map_or(memory::UNKNOWN_CONTEXT, |(_, chosen)| chosen);
         let estimate = memory::estimate(&slot.source, ctx, engine.device.is_cuda(), engine.dtype);
         if estimate.is_some() {
             let _ = slot.estimated.set(estimate);
         }
         estimate
+    }
+
+    /// (what the model and the cap allow, what it gets): see [`memory::context_for`].
+    fn context(&self, slot: &Slot) -> Option<(usize, usize)> {
+        let e = &self.cfg.engine;
+        let sequences = e.scheduler.max_active;
+        memory::context_for(
+            &slot.source,
+            e.max_context,
+            self.cfg.device.budget_bytes,
+            sequences,
+            e.device.is_cuda(),
+            e.dtype,
+        )
+    }
+
+    /// The engine's options for loading `slot`: its context fitted to the memory budget.
+    pub(super) fn load_options(&self, slot: &Slot) -> EngineOptions {
+        let mut opts = self.cfg.engine.clone();
+        if let Some((allowed, chosen)) = self.context(slot) {
+            if chosen < allowed {
+                tracing::info!(model = %slot.id, allowed, context = chosen, sequences = opts.scheduler.max_active,
+                    budget_bytes = self.cfg.device.budget_bytes, "context lowered so the memory budget holds every sequence's cache");
+            }
+            opts.max_context = Some(chosen);
+        }
+        opts
     }
 
     /// Admin load (also what `pin` does first).

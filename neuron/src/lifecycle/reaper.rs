@@ -72,7 +72,7 @@ impl Models {
             if !reload {
                 continue;
             }
-            match LoadedModel::load(&s.id, &source, &self.cfg.engine, self.metrics.for_model(&s.id)) {
+            match LoadedModel::load(&s.id, &source, &self.load_options(s), self.metrics.for_model(&s.id)) {
                 Ok(m) => {
                     let mut i = lock(&s.inner);
                     if i.state == ModelState::Ready && i.leases == 0 {

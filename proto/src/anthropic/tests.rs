@@ -144,6 +144,20 @@ fn error_bodies_use_anthropic_types() {
 }
 
 #[test]
+fn a_context_overflow_reads_as_anthropic_words_it() {
+    // Claude Code matches this wording to lower max_tokens and retry, and shows the second as
+    // "Prompt is too long".
+    let both = GenerateError::context_length(ContextOverflow { prompt: 7700, max_tokens: 32000, context: 8192 });
+    assert_eq!(
+        error_body(&both)["error"]["message"],
+        "input length and `max_tokens` exceed context limit: 7700 + 32000 > 8192, decrease input length or `max_tokens` and try again"
+    );
+    let prompt = GenerateError::context_length(ContextOverflow { prompt: 9000, max_tokens: 0, context: 8192 });
+    assert_eq!(ErrorObject::from_error(&prompt).message, "prompt is too long: 9000 tokens > 8192 maximum");
+    assert_eq!(error_body(&prompt)["error"]["type"], "invalid_request_error");
+}
+
+#[test]
 fn parses_tools_tool_choice_and_tool_blocks() {
     // Shaped like the tool-use guide's examples.
     let req: MessagesRequest = serde_json::from_value(json!({

@@ -206,19 +206,20 @@ fn error_bodies_carry_type_and_code() {
 }
 
 #[test]
-fn an_error_s_own_code_wins() {
-    let body = error_body(&GenerateError::context_length("the prompt has 9000 tokens"));
+fn an_error_s_own_code_wins_and_an_overflow_reads_as_openai_words_it() {
+    let over = ContextOverflow { prompt: 9000, max_tokens: 200, context: 8192 };
+    let body = error_body(&GenerateError::context_length(over));
     assert_eq!(
         body,
-        json!({"error": {"message": "the prompt has 9000 tokens", "type": "invalid_request_error",
-                         "param": null, "code": "context_length_exceeded"}})
+        json!({"error": {"message": "This model's maximum context length is 8192 tokens. However, you requested 9200 tokens (9000 in the messages, 200 in the completion). Please reduce the length of the messages or completion.",
+                         "type": "invalid_request_error", "param": null, "code": "context_length_exceeded"}})
     );
-    // The code crosses the mesh; an error without one reads back without one.
-    let e = GenerateError::context_length("x");
+    // The code and the figures cross the mesh; an error without them reads back without them.
+    let e = GenerateError::context_length(over);
     let back: GenerateError = serde_json::from_value(serde_json::to_value(&e).unwrap()).unwrap();
     assert_eq!(back, e);
     let plain: GenerateError = serde_json::from_value(json!({"kind": "internal", "message": "x"})).unwrap();
-    assert_eq!(plain.code, None);
+    assert_eq!((plain.code, plain.overflow), (None, None));
 }
 
 #[test]

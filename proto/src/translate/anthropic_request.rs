@@ -5,6 +5,12 @@
 //! each `tool_result` its own `Role::Tool` message. A result flagged `is_error` reads
 //! `"Error: <content>"`, so the model sees the failure in any chat template. Ids are kept as
 //! the client gave them (`toolu_…`).
+//!
+//! What Anthropic clients send beyond the documented API is taken as they mean it: a `system`
+//! message inside `messages` (Claude Code's mid-conversation instructions) joins the system
+//! prompt in order; `thinking` and `redacted_thinking` blocks of earlier turns are dropped (the
+//! models cortex runs do not read them back); a last message from the assistant is a prefill,
+//! which generation continues.
 
 use serde_json::Value;
 
@@ -13,7 +19,7 @@ use crate::anthropic::{
     AnthBlock, AnthContent, AnthMessage, AnthTool, AnthToolChoice, CountTokensRequest, MessagesRequest,
 };
 use crate::generate::{ChatMessage, GenerateError, GenerateRequest, Prompt, Role, SamplingParams};
-use crate::tools::{check_tools, valid_tool_name, Tool, ToolCall, ToolChoice, ToolInput};
+use crate::tools::{check_tools, valid_tool_name, ResponseFormat, Tool, ToolCall, ToolChoice, ToolInput};
 
 /// Prefix of a `tool_result` flagged `is_error`.
 pub const TOOL_ERROR_PREFIX: &str = "Error: ";
@@ -36,9 +42,36 @@ pub fn messages_request(req: &MessagesRequest, id: String, model: String) -> Res
         // Anthropic's temperature range is 0..=1.
         1.0,
     )?;
-    let mut out = GenerateRequest::new(id, model, Prompt::Chat(messages), params);
+    let mut out = chat(id, model, messages, params);
     with_tools(&mut out, req.tools.as_deref(), req.tool_choice.as_ref())?;
+    out.format = output_format(req)?;
     Ok(out)
+}
+
+/// The neutral request for a history; a last assistant message with text is continued.
+fn chat(id: String, model: String, messages: Vec<ChatMessage>, params: SamplingParams) -> GenerateRequest {
+    let prefill = matches!(messages.last(),
+        Some(m) if m.role == Role::Assistant && m.tool_calls.is_empty() && !m.content.is_empty());
+    let mut out = GenerateRequest::new(id, model, Prompt::Chat(messages), params);
+    out.continue_final = prefill;
+    out
+}
+
+/// `output_config.format` (or the older `output_format`): a JSON schema the answer follows.
+fn output_format(req: &MessagesRequest) -> Result<ResponseFormat, GenerateError> {
+    let (at, f) = match (req.output_config.as_ref().and_then(|c| c.format.as_ref()), &req.output_format) {
+        (Some(f), _) => ("output_config.format", f),
+        (None, Some(f)) => ("output_format", f),
+        (None, None) => return Ok(ResponseFormat::Text),
+    };
+    match (f.kind.as_str(), &f.schema) {
+        ("json_schema", Some(schema @ Value::Object(_))) => {
+            Ok(ResponseFormat::JsonSchema { name: String::new(), schema: schema.clone(), strict: true })
+        }
+        ("json_schema", None) => Err(invalid(format!("{at}.schema is required"))),
+        ("json_schema", Some(_)) => Err(invalid(format!("{at}.schema must be a JSON Schema object"))),
+        (other, _) => Err(invalid(format!("{at}.type '{other}' is not supported (only 'json_schema')"))),
+    }
 }
 
 /// `POST /v1/messages/count_tokens` → the request whose prompt (tools included) is counted,
@@ -49,7 +82,7 @@ pub fn count_tokens_request(
     model: String,
 ) -> Result<GenerateRequest, GenerateError> {
     let messages = history(req.system.as_ref(), &req.messages)?;
-    let mut out = GenerateRequest::new(id, model, Prompt::Chat(messages), SamplingParams::default());
+    let mut out = chat(id, model, messages, SamplingParams::default());
     with_tools(&mut out, req.tools.as_deref(), req.tool_choice.as_ref())?;
     Ok(out)
 }
@@ -126,7 +159,23 @@ fn history(system: Option<&AnthContent>, messages: &[AnthMessage]) -> Result<Vec
                 let turn = assistant_turn(i, &m.content)?;
                 out.push(turn);
             }
-            other => return Err(invalid(format!("messages[{i}]: unsupported role '{other}'"))),
+            "system" => {
+                let content = text_of(&m.content).map_err(|kind| {
+                    invalid(format!("messages[{i}]: only text content is supported in a system message (got '{kind}')"))
+                })?;
+                match out.first_mut() {
+                    Some(first) if first.role == Role::System => {
+                        first.content.push_str("\n\n");
+                        first.content.push_str(&content);
+                    }
+                    _ => out.insert(0, ChatMessage::text(Role::System, content)),
+                }
+            }
+            other => {
+                return Err(invalid(format!(
+                    "messages[{i}]: unexpected role \"{other}\"; roles must be \"user\", \"assistant\" or \"system\""
+                )))
+            }
         }
     }
     Ok(out)
@@ -236,6 +285,7 @@ fn assistant_turn(i: usize, content: &AnthContent) -> Result<ChatMessage, Genera
                 calls.push(ToolCall { id, name, arguments });
             }
             "tool_result" => return Err(invalid(format!("{}: tool_result blocks belong in user messages", at()))),
+            "thinking" | "redacted_thinking" => {}
             other => return Err(unsupported(i, j, other)),
         }
     }

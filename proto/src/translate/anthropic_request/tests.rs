@@ -82,8 +82,8 @@ fn messages_request_refuses_bad_input() {
         invalid_message(anth(json!({"model": "m", "max_tokens": 5, "messages": []}))),
         "messages must not be empty"
     );
-    let m = invalid_message(with(json!([{"role": "system", "content": "x"}]), json!({})));
-    assert!(m.contains("messages[0]") && m.contains("'system'"), "{m}");
+    let m = invalid_message(with(json!([{"role": "tool", "content": "x"}]), json!({})));
+    assert_eq!(m, "messages[0]: unexpected role \"tool\"; roles must be \"user\", \"assistant\" or \"system\"");
     assert_eq!(
         invalid_message(anth(json!({"model": "m", "max_tokens": 0, "messages": user}))),
         "max_tokens must be at least 1"
@@ -95,16 +95,63 @@ fn messages_request_refuses_bad_input() {
         m,
         "messages[0].content[0]: content blocks of type 'image' are not supported (only text, tool_use and tool_result)"
     );
-    // Thinking blocks are still refused (their own issue).
-    let m = invalid_message(with(
-        json!([{"role": "user", "content": "hi"},
-               {"role": "assistant", "content": [{"type": "thinking", "thinking": "hmm", "signature": "s"},
-                                                  {"type": "text", "text": "Hi"}]}]),
-        json!({}),
-    ));
-    assert!(m.starts_with("messages[1].content[0]: content blocks of type 'thinking'"), "{m}");
+    let m = invalid_message(with(user.clone(), json!({"output_config": {"format": {"type": "json_object"}}})));
+    assert_eq!(m, "output_config.format.type 'json_object' is not supported (only 'json_schema')");
+    let m = invalid_message(with(user.clone(), json!({"output_format": {"type": "json_schema"}})));
+    assert_eq!(m, "output_format.schema is required");
     let m = invalid_message(with(user, json!({"system": [{"type": "image"}]})));
     assert_eq!(m, "system: only text content is supported (got 'image')");
+}
+
+#[test]
+fn what_claude_code_sends_beyond_the_documented_api_is_taken_as_meant() {
+    let r = with(
+        json!([{"role": "user", "content": "hi"},
+               {"role": "system", "content": [{"type": "text", "text": "Be brief."}]},
+               {"role": "assistant", "content": [{"type": "thinking", "thinking": "hmm", "signature": "s"},
+                                                  {"type": "redacted_thinking", "data": "x"},
+                                                  {"type": "text", "text": "Hi"}]},
+               {"role": "user", "content": "Name a colour."},
+               {"role": "system", "content": "Answer in English."}]),
+        json!({"system": "You are Claude Code.",
+               "output_config": {"format": {"type": "json_schema", "schema": {"type": "object"}}, "effort": "low"}}),
+    )
+    .unwrap();
+    assert_eq!(
+        r.prompt,
+        Prompt::Chat(vec![
+            msg(Role::System, "You are Claude Code.\n\nBe brief.\n\nAnswer in English."),
+            msg(Role::User, "hi"),
+            msg(Role::Assistant, "Hi"),
+            msg(Role::User, "Name a colour."),
+        ])
+    );
+    assert!(!r.continue_final);
+    let schema = |r: &GenerateRequest| match &r.format {
+        ResponseFormat::JsonSchema { schema, strict: true, .. } => schema.clone(),
+        other => panic!("{other:?}"),
+    };
+    assert_eq!(schema(&r), json!({"type": "object"}));
+    // A system message with no system prompt before it becomes the system prompt.
+    let r = with(json!([{"role": "system", "content": "S"}, {"role": "user", "content": "u"}]), json!({})).unwrap();
+    assert_eq!(r.prompt, Prompt::Chat(vec![msg(Role::System, "S"), msg(Role::User, "u")]));
+    // The older name of the same thing.
+    let r = with(user(), json!({"output_format": {"type": "json_schema", "schema": {"type": "array"}}})).unwrap();
+    assert_eq!(schema(&r), json!({"type": "array"}));
+}
+
+#[test]
+fn a_last_assistant_message_is_a_prefill_to_continue() {
+    let prefill = json!([{"role": "user", "content": "List three colours as JSON."},
+                         {"role": "assistant", "content": "[\"red\","}]);
+    let r = with(prefill.clone(), json!({})).unwrap();
+    assert!(r.continue_final);
+    let count: CountTokensRequest = serde_json::from_value(json!({"model": "m", "messages": prefill})).unwrap();
+    assert!(count_tokens_request(&count, "c".into(), "m".into()).unwrap().continue_final);
+    // An empty one, or a history ending with the user, opens a new turn.
+    let r = with(json!([{"role": "user", "content": "hi"}, {"role": "assistant", "content": ""}]), json!({})).unwrap();
+    assert!(!r.continue_final);
+    assert!(!with(user(), json!({})).unwrap().continue_final);
 }
 
 #[test]

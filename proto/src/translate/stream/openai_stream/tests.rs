@@ -1,7 +1,7 @@
 use serde_json::{json, Value};
 
 use super::*;
-use crate::generate::{ErrorKind, TopLogprob};
+use crate::generate::{ContextOverflow, ErrorKind, TopLogprob};
 use crate::openai::SYSTEM_FINGERPRINT;
 use crate::translate::stream::tests::{args, data, done, hello, run, text, timings_json, tool_call, two_calls};
 
@@ -218,7 +218,9 @@ fn openai_chat_stream_error_frame_then_done() {
 #[test]
 fn openai_chat_stream_error_before_start_has_no_role_chunk() {
     let mut s = chat(false, ReplyShape::default());
-    let frames = s.on_event(&Event::Error { error: GenerateError::context_length("too long") });
+    let frames = s.on_event(&Event::Error {
+        error: GenerateError::context_length(ContextOverflow { prompt: 10, max_tokens: 0, context: 8 }),
+    });
     assert_eq!(frames.len(), 2);
     assert_eq!(data(&frames[0])["error"]["type"], "invalid_request_error");
     assert_eq!(data(&frames[0])["error"]["code"], "context_length_exceeded");
