@@ -222,6 +222,37 @@ fn strict_context_refuses_max_tokens_beyond_the_context_in_anthropic_s_words() {
 }
 
 #[test]
+fn models_toml_sets_a_model_s_context_and_chat_template() {
+    let dir = TempDir::new("per-model");
+    let file = tiny_model(dir.path(), "tiny");
+    let models = dir.path().join("models.toml");
+    let toml = format!(
+        "[models.\"tiny\"]\npath = \"{}\"\ncontext = 64\nchat_template = \"{{% for m in messages %}}{{{{ m.content }}}}{{% endfor %}}\"\n",
+        file.display()
+    );
+    std::fs::write(&models, toml).unwrap();
+    let n = Neuron::start(dir.path(), &["--models-config", models.to_str().unwrap()]);
+    // The template renders only the messages' text: the prompt counts as the raw text does.
+    let counted = post(
+        &n.url("/v1/messages/count_tokens"),
+        &json!({"model": "tiny", "messages": [{"role": "user", "content": "hello there"}]}),
+    );
+    let raw = post(&n.url("/v1/completions"), &json!({"model": "tiny", "prompt": "hello there", "max_tokens": 1}));
+    assert_eq!((counted.0, raw.0), (200, 200), "{counted:?} {raw:?}");
+    assert_eq!(counted.1["input_tokens"], raw.1["usage"]["prompt_tokens"]);
+    // The context is the file's 64, not the model's 512.
+    let (status, body) = post(&n.url("/v1/chat/completions"), &chat("tiny", 600, false));
+    assert_eq!(status, 200, "{body}");
+    let usage = &body["usage"];
+    assert!(usage["prompt_tokens"].as_u64().unwrap() + usage["completion_tokens"].as_u64().unwrap() <= 64, "{usage}");
+    let long =
+        json!({"model": "tiny", "max_tokens": 4, "messages": [{"role": "user", "content": "word ".repeat(100)}]});
+    let (status, body) = post(&n.url("/v1/messages"), &long);
+    assert_eq!(status, 400);
+    assert!(body["error"]["message"].as_str().unwrap().ends_with(" tokens > 64 maximum"), "{body}");
+}
+
+#[test]
 fn same_seed_same_text_and_stop_strings_cut_cleanly() {
     let dir = TempDir::new("seed");
     tiny_model(dir.path(), "tiny");

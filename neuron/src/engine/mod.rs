@@ -277,7 +277,8 @@ fn load_parts(
             let content = gguf_file::Content::read(&mut file)
                 .map_err(|e| EngineError::Format(format!("{}: {e}", path.display())))?;
             let tokenizer = TextTokenizer::from_gguf(&content)?;
-            let template_src = gguf_meta::string(&content, "tokenizer.chat_template");
+            let template_src =
+                opts.chat_template.clone().or_else(|| gguf_meta::string(&content, "tokenizer.chat_template"));
             let arch = gguf_meta::string(&content, "general.architecture").unwrap_or_default();
             let template = chat_template(template_src, &arch, &tokenizer)?;
             let vocab = grammar::vocab::from_gguf(&content, &tokenizer.eos, tokenizer.bos)?;
@@ -304,6 +305,7 @@ fn load_parts(
                     .and_then(|t| t.get("template")?.as_str().map(str::to_string)),
                 _ => None,
             };
+            let template_src = opts.chat_template.clone().or(template_src);
             let arch = cfg.get("model_type").and_then(|t| t.as_str()).unwrap_or_default();
             let template = chat_template(template_src, arch, &tokenizer)?;
             let tok_path = dir.join("tokenizer.json");

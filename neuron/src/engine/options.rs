@@ -193,6 +193,8 @@ pub struct EngineOptions {
     pub max_context: Option<usize>,
     /// Refuse a `max_tokens` beyond the room left instead of lowering it.
     pub strict_context: bool,
+    /// A chat template replacing the model file's own.
+    pub chat_template: Option<String>,
     pub scheduler: SchedulerConfig,
     /// Which code runs models.
     pub engine: EngineKind,
@@ -217,6 +219,7 @@ impl EngineOptions {
             dtype: None,
             max_context: None,
             strict_context: false,
+            chat_template: None,
             scheduler: SchedulerConfig::default(),
             engine: EngineKind::Auto,
             decode_bits: Bits::Sixteen,

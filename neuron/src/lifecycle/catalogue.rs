@@ -28,6 +28,11 @@ pub struct ModelEntry {
     pub priority: i32,
     pub pinned: bool,
     pub keep_alive: KeepAlive,
+    /// Caps this model's context (tokens), below what it was trained for.
+    pub context: Option<usize>,
+    /// A chat template (Jinja) replacing the file's own: the text itself, or read from a file
+    /// when the value names one.
+    pub chat_template: Option<String>,
 }
 
 /// The parsed file.
@@ -37,7 +42,8 @@ pub struct ModelsFile {
     pub aliases: Aliases,
 }
 
-const MODEL_KEYS: &[&str] = &["path", "hub", "file", "memory", "priority", "pinned", "keep_alive"];
+const MODEL_KEYS: &[&str] =
+    &["path", "hub", "file", "memory", "priority", "pinned", "keep_alive", "context", "chat_template"];
 
 type RawModels = BTreeMap<Spanned<String>, Spanned<BTreeMap<Spanned<String>, Spanned<toml::Value>>>>;
 
@@ -71,6 +77,16 @@ pub fn parse_size(s: &str) -> Option<u64> {
     Some((n * mult) as u64)
 }
 
+/// A `chat_template` value: Jinja text as given, or, when it reads as a path (no `{`), the
+/// contents of that file (a relative path is beside models.toml).
+fn template_text(value: &str, beside: Option<&Path>) -> Result<String, String> {
+    if value.contains('{') {
+        return Ok(value.to_string());
+    }
+    let path = beside.map_or_else(|| PathBuf::from(value), |dir| dir.join(value));
+    std::fs::read_to_string(&path).map_err(|e| format!("cannot read the template file {}: {e}", path.display()))
+}
+
 fn line_of(text: &str, offset: usize) -> usize {
     text[..offset.min(text.len())].matches('\n').count() + 1
 }
@@ -87,6 +103,8 @@ impl ModelsFile {
                 priority: 0,
                 pinned: false,
                 keep_alive: KeepAlive::DEFAULT,
+                context: None,
+                chat_template: None,
             })
             .collect();
         Self { models, aliases: Aliases::builtin() }
@@ -117,6 +135,8 @@ impl ModelsFile {
                 priority: 0,
                 pinned: false,
                 keep_alive: KeepAlive::DEFAULT,
+                context: None,
+                chat_template: None,
             };
             let (mut path, mut hub, mut file_name) = (None, None, None);
             for (k, v) in table.get_ref() {
@@ -141,6 +161,17 @@ impl ModelsFile {
                     "priority" => match value.as_integer().and_then(|i| i32::try_from(i).ok()) {
                         Some(p) => entry.priority = p,
                         None => err(span, &key(name), format!("expected an integer, got {value}")),
+                    },
+                    "context" => match value.as_integer().and_then(|i| usize::try_from(i).ok()) {
+                        Some(n) if n >= 16 => entry.context = Some(n),
+                        _ => err(span, &key(name), format!("expected a number of tokens (16 or more), got {value}")),
+                    },
+                    "chat_template" => match value.as_str() {
+                        Some(s) if !s.trim().is_empty() => match template_text(s, Path::new(file).parent()) {
+                            Ok(t) => entry.chat_template = Some(t),
+                            Err(e) => err(span, &key(name), e),
+                        },
+                        _ => err(span, &key(name), "expected a template, or the path of a file holding one".into()),
                     },
                     "pinned" => match value.as_bool() {
                         Some(b) => entry.pinned = b,
@@ -267,6 +298,33 @@ keep_alive = "soon"
         assert!(all.contains("models.toml:10: aliases.\"helexa/large\""), "{all}");
         assert!(all.contains("models.toml:11: aliases.\"gpt-[\": `gpt-[` is not a valid glob"), "{all}");
         assert_eq!(errs.len(), 6, "{all}");
+    }
+
+    #[test]
+    fn a_model_s_context_and_chat_template_come_inline_or_from_a_file() {
+        let dir = std::env::temp_dir().join(format!("cortex-template-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        std::fs::write(dir.join("chat.jinja"), "{{ messages[0].content }}").unwrap();
+        let text = r#"[models."a"]
+path = "/a.gguf"
+context = 2048
+chat_template = "{% for m in messages %}{{ m.content }}{% endfor %}"
+
+[models."b"]
+path = "/b.gguf"
+chat_template = "chat.jinja"
+"#;
+        let f = ModelsFile::parse(text, dir.join("models.toml").to_str().unwrap()).unwrap();
+        let a = f.models.iter().find(|m| m.id == "a").unwrap();
+        assert_eq!(a.context, Some(2048));
+        assert_eq!(a.chat_template.as_deref(), Some("{% for m in messages %}{{ m.content }}{% endfor %}"));
+        let b = f.models.iter().find(|m| m.id == "b").unwrap();
+        assert_eq!((b.context, b.chat_template.as_deref()), (None, Some("{{ messages[0].content }}")));
+        let bad = "[models.\"c\"]\npath = \"/c.gguf\"\ncontext = \"big\"\nchat_template = \"missing.jinja\"\n";
+        let all = ModelsFile::parse(bad, dir.join("models.toml").to_str().unwrap()).unwrap_err().join("\n");
+        assert!(all.contains(":3: models.\"c\".context: expected a number of tokens"), "{all}");
+        assert!(all.contains(":4: models.\"c\".chat_template: cannot read the template file"), "{all}");
+        let _ = std::fs::remove_dir_all(&dir);
     }
 
     #[test]

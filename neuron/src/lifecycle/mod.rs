@@ -104,6 +104,8 @@ impl Models {
                 hub,
                 priority: entry.map(|e| e.priority).unwrap_or(0),
                 memory_override: entry.and_then(|e| e.memory),
+                context: entry.and_then(|e| e.context),
+                chat_template: entry.and_then(|e| e.chat_template.clone()),
                 estimated: std::sync::OnceLock::new(),
                 load_lock: tokio::sync::Mutex::new(()),
             })
@@ -392,14 +394,12 @@ impl Models {
     fn context(&self, slot: &Slot) -> Option<(usize, usize)> {
         let e = &self.cfg.engine;
         let sequences = e.scheduler.max_active;
-        memory::context_for(
-            &slot.source,
-            e.max_context,
-            self.cfg.device.budget_bytes,
-            sequences,
-            e.device.is_cuda(),
-            e.dtype,
-        )
+        // models.toml's context for this model, under the engine's cap.
+        let cap = match (slot.context, e.max_context) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        };
+        memory::context_for(&slot.source, cap, self.cfg.device.budget_bytes, sequences, e.device.is_cuda(), e.dtype)
     }
 
     /// The engine's options for loading `slot`: its context fitted to the memory budget.
@@ -412,6 +412,7 @@ impl Models {
             }
             opts.max_context = Some(chosen);
         }
+        opts.chat_template.clone_from(&slot.chat_template);
         opts
     }
 

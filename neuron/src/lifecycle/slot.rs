@@ -35,6 +35,9 @@ pub struct Slot {
     pub(super) hub: Option<(String, Option<String>)>,
     pub(super) priority: i32,
     pub(super) memory_override: Option<u64>,
+    /// models.toml's `context` and `chat_template` for this model.
+    pub(super) context: Option<usize>,
+    pub(super) chat_template: Option<String>,
     /// The estimate from the files' metadata, read once (the files do not change under a name).
     pub(super) estimated: std::sync::OnceLock<Option<u64>>,
     pub(super) inner: Mutex<Inner>,
