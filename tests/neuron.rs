@@ -227,7 +227,7 @@ fn models_toml_sets_a_model_s_context_and_chat_template() {
     let file = tiny_model(dir.path(), "tiny");
     let models = dir.path().join("models.toml");
     let toml = format!(
-        "[models.\"tiny\"]\npath = \"{}\"\ncontext = 64\nchat_template = \"{{% for m in messages %}}{{{{ m.content }}}}{{% endfor %}}\"\n",
+        "[models.\"tiny\"]\npath = \"{}\"\ncontext = 64\ntemperature = 0\nchat_template = \"{{% for m in messages %}}{{{{ m.content }}}}{{% endfor %}}\"\n",
         file.display()
     );
     std::fs::write(&models, toml).unwrap();
@@ -240,6 +240,13 @@ fn models_toml_sets_a_model_s_context_and_chat_template() {
     let raw = post(&n.url("/v1/completions"), &json!({"model": "tiny", "prompt": "hello there", "max_tokens": 1}));
     assert_eq!((counted.0, raw.0), (200, 200), "{counted:?} {raw:?}");
     assert_eq!(counted.1["input_tokens"], raw.1["usage"]["prompt_tokens"]);
+    // Requests that set no temperature get the model's 0: the same text every time (the random
+    // tiny model samples a different text each time at the default of 1).
+    let free = json!({"model": "tiny", "max_tokens": 24, "messages": [{"role": "user", "content": "hello"}]});
+    let texts: Vec<Value> = (0..3)
+        .map(|_| post(&n.url("/v1/chat/completions"), &free).1["choices"][0]["message"]["content"].clone())
+        .collect();
+    assert!(texts.iter().all(|t| t == &texts[0] && t.is_string()), "{texts:?}");
     // The context is the file's 64, not the model's 512.
     let (status, body) = post(&n.url("/v1/chat/completions"), &chat("tiny", 600, false));
     assert_eq!(status, 200, "{body}");

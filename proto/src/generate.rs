@@ -82,6 +82,18 @@ pub struct SamplingParams {
     pub logprobs: Option<u32>,
 }
 
+impl SamplingParams {
+    /// These parameters, each one the request left unset taken from `defaults` (a model's own
+    /// defaults, as an operator configured them).
+    pub fn or(mut self, defaults: &SamplingParams) -> Self {
+        self.temperature = self.temperature.or(defaults.temperature);
+        self.top_p = self.top_p.or(defaults.top_p);
+        self.top_k = self.top_k.or(defaults.top_k);
+        self.repetition_penalty = self.repetition_penalty.or(defaults.repetition_penalty);
+        self
+    }
+}
+
 /// Most alternatives a token's log-probability report may list (OpenAI's limit).
 pub const MAX_TOP_LOGPROBS: u32 = 20;
 /// Most choices one request may ask for.
@@ -361,5 +373,21 @@ impl Event {
     /// Text of choice 0 with no log-probabilities.
     pub fn text(text: impl Into<String>) -> Self {
         Event::Text { choice: 0, text: text.into(), logprobs: Vec::new() }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_request_s_own_sampling_wins_over_the_model_s_defaults() {
+        let defaults =
+            SamplingParams { temperature: Some(0.0), top_k: Some(40), seed: Some(7), ..SamplingParams::default() };
+        let asked = SamplingParams { temperature: Some(0.9), max_tokens: Some(5), ..SamplingParams::default() };
+        let got = asked.or(&defaults);
+        assert_eq!((got.temperature, got.top_k, got.max_tokens), (Some(0.9), Some(40), Some(5)));
+        // A seed is the request's alone: a model default would make every answer the same.
+        assert_eq!(got.seed, None);
     }
 }

@@ -24,7 +24,9 @@ use std::time::Instant;
 
 use candle_core::quantized::gguf_file;
 pub use candle_core::{DType, Device};
-use cortex_proto::generate::{ContextOverflow, ErrorKind, Event, GenerateError, GenerateRequest, Prompt};
+use cortex_proto::generate::{
+    ContextOverflow, ErrorKind, Event, GenerateError, GenerateRequest, Prompt, SamplingParams,
+};
 use cortex_proto::tools::ToolChoice;
 use grammar::{Constraint, Grammars, Vocab};
 use tokio::sync::mpsc::{unbounded_channel, UnboundedReceiver};
@@ -109,6 +111,8 @@ pub struct LoadedModel {
     grammars: Arc<Grammars>,
     scheduler: Scheduler,
     strict_context: bool,
+    /// The model's own sampling defaults, for what a request leaves unset.
+    sampling: SamplingParams,
 }
 
 fn file_size(path: &Path) -> u64 {
@@ -155,6 +159,7 @@ impl LoadedModel {
             grammars,
             scheduler,
             strict_context: opts.strict_context,
+            sampling: opts.sampling.clone(),
         })
     }
 
@@ -239,7 +244,7 @@ impl LoadedModel {
         let enqueued = Instant::now();
         let jobs = (0..n)
             .map(|choice| {
-                let mut params = req.params.clone();
+                let mut params = req.params.clone().or(&self.sampling);
                 // Choices of one seeded request differ from each other, and each repeats.
                 params.seed = params.seed.map(|s| s.wrapping_add(u64::from(choice)));
                 Job {

@@ -195,6 +195,8 @@ pub struct EngineOptions {
     pub strict_context: bool,
     /// A chat template replacing the model file's own.
     pub chat_template: Option<String>,
+    /// Sampling parameters for requests that leave them unset.
+    pub sampling: cortex_proto::generate::SamplingParams,
     pub scheduler: SchedulerConfig,
     /// Which code runs models.
     pub engine: EngineKind,
@@ -220,6 +222,7 @@ impl EngineOptions {
             max_context: None,
             strict_context: false,
             chat_template: None,
+            sampling: Default::default(),
             scheduler: SchedulerConfig::default(),
             engine: EngineKind::Auto,
             decode_bits: Bits::Sixteen,

@@ -7,6 +7,7 @@ use std::path::{Path, PathBuf};
 
 use cortex_proto::catalogue::{self, Aliases};
 use cortex_proto::eviction::KeepAlive;
+use cortex_proto::generate::SamplingParams;
 use toml::Spanned;
 
 /// Where a configured model's files come from.
@@ -33,6 +34,9 @@ pub struct ModelEntry {
     /// A chat template (Jinja) replacing the file's own: the text itself, or read from a file
     /// when the value names one.
     pub chat_template: Option<String>,
+    /// Sampling defaults (`temperature`, `top_p`, `top_k`, `repetition_penalty`) for requests
+    /// that leave them unset.
+    pub sampling: SamplingParams,
 }
 
 /// The parsed file.
@@ -42,8 +46,21 @@ pub struct ModelsFile {
     pub aliases: Aliases,
 }
 
-const MODEL_KEYS: &[&str] =
-    &["path", "hub", "file", "memory", "priority", "pinned", "keep_alive", "context", "chat_template"];
+const MODEL_KEYS: &[&str] = &[
+    "path",
+    "hub",
+    "file",
+    "memory",
+    "priority",
+    "pinned",
+    "keep_alive",
+    "context",
+    "chat_template",
+    "temperature",
+    "top_p",
+    "top_k",
+    "repetition_penalty",
+];
 
 type RawModels = BTreeMap<Spanned<String>, Spanned<BTreeMap<Spanned<String>, Spanned<toml::Value>>>>;
 
@@ -105,6 +122,7 @@ impl ModelsFile {
                 keep_alive: KeepAlive::DEFAULT,
                 context: None,
                 chat_template: None,
+                sampling: SamplingParams::default(),
             })
             .collect();
         Self { models, aliases: Aliases::builtin() }
@@ -137,6 +155,7 @@ impl ModelsFile {
                 keep_alive: KeepAlive::DEFAULT,
                 context: None,
                 chat_template: None,
+                sampling: SamplingParams::default(),
             };
             let (mut path, mut hub, mut file_name) = (None, None, None);
             for (k, v) in table.get_ref() {
@@ -172,6 +191,26 @@ impl ModelsFile {
                             Err(e) => err(span, &key(name), e),
                         },
                         _ => err(span, &key(name), "expected a template, or the path of a file holding one".into()),
+                    },
+                    "temperature" | "top_p" | "repetition_penalty" => {
+                        let (lo, hi) = match name {
+                            "temperature" => (0.0, 2.0),
+                            "top_p" => (0.0, 1.0),
+                            _ => (0.5, 2.0),
+                        };
+                        let v = value.as_float().or(value.as_integer().map(|i| i as f64));
+                        match v.filter(|v| (lo..=hi).contains(v)) {
+                            Some(v) => match name {
+                                "temperature" => entry.sampling.temperature = Some(v as f32),
+                                "top_p" => entry.sampling.top_p = Some(v as f32),
+                                _ => entry.sampling.repetition_penalty = Some(v as f32),
+                            },
+                            None => err(span, &key(name), format!("expected a number from {lo} to {hi}, got {value}")),
+                        }
+                    }
+                    "top_k" => match value.as_integer().and_then(|i| u32::try_from(i).ok()) {
+                        Some(k) => entry.sampling.top_k = Some(k),
+                        None => err(span, &key(name), format!("expected a whole number, got {value}")),
                     },
                     "pinned" => match value.as_bool() {
                         Some(b) => entry.pinned = b,
@@ -309,6 +348,9 @@ keep_alive = "soon"
 path = "/a.gguf"
 context = 2048
 chat_template = "{% for m in messages %}{{ m.content }}{% endfor %}"
+temperature = 0
+top_k = 40
+repetition_penalty = 1.1
 
 [models."b"]
 path = "/b.gguf"
@@ -318,12 +360,15 @@ chat_template = "chat.jinja"
         let a = f.models.iter().find(|m| m.id == "a").unwrap();
         assert_eq!(a.context, Some(2048));
         assert_eq!(a.chat_template.as_deref(), Some("{% for m in messages %}{{ m.content }}{% endfor %}"));
+        let s = &a.sampling;
+        assert_eq!((s.temperature, s.top_p, s.top_k, s.repetition_penalty), (Some(0.0), None, Some(40), Some(1.1)));
         let b = f.models.iter().find(|m| m.id == "b").unwrap();
         assert_eq!((b.context, b.chat_template.as_deref()), (None, Some("{{ messages[0].content }}")));
-        let bad = "[models.\"c\"]\npath = \"/c.gguf\"\ncontext = \"big\"\nchat_template = \"missing.jinja\"\n";
+        let bad = "[models.\"c\"]\npath = \"/c.gguf\"\ncontext = \"big\"\nchat_template = \"missing.jinja\"\ntemperature = 3\n";
         let all = ModelsFile::parse(bad, dir.join("models.toml").to_str().unwrap()).unwrap_err().join("\n");
         assert!(all.contains(":3: models.\"c\".context: expected a number of tokens"), "{all}");
         assert!(all.contains(":4: models.\"c\".chat_template: cannot read the template file"), "{all}");
+        assert!(all.contains(":5: models.\"c\".temperature: expected a number from 0 to 2, got 3"), "{all}");
         let _ = std::fs::remove_dir_all(&dir);
     }
 

@@ -106,6 +106,7 @@ impl Models {
                 memory_override: entry.and_then(|e| e.memory),
                 context: entry.and_then(|e| e.context),
                 chat_template: entry.and_then(|e| e.chat_template.clone()),
+                sampling: entry.map(|e| e.sampling.clone()).unwrap_or_default(),
                 estimated: std::sync::OnceLock::new(),
                 load_lock: tokio::sync::Mutex::new(()),
             })
@@ -413,6 +414,7 @@ impl Models {
             opts.max_context = Some(chosen);
         }
         opts.chat_template.clone_from(&slot.chat_template);
+        opts.sampling.clone_from(&slot.sampling);
         opts
     }
 

@@ -38,6 +38,7 @@ pub struct Slot {
     /// models.toml's `context` and `chat_template` for this model.
     pub(super) context: Option<usize>,
     pub(super) chat_template: Option<String>,
+    pub(super) sampling: cortex_proto::generate::SamplingParams,
     /// The estimate from the files' metadata, read once (the files do not change under a name).
     pub(super) estimated: std::sync::OnceLock<Option<u64>>,
     pub(super) inner: Mutex<Inner>,
