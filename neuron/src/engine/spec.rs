@@ -216,12 +216,6 @@ impl ArchSpec {
     pub fn dense_full_rope(&self) -> bool {
         self.experts == 0 && self.rope_dim == self.head_dim
     }
-
-    /// The context a loaded model offers: the trained one (`default` where the file does not
-    /// say), at most `max_context`.
-    pub fn context_or(&self, default: usize, max_context: usize) -> usize {
-        self.context.unwrap_or(default).min(max_context)
-    }
 }
 
 /// Gemma 3's period of global layers in a config.json: `sliding_window_pattern`, else the
