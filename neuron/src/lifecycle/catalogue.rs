@@ -39,6 +39,23 @@ pub struct ModelEntry {
     pub sampling: SamplingParams,
 }
 
+impl ModelEntry {
+    /// `id` from `source`, every other setting at its default.
+    fn new(id: String, source: ModelSource) -> Self {
+        Self {
+            id,
+            source,
+            memory: None,
+            priority: 0,
+            pinned: false,
+            keep_alive: KeepAlive::DEFAULT,
+            context: None,
+            chat_template: None,
+            sampling: SamplingParams::default(),
+        }
+    }
+}
+
 /// The parsed file.
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct ModelsFile {
@@ -113,16 +130,11 @@ impl ModelsFile {
     pub fn builtin() -> Self {
         let models = catalogue::BUILTIN_MODELS
             .iter()
-            .map(|m| ModelEntry {
-                id: m.id.to_string(),
-                source: ModelSource::Hub { repo: m.hub_repo.into(), file: Some(m.file.into()) },
-                memory: None,
-                priority: 0,
-                pinned: false,
-                keep_alive: KeepAlive::DEFAULT,
-                context: None,
-                chat_template: None,
-                sampling: SamplingParams::default(),
+            .map(|m| {
+                ModelEntry::new(
+                    m.id.to_string(),
+                    ModelSource::Hub { repo: m.hub_repo.into(), file: Some(m.file.into()) },
+                )
             })
             .collect();
         Self { models, aliases: Aliases::builtin() }
@@ -146,17 +158,7 @@ impl ModelsFile {
         let mut models = Vec::new();
         for (id, table) in &raw.models {
             let key = |k: &str| format!("models.\"{}\".{k}", id.get_ref());
-            let mut entry = ModelEntry {
-                id: id.get_ref().clone(),
-                source: ModelSource::Path(PathBuf::new()),
-                memory: None,
-                priority: 0,
-                pinned: false,
-                keep_alive: KeepAlive::DEFAULT,
-                context: None,
-                chat_template: None,
-                sampling: SamplingParams::default(),
-            };
+            let mut entry = ModelEntry::new(id.get_ref().clone(), ModelSource::Path(PathBuf::new()));
             let (mut path, mut hub, mut file_name) = (None, None, None);
             for (k, v) in table.get_ref() {
                 let span = v.span();

@@ -111,8 +111,10 @@ pub fn node_devices(
 }
 
 /// What a model's files say it will hold: its weights as computed, its keys and values per
-/// token, and the context it was trained for (where its metadata says).
-struct Footprint {
+/// token, and the context it was trained for (where its metadata says). Read once per model:
+/// the estimate and the context fitting are arithmetic on it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Footprint {
     weights: u64,
     kv_per_token: u64,
     trained: Option<usize>,
@@ -122,7 +124,7 @@ struct Footprint {
 /// in the dtype the model computes in, `dtype` where given, else f32 on the CPU and bf16 on a
 /// GPU (what `ModelWeights::from_safetensors` picks), so that a bf16 model is not counted twice
 /// its size on the GPU that keeps it in bf16.
-fn footprint(source: &WeightsSource, gpu: bool, dtype: Option<DType>) -> Option<Footprint> {
+pub fn footprint(source: &WeightsSource, gpu: bool, dtype: Option<DType>) -> Option<Footprint> {
     match source {
         WeightsSource::Gguf(path) => {
             let size = std::fs::metadata(path).ok()?.len();
@@ -148,35 +150,27 @@ fn footprint(source: &WeightsSource, gpu: bool, dtype: Option<DType>) -> Option<
     }
 }
 
-/// Estimated bytes a model holds once loaded with `context` tokens of KV cache for one
-/// sequence (fewer where it was trained for fewer).
-pub fn estimate(source: &WeightsSource, context: usize, gpu: bool, dtype: Option<DType>) -> Option<u64> {
-    let f = footprint(source, gpu, dtype)?;
-    Some(f.weights + f.kv_per_token * f.trained.unwrap_or(context).min(context) as u64)
-}
-
 /// Where a file's metadata names no context.
 pub const UNKNOWN_CONTEXT: usize = 4096;
 /// The least context a model is lowered to for want of memory.
 pub const MIN_CONTEXT: usize = 512;
 
-/// The context a model is loaded with: what it was trained for, at most `cap`, lowered so that
-/// `sequences` caches of that length fit beside its weights in `budget` (never under
-/// [`MIN_CONTEXT`]). Returns (what the model and cap allow, what it gets); `None` where the files
-/// cannot be read (the loader reports why).
-pub fn context_for(
-    source: &WeightsSource,
-    cap: Option<usize>,
-    budget: u64,
-    sequences: usize,
-    gpu: bool,
-    dtype: Option<DType>,
-) -> Option<(usize, usize)> {
-    let f = footprint(source, gpu, dtype)?;
-    let allowed = f.trained.unwrap_or(UNKNOWN_CONTEXT).min(cap.unwrap_or(usize::MAX));
-    let per_position = f.kv_per_token.max(1) * sequences.max(1) as u64;
-    let fits = (budget.saturating_sub(f.weights) / per_position).min(usize::MAX as u64) as usize;
-    Some((allowed, allowed.min(fits.max(MIN_CONTEXT))))
+impl Footprint {
+    /// Estimated bytes the model holds once loaded with `context` tokens of KV cache for one
+    /// sequence (fewer where it was trained for fewer).
+    pub fn estimate(&self, context: usize) -> u64 {
+        self.weights + self.kv_per_token * self.trained.unwrap_or(context).min(context) as u64
+    }
+
+    /// The context the model is loaded with: what it was trained for, at most `cap`, lowered so
+    /// that `sequences` caches of that length fit beside its weights in `budget` (never under
+    /// [`MIN_CONTEXT`]). Returns (what the model and cap allow, what it gets).
+    pub fn context_for(&self, cap: Option<usize>, budget: u64, sequences: usize) -> (usize, usize) {
+        let allowed = self.trained.unwrap_or(UNKNOWN_CONTEXT).min(cap.unwrap_or(usize::MAX));
+        let per_position = self.kv_per_token.max(1) * sequences.max(1) as u64;
+        let fits = (budget.saturating_sub(self.weights) / per_position).min(usize::MAX as u64) as usize;
+        (allowed, allowed.min(fits.max(MIN_CONTEXT)))
+    }
 }
 
 fn dir_size(dir: &Path) -> u64 {
@@ -204,19 +198,21 @@ mod tests {
         // Keys and values: 2 × 2 layers × 2 kv heads × 16 dims × 100 positions.
         let kv = 2 * 2 * 2 * 16 * 100;
         let (bf16, f32) = (files / 2 * 2 + kv * 2, files / 2 * 4 + kv * 4);
-        assert_eq!(estimate(&src, 100, true, None), Some(bf16));
-        assert_eq!(estimate(&src, 100, false, None), Some(f32));
-        assert_eq!(estimate(&src, 100, true, Some(DType::F32)), Some(f32));
-        assert_eq!(estimate(&src, 100, false, Some(DType::BF16)), Some(bf16));
+        let estimate = |gpu, dtype| footprint(&src, gpu, dtype).map(|f| f.estimate(100));
+        assert_eq!(estimate(true, None), Some(bf16));
+        assert_eq!(estimate(false, None), Some(f32));
+        assert_eq!(estimate(true, Some(DType::F32)), Some(f32));
+        assert_eq!(estimate(false, Some(DType::BF16)), Some(bf16));
         // Trained for 1000 positions: that context where the budget holds 4 caches of it, a cap
         // below it wins, and a budget short of memory lowers it (never under MIN_CONTEXT).
         let per_token = 2 * 2 * 2 * 16 * 4;
         let weights = files / 2 * 4;
         let roomy = weights + 4 * 1000 * per_token;
-        assert_eq!(context_for(&src, None, roomy, 4, false, None), Some((1000, 1000)));
-        assert_eq!(context_for(&src, Some(600), roomy, 4, false, None), Some((600, 600)));
-        assert_eq!(context_for(&src, None, weights + 4 * 700 * per_token, 4, false, None), Some((1000, 700)));
-        assert_eq!(context_for(&src, None, weights, 4, false, None), Some((1000, MIN_CONTEXT)));
+        let f = footprint(&src, false, None).unwrap();
+        assert_eq!(f.context_for(None, roomy, 4), (1000, 1000));
+        assert_eq!(f.context_for(Some(600), roomy, 4), (600, 600));
+        assert_eq!(f.context_for(None, weights + 4 * 700 * per_token, 4), (1000, 700));
+        assert_eq!(f.context_for(None, weights, 4), (1000, MIN_CONTEXT));
         let _ = std::fs::remove_dir_all(&dir);
     }
 }

@@ -107,7 +107,7 @@ impl Models {
                 context: entry.and_then(|e| e.context),
                 chat_template: entry.and_then(|e| e.chat_template.clone()),
                 sampling: entry.map(|e| e.sampling.clone()).unwrap_or_default(),
-                estimated: std::sync::OnceLock::new(),
+                footprint: std::sync::OnceLock::new(),
                 load_lock: tokio::sync::Mutex::new(()),
             })
         };
@@ -378,20 +378,25 @@ impl Models {
     }
 
     fn cost(&self, slot: &Slot) -> Option<u64> {
-        if let Some(m) = slot.memory_override.or(slot.estimated.get().copied().flatten()) {
+        if let Some(m) = slot.memory_override {
             return Some(m);
         }
-        // Cached only once known: files fetched later still get estimated.
-        let engine = &self.cfg.engine;
-        let ctx = self.context(slot).map_or(memory::UNKNOWN_CONTEXT, |(_, chosen)| chosen);
-        let estimate = memory::estimate(&slot.source, ctx, engine.device.is_cuda(), engine.dtype);
-        if estimate.is_some() {
-            let _ = slot.estimated.set(estimate);
-        }
-        estimate
+        let (_, context) = self.context(slot)?;
+        Some(self.footprint(slot)?.estimate(context))
     }
 
-    /// (what the model and the cap allow, what it gets): see [`memory::context_for`].
+    /// What the model's files say it holds, read once they are there (files fetched later are
+    /// read then).
+    fn footprint(&self, slot: &Slot) -> Option<memory::Footprint> {
+        if let Some(f) = slot.footprint.get() {
+            return Some(*f);
+        }
+        let e = &self.cfg.engine;
+        let f = memory::footprint(&slot.source, e.device.is_cuda(), e.dtype)?;
+        Some(*slot.footprint.get_or_init(|| f))
+    }
+
+    /// (what the model and the cap allow, what it gets): see [`memory::Footprint::context_for`].
     fn context(&self, slot: &Slot) -> Option<(usize, usize)> {
         let e = &self.cfg.engine;
         let sequences = e.scheduler.max_active;
@@ -400,7 +405,7 @@ impl Models {
             (Some(a), Some(b)) => Some(a.min(b)),
             (a, b) => a.or(b),
         };
-        memory::context_for(&slot.source, cap, self.cfg.device.budget_bytes, sequences, e.device.is_cuda(), e.dtype)
+        Some(self.footprint(slot)?.context_for(cap, self.cfg.device.budget_bytes, sequences))
     }
 
     /// The engine's options for loading `slot`: its context fitted to the memory budget.

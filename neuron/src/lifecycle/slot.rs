@@ -12,6 +12,7 @@ use cortex_proto::model::{ModelKind, ModelState};
 use serde::Serialize;
 use tokio::sync::Notify;
 
+use super::memory;
 use crate::engine::{LoadedModel, WeightsSource};
 
 pub(super) struct Inner {
@@ -40,7 +41,7 @@ pub struct Slot {
     pub(super) chat_template: Option<String>,
     pub(super) sampling: cortex_proto::generate::SamplingParams,
     /// The estimate from the files' metadata, read once (the files do not change under a name).
-    pub(super) estimated: std::sync::OnceLock<Option<u64>>,
+    pub(super) footprint: std::sync::OnceLock<memory::Footprint>,
     pub(super) inner: Mutex<Inner>,
     pub(super) load_lock: tokio::sync::Mutex<()>,
 }
