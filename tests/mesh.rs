@@ -131,6 +131,48 @@ fn a_request_to_a_is_answered_by_b_and_every_node_agrees_on_placement() {
     }
 }
 
+/// How a StatefulSet's pods join: every one names the whole fleet by one host name, which
+/// may resolve to the pod itself, and tells peers the address to dial (`--advertise`).
+#[test]
+fn seeds_named_by_host_name_join_and_a_seed_that_is_the_node_itself_is_passed_over() {
+    let tls = TempDir::new("mesh-tls-names");
+    fleet_ca(tls.path(), &["a", "b"]);
+    let d = dirs(2);
+    let a = node(d[0].path(), tls.path(), "a", None, &[]);
+    let port_a = a.mesh.as_deref().unwrap().rsplit_once(':').unwrap().1.to_owned();
+    let port_b = std::net::UdpSocket::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let (listen_b, itself, seed_a) =
+        (format!("0.0.0.0:{port_b}"), format!("localhost:{port_b}"), format!("localhost:{port_a}"));
+    let advertised = format!("127.0.0.1:{port_b}");
+    let tls_dir = tls.path().to_str().unwrap();
+    let b = common::Neuron::start(
+        d[1].path(),
+        &["--name", "b", "--tls-dir", tls_dir, "--mesh-listen", &listen_b, "--advertise", &advertised]
+            .into_iter()
+            .chain(["--join", &itself, "--join", &seed_a])
+            .collect::<Vec<_>>(),
+    );
+    for (n, peer) in [(&a, "b"), (&b, "a")] {
+        let alive = n.eventually(Duration::from_secs(30), || peer_state(n, peer).as_deref() == Some("alive"));
+        assert!(alive, "{peer} never alive:\n{}", n.log());
+    }
+    // b is in its own table once (as itself), and a knows it by the address it advertised.
+    let named_b = |n: &Neuron| -> Vec<Value> {
+        status(n)["peers"].as_array().unwrap().iter().filter(|p| p["name"] == "b").cloned().collect()
+    };
+    assert_eq!(named_b(&b).len(), 1, "{:?}\n{}", named_b(&b), b.log());
+    assert_eq!(named_b(&a)[0]["address"], advertised.as_str(), "{:?}", named_b(&a));
+    assert!(b.log().contains(&format!("advertised={advertised}")), "{}", b.log());
+    assert!(!b.log().contains("unspecified address"), "b warned although it advertises:\n{}", b.log());
+    // A bad seed is refused at start, saying what a seed looks like.
+    let out = std::process::Command::new(common::cortex_bin())
+        .args(["serve", "--name", "b", "--tls-dir", tls_dir, "--join", "cortex-0"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1), "a usage error is the user's to fix: {out:?}");
+    assert!(String::from_utf8_lossy(&out.stderr).contains("not HOST:PORT"), "{out:?}");
+}
+
 #[test]
 fn a_cold_load_lands_on_the_only_peer_that_fits() {
     let tls = TempDir::new("mesh-tls-cold");

@@ -93,7 +93,7 @@ fn fleet_endpoints(path: &std::path::Path) -> Vec<String> {
     if local.ip().is_unspecified() {
         local.set_ip(if local.is_ipv4() { [127, 0, 0, 1].into() } else { std::net::Ipv6Addr::LOCALHOST.into() });
     }
-    std::iter::once(local).chain(config.mesh.seeds).map(|a| format!("http://{a}")).collect()
+    std::iter::once(format!("http://{local}")).chain(config.mesh.seeds.iter().map(|a| format!("http://{a}"))).collect()
 }
 
 #[derive(Clone)]

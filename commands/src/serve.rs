@@ -4,7 +4,7 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 
 use anyhow::Context;
-use cortex_neuron::config::Config;
+use cortex_neuron::config::{Config, Seed};
 use cortex_neuron::server::{shutdown_signal, Neuron};
 
 #[derive(Debug, Clone, clap::Args)]
@@ -39,9 +39,12 @@ pub struct ServeArgs {
     /// UDP address of the mesh's QUIC endpoint [default: the --listen address]
     #[arg(long, value_name = "ADDR")]
     pub mesh_listen: Option<SocketAddr>,
-    /// Join the fleet through this peer's mesh address (repeatable)
+    /// Join the fleet through this peer's mesh address, IP:PORT or HOST:PORT (repeatable)
     #[arg(long = "join", value_name = "ADDR")]
-    pub join: Vec<SocketAddr>,
+    pub join: Vec<Seed>,
+    /// The mesh address peers should reach this node at [default: the mesh listen address]
+    #[arg(long, value_name = "ADDR")]
+    pub advertise: Option<SocketAddr>,
     /// Which models to evict first when a load does not fit
     #[arg(long, value_name = "POLICY", value_parser = ["lru", "priority"])]
     pub eviction: Option<String>,
@@ -78,7 +81,10 @@ impl ServeArgs {
         if let Some(a) = self.mesh_listen {
             config.mesh.listen = Some(a);
         }
-        config.mesh.seeds.extend(self.join.iter().copied());
+        config.mesh.seeds.extend(self.join.iter().cloned());
+        if let Some(a) = self.advertise {
+            config.mesh.advertise = Some(a);
+        }
         if let Some(e) = &self.eviction {
             config.eviction.strategy = e.parse().map_err(crate::UserError)?;
         }

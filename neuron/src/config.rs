@@ -51,8 +51,62 @@ pub struct MeshConfig {
     pub tls_dir: Option<PathBuf>,
     /// UDP address of the QUIC endpoint; default: the HTTP listen address (UDP beside TCP).
     pub listen: Option<SocketAddr>,
-    /// Peers to join through (any member of the fleet will do).
-    pub seeds: Vec<SocketAddr>,
+    /// The mesh address peers are told to reach this node at; default: the listen address.
+    /// Needed where that is unspecified (`0.0.0.0`) or translated (a pod's IP, a NAT).
+    pub advertise: Option<SocketAddr>,
+    /// Peers to join through (any member of the fleet will do): `IP:PORT` or `HOST:PORT`, a
+    /// name resolved again at each attempt and tried at every address it has (a Kubernetes
+    /// headless Service names the whole fleet).
+    pub seeds: Vec<Seed>,
+}
+
+/// A peer's mesh address as `HOST:PORT` or `IP:PORT`, checked when read, resolved when used.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(try_from = "String")]
+pub struct Seed(String);
+
+impl Seed {
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl std::fmt::Display for Seed {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl From<SocketAddr> for Seed {
+    fn from(addr: SocketAddr) -> Self {
+        Self(addr.to_string())
+    }
+}
+
+impl std::str::FromStr for Seed {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, String> {
+        if s.parse::<SocketAddr>().is_ok() {
+            return Ok(Self(s.to_owned()));
+        }
+        let bad = || format!("{s:?} is not HOST:PORT or IP:PORT (an IPv6 address goes in brackets: [::1]:31313)");
+        let (host, port) = s.rsplit_once(':').ok_or_else(bad)?;
+        let host_ok = !host.is_empty()
+            && host.split('.').all(|l| !l.is_empty() && l.chars().all(|c| c.is_ascii_alphanumeric() || c == '-'));
+        if !host_ok || port.parse::<u16>().map_or(true, |p| p == 0) {
+            return Err(bad());
+        }
+        Ok(Self(s.to_owned()))
+    }
+}
+
+impl TryFrom<String> for Seed {
+    type Error = String;
+
+    fn try_from(s: String) -> Result<Self, String> {
+        s.parse()
+    }
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -428,6 +482,18 @@ mod tests {
             let e = EngineConfig { device: DeviceChoice::Cuda(0), ..Default::default() }.options().unwrap_err();
             assert!(e.to_string().contains("built without CUDA"), "{e}");
         }
+    }
+
+    #[test]
+    fn seeds_are_addresses_or_host_names_with_a_port() {
+        for ok in ["10.0.0.11:31313", "[::1]:31313", "cortex-0.cortex-mesh.default.svc:31313", "localhost:9"] {
+            assert_eq!(ok.parse::<Seed>().map(|s| s.to_string()), Ok(ok.to_owned()));
+        }
+        for bad in ["cortex-0", "host:", ":31313", "host:0", "host:99999", "::1:31313", "a..b:1", "a b:1"] {
+            assert!(bad.parse::<Seed>().is_err(), "{bad} accepted");
+        }
+        let err = Config::parse("[mesh]\nseeds = [\"gpu-1\"]\n", Path::new("c.toml")).unwrap_err();
+        assert!(err.to_string().contains("not HOST:PORT"), "{err}");
     }
 
     #[test]

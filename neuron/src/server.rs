@@ -131,8 +131,19 @@ impl Neuron {
         let http = self.http_addr();
         let listen = config.mesh.listen.unwrap_or(config.server.listen);
         let listen = if listen.port() == 0 && config.mesh.listen.is_none() { http } else { listen };
-        let settings =
-            crate::mesh::MeshSettings { identity, listen, seeds: config.mesh.seeds.clone(), http: http.to_string() };
+        // The HTTP address published for the CLI: on the advertised host where the socket's
+        // own address is unspecified.
+        let published = match config.mesh.advertise {
+            Some(a) if http.ip().is_unspecified() => SocketAddr::new(a.ip(), http.port()),
+            _ => http,
+        };
+        let settings = crate::mesh::MeshSettings {
+            identity,
+            listen,
+            advertise: config.mesh.advertise,
+            seeds: config.mesh.seeds.clone(),
+            http: published.to_string(),
+        };
         let mesh = crate::mesh::Mesh::start(settings, self.state.node.clone(), self.state.metrics.clone())
             .await
             .map_err(|e| ServeError::Config(vec![format!("mesh: {e}")]))?;

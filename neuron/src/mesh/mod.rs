@@ -33,6 +33,7 @@ use placement::Placement;
 pub use rpc::{Remote, RpcError};
 pub use transport::{HandshakeFailure, TransportError};
 
+use crate::config::Seed;
 use crate::metrics::Metrics;
 use crate::node::Node;
 
@@ -41,7 +42,9 @@ use crate::node::Node;
 pub struct MeshSettings {
     pub identity: NodeIdentity,
     pub listen: SocketAddr,
-    pub seeds: Vec<SocketAddr>,
+    /// The address peers are told to dial; default: the endpoint's own.
+    pub advertise: Option<SocketAddr>,
+    pub seeds: Vec<Seed>,
     /// This node's HTTP address, published for operators and the CLI.
     pub http: String,
 }
@@ -72,8 +75,16 @@ impl Mesh {
     /// Binds the QUIC endpoint, starts membership and placement, and joins the seeds.
     pub async fn start(settings: MeshSettings, node: Arc<Node>, metrics: Metrics) -> Result<Arc<Self>, TransportError> {
         let endpoint = transport::endpoint(&settings.identity, settings.listen)?;
-        let addr = endpoint.local_addr().map_err(|e| TransportError::Bind { addr: settings.listen, source: e })?;
+        let local = endpoint.local_addr().map_err(|e| TransportError::Bind { addr: settings.listen, source: e })?;
+        let addr = settings.advertise.unwrap_or(local);
         let name = settings.identity.name.clone();
+        if addr.ip().is_unspecified() {
+            tracing::warn!(
+                mesh = %addr,
+                "the mesh listens on an unspecified address, which peers on other hosts cannot dial: \
+                 set [mesh] advertise (--advertise) to this host's address"
+            );
+        }
         let me = NodeId { name: name.clone(), addr, bump: 0 };
         let mesh = Arc::new(Self {
             name: name.clone(),
@@ -92,7 +103,7 @@ impl Mesh {
         for seed in settings.seeds {
             spawn_in(tracing::info_span!("mesh_join", seed = %seed), mesh.clone().join(seed));
         }
-        tracing::info!(node = %name, mesh = %addr, "mesh listening");
+        tracing::info!(node = %name, mesh = %local, advertised = %addr, "mesh listening");
         Ok(mesh)
     }
 
@@ -137,19 +148,35 @@ impl Mesh {
         }
     }
 
-    /// Keeps announcing to a seed until this node has company.
-    async fn join(self: Arc<Self>, seed: SocketAddr) {
+    /// Keeps announcing to a seed until this node has company. The seed's name is resolved
+    /// at every attempt (a peer that restarts may come back at another address) and each of
+    /// its addresses tried in turn: one name may stand for the whole fleet, this node included.
+    async fn join(self: Arc<Self>, seed: Seed) {
         let mut wait = Duration::from_millis(200);
         loop {
-            match transport::connect(&self.endpoint, seed, None).await {
-                Ok((conn, peer)) => {
-                    let id = NodeId { name: peer.clone(), addr: seed, bump: 0 };
-                    self.adopt(peer, conn);
-                    self.feed(Input::Announce(id));
-                }
+            let addrs = match tokio::net::lookup_host(seed.as_str()).await {
+                Ok(addrs) => addrs.collect::<Vec<_>>(),
                 Err(e) => {
-                    self.metrics.handshake_failures.with_label_values(&[e.reason()]).inc();
-                    tracing::warn!(error = %e, "cannot reach seed");
+                    tracing::warn!(error = %e, "cannot resolve seed");
+                    Vec::new()
+                }
+            };
+            for addr in addrs {
+                match transport::connect(&self.endpoint, addr, None).await {
+                    Ok((conn, peer)) if peer == self.name => {
+                        // This node itself, through a name that covers the fleet.
+                        conn.close(quinn::VarInt::from_u32(0), b"self");
+                    }
+                    Ok((conn, peer)) => {
+                        let id = NodeId { name: peer.clone(), addr, bump: 0 };
+                        self.adopt(peer, conn);
+                        self.feed(Input::Announce(id));
+                        break;
+                    }
+                    Err(e) => {
+                        self.metrics.handshake_failures.with_label_values(&[e.reason()]).inc();
+                        tracing::warn!(%addr, error = %e, "cannot reach seed");
+                    }
                 }
             }
             tokio::time::sleep(wait).await;
