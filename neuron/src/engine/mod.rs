@@ -5,6 +5,7 @@ pub mod batched;
 mod block;
 pub mod cpu;
 pub mod detok;
+pub mod embed;
 pub mod gguf_meta;
 pub mod grammar;
 pub mod kv;
