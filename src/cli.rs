@@ -3,7 +3,7 @@
 use std::path::PathBuf;
 
 use clap::{CommandFactory, Parser, Subcommand};
-use cortex_commands::{admin, bench, cert, chat, debug, devices, models, pull, serve, status};
+use cortex_commands::{admin, bench, cert, chat, debug, devices, embed, models, pull, serve, status};
 
 /// cortex turns GPU and CPU hosts into one LLM service with OpenAI- and Anthropic-compatible
 /// APIs.
@@ -42,6 +42,8 @@ pub enum Command {
     Status(status::StatusArgs),
     /// List the models a neuron serves (aliases, state, size)
     Models(models::ModelsArgs),
+    /// Embed texts with an embedding model: one JSON line per text
+    Embed(embed::EmbedArgs),
     /// Load a model now (instead of on its first request)
     Load(admin::AdminArgs),
     /// Unload a model (refused while it serves requests)
@@ -101,6 +103,7 @@ pub async fn dispatch(cli: Cli) -> anyhow::Result<()> {
         Command::Serve(args) => serve::run(args).await,
         Command::Chat(args) => chat::run(args).await,
         Command::Models(args) => models::run(args).await,
+        Command::Embed(args) => embed::run(args).await,
         Command::Status(args) => status::run(args).await,
         Command::Load(args) => admin::run("load", args).await,
         Command::Unload(args) => admin::run("unload", args).await,

@@ -20,6 +20,20 @@ fn cortex(n: Option<&Neuron>, args: &[&str]) -> Output {
     cmd.output().unwrap()
 }
 
+/// `cortex ARGS` against `n` with `input` on its standard input.
+fn with_stdin(n: &Neuron, args: &[&str], input: &[u8]) -> Output {
+    let mut child = Command::new(cortex_bin())
+        .args(args)
+        .env("CORTEX_ENDPOINT", &n.http)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    child.stdin.take().unwrap().write_all(input).unwrap();
+    child.wait_with_output().unwrap()
+}
+
 fn stdout(o: &Output) -> String {
     String::from_utf8_lossy(&o.stdout).into_owned()
 }
@@ -141,16 +155,7 @@ fn chat_reads_the_prompt_from_stdin() {
     let dir = TempDir::new("cli-stdin");
     tiny_model(dir.path(), "tiny");
     let n = Neuron::start(dir.path(), &[]);
-    let mut child = Command::new(cortex_bin())
-        .args(["chat", "tiny", "--max-tokens", "5", "--temperature", "0"])
-        .env("CORTEX_ENDPOINT", &n.http)
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    child.stdin.take().unwrap().write_all(b"hello there").unwrap();
-    let piped = child.wait_with_output().unwrap();
+    let piped = with_stdin(&n, &["chat", "tiny", "--max-tokens", "5", "--temperature", "0"], b"hello there");
     assert!(piped.status.success());
     // The same prompt as an argument gives the same greedy answer.
     let arg = cortex(Some(&n), &["chat", "tiny", "hello there", "--max-tokens", "5", "--temperature", "0"]);
@@ -184,4 +189,32 @@ fn without_an_endpoint_the_cli_finds_the_fleet_through_the_neurons_config_seeds(
         assert_eq!(none.status.code(), Some(1));
         assert!(String::from_utf8_lossy(&none.stderr).contains("127.0.0.1:31313"));
     }
+}
+
+#[test]
+fn embed_prints_one_json_line_per_text_from_arguments_or_stdin() {
+    let minilm = std::env::var_os("CORTEX_TEST_MODELS_DIR")
+        .map(std::path::PathBuf::from)
+        .unwrap_or_else(|| std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("models"))
+        .join("all-MiniLM-L6-v2");
+    assert!(minilm.join("model.safetensors").is_file(), "{} missing: run .ci/run", minilm.display());
+    let dir = TempDir::new("cli-embed");
+    std::os::unix::fs::symlink(&minilm, dir.path().join("all-MiniLM-L6-v2")).unwrap();
+    tiny_model(dir.path(), "tiny");
+    let n = Neuron::start(dir.path(), &[]);
+    let lines = |o: &Output| -> Vec<Value> {
+        assert!(o.status.success(), "failed: {}", String::from_utf8_lossy(&o.stderr));
+        stdout(o).lines().map(|l| serde_json::from_str(l).expect("each line is JSON")).collect()
+    };
+    let args = lines(&cortex(Some(&n), &["embed", "all-MiniLM-L6-v2", "hello world", "stocks fell"]));
+    assert_eq!(args.len(), 2);
+    assert_eq!((args[1]["index"].as_u64(), args[1]["text"].as_str()), (Some(1), Some("stocks fell")));
+    assert_eq!(args[0]["embedding"].as_array().unwrap().len(), 384);
+    // The same texts through stdin, one per request: the same vectors.
+    let piped = lines(&with_stdin(&n, &["embed", "all-MiniLM-L6-v2", "--batch", "1"], b"hello world\nstocks fell\n"));
+    assert_eq!(piped, args);
+    // A generator is refused with the neuron's reason and exit code 1.
+    let o = cortex(Some(&n), &["embed", "tiny", "x"]);
+    assert_eq!(o.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&o.stderr).contains("embedding model"), "{o:?}");
 }

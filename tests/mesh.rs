@@ -173,6 +173,36 @@ fn seeds_named_by_host_name_join_and_a_seed_that_is_the_node_itself_is_passed_ov
     assert!(String::from_utf8_lossy(&out.stderr).contains("not HOST:PORT"), "{out:?}");
 }
 
+/// An embedding model on b answers through a: the request crosses the mesh, the vectors come
+/// back as b computes them, and a generation request for it is refused by b in a's answer.
+#[test]
+fn embeddings_are_served_by_the_peer_that_holds_the_model() {
+    let minilm = std::env::var_os("CORTEX_TEST_MODELS_DIR")
+        .map(std::path::PathBuf::from)
+        .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("models"))
+        .join("all-MiniLM-L6-v2");
+    assert!(minilm.join("model.safetensors").is_file(), "{} missing: run .ci/run", minilm.display());
+    let tls = TempDir::new("mesh-tls-embed");
+    fleet_ca(tls.path(), &["a", "b"]);
+    let d = dirs(2);
+    std::os::unix::fs::symlink(&minilm, d[1].path().join("all-MiniLM-L6-v2")).unwrap();
+    let b = node(d[1].path(), tls.path(), "b", None, &[]);
+    let a = node(d[0].path(), tls.path(), "a", Some(&b), &[]);
+    let id = "all-MiniLM-L6-v2";
+    assert!(a.eventually(Duration::from_secs(30), || model_entry(&a, id).is_some()), "{}", a.log());
+    let req = json!({"model": id, "input": ["a cat on a mat", "stocks fell"], "encoding_format": "float"});
+    let (code, via_a) = post(&a.url("/v1/embeddings"), &req);
+    assert_eq!(code, 200, "{via_a}");
+    let (_, direct) = post(&b.url("/v1/embeddings"), &req);
+    assert_eq!(via_a["data"], direct["data"], "vectors via a differ from b's own");
+    assert_eq!(via_a["data"].as_array().unwrap().len(), 2);
+    assert_eq!(a.metric("cortex_forwarded_requests_total", &["target=\"b\""]), 1.0);
+    let chat = json!({"model": id, "max_tokens": 4, "messages": [{"role": "user", "content": "hi"}]});
+    let (code, body) = post(&a.url("/v1/chat/completions"), &chat);
+    assert_eq!(code, 400, "{body}");
+    assert!(body["error"]["message"].as_str().unwrap().contains("embedding model"), "{body}");
+}
+
 #[test]
 fn a_cold_load_lands_on_the_only_peer_that_fits() {
     let tls = TempDir::new("mesh-tls-cold");

@@ -9,6 +9,7 @@ pub mod client;
 pub mod complete;
 pub mod debug;
 pub mod devices;
+pub mod embed;
 pub mod error;
 pub mod models;
 pub mod printer;

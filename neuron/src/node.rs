@@ -5,11 +5,13 @@
 
 use std::sync::Arc;
 
+use cortex_proto::embed::{EmbedRequest, EmbedResult};
 use cortex_proto::eviction::KeepAlive;
 use cortex_proto::generate::{ErrorKind, Event, GenerateError, GenerateRequest};
 use cortex_proto::model::AdminAction;
 use tokio::sync::mpsc::UnboundedReceiver;
 
+use crate::engine::embed::EmbedInputError;
 use crate::lifecycle::{Lease, Models};
 
 /// This node's models, as a service.
@@ -42,13 +44,56 @@ impl Node {
         keep_alive: Option<KeepAlive>,
     ) -> Result<Local, GenerateError> {
         let lease = self.models.acquire(&request.model, keep_alive).await?;
-        let (model, r) = (lease.model.clone(), request.clone());
-        let prepared = tokio::task::spawn_blocking(move || model.prepare(&r))
+        let id = lease.id().to_string();
+        lease.model.generator(&id)?;
+        let (model, r, i) = (lease.model.clone(), request.clone(), id.clone());
+        let prepared = tokio::task::spawn_blocking(move || model.generator(&i)?.prepare(&r))
             .await
             .map_err(|e| GenerateError::new(ErrorKind::Internal, format!("tokenizer task failed: {e}")))??;
-        tracing::info!(request = %request.id, model = %lease.model.id, prompt_tokens = prepared.prompt.len(), max_tokens = prepared.max_tokens, "generating");
-        let events = lease.model.submit(request, prepared)?;
+        tracing::info!(request = %request.id, model = %id, prompt_tokens = prepared.prompt.len(), max_tokens = prepared.max_tokens, "generating");
+        let events = lease.model.generator(&id)?.submit(request, prepared)?;
         Ok(Local { events, lease })
+    }
+
+    /// Loads `request.model` if needed, tokenizes the inputs off the async workers and embeds
+    /// them (sharing the model's rounds with concurrent requests).
+    pub async fn embed(
+        &self,
+        request: &EmbedRequest,
+        keep_alive: Option<KeepAlive>,
+    ) -> Result<EmbedResult, GenerateError> {
+        let lease = self.models.acquire(&request.model, keep_alive).await?;
+        let id = lease.id().to_string();
+        let dims = lease.model.embedder(&id)?.dims();
+        if let Some(d) = request.dimensions.filter(|&d| d != dims) {
+            return Err(GenerateError::new(
+                ErrorKind::InvalidRequest,
+                format!(
+                    "`dimensions` = {d}: `{id}` gives {dims}-dimensional vectors and was not trained to be shortened"
+                ),
+            ));
+        }
+        let (model, r, i) = (lease.model.clone(), request.clone(), id.clone());
+        let inputs = tokio::task::spawn_blocking(move || {
+            model.embedder(&i)?.prepare(&r.inputs, r.truncate).map_err(|(n, e)| {
+                let hint = match e {
+                    EmbedInputError::TooLong(_) => " (send \"truncate\": true to cut it)",
+                    _ => "",
+                };
+                GenerateError::new(ErrorKind::InvalidRequest, format!("`input[{n}]`: {e}{hint}"))
+            })
+        })
+        .await
+        .map_err(|e| GenerateError::new(ErrorKind::Internal, format!("tokenizer task failed: {e}")))??;
+        let prompt_tokens = inputs.iter().map(Vec::len).sum::<usize>() as u32;
+        tracing::info!(request = %request.id, model = %id, inputs = inputs.len(), tokens = prompt_tokens, "embedding");
+        let vectors = lease
+            .model
+            .embedder(&id)?
+            .embed(inputs)
+            .await
+            .map_err(|e| GenerateError::new(ErrorKind::Internal, format!("embedding failed: {e}")))?;
+        Ok(EmbedResult { model: id, vectors, prompt_tokens })
     }
 
     /// Carries out an operator's action on one of this node's models.

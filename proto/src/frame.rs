@@ -50,6 +50,14 @@ pub enum Message {
     Digest {
         versions: Vec<(String, u64)>,
     },
+    /// Embed inputs on the receiving node; the reply is one `Embedded`.
+    Embed {
+        request: Box<crate::embed::EmbedRequest>,
+        keep_alive: Option<serde_json::Value>,
+    },
+    Embedded {
+        result: Result<crate::embed::EmbedResult, crate::generate::GenerateError>,
+    },
 }
 
 impl Message {
@@ -64,6 +72,8 @@ impl Message {
             Message::Leaving => 7,
             Message::FetchDigest => 8,
             Message::Digest { .. } => 9,
+            Message::Embed { .. } => 10,
+            Message::Embedded { .. } => 11,
         }
     }
 }
@@ -104,7 +114,7 @@ pub fn decode(buf: &[u8]) -> Result<Option<(Message, usize)>, FrameError> {
         return Err(FrameError::Version(buf[0]));
     }
     let kind = buf[1];
-    if !(1..=9).contains(&kind) {
+    if !(1..=11).contains(&kind) {
         return Err(FrameError::Kind(kind));
     }
     let len = u32::from_be_bytes([buf[2], buf[3], buf[4], buf[5]]) as usize;

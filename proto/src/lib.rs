@@ -6,6 +6,7 @@
 
 pub mod anthropic;
 pub mod catalogue;
+pub mod embed;
 pub mod eviction;
 pub mod frame;
 pub mod generate;

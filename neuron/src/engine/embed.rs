@@ -261,3 +261,118 @@ pub fn shorten(v: &mut Vec<f32>, dims: usize) {
         v.iter_mut().for_each(|x| *x /= norm);
     }
 }
+
+/// Most inputs one forward round takes from the queue: concurrent requests share rounds.
+const ROUND_INPUTS: usize = 256;
+
+struct Job {
+    inputs: Vec<Vec<u32>>,
+    reply: tokio::sync::oneshot::Sender<Result<Vec<Vec<f32>>, String>>,
+}
+
+/// An embedding model ready to serve: its encoder on a thread of its own, which takes every
+/// request waiting when it starts a round and runs their inputs together.
+pub struct EmbedModel {
+    pub info: super::ModelInfo,
+    embedder: std::sync::Arc<Embedder>,
+    jobs: std::sync::mpsc::Sender<Job>,
+    /// Requests queued or embedding now.
+    busy: std::sync::Arc<std::sync::atomic::AtomicUsize>,
+}
+
+impl EmbedModel {
+    /// Loads the model and starts its thread. Blocking.
+    pub fn load(dir: &Path, device: &Device) -> Result<Self, EngineError> {
+        let t0 = std::time::Instant::now();
+        let embedder = std::sync::Arc::new(Embedder::load(dir, device)?);
+        let info = super::ModelInfo {
+            arch: "bert".into(),
+            engine: "candle",
+            context_len: embedder.max_tokens(),
+            vocab_size: embedder.vocab_size(),
+            file_bytes: super::file_size(dir),
+            load_seconds: t0.elapsed().as_secs_f64(),
+            fallback_template: false,
+        };
+        let (jobs, rx) = std::sync::mpsc::channel::<Job>();
+        let busy = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let (e, b) = (embedder.clone(), busy.clone());
+        std::thread::Builder::new()
+            .name("embed".into())
+            .spawn(move || serve(&e, &rx, &b))
+            .map_err(|e| EngineError::Format(format!("cannot start embedding thread: {e}")))?;
+        Ok(Self { info, embedder, jobs, busy })
+    }
+
+    pub fn dims(&self) -> usize {
+        self.embedder.dims()
+    }
+
+    /// Token ids of each input, checked against the model's length and vocabulary; the error
+    /// names the input. CPU work: call it off the async workers for large requests.
+    pub fn prepare(
+        &self,
+        inputs: &[cortex_proto::embed::EmbedInput],
+        truncate: bool,
+    ) -> Result<Vec<Vec<u32>>, (usize, EmbedInputError)> {
+        use cortex_proto::embed::EmbedInput;
+        inputs
+            .iter()
+            .enumerate()
+            .map(|(i, x)| {
+                match x {
+                    EmbedInput::Text(t) => self.embedder.encode(t, truncate),
+                    EmbedInput::Tokens(ids) => self.embedder.wrap_ids(ids, truncate),
+                }
+                .map_err(|e| (i, e))
+            })
+            .collect()
+    }
+
+    /// Queues tokenized inputs; the vectors arrive in order.
+    pub async fn embed(&self, inputs: Vec<Vec<u32>>) -> Result<Vec<Vec<f32>>, String> {
+        let (reply, rx) = tokio::sync::oneshot::channel();
+        self.busy.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        if self.jobs.send(Job { inputs, reply }).is_err() {
+            self.busy.fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
+            return Err("the embedding thread has stopped".into());
+        }
+        rx.await.unwrap_or_else(|_| Err("the embedding thread has stopped".into()))
+    }
+
+    /// Requests queued or embedding now.
+    pub fn busy(&self) -> usize {
+        self.busy.load(std::sync::atomic::Ordering::Relaxed)
+    }
+}
+
+/// The embedding thread: a round takes the first waiting request and every other one already
+/// queued (up to [`ROUND_INPUTS`] inputs), embeds all their inputs in length-sorted batches,
+/// and answers each. Ends when the model is dropped.
+fn serve(e: &Embedder, rx: &std::sync::mpsc::Receiver<Job>, busy: &std::sync::atomic::AtomicUsize) {
+    while let Ok(first) = rx.recv() {
+        let mut round = vec![first];
+        let mut n = round[0].inputs.len();
+        while n < ROUND_INPUTS {
+            match rx.try_recv() {
+                Ok(job) => {
+                    n += job.inputs.len();
+                    round.push(job);
+                }
+                Err(_) => break,
+            }
+        }
+        let all: Vec<Vec<u32>> = round.iter().flat_map(|j| j.inputs.iter().cloned()).collect();
+        let answers: Vec<Result<Vec<Vec<f32>>, String>> = match e.embed(&all) {
+            Ok(vectors) => {
+                let mut it = vectors.into_iter();
+                round.iter().map(|j| Ok(it.by_ref().take(j.inputs.len()).collect())).collect()
+            }
+            Err(err) => round.iter().map(|_| Err(err.to_string())).collect(),
+        };
+        for (job, answer) in round.into_iter().zip(answers) {
+            busy.fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
+            let _ = job.reply.send(answer);
+        }
+    }
+}

@@ -103,6 +103,69 @@ pub struct Prepared {
     pub calls: Option<Format>,
 }
 
+/// A loaded model of either kind.
+pub enum Loaded {
+    Generator(Box<LoadedModel>),
+    Embedder(embed::EmbedModel),
+}
+
+impl Loaded {
+    /// Loads what `source` holds: a sentence-transformers repository is an embedder, anything
+    /// else a generator. Blocking.
+    pub fn load(
+        id: &str,
+        source: &WeightsSource,
+        opts: &EngineOptions,
+        metrics: ModelMetrics,
+    ) -> Result<Self, EngineError> {
+        match source {
+            WeightsSource::Safetensors(dir) if embed::is_embedder(dir) => {
+                Ok(Self::Embedder(embed::EmbedModel::load(dir, &opts.device)?))
+            }
+            _ => Ok(Self::Generator(Box::new(LoadedModel::load(id, source, opts, metrics)?))),
+        }
+    }
+
+    pub fn info(&self) -> &ModelInfo {
+        match self {
+            Self::Generator(m) => &m.info,
+            Self::Embedder(m) => &m.info,
+        }
+    }
+
+    /// (running or queued in all) requests.
+    pub fn load_now(&self) -> (usize, usize) {
+        match self {
+            Self::Generator(m) => m.load_now(),
+            Self::Embedder(m) => (m.busy(), 0),
+        }
+    }
+
+    /// The generator, or a 400 saying this model embeds.
+    pub fn generator(&self, id: &str) -> Result<&LoadedModel, GenerateError> {
+        match self {
+            Self::Generator(m) => Ok(m),
+            Self::Embedder(_) => Err(GenerateError::new(
+                ErrorKind::InvalidRequest,
+                format!("`{id}` is an embedding model: it answers /v1/embeddings, not generation requests"),
+            )),
+        }
+    }
+
+    /// The embedder, or a 400 saying this model generates.
+    pub fn embedder(&self, id: &str) -> Result<&embed::EmbedModel, GenerateError> {
+        match self {
+            Self::Embedder(m) => Ok(m),
+            Self::Generator(_) => Err(GenerateError::new(
+                ErrorKind::InvalidRequest,
+                format!(
+                    "`{id}` generates text: embeddings need an embedding model (see /v1/models, kind \"embedder\")"
+                ),
+            )),
+        }
+    }
+}
+
 /// A model ready to generate.
 pub struct LoadedModel {
     pub id: String,
@@ -116,7 +179,7 @@ pub struct LoadedModel {
     sampling: SamplingParams,
 }
 
-fn file_size(path: &Path) -> u64 {
+pub(crate) fn file_size(path: &Path) -> u64 {
     if path.is_dir() {
         std::fs::read_dir(path).map(|rd| rd.filter_map(|e| e.ok()?.metadata().ok()).map(|m| m.len()).sum()).unwrap_or(0)
     } else {

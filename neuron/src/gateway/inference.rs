@@ -83,11 +83,11 @@ fn unix_now() -> u64 {
     SystemTime::now().duration_since(SystemTime::UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0)
 }
 
-fn new_id(prefix: &str) -> String {
+pub(super) fn new_id(prefix: &str) -> String {
     format!("{prefix}{:024x}", rand::random::<u128>() >> 32)
 }
 
-fn parse<T: DeserializeOwned>(
+pub(super) fn parse<T: DeserializeOwned>(
     st: &AppState,
     headers: &HeaderMap,
     body: Result<Bytes, BytesRejection>,
@@ -255,7 +255,7 @@ fn finish(st: &AppState, route: Route, asked: &str, result: Result<Response, Api
 }
 
 /// Names the model a refused request asked for, for the access log.
-fn with_model(mut resp: Response, asked: &str) -> Response {
+pub(super) fn with_model(mut resp: Response, asked: &str) -> Response {
     if let Some(r) = resp.extensions_mut().get_mut::<super::error::Refusal>() {
         r.model = (!asked.is_empty()).then(|| asked.to_string());
     }
@@ -326,7 +326,8 @@ pub async fn count_tokens(
         let api_err = |error| ApiError { dialect: d, error };
         let request = translate::count_tokens_request(&req, String::new(), req.model.clone()).map_err(api_err)?;
         let lease = st.models.acquire(&req.model, None).await.map_err(api_err)?;
-        let n = tokio::task::spawn_blocking(move || lease.model.tokenize(&request))
+        let id = lease.id().to_string();
+        let n = tokio::task::spawn_blocking(move || lease.model.generator(&id)?.tokenize(&request))
             .await
             .map_err(|e| ApiError::new(d, ErrorKind::Internal, format!("tokenizer task failed: {e}")))?
             .map_err(api_err)?

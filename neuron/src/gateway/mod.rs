@@ -2,6 +2,7 @@
 //! (`/v1/messages`, `/v1/messages/count_tokens`), `/health`, and the metrics listener.
 
 mod admin;
+mod embeddings;
 mod error;
 mod inference;
 mod route;
@@ -201,6 +202,7 @@ pub fn router(state: AppState, max_body_bytes: usize, body_timeout: std::time::D
         .route("/v1/completions", post(inference::completions))
         .route("/v1/messages", post(inference::messages).head(present))
         .route("/v1/messages/count_tokens", post(inference::count_tokens))
+        .route("/v1/embeddings", post(embeddings::embeddings))
         .route("/cortex/v1/status", get(admin::status))
         .route("/cortex/v1/load", post(admin::load))
         .route("/cortex/v1/unload", post(admin::unload))

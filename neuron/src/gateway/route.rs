@@ -3,6 +3,7 @@
 //! caller gets the same neutral event stream. A peer that fails before its first event is
 //! skipped for the next candidate; one that fails later ends the stream with a clean error event.
 
+use cortex_proto::embed::{EmbedRequest, EmbedResult};
 use cortex_proto::eviction::KeepAlive;
 use cortex_proto::generate::{ErrorKind, Event, GenerateError, GenerateRequest};
 use cortex_proto::prefix::PrefixKey;
@@ -97,7 +98,56 @@ pub async fn open(
 
 async fn open_local(st: &AppState, request: &GenerateRequest, ka: Option<KeepAlive>) -> Result<Opened, GenerateError> {
     let local = st.node.generate(request, ka).await?;
-    let model = local.lease.model.id.clone();
+    let model = local.lease.id().to_string();
     let shape = ReplyShape::of(request);
     Ok(Opened { events: local.events, lease: Some(local.lease), model, id: request.id.clone(), shape })
+}
+
+/// Embeds where the fleet view says the model runs: this node, or peers in the routing core's
+/// order (the next one when a peer cannot be reached or fails; a peer's refusal of the request
+/// itself is the answer).
+pub async fn embed(
+    st: &AppState,
+    request: &EmbedRequest,
+    keep_alive: Option<&serde_json::Value>,
+) -> Result<EmbedResult, GenerateError> {
+    let ka =
+        keep_alive.map(KeepAlive::parse).transpose().map_err(|e| GenerateError::new(ErrorKind::InvalidRequest, e))?;
+    let Some(mesh) = st.mesh.clone() else {
+        return st.node.embed(request, ka).await;
+    };
+    let fleet = mesh.fleet();
+    let members: Vec<Member<'_>> = fleet.iter().map(|(doc, state)| Member { state: *state, doc }).collect();
+    let prefix = PrefixKey::default();
+    let order: Vec<String> = match routing::route(
+        &routing::Request { model: &request.model, prefix: &prefix },
+        &mesh.name,
+        &members,
+        rand::random(),
+    ) {
+        Decision::Try(c) => c.into_iter().map(|c| c.node).collect(),
+        Decision::NotFound => return st.node.embed(request, ka).await,
+        Decision::Unavailable(why) => return Err(GenerateError::new(ErrorKind::Unavailable, why)),
+    };
+    let mut failures = Vec::new();
+    for node in order {
+        if node == mesh.name {
+            return st.node.embed(request, ka).await;
+        }
+        match mesh.embed(&node, request, keep_alive.cloned()).await {
+            Ok(Ok(result)) => {
+                st.metrics.forwarded.with_label_values(&[&node]).inc();
+                tracing::info!(request = %request.id, model = %request.model, peer = %node, "embeddings forwarded");
+                return Ok(result);
+            }
+            Ok(Err(e)) if e.kind != ErrorKind::Unavailable && e.kind != ErrorKind::Internal => return Err(e),
+            Ok(Err(e)) => failures.push(format!("{node}: {}", e.message)),
+            Err(e) => failures.push(e.to_string()),
+        }
+        tracing::warn!(request = %request.id, peer = %node, "peer failed to embed; trying the next");
+    }
+    Err(GenerateError::new(
+        ErrorKind::Unavailable,
+        format!("no node could serve `{}`: {}", request.model, failures.join("; ")),
+    ))
 }

@@ -135,6 +135,11 @@ pub fn footprint(source: &WeightsSource, gpu: bool, dtype: Option<DType>) -> Opt
         WeightsSource::Safetensors(dir) => {
             let size = dir_size(dir);
             let cfg: serde_json::Value = serde_json::from_slice(&std::fs::read(dir.join("config.json")).ok()?).ok()?;
+            if crate::engine::embed::is_embedder(dir) {
+                // An encoder keeps no cache: its f32 weights are what it holds.
+                let trained = cfg.get("max_position_embeddings").and_then(|v| v.as_u64()).map(|n| n as usize);
+                return Some(Footprint { weights: size, kv_per_token: 0, trained });
+            }
             let stored = match cfg.get("torch_dtype").and_then(|v| v.as_str()) {
                 Some("bfloat16" | "float16") => 2,
                 _ => 4,

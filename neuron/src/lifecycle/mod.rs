@@ -24,7 +24,7 @@ use cortex_proto::model::ModelState;
 use serde::Serialize;
 use tokio::sync::{watch, Notify};
 
-use crate::engine::{EngineOptions, LoadedModel, WeightsSource};
+use crate::engine::{EngineOptions, Loaded, WeightsSource};
 use crate::metrics::Metrics;
 use catalogue::{ModelEntry, ModelSource, ModelsFile};
 use slot::{lock, Inner, Pending};
@@ -204,12 +204,12 @@ impl Models {
         Ok(Lease { slot: slot.clone(), model, wake: self.wake.clone() })
     }
 
-    fn ready(slot: &Slot) -> Option<Arc<LoadedModel>> {
+    fn ready(slot: &Slot) -> Option<Arc<Loaded>> {
         let i = lock(&slot.inner);
         (i.state == ModelState::Ready).then(|| i.model.clone()).flatten()
     }
 
-    async fn ensure_loaded(&self, slot: &Arc<Slot>) -> Result<Arc<LoadedModel>, GenerateError> {
+    async fn ensure_loaded(&self, slot: &Arc<Slot>) -> Result<Arc<Loaded>, GenerateError> {
         if let Some(m) = Self::ready(slot) {
             return Ok(m);
         }
@@ -225,8 +225,7 @@ impl Models {
         let t0 = Instant::now();
         let (opts, metrics, s) = (self.load_options(slot), self.metrics.clone(), slot.clone());
         let loaded =
-            tokio::task::spawn_blocking(move || LoadedModel::load(&s.id, &s.source, &opts, metrics.for_model(&s.id)))
-                .await;
+            tokio::task::spawn_blocking(move || Loaded::load(&s.id, &s.source, &opts, metrics.for_model(&s.id))).await;
         let secs = t0.elapsed().as_secs_f64();
         let outcome = match loaded {
             Ok(Ok(m)) => Ok(Arc::new(m)),
@@ -238,7 +237,7 @@ impl Models {
             match outcome {
                 Ok(model) => {
                     let actual = memory::rss_bytes().saturating_sub(rss_before);
-                    tracing::info!(model = %slot.id, seconds = secs, arch = %model.info.arch, engine = model.info.engine, context = model.info.context_len,
+                    tracing::info!(model = %slot.id, seconds = secs, arch = %model.info().arch, engine = model.info().engine, context = model.info().context_len,
                         estimate_bytes = need, rss_growth_bytes = actual, "loaded (the estimate includes a full-context KV cache, which grows with use)");
                     self.metrics.loads.with_label_values(&[&slot.id, "ok"]).inc();
                     self.metrics.load_seconds.with_label_values(&[&slot.id]).observe(secs);

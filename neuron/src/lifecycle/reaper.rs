@@ -10,7 +10,7 @@ use cortex_proto::model::ModelState;
 
 use super::slot::lock;
 use super::{Models, REAP_EVERY};
-use crate::engine::LoadedModel;
+use crate::engine::Loaded;
 
 impl Models {
     /// Unloads idle models whose keep-alive ran out, and reloads residents every
@@ -72,7 +72,7 @@ impl Models {
             if !reload {
                 continue;
             }
-            match LoadedModel::load(&s.id, &source, &self.load_options(s), self.metrics.for_model(&s.id)) {
+            match Loaded::load(&s.id, &source, &self.load_options(s), self.metrics.for_model(&s.id)) {
                 Ok(m) => {
                     let mut i = lock(&s.inner);
                     if i.state == ModelState::Ready && i.leases == 0 {

@@ -13,11 +13,11 @@ use serde::Serialize;
 use tokio::sync::Notify;
 
 use super::memory;
-use crate::engine::{LoadedModel, WeightsSource};
+use crate::engine::{Loaded, WeightsSource};
 
 pub(super) struct Inner {
     pub(super) state: ModelState,
-    pub(super) model: Option<Arc<LoadedModel>>,
+    pub(super) model: Option<Arc<Loaded>>,
     /// Bytes counted against the budget while loading or ready.
     pub(super) bytes: u64,
     pub(super) error: Option<String>,
@@ -54,8 +54,15 @@ pub(super) fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
 /// starts the model's idle time.
 pub struct Lease {
     pub(super) slot: Arc<Slot>,
-    pub model: Arc<LoadedModel>,
+    pub model: Arc<Loaded>,
     pub(super) wake: Arc<Notify>,
+}
+
+impl Lease {
+    /// The model's id.
+    pub fn id(&self) -> &str {
+        &self.slot.id
+    }
 }
 
 impl Drop for Lease {
@@ -105,9 +112,12 @@ pub struct ModelStatus {
 }
 
 impl Slot {
-    /// What the model does. Every model cortex loads today generates text.
+    /// What the model does: a sentence-transformers repository embeds, the rest generate.
     pub fn kind(&self) -> ModelKind {
-        ModelKind::Generator
+        match &self.source {
+            WeightsSource::Safetensors(dir) if crate::engine::embed::is_embedder(dir) => ModelKind::Embedder,
+            _ => ModelKind::Generator,
+        }
     }
 
     pub fn status(&self) -> ModelStatus {
@@ -132,7 +142,7 @@ impl Slot {
                 WeightsSource::Safetensors(_) => "safetensors",
             },
             on_disk: meta.is_some(),
-            size_bytes: i.model.as_ref().map(|m| m.info.file_bytes).unwrap_or_else(|| file_size(&path)),
+            size_bytes: i.model.as_ref().map(|m| m.info().file_bytes).unwrap_or_else(|| file_size(&path)),
             priority: self.priority,
             in_flight: running,
             queued,

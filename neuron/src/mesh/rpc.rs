@@ -5,6 +5,7 @@
 
 use std::sync::Arc;
 
+use cortex_proto::embed::{EmbedRequest, EmbedResult};
 use cortex_proto::eviction::KeepAlive;
 use cortex_proto::frame::{self, FrameError, Message};
 use cortex_proto::generate::{ErrorKind, Event, GenerateError, GenerateRequest};
@@ -162,6 +163,21 @@ impl Mesh {
         }
     }
 
+    /// Asks `node` to embed: the peer's own answer (vectors or refusal) inside the call's result.
+    pub async fn embed(
+        self: &Arc<Self>,
+        node: &str,
+        request: &EmbedRequest,
+        keep_alive: Option<serde_json::Value>,
+    ) -> Result<Result<EmbedResult, GenerateError>, RpcError> {
+        let msg = Message::Embed { request: Box::new(request.clone()), keep_alive };
+        let mut replies = self.call(node, &msg).await?;
+        match replies.next().await? {
+            Message::Embedded { result } => Ok(result),
+            other => Err(replies.unexpected(&other)),
+        }
+    }
+
     /// The newest document `from` holds for `node`.
     pub(super) async fn fetch_placement(
         self: &Arc<Self>,
@@ -230,6 +246,13 @@ impl Mesh {
             Message::Generate { request, keep_alive } => {
                 self.metrics.mesh_rpcs.with_label_values(&["generate", "ok"]).inc();
                 self.relay(&peer, *request, keep_alive, &mut send).await;
+            }
+            Message::Embed { request, keep_alive } => {
+                let ka = keep_alive.as_ref().and_then(|v| KeepAlive::parse(v).ok());
+                let result = self.node.embed(&request, ka).await;
+                let outcome = if result.is_ok() { "ok" } else { "refused" };
+                self.metrics.mesh_rpcs.with_label_values(&["embed", outcome]).inc();
+                let _ = send.write_all(&reply(&Message::Embedded { result })).await;
             }
             Message::Leaving => self.feed(Input::PeerLeft(peer)),
             other => {
