@@ -218,3 +218,49 @@ fn embed_prints_one_json_line_per_text_from_arguments_or_stdin() {
     assert_eq!(o.status.code(), Some(1));
     assert!(String::from_utf8_lossy(&o.stderr).contains("embedding model"), "{o:?}");
 }
+
+#[test]
+fn chat_gives_scripts_json_by_schema_and_tool_calls_as_json_lines() {
+    let dir = TempDir::new("cli-structured");
+    // Room for the tool's description in the prompt.
+    common::roomy_tiny_model(dir.path(), "tiny");
+    let n = Neuron::start(dir.path(), &[]);
+    let schema = dir.path().join("verdict.json");
+    std::fs::write(
+        &schema,
+        r#"{"type": "object", "properties": {"answer": {"enum": ["yes", "no"]}}, "required": ["answer"], "additionalProperties": false}"#,
+    )
+    .unwrap();
+    let o = cortex(
+        Some(&n),
+        &["chat", "tiny", "Is it raining?", "--json-schema", schema.to_str().unwrap(), "--max-tokens", "64"],
+    );
+    let verdict = json(&o);
+    assert!(verdict["answer"] == "yes" || verdict["answer"] == "no", "{verdict}");
+    // A bare function object is a tool; the model must call it.
+    let tool = dir.path().join("weather.json");
+    std::fs::write(
+        &tool,
+        r#"{"name": "get_weather", "parameters": {"type": "object", "properties": {"city": {"enum": ["Paris", "Rome"]}}, "required": ["city"], "additionalProperties": false}}"#,
+    )
+    .unwrap();
+    let o = cortex(
+        Some(&n),
+        &["chat", "tiny", "Weather in Paris?", "--tool", tool.to_str().unwrap(), "--max-tokens", "400"],
+    );
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    assert!(!stdout(&o).trim().is_empty(), "no tool call printed");
+    for line in stdout(&o).lines() {
+        let call: Value = serde_json::from_str(line).expect("each line is JSON");
+        assert_eq!(call["name"], "get_weather", "{call}");
+        assert!(["Paris", "Rome"].contains(&call["arguments"]["city"].as_str().unwrap_or("")), "{call}");
+    }
+    // A call cut by the token limit is not printed as if it were whole.
+    let o = cortex(Some(&n), &["chat", "tiny", "Weather?", "--tool", tool.to_str().unwrap(), "--max-tokens", "3"]);
+    assert_eq!(o.status.code(), Some(1), "{o:?}");
+    assert!(String::from_utf8_lossy(&o.stderr).contains("raise --max-tokens"), "{o:?}");
+    // A file that is not there is the user's to fix, said before anything runs.
+    let o = cortex(None, &["chat", "tiny", "x", "--tool", "/nonexistent/tool.json"]);
+    assert_eq!(o.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&o.stderr).contains("--tool /nonexistent/tool.json"), "{o:?}");
+}

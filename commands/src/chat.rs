@@ -34,11 +34,61 @@ pub struct ChatArgs {
     /// Seed for sampling, for repeatable answers at temperature > 0
     #[arg(long, value_name = "N")]
     pub seed: Option<u64>,
+    /// Answer with JSON that validates against the JSON schema in FILE (grammar-constrained)
+    #[arg(long, value_name = "FILE")]
+    pub json_schema: Option<PathBuf>,
+    /// Offer the tool defined in FILE (OpenAI's {"type": "function", "function": {...}} or the
+    /// function object alone; repeatable): the model must call one, and each call is printed as
+    /// a JSON line {"name", "arguments"}
+    #[arg(long = "tool", value_name = "FILE")]
+    pub tools: Vec<PathBuf>,
     /// Models directory for the in-process neuron [default: $CORTEX_HOME/models]
     #[arg(long, value_name = "DIR")]
     pub models_dir: Option<PathBuf>,
     #[command(flatten)]
     pub endpoint: EndpointArgs,
+}
+
+fn read_json_file(path: &std::path::Path, what: &str) -> anyhow::Result<Value> {
+    let text =
+        std::fs::read_to_string(path).map_err(|e| crate::UserError(format!("{what} {}: {e}", path.display())))?;
+    let value: Value = serde_json::from_str(&text)
+        .map_err(|e| crate::UserError(format!("{what} {} is not JSON: {e}", path.display())))?;
+    if !value.is_object() {
+        return user(format!("{what} {} must hold a JSON object", path.display()));
+    }
+    Ok(value)
+}
+
+/// What `--json-schema` and `--tool` add to a request: `response_format`, and `tools` with
+/// `tool_choice: "required"`.
+fn structure(args: &ChatArgs) -> anyhow::Result<serde_json::Map<String, Value>> {
+    let mut extra = serde_json::Map::new();
+    if let Some(path) = &args.json_schema {
+        let schema = read_json_file(path, "--json-schema")?;
+        let name = path.file_stem().and_then(|s| s.to_str()).unwrap_or("answer").to_string();
+        extra.insert(
+            "response_format".into(),
+            json!({"type": "json_schema", "json_schema": {"name": name, "schema": schema, "strict": true}}),
+        );
+    }
+    if !args.tools.is_empty() {
+        let tools = args
+            .tools
+            .iter()
+            .map(|path| {
+                let t = read_json_file(path, "--tool")?;
+                let t = if t.get("type").is_some() { t } else { json!({"type": "function", "function": t}) };
+                if t.pointer("/function/name").and_then(Value::as_str).is_none() {
+                    return user(format!("--tool {}: a function needs a \"name\"", path.display()));
+                }
+                Ok(t)
+            })
+            .collect::<anyhow::Result<Vec<_>>>()?;
+        extra.insert("tools".into(), Value::Array(tools));
+        extra.insert("tool_choice".into(), "required".into());
+    }
+    Ok(extra)
 }
 
 /// A neuron running inside this process; stops when dropped.
@@ -83,7 +133,8 @@ async fn connect(args: &ChatArgs) -> anyhow::Result<(Client, Option<Embedded>)> 
 /// Streams one answer to stdout; the text received so far is kept in `answer` even when the
 /// future is dropped (Ctrl-C).
 async fn stream_answer(client: &Client, args: &ChatArgs, history: &[Value], answer: &mut String) -> anyhow::Result<()> {
-    let mut body = json!({ "model": args.model, "messages": history, "stream": true });
+    let mut body = json!({ "model": args.model, "messages": history, "stream": args.tools.is_empty() });
+    body.as_object_mut().expect("an object").extend(structure(args)?);
     if let Some(n) = args.max_tokens {
         body["max_tokens"] = n.into();
     }
@@ -92,6 +143,9 @@ async fn stream_answer(client: &Client, args: &ChatArgs, history: &[Value], answ
     }
     if let Some(s) = args.seed {
         body["seed"] = s.into();
+    }
+    if !args.tools.is_empty() {
+        return print_calls(client, &body, answer).await;
     }
     let resp = client.post_stream("/v1/chat/completions", &body).await?;
     let mut out = std::io::stdout().lock();
@@ -113,11 +167,36 @@ async fn stream_answer(client: &Client, args: &ChatArgs, history: &[Value], answ
     Ok(())
 }
 
+/// `--tool`: one request, each tool call printed as a JSON line `{"name", "arguments"}` (the
+/// arguments parsed) and kept in `answer` for the session's history.
+async fn print_calls(client: &Client, body: &Value, answer: &mut String) -> anyhow::Result<()> {
+    let resp = client.post_json("/v1/chat/completions", body).await?;
+    if resp.pointer("/choices/0/finish_reason").and_then(Value::as_str) == Some("length") {
+        return user("the answer was cut at the token limit before the tool call was complete: raise --max-tokens");
+    }
+    let calls = resp.pointer("/choices/0/message/tool_calls").and_then(Value::as_array).cloned().unwrap_or_default();
+    if calls.is_empty() {
+        anyhow::bail!("the model answered without calling a tool");
+    }
+    let mut out = String::new();
+    for call in calls {
+        let name = call.pointer("/function/name").cloned().unwrap_or(Value::Null);
+        let raw = call.pointer("/function/arguments").and_then(Value::as_str).unwrap_or("{}");
+        let arguments: Value = serde_json::from_str(raw).unwrap_or_else(|_| Value::String(raw.to_string()));
+        out.push_str(&json!({"name": name, "arguments": arguments}).to_string());
+        out.push('\n');
+    }
+    answer.push_str(&out);
+    crate::printer::emit(&out)
+}
+
 fn message(role: &str, content: &str) -> Value {
     json!({ "role": role, "content": content })
 }
 
 pub async fn run(args: ChatArgs) -> anyhow::Result<()> {
+    // A bad --json-schema or --tool file is reported before any neuron is started.
+    structure(&args)?;
     let piped = !std::io::stdin().is_terminal();
     let mut history: Vec<Value> = args.system.iter().map(|s| message("system", s)).collect();
     if args.prompt.is_some() || piped {

@@ -77,12 +77,6 @@ impl std::fmt::Display for Seed {
     }
 }
 
-impl From<SocketAddr> for Seed {
-    fn from(addr: SocketAddr) -> Self {
-        Self(addr.to_string())
-    }
-}
-
 impl std::str::FromStr for Seed {
     type Err = String;
 
