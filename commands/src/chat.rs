@@ -62,7 +62,10 @@ fn read_json_file(path: &std::path::Path, what: &str) -> anyhow::Result<Value> {
 
 /// What `--json-schema` and `--tool` add to a request: `response_format`, and `tools` with
 /// `tool_choice: "required"`.
-fn structure(args: &ChatArgs) -> anyhow::Result<serde_json::Map<String, Value>> {
+/// Request fields added to every turn.
+type Structure = serde_json::Map<String, Value>;
+
+fn structure(args: &ChatArgs) -> anyhow::Result<Structure> {
     let mut extra = serde_json::Map::new();
     if let Some(path) = &args.json_schema {
         let schema = read_json_file(path, "--json-schema")?;
@@ -132,9 +135,15 @@ async fn connect(args: &ChatArgs) -> anyhow::Result<(Client, Option<Embedded>)> 
 
 /// Streams one answer to stdout; the text received so far is kept in `answer` even when the
 /// future is dropped (Ctrl-C).
-async fn stream_answer(client: &Client, args: &ChatArgs, history: &[Value], answer: &mut String) -> anyhow::Result<()> {
+async fn stream_answer(
+    client: &Client,
+    args: &ChatArgs,
+    extra: &Structure,
+    history: &[Value],
+    answer: &mut String,
+) -> anyhow::Result<()> {
     let mut body = json!({ "model": args.model, "messages": history, "stream": args.tools.is_empty() });
-    body.as_object_mut().expect("an object").extend(structure(args)?);
+    body.as_object_mut().expect("an object").extend(extra.clone());
     if let Some(n) = args.max_tokens {
         body["max_tokens"] = n.into();
     }
@@ -195,8 +204,8 @@ fn message(role: &str, content: &str) -> Value {
 }
 
 pub async fn run(args: ChatArgs) -> anyhow::Result<()> {
-    // A bad --json-schema or --tool file is reported before any neuron is started.
-    structure(&args)?;
+    // Read once; a bad --json-schema or --tool file is reported before any neuron is started.
+    let extra = structure(&args)?;
     let piped = !std::io::stdin().is_terminal();
     let mut history: Vec<Value> = args.system.iter().map(|s| message("system", s)).collect();
     if args.prompt.is_some() || piped {
@@ -214,13 +223,13 @@ pub async fn run(args: ChatArgs) -> anyhow::Result<()> {
         }
         let (client, _embedded) = connect(&args).await?;
         history.push(message("user", &prompt));
-        return stream_answer(&client, &args, &history, &mut String::new()).await;
+        return stream_answer(&client, &args, &extra, &history, &mut String::new()).await;
     }
     let (client, _embedded) = connect(&args).await?;
-    repl(&client, &args, history).await
+    repl(&client, &args, &extra, history).await
 }
 
-async fn repl(client: &Client, args: &ChatArgs, mut history: Vec<Value>) -> anyhow::Result<()> {
+async fn repl(client: &Client, args: &ChatArgs, extra: &Structure, mut history: Vec<Value>) -> anyhow::Result<()> {
     eprintln!("Chatting with {}. /system TEXT sets the system message, /reset clears the conversation, /exit or Ctrl-D leaves; Ctrl-C stops an answer.", args.model);
     let mut editor = rustyline::DefaultEditor::new().context("starting the line editor")?;
     loop {
@@ -265,7 +274,7 @@ async fn repl(client: &Client, args: &ChatArgs, mut history: Vec<Value>) -> anyh
         history.push(message("user", text));
         let mut answer = String::new();
         let outcome = tokio::select! {
-            r = stream_answer(client, args, &history, &mut answer) => r,
+            r = stream_answer(client, args, extra, &history, &mut answer) => r,
             _ = tokio::signal::ctrl_c() => {
                 eprintln!("\n(stopped)");
                 Ok(())

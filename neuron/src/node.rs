@@ -45,7 +45,6 @@ impl Node {
     ) -> Result<Local, GenerateError> {
         let lease = self.models.acquire(&request.model, keep_alive).await?;
         let id = lease.id().to_string();
-        lease.model.generator(&id)?;
         let (model, r, i) = (lease.model.clone(), request.clone(), id.clone());
         let prepared = tokio::task::spawn_blocking(move || model.generator(&i)?.prepare(&r))
             .await
