@@ -121,3 +121,35 @@ fn a_run_where_everything_failed_exits_1_and_probe_answers_once_per_model() {
     let table = String::from_utf8_lossy(&out.stdout);
     assert_eq!(table.lines().filter(|l| l.starts_with("tiny ") || l.starts_with("tiny2 ")).count(), 2, "{table}");
 }
+
+/// `--api embeddings` on all-MiniLM-L6-v2 (from models/, fetched by .ci/run): every input of
+/// every request is embedded, and the prompt tokens agree with the neuron's counter.
+#[test]
+fn bench_drives_an_embedding_model_and_agrees_with_the_neurons_counters() {
+    let minilm = std::env::var_os("CORTEX_TEST_MODELS_DIR")
+        .map(std::path::PathBuf::from)
+        .unwrap_or_else(|| std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("models"))
+        .join("all-MiniLM-L6-v2");
+    assert!(minilm.join("model.safetensors").is_file(), "{} missing: run .ci/run", minilm.display());
+    let dir = TempDir::new("bench-embed");
+    std::os::unix::fs::symlink(&minilm, dir.path().join("all-MiniLM-L6-v2")).unwrap();
+    let n = Neuron::start(dir.path(), &[]);
+    let tokens = || n.metric("cortex_prompt_tokens_total", &["model=\"all-MiniLM-L6-v2\""]);
+    let before = tokens();
+    let args = ["bench", "helexa/embed", "--api", "embeddings", "--batch", "5", "-c", "1,2", "-n", "4", "--json"];
+    let report = json(&cortex(&n, &args));
+    assert_eq!((report["api"].as_str(), report["batch"].as_u64()), (Some("embeddings"), Some(5)));
+    assert_eq!(report["totals"]["ok"], 8, "{report:#}");
+    assert_eq!(report["totals"]["prompt_tokens"].as_f64(), Some(tokens() - before), "{report:#}");
+    for l in report["levels"].as_array().unwrap() {
+        let wall = l["wall_s"].as_f64().unwrap();
+        // wall_s is rounded to the millisecond in the report, the rate is not.
+        let rate = l["inputs_per_s"].as_f64().unwrap();
+        assert!((rate - 20.0 / wall).abs() <= 0.01 * rate + 0.01, "{rate} inputs/s for 20 inputs in {wall} s: {l:#}");
+        assert!(l["latency_ms"]["p50"].as_f64().unwrap() <= wall * 1e3, "{l:#}");
+    }
+    // `--probe` asks a question, which an embedding run cannot: exit 1 saying what to do.
+    let failed = cortex(&n, &["bench", "helexa/embed", "--api", "embeddings", "--probe", "hi"]);
+    assert_eq!(failed.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&failed.stderr).contains("--api openai or anthropic"), "{failed:?}");
+}

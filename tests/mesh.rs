@@ -203,6 +203,43 @@ fn embeddings_are_served_by_the_peer_that_holds_the_model() {
     assert!(body["error"]["message"].as_str().unwrap().contains("embedding model"), "{body}");
 }
 
+/// A Responses conversation kept on the neuron that answered it continues through another
+/// gateway (which fetches it over the mesh), and once that neuron is gone the follow-up is a
+/// clear 404, not a hang or a 500.
+#[test]
+fn a_stored_response_continues_through_any_gateway_until_its_neuron_is_gone() {
+    let tls = TempDir::new("mesh-tls-responses");
+    fleet_ca(tls.path(), &["a", "b"]);
+    let d = dirs(2);
+    tiny_model(d[0].path(), "x");
+    tiny_model(d[1].path(), "x");
+    let mut a = node(d[0].path(), tls.path(), "a", None, &[]);
+    let b = node(d[1].path(), tls.path(), "b", Some(&a), &[]);
+    assert!(b.eventually(Duration::from_secs(30), || peer_state(&b, "a").as_deref() == Some("alive")), "{}", b.log());
+    let ask = |n: &Neuron, prev: Option<&str>, input: &str| {
+        post(
+            &n.url("/v1/responses"),
+            &json!({"model": "x", "input": input, "max_output_tokens": 3,
+            "temperature": 0, "previous_response_id": prev}),
+        )
+    };
+    let (code, first) = ask(&a, None, "hello");
+    assert_eq!(code, 200, "{first}");
+    let id = first["id"].as_str().unwrap().to_string();
+    assert!(id.starts_with("resp_") && id.ends_with("_a"), "the id names neuron a: {id}");
+    let (_, alone) = ask(&a, None, "again");
+    let (code, via_b) = ask(&b, Some(&id), "again");
+    assert_eq!(code, 200, "{via_b}");
+    let tokens = |r: &Value| r["usage"]["input_tokens"].as_u64().unwrap();
+    assert!(tokens(&via_b) > tokens(&alone), "b replayed a's conversation: {via_b} vs {alone}");
+    assert_eq!(a.metric("cortex_mesh_rpcs_total", &["kind=\"conversation\"", "outcome=\"ok\""]), 1.0);
+    a.kill();
+    let (code, gone) = ask(&b, Some(&id), "again");
+    assert_eq!(code, 404, "{gone}");
+    assert_eq!(gone["error"]["code"], "previous_response_not_found", "{gone}");
+    assert!(gone["error"]["message"].as_str().unwrap().contains("neuron `a`"), "{gone}");
+}
+
 #[test]
 fn a_cold_load_lands_on_the_only_peer_that_fits() {
     let tls = TempDir::new("mesh-tls-cold");

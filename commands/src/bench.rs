@@ -30,6 +30,8 @@ pub enum Api {
     Openai,
     /// Anthropic messages: POST /v1/messages
     Anthropic,
+    /// OpenAI embeddings: POST /v1/embeddings, --batch inputs per request (for embedding models)
+    Embeddings,
 }
 
 impl Api {
@@ -37,6 +39,7 @@ impl Api {
         match self {
             Api::Openai => "openai",
             Api::Anthropic => "anthropic",
+            Api::Embeddings => "embeddings",
         }
     }
 
@@ -44,6 +47,7 @@ impl Api {
         match self {
             Api::Openai => "/v1/chat/completions",
             Api::Anthropic => "/v1/messages",
+            Api::Embeddings => "/v1/embeddings",
         }
     }
 
@@ -83,9 +87,13 @@ pub struct BenchArgs {
     /// Most tokens in each answer
     #[arg(long, value_name = "N", default_value_t = 32, value_parser = clap::value_parser!(u32).range(1..))]
     pub max_tokens: u32,
-    /// API to drive: openai (/v1/chat/completions) or anthropic (/v1/messages)
+    /// API to drive: openai (/v1/chat/completions), anthropic (/v1/messages) or embeddings
+    /// (/v1/embeddings, for embedding models)
     #[arg(long, value_enum, value_name = "API", default_value_t = Api::Openai)]
     pub api: Api,
+    /// With --api embeddings: inputs in each request, each of about --prompt-tokens tokens
+    #[arg(long, value_name = "N", default_value_t = 32, value_parser = clap::value_parser!(u32).range(1..=2048))]
+    pub batch: u32,
     /// Instead of load, ask each model this question once (not streamed, temperature 0) and
     /// print the answers side by side
     #[arg(long, value_name = "QUESTION")]
@@ -119,6 +127,9 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
     let levels = args.models.len() as u64 * args.concurrency.len() as u64;
     let bar = progress(args.quiet, levels * u64::from(args.requests));
     let mut report = Report::new(&client.base, args.api, args.prompt_tokens, args.max_tokens, args.requests);
+    if args.api == Api::Embeddings {
+        report.batch = Some(args.batch);
+    }
     for model in &args.models {
         bar.set_message(format!("loading {model}"));
         preload(&client, model).await;
@@ -172,7 +183,15 @@ async fn run_level(
     concurrency: u32,
     bar: &ProgressBar,
 ) -> anyhow::Result<(Vec<Result<Sample, Failure>>, Duration)> {
-    let body = Arc::new(args.api.body(model, &filler(args.prompt_tokens), args.max_tokens, true));
+    let body = Arc::new(match args.api {
+        Api::Embeddings => {
+            // Each input differs, so that nothing downstream can answer one from another.
+            let inputs: Vec<String> =
+                (0..args.batch).map(|i| format!("{} {i}", filler(args.prompt_tokens.saturating_sub(1)))).collect();
+            json!({ "model": model, "input": inputs, "encoding_format": "base64" })
+        }
+        api => api.body(model, &filler(args.prompt_tokens), args.max_tokens, true),
+    });
     let gate = Arc::new(Semaphore::new(concurrency as usize));
     let mut tasks = tokio::task::JoinSet::new();
     let start = Instant::now();
@@ -182,7 +201,10 @@ async fn run_level(
         tasks.spawn(
             async move {
                 let _permit = gate.acquire_owned().await?;
-                let outcome = stream_one(&client, api, &body).await;
+                let outcome = match api {
+                    Api::Embeddings => embed_one(&client, &body).await,
+                    _ => stream_one(&client, api, &body).await,
+                };
                 if let Err(f) = &outcome {
                     tracing::debug!(kind = f.kind, "request failed: {}", f.message);
                 }
@@ -209,6 +231,28 @@ async fn accepted(resp: reqwest::Response) -> Result<reqwest::Response, Failure>
     let body: Value = resp.json().await.unwrap_or_default();
     let msg = body.pointer("/error/message").and_then(Value::as_str).unwrap_or("no message");
     Err(Failure::http(status.as_u16(), msg))
+}
+
+/// One embeddings request, timed from sending it to the whole answer.
+async fn embed_one(client: &Client, body: &Value) -> Result<Sample, Failure> {
+    let t0 = Instant::now();
+    let resp = client.post_raw(Api::Embeddings.path(), body).await.map_err(|e| Failure::new("connection", e))?;
+    let resp = accepted(resp).await?;
+    let answer: Value = resp.json().await.map_err(|e| Failure::new("stream", e))?;
+    let inputs = answer["data"].as_array().map_or(0, Vec::len) as u64;
+    if inputs != body["input"].as_array().map_or(0, Vec::len) as u64 {
+        return Err(Failure::new(
+            "stream",
+            format!("{inputs} vectors for {} inputs", body["input"].as_array().map_or(0, Vec::len)),
+        ));
+    }
+    let total = t0.elapsed();
+    Ok(Sample {
+        total,
+        inputs,
+        prompt_tokens: answer.pointer("/usage/prompt_tokens").and_then(Value::as_u64).unwrap_or(0),
+        ..Sample::default()
+    })
 }
 
 /// One streamed request, timed from sending it.
@@ -249,6 +293,9 @@ async fn stream_one(client: &Client, api: Api, body: &Value) -> Result<Sample, F
 
 /// Asks every model `question` once and prints the answers side by side.
 async fn probe(client: &Client, args: &BenchArgs, question: &str) -> anyhow::Result<()> {
+    if args.api == Api::Embeddings {
+        return user("--probe asks each model a question; use it with --api openai or anthropic, not embeddings");
+    }
     let mut answers = Vec::with_capacity(args.models.len());
     for model in &args.models {
         let body = args.api.body(model, question, args.max_tokens, false);

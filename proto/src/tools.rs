@@ -15,6 +15,18 @@ pub enum Grammar {
     Regex(String),
 }
 
+impl Grammar {
+    /// The language as one anchored regex, for a free-form tool's input (which travels inside a
+    /// JSON string; see [`crate::lark`]).
+    pub fn input_regex(&self) -> Result<String, String> {
+        let rx = match self {
+            Grammar::Lark(src) => crate::lark::to_regex(src)?,
+            Grammar::Regex(rx) => rx.clone(),
+        };
+        Ok(format!("^(?:{rx})$"))
+    }
+}
+
 /// What a tool takes as input.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(tag = "type", rename_all = "snake_case")]
@@ -119,6 +131,10 @@ pub fn check_tools(tools: &[Tool], choice: &ToolChoice) -> Result<(), String> {
             if !schema.is_object() && schema != &Value::Bool(true) {
                 return Err(format!("tools[{i}] (`{}`): the parameters must be a JSON Schema object", t.name));
             }
+        }
+        if let ToolInput::Text { grammar: Some(g) } = &t.input {
+            g.input_regex()
+                .map_err(|e| format!("tools[{i}] (`{}`): its Lark grammar cannot be enforced: {e}", t.name))?;
         }
     }
     match choice {

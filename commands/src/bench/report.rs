@@ -23,6 +23,8 @@ pub struct Sample {
     /// As the neuron reported them.
     pub prompt_tokens: u64,
     pub completion_tokens: u64,
+    /// Inputs embedded (embeddings requests).
+    pub inputs: u64,
 }
 
 impl Sample {
@@ -86,6 +88,8 @@ pub fn parse_event(api: Api, ev: &Value) -> anyhow::Result<Chunk<'_>> {
                 completion_tokens: u("/usage/completion_tokens"),
             })
         }
+        // Embeddings answer in one body, not a stream.
+        Api::Embeddings => Ok(Chunk::default()),
         Api::Anthropic => match ev["type"].as_str() {
             Some("error") => Err(error(ev)),
             Some("message_start") => Ok(Chunk { prompt_tokens: u("/message/usage/input_tokens"), ..Chunk::default() }),
@@ -123,7 +127,7 @@ fn round2(x: f64) -> f64 {
 }
 
 /// p50, p95 and p99 in milliseconds; null without samples.
-#[derive(Debug, Clone, Serialize, PartialEq)]
+#[derive(Debug, Clone, Default, Serialize, PartialEq)]
 pub struct Spread {
     pub p50: Option<f64>,
     pub p95: Option<f64>,
@@ -161,6 +165,11 @@ pub struct Level {
     pub itl_ms: Spread,
     pub prompt_tokens: u64,
     pub completion_tokens: u64,
+    /// Embeddings: whole-request latency (ms) and inputs embedded per second of wall time.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub latency_ms: Option<Spread>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub inputs_per_s: Option<f64>,
 }
 
 impl Level {
@@ -191,6 +200,8 @@ impl Level {
             itl_ms: Spread::of(ok.iter().flat_map(|s| s.gaps.iter().copied()).collect()),
             prompt_tokens: ok.iter().map(|s| s.prompt_tokens).sum(),
             completion_tokens,
+            latency_ms: None,
+            inputs_per_s: None,
         }
     }
 }
@@ -215,6 +226,9 @@ pub struct Report {
     pub prompt_tokens_target: u32,
     pub max_tokens: u32,
     pub requests_per_level: u32,
+    /// Inputs per request, for embeddings.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub batch: Option<u32>,
     pub levels: Vec<Level>,
     pub totals: Totals,
 }
@@ -228,13 +242,21 @@ impl Report {
             prompt_tokens_target: prompt_tokens,
             max_tokens,
             requests_per_level: requests,
+            batch: None,
             levels: Vec::new(),
             totals: Totals::default(),
         }
     }
 
     pub fn push(&mut self, model: &str, concurrency: u32, outcomes: &[Result<Sample, Failure>], wall: Duration) {
-        let level = Level::new(model, concurrency, outcomes, wall);
+        let mut level = Level::new(model, concurrency, outcomes, wall);
+        if self.batch.is_some() {
+            let ok = || outcomes.iter().filter_map(|o| o.as_ref().ok());
+            level.latency_ms = Some(Spread::of(ok().map(|s| s.total).collect()));
+            let secs = wall.as_secs_f64();
+            level.inputs_per_s =
+                Some(if secs > 0.0 { round2(ok().map(|s| s.inputs).sum::<u64>() as f64 / secs) } else { 0.0 });
+        }
         let t = &mut self.totals;
         t.requests += level.requests;
         t.ok += level.ok;
@@ -249,6 +271,9 @@ impl Report {
 
     /// The table for people: one row per level, then the first error of each failing level.
     pub fn table(&self) -> anyhow::Result<String> {
+        if let Some(batch) = self.batch {
+            return self.embeddings_table(batch);
+        }
         let mut out = String::new();
         writeln!(
             out,
@@ -275,11 +300,7 @@ impl Report {
         )?;
         let f = |x: Option<f64>| x.map_or("-".to_string(), |v| format!("{v:.1}"));
         for l in &self.levels {
-            let errors = if l.errors.is_empty() {
-                "-".to_string()
-            } else {
-                l.errors.iter().map(|(k, n)| format!("{k}={n}")).collect::<Vec<_>>().join(" ")
-            };
+            let errors = l.errors_text();
             writeln!(
                 out,
                 "{:w$}  {:>4}  {:>7}  {:>8}  {:>8}  {:>8}  {:>7}  {:>7}  {:>8}  {:>8.1}  {:>6.2}  {:>7}  {:>7}  {}",
@@ -303,15 +324,65 @@ impl Report {
             out,
             "TTFT, ITL (inter-token latency) in ms; DECODE/s: median tokens/s of one stream; TOTAL/s: completion tokens/s of the level; PROMPT, COMPL: tokens as the neuron counted them"
         )?;
+        self.first_errors(&mut out)?;
+        Ok(out)
+    }
+}
+
+impl Level {
+    /// Failed requests by kind (`http_4xx=2 stream=1`), or `-`.
+    fn errors_text(&self) -> String {
+        if self.errors.is_empty() {
+            return "-".to_string();
+        }
+        self.errors.iter().map(|(k, n)| format!("{k}={n}")).collect::<Vec<_>>().join(" ")
+    }
+}
+
+impl Report {
+    /// The first error of each failing level, a line each.
+    fn first_errors(&self, out: &mut String) -> std::fmt::Result {
         for l in self.levels.iter().filter(|l| l.first_error.is_some()) {
+            let why = l.first_error.as_deref().unwrap_or("");
+            writeln!(out, "first error, {} at concurrency {}: {why}", l.model, l.concurrency)?;
+        }
+        Ok(())
+    }
+
+    fn embeddings_table(&self, batch: u32) -> anyhow::Result<String> {
+        let mut out = String::new();
+        writeln!(
+            out,
+            "neuron {} · {} {} · {batch} inputs of ~{} tokens per request · {} requests per level",
+            self.endpoint, self.api, self.path, self.prompt_tokens_target, self.requests_per_level
+        )?;
+        let w = self.levels.iter().map(|l| l.model.len()).max().unwrap_or(5).max(5);
+        writeln!(
+            out,
+            "{:w$}  {:>4}  {:>7}  {:>8}  {:>8}  {:>8}  {:>9}  {:>6}  {:>8}  ERRORS",
+            "MODEL", "CONC", "OK", "LAT p50", "p95", "p99", "INPUTS/s", "REQ/s", "PROMPT"
+        )?;
+        let f = |x: Option<f64>| x.map_or("-".to_string(), |v| format!("{v:.1}"));
+        for l in &self.levels {
+            let errors = l.errors_text();
+            let lat = l.latency_ms.clone().unwrap_or_default();
             writeln!(
                 out,
-                "first error, {} at concurrency {}: {}",
+                "{:w$}  {:>4}  {:>7}  {:>8}  {:>8}  {:>8}  {:>9.1}  {:>6.2}  {:>8}  {}",
                 l.model,
                 l.concurrency,
-                l.first_error.as_deref().unwrap_or("")
+                format!("{}/{}", l.ok, l.requests),
+                f(lat.p50),
+                f(lat.p95),
+                f(lat.p99),
+                l.inputs_per_s.unwrap_or(0.0),
+                l.requests_per_s,
+                l.prompt_tokens,
+                errors
             )?;
         }
+        writeln!(out, "LAT: whole-request latency in ms; INPUTS/s: inputs embedded per second of the level; PROMPT: tokens as the neuron counted them")?;
+        self.first_errors(&mut out)?;
         Ok(out)
     }
 }
@@ -335,7 +406,7 @@ impl Answer {
             Ok(body) => {
                 let u = |p: &str| body.pointer(p).and_then(Value::as_u64);
                 match api {
-                    Api::Openai => (
+                    Api::Openai | Api::Embeddings => (
                         body.pointer("/choices/0/message/content").and_then(Value::as_str).map(str::to_string),
                         u("/usage/prompt_tokens"),
                         u("/usage/completion_tokens"),

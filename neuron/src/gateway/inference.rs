@@ -3,6 +3,7 @@
 //! SSE. Dropping the response (client gone) drops the event receiver, which stops generation.
 
 use std::convert::Infallible;
+use std::sync::Arc;
 use std::time::{Instant, SystemTime};
 
 use axum::body::{Body, Bytes};
@@ -15,16 +16,17 @@ use cortex_proto::generate::{ErrorKind, Event, GenerateError, GenerateRequest};
 use cortex_proto::translate::{
     self, AnthropicStream, Collected, OpenAiChatStream, OpenAiCompletionStream, ReplyShape, SseFrame,
 };
-use cortex_proto::{anthropic, openai};
+use cortex_proto::{anthropic, openai, responses};
 use serde::de::DeserializeOwned;
 use tokio::sync::mpsc::UnboundedReceiver;
 
+use super::responses::Responding;
 use super::{ApiError, AppState, Dialect};
 use crate::lifecycle::Lease;
 use crate::metrics::Metrics;
 
 /// A streaming renderer for one dialect.
-trait Render: Send + 'static {
+pub(super) trait Render: Send + 'static {
     fn frames(&mut self, ev: &Event) -> Vec<SseFrame>;
     /// Every choice has ended (or an error ended the stream).
     fn finished(&self) -> bool;
@@ -46,35 +48,38 @@ macro_rules! render {
 render!(OpenAiChatStream, OpenAiCompletionStream, AnthropicStream);
 
 /// Which response a generation route produces.
-#[derive(Clone, Copy)]
-enum Route {
+#[derive(Clone)]
+pub(super) enum Route {
     Chat { include_usage: bool },
     Completion { include_usage: bool },
     Messages,
+    Responses(Arc<Responding>),
 }
 
 impl Route {
-    fn dialect(self) -> Dialect {
+    fn dialect(&self) -> Dialect {
         match self {
             Route::Messages => Dialect::Anthropic,
             _ => Dialect::OpenAi,
         }
     }
 
-    fn id_prefix(self) -> &'static str {
+    fn id_prefix(&self) -> &'static str {
         match self {
             Route::Chat { .. } => "chatcmpl-",
             Route::Completion { .. } => "cmpl-",
             Route::Messages => "msg_",
+            Route::Responses(_) => "resp_",
         }
     }
 
     /// Bounded `api` metric label.
-    fn label(self) -> &'static str {
+    fn label(&self) -> &'static str {
         match self {
             Route::Chat { .. } => "chat_completions",
             Route::Completion { .. } => "completions",
             Route::Messages => "messages",
+            Route::Responses(_) => "responses",
         }
     }
 }
@@ -154,10 +159,11 @@ impl Drop for Observer {
     }
 }
 
-/// Runs a generation request end to end and answers in `route`'s shape.
-async fn generate(
+/// Runs a generation request end to end and answers in `route`'s shape; `id` is the response's.
+pub(super) async fn generate(
     st: &AppState,
-    route: Route,
+    route: &Route,
+    id: String,
     asked: &str,
     stream: bool,
     keep_alive: Option<&serde_json::Value>,
@@ -166,7 +172,7 @@ async fn generate(
     let d = route.dialect();
     let api_err = |error| ApiError { dialect: d, error };
     let start = Instant::now();
-    let opened = super::route::open(st, asked, keep_alive, new_id(route.id_prefix()), make).await.map_err(api_err)?;
+    let opened = super::route::open(st, asked, keep_alive, id, make).await.map_err(api_err)?;
     let (rx, id, shape) = (opened.events, opened.id, opened.shape);
     let mut obs = Observer {
         choices: shape.n,
@@ -182,12 +188,13 @@ async fn generate(
     if stream {
         let render: Box<dyn Render> = match route {
             Route::Chat { include_usage } => {
-                Box::new(OpenAiChatStream::new(id, asked.to_string(), created, include_usage, shape))
+                Box::new(OpenAiChatStream::new(id, asked.to_string(), created, *include_usage, shape))
             }
             Route::Completion { include_usage } => {
-                Box::new(OpenAiCompletionStream::new(id, asked.to_string(), created, include_usage, shape))
+                Box::new(OpenAiCompletionStream::new(id, asked.to_string(), created, *include_usage, shape))
             }
             Route::Messages => Box::new(AnthropicStream::new(id.clone(), asked.to_string())),
+            Route::Responses(ctx) => Box::new(super::responses::Stream::new(ctx.clone(), id, created)),
         };
         return Ok(sse(render, rx, obs));
     }
@@ -199,6 +206,13 @@ async fn generate(
         Route::Chat { .. } => Json(translate::chat_completion(&id, asked, created, &c)).into_response(),
         Route::Completion { .. } => Json(translate::completion(&id, asked, created, &c)).into_response(),
         Route::Messages => Json(translate::message(&id, asked, &c)).into_response(),
+        Route::Responses(ctx) => {
+            let body = responses::response_body(&id, &ctx.echo, created, &c, &ctx.style);
+            if let Some(output) = body["output"].as_array() {
+                ctx.keep(&id, output);
+            }
+            Json(body).into_response()
+        }
     })
 }
 
@@ -246,12 +260,15 @@ fn sse(render: Box<dyn Render>, rx: UnboundedReceiver<Event>, obs: Observer) -> 
 }
 
 /// Counts a request that failed before generation started.
-fn finish(st: &AppState, route: Route, asked: &str, result: Result<Response, ApiError>) -> Response {
-    result.unwrap_or_else(|e| {
-        let model = st.models.resolve(asked).map(|s| s.id.clone()).unwrap_or_else(|| "unknown".into());
-        st.metrics.requests.with_label_values(&[&model, route.label(), e.status().as_str()]).inc();
-        with_model(e.into_response(), asked)
-    })
+pub(super) fn finish(st: &AppState, route: &Route, asked: &str, result: Result<Response, ApiError>) -> Response {
+    result.unwrap_or_else(|e| refused(st, route.label(), asked, e))
+}
+
+/// Answers and counts a request refused before generation started; `api` is the route's label.
+pub(super) fn refused(st: &AppState, api: &str, asked: &str, e: ApiError) -> Response {
+    let model = st.models.resolve(asked).map(|s| s.id.clone()).unwrap_or_else(|| "unknown".into());
+    st.metrics.requests.with_label_values(&[&model, api, e.status().as_str()]).inc();
+    with_model(e.into_response(), asked)
 }
 
 /// Names the model a refused request asked for, for the access log.
@@ -270,15 +287,20 @@ pub async fn chat_completions(
     let route = Route::Chat { include_usage: false };
     let req: openai::ChatCompletionRequest = match parse(&st, &headers, body, route.dialect()) {
         Ok(r) => r,
-        Err(e) => return finish(&st, route, "", Err(e)),
+        Err(e) => return finish(&st, &route, "", Err(e)),
     };
     let route = Route::Chat { include_usage: req.sampling.include_usage() };
-    let res =
-        generate(&st, route, &req.model, req.sampling.is_stream(), req.sampling.keep_alive.as_ref(), |id, model| {
-            translate::chat_request(&req, id, model)
-        })
-        .await;
-    finish(&st, route, &req.model, res)
+    let res = generate(
+        &st,
+        &route,
+        new_id(route.id_prefix()),
+        &req.model,
+        req.sampling.is_stream(),
+        req.sampling.keep_alive.as_ref(),
+        |id, model| translate::chat_request(&req, id, model),
+    )
+    .await;
+    finish(&st, &route, &req.model, res)
 }
 
 pub async fn completions(
@@ -289,28 +311,39 @@ pub async fn completions(
     let route = Route::Completion { include_usage: false };
     let req: openai::CompletionRequest = match parse(&st, &headers, body, route.dialect()) {
         Ok(r) => r,
-        Err(e) => return finish(&st, route, "", Err(e)),
+        Err(e) => return finish(&st, &route, "", Err(e)),
     };
     let route = Route::Completion { include_usage: req.sampling.include_usage() };
-    let res =
-        generate(&st, route, &req.model, req.sampling.is_stream(), req.sampling.keep_alive.as_ref(), |id, model| {
-            translate::completion_request(&req, id, model)
-        })
-        .await;
-    finish(&st, route, &req.model, res)
+    let res = generate(
+        &st,
+        &route,
+        new_id(route.id_prefix()),
+        &req.model,
+        req.sampling.is_stream(),
+        req.sampling.keep_alive.as_ref(),
+        |id, model| translate::completion_request(&req, id, model),
+    )
+    .await;
+    finish(&st, &route, &req.model, res)
 }
 
 pub async fn messages(State(st): State<AppState>, headers: HeaderMap, body: Result<Bytes, BytesRejection>) -> Response {
     let route = Route::Messages;
     let req: anthropic::MessagesRequest = match parse(&st, &headers, body, route.dialect()) {
         Ok(r) => r,
-        Err(e) => return finish(&st, route, "", Err(e)),
+        Err(e) => return finish(&st, &route, "", Err(e)),
     };
-    let res = generate(&st, route, &req.model, req.is_stream(), req.keep_alive.as_ref(), |id, model| {
-        translate::messages_request(&req, id, model)
-    })
+    let res = generate(
+        &st,
+        &route,
+        new_id(route.id_prefix()),
+        &req.model,
+        req.is_stream(),
+        req.keep_alive.as_ref(),
+        |id, model| translate::messages_request(&req, id, model),
+    )
     .await;
-    finish(&st, route, &req.model, res)
+    finish(&st, &route, &req.model, res)
 }
 
 pub async fn count_tokens(

@@ -1,10 +1,12 @@
-//! axum routes: OpenAI (`/v1/chat/completions`, `/v1/completions`, `/v1/models`), Anthropic
+//! axum routes: OpenAI (`/v1/chat/completions`, `/v1/completions`, `/v1/responses`,
+//! `/v1/embeddings`, `/v1/models`), Anthropic
 //! (`/v1/messages`, `/v1/messages/count_tokens`), `/health`, and the metrics listener.
 
 mod admin;
 mod embeddings;
 mod error;
 mod inference;
+mod responses;
 mod route;
 #[cfg(test)]
 mod tests;
@@ -203,6 +205,7 @@ pub fn router(state: AppState, max_body_bytes: usize, body_timeout: std::time::D
         .route("/v1/messages", post(inference::messages).head(present))
         .route("/v1/messages/count_tokens", post(inference::count_tokens))
         .route("/v1/embeddings", post(embeddings::embeddings))
+        .route("/v1/responses", post(responses::responses))
         .route("/cortex/v1/status", get(admin::status))
         .route("/cortex/v1/load", post(admin::load))
         .route("/cortex/v1/unload", post(admin::unload))

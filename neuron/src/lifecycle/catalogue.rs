@@ -133,7 +133,7 @@ impl ModelsFile {
             .map(|m| {
                 ModelEntry::new(
                     m.id.to_string(),
-                    ModelSource::Hub { repo: m.hub_repo.into(), file: Some(m.file.into()) },
+                    ModelSource::Hub { repo: m.hub_repo.into(), file: m.hub_file().map(Into::into) },
                 )
             })
             .collect();
@@ -243,7 +243,7 @@ impl ModelsFile {
                     continue;
                 }
                 (None, None) => match catalogue::known_model(id.get_ref()) {
-                    Some(k) => ModelSource::Hub { repo: k.hub_repo.into(), file: Some(k.file.into()) },
+                    Some(k) => ModelSource::Hub { repo: k.hub_repo.into(), file: k.hub_file().map(Into::into) },
                     None => {
                         err(
                             table.span(),

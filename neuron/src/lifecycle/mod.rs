@@ -269,7 +269,7 @@ impl Models {
         let Some((repo, file)) = slot
             .hub
             .clone()
-            .or_else(|| known::known_model(&slot.id).map(|k| (k.hub_repo.to_string(), Some(k.file.to_string()))))
+            .or_else(|| known::known_model(&slot.id).map(|k| (k.hub_repo.to_string(), k.hub_file().map(Into::into))))
         else {
             return Err(err(
                 ErrorKind::Unavailable,

@@ -8,7 +8,7 @@ use std::sync::Arc;
 use cortex_proto::embed::{EmbedRequest, EmbedResult};
 use cortex_proto::eviction::KeepAlive;
 use cortex_proto::frame::{self, FrameError, Message};
-use cortex_proto::generate::{ErrorKind, Event, GenerateError, GenerateRequest};
+use cortex_proto::generate::{ChatMessage, ErrorKind, Event, GenerateError, GenerateRequest};
 use cortex_proto::model::AdminAction;
 use cortex_proto::placement::PlacementDoc;
 use quinn::{Connection, RecvStream, SendStream};
@@ -178,6 +178,19 @@ impl Mesh {
         }
     }
 
+    /// The stored Responses conversation `node` holds under `id`, if it still does.
+    pub async fn fetch_conversation(
+        self: &Arc<Self>,
+        node: &str,
+        id: &str,
+    ) -> Result<Option<Vec<ChatMessage>>, RpcError> {
+        let mut replies = self.call(node, &Message::FetchConversation { id: id.to_string() }).await?;
+        match replies.next().await? {
+            Message::Conversation { messages } => Ok(messages),
+            other => Err(replies.unexpected(&other)),
+        }
+    }
+
     /// The newest document `from` holds for `node`.
     pub(super) async fn fetch_placement(
         self: &Arc<Self>,
@@ -253,6 +266,12 @@ impl Mesh {
                 let outcome = if result.is_ok() { "ok" } else { "refused" };
                 self.metrics.mesh_rpcs.with_label_values(&["embed", outcome]).inc();
                 let _ = send.write_all(&reply(&Message::Embedded { result })).await;
+            }
+            Message::FetchConversation { id } => {
+                let messages = self.node.responses.get(&id);
+                let outcome = if messages.is_some() { "ok" } else { "refused" };
+                self.metrics.mesh_rpcs.with_label_values(&["conversation", outcome]).inc();
+                let _ = send.write_all(&reply(&Message::Conversation { messages })).await;
             }
             Message::Leaving => self.feed(Input::PeerLeft(peer)),
             other => {

@@ -261,6 +261,11 @@ fn marker(vocab: &Vocab, text: &str) -> String {
     }
 }
 
+/// A free-form tool input without a grammar: any JSON string, bounded.
+fn free_text() -> String {
+    format!("%json {}", json!({"type": "string", "maxLength": MAX_FREE_STRING * 8}))
+}
+
 /// One rule per callable tool: `{"name": "<name>", "<args key>": <input>}`.
 fn call_rules(req: &GenerateRequest, args_key: &str) -> (String, String) {
     let callable: Vec<&Tool> = match &req.tool_choice {
@@ -273,8 +278,13 @@ fn call_rules(req: &GenerateRequest, args_key: &str) -> (String, String) {
         let head = lit(&format!(r#"{{"name": {}, "{args_key}": "#, Value::String(t.name.clone())));
         let input = match &t.input {
             ToolInput::Json { schema, .. } => format!("%json {}", bounded(schema)),
-            // Free-form input travels as a JSON string.
-            ToolInput::Text { .. } => format!("%json {}", json!({"type": "string", "maxLength": MAX_FREE_STRING * 8})),
+            // Free-form input travels as a JSON string, held to the tool's grammar when it has one
+            // (checked when the request was read; llguidance quotes the pattern for JSON itself).
+            ToolInput::Text { grammar: Some(g) } => match g.input_regex() {
+                Ok(rx) => format!("%json {}", json!({"type": "string", "pattern": rx})),
+                Err(_) => free_text(),
+            },
+            ToolInput::Text { grammar: None } => free_text(),
         };
         rules.push_str(&format!("call_{i}: {head} {input} \"}}\"\n"));
         names.push(format!("call_{i}"));

@@ -178,6 +178,37 @@ fn answer_formats_and_compile_errors() {
     assert_eq!(offer(&f, &mut c, "123"), (3, true));
 }
 
+/// A free-form tool's input travels JSON-escaped inside the envelope, and its Lark grammar
+/// holds the decoded text: a newline the grammar asks for is `\n` in the JSON, and text the
+/// grammar does not allow is masked away.
+#[test]
+fn a_free_form_tool_input_is_held_to_its_lark_grammar_through_json_escaping() {
+    let f = fixture();
+    let patch = Tool {
+        name: "apply_patch".into(),
+        description: String::new(),
+        input: ToolInput::Text {
+            grammar: Some(Grammar::Lark(
+                "start: \"*** Begin\" LF (\"+\" /[a-z]+/ LF)+ \"*** End\"\n%import common.LF".into(),
+            )),
+        },
+    };
+    let req = GenerateRequest { parallel_tool_calls: false, ..request(vec![patch], ToolChoice::Required) };
+    let compile = || f.grammars.compile(for_request(&req, Format::Generic, f.grammars.vocab()).unwrap()).unwrap();
+    let good = r#"{"tool_calls": [{"name": "apply_patch", "arguments": "*** Begin\n+abc\n*** End"}]}"#;
+    let n = f.tokenizer.encode(good).unwrap().len();
+    assert_eq!(offer(&f, &mut compile(), good), (n, true));
+    // A raw newline (invalid JSON) and text outside the grammar are both refused.
+    for bad in [
+        "{\"tool_calls\": [{\"name\": \"apply_patch\", \"arguments\": \"*** Begin\n",
+        r#"{"tool_calls": [{"name": "apply_patch", "arguments": "rm -rf"#,
+        r#"{"tool_calls": [{"name": "apply_patch", "arguments": "*** Begin\n+ABC"#,
+    ] {
+        let n = f.tokenizer.encode(bad).unwrap().len();
+        assert!(offer(&f, &mut compile(), bad).0 < n, "accepted: {bad}");
+    }
+}
+
 #[test]
 fn schemas_get_bounds_only_where_they_have_none() {
     let s = bounded(&json!({
