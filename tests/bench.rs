@@ -1,12 +1,13 @@
 //! `cortex bench` against a real neuron: its figures agree with the neuron's own Prometheus
 //! counters for the same run, in both dialects; a run where everything failed exits 1; `--probe`
-//! answers once per model.
+//! answers once per model; `--turns` replays conversations whose later turns come from the
+//! prefix cache, which `cortex status` and the metrics show.
 
 mod common;
 
 use std::process::{Command, Output};
 
-use common::{cortex_bin, tiny_model, Neuron, TempDir};
+use common::{cortex_bin, roomy_tiny_model, tiny_model, Neuron, TempDir};
 use serde_json::Value;
 
 fn cortex(n: &Neuron, args: &[&str]) -> Output {
@@ -152,4 +153,45 @@ fn bench_drives_an_embedding_model_and_agrees_with_the_neurons_counters() {
     let failed = cortex(&n, &["bench", "helexa/embed", "--api", "embeddings", "--probe", "hi"]);
     assert_eq!(failed.status.code(), Some(1));
     assert!(String::from_utf8_lossy(&failed.stderr).contains("--api openai or anthropic"), "{failed:?}");
+}
+
+#[test]
+fn multi_turn_replays_are_served_from_the_prefix_cache() {
+    let dir = TempDir::new("bench-turns");
+    roomy_tiny_model(dir.path(), "tiny");
+    let n = Neuron::start(dir.path(), &[]);
+    let args = [
+        "bench",
+        "tiny",
+        "--turns",
+        "3",
+        "--sessions",
+        "2",
+        "--system-tokens",
+        "150",
+        "--prompt-tokens",
+        "10",
+        "--max-tokens",
+        "4",
+        "--session-header",
+        "--json",
+    ];
+    let report = json(&cortex(&n, &args));
+    let turns = report["per_turn"].as_array().unwrap();
+    assert_eq!(turns.len(), 3, "{report}");
+    for t in turns {
+        assert_eq!((t["ok"].as_u64(), t["failed"].as_u64()), (Some(2), Some(0)), "{report}");
+    }
+    // Each later turn resends the conversation: most of its prompt is already cached.
+    for t in &turns[1..] {
+        assert!(t["cached_share"].as_f64().unwrap() > 0.5, "{report}");
+        assert!(t["prompt_tokens_mean"].as_f64() > turns[0]["prompt_tokens_mean"].as_f64(), "{report}");
+    }
+    assert!(n.metric("cortex_prefix_hit_tokens_total", &["tiny"]) > 0.0);
+    assert!(n.metric("cortex_prefix_cache_bytes", &["tiny"]) > 0.0);
+    // cortex status shows the cache and its hit ratio.
+    let status = cortex(&n, &["status"]);
+    let table = String::from_utf8_lossy(&status.stdout);
+    let row = table.lines().find(|l| l.starts_with("tiny ")).unwrap_or_else(|| panic!("{table}"));
+    assert!(table.contains("PREFIX CACHE") && row.contains(" MiB") && row.trim_end().ends_with('%'), "{table}");
 }

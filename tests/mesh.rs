@@ -7,7 +7,7 @@ use std::io::Read;
 use std::path::Path;
 use std::time::Duration;
 
-use common::{client, post, tiny_model, Neuron, TempDir};
+use common::{client, post, roomy_tiny_model, tiny_model, Neuron, TempDir};
 use cortex_neuron::mesh::identity::{init_ca, issue};
 use serde_json::{json, Value};
 
@@ -68,7 +68,7 @@ fn a_request_to_a_is_answered_by_b_and_every_node_agrees_on_placement() {
     let tls = TempDir::new("mesh-tls");
     fleet_ca(tls.path(), &["a", "b", "c"]);
     let d = dirs(3);
-    common::roomy_tiny_model(d[1].path(), "tiny-b");
+    roomy_tiny_model(d[1].path(), "tiny-b");
     let b = node(d[1].path(), tls.path(), "b", None, &[]);
     let a = node(d[0].path(), tls.path(), "a", Some(&b), &[]);
     let c = node(d[2].path(), tls.path(), "c", Some(&a), &[]);
@@ -562,4 +562,66 @@ fn replayed_and_duplicated_mesh_packets_are_dropped_and_the_node_keeps_serving()
     let (status, body) = post(&a.url("/v1/chat/completions"), &chat("tiny", 3, false));
     assert_eq!(status, 200, "{body}\n{}", a.log());
     assert!(!a.log().contains("panicked"), "{}", a.log());
+}
+
+/// A conversation through gateway `a` (which does not hold the model) stays on the neuron that
+/// holds its prefix, whose cache then supplies most of each turn; when that neuron is killed the
+/// next turn goes to the other holder, which recomputes the prompt and answers.
+#[test]
+fn a_conversation_stays_with_its_cache_and_moves_on_when_that_neuron_dies() {
+    let tls = TempDir::new("mesh-tls-prefix");
+    fleet_ca(tls.path(), &["a", "b", "c"]);
+    let d = dirs(3);
+    roomy_tiny_model(d[1].path(), "x");
+    roomy_tiny_model(d[2].path(), "x");
+    let a = node(d[0].path(), tls.path(), "a", None, &[]);
+    let mut b = node(d[1].path(), tls.path(), "b", Some(&a), &[]);
+    let mut c = node(d[2].path(), tls.path(), "c", Some(&a), &[]);
+    for n in [&b, &c] {
+        post(&n.url("/cortex/v1/load"), &json!({"model": "x"}));
+    }
+    let ready = |peer: &str| {
+        status(&a)["peers"].as_array().is_some_and(|ps| {
+            ps.iter().any(|p| p["name"] == peer && p["loaded"].as_array().is_some_and(|l| l.contains(&json!("x"))))
+        })
+    };
+    assert!(a.eventually(Duration::from_secs(30), || ready("b") && ready("c")), "{}", a.log());
+    let system = "You are a patient tutor. Explain each step. ".repeat(20);
+    let mut messages = vec![json!({"role": "system", "content": system})];
+    let turn = |messages: &mut Vec<Value>, n: usize| -> Value {
+        messages.push(json!({"role": "user", "content": format!("Question {n}: what comes next?")}));
+        let resp = client()
+            .post(a.url("/v1/chat/completions"))
+            .header("x-session-id", "tutoring-1")
+            .json(&json!({"model": "x", "max_tokens": 4, "temperature": 0, "messages": messages}))
+            .send()
+            .unwrap();
+        assert_eq!(resp.status(), 200);
+        let body: Value = resp.json().unwrap();
+        messages.push(json!({"role": "assistant", "content": body["choices"][0]["message"]["content"]}));
+        body["usage"].clone()
+    };
+    let cached = |u: &Value| u["prompt_tokens_details"]["cached_tokens"].as_u64().unwrap();
+    let served = |n: &Neuron| n.metric("cortex_prefix_miss_tokens_total", &["x"]) > 0.0;
+    let first = turn(&mut messages, 1);
+    assert_eq!(cached(&first), 0, "{first}");
+    let holder = if served(&b) { "b" } else { "c" };
+    // Wait for the holder's summary to reach the gateway (published at most once a second).
+    let caches = |peer: &str| {
+        status(&a)["peers"].as_array().is_some_and(|ps| {
+            ps.iter().any(|p| p["name"] == peer && p["caches"]["x"]["bytes"].as_u64().unwrap_or(0) > 0)
+        })
+    };
+    assert!(a.eventually(Duration::from_secs(20), || caches(holder)), "{}", a.log());
+    for n in 2..=3 {
+        let usage = turn(&mut messages, n);
+        assert!(cached(&usage) * 2 > usage["prompt_tokens"].as_u64().unwrap(), "turn {n} recomputed: {usage}");
+    }
+    let (dead, other) = if holder == "b" { (&mut b, &c) } else { (&mut c, &b) };
+    let other_misses = other.metric("cortex_prefix_miss_tokens_total", &["x"]);
+    assert_eq!(other_misses, 0.0, "the conversation stayed on {holder}");
+    dead.kill();
+    let usage = turn(&mut messages, 4);
+    assert_eq!(cached(&usage), 0, "the other neuron had none of it: {usage}");
+    assert!(other.metric("cortex_prefix_miss_tokens_total", &["x"]) > 0.0, "the other neuron answered");
 }

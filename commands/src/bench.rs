@@ -8,6 +8,7 @@
 //! `bench/report.rs`.
 
 mod report;
+mod turns;
 
 use std::io::IsTerminal;
 use std::sync::Arc;
@@ -94,6 +95,21 @@ pub struct BenchArgs {
     /// With --api embeddings: inputs in each request, each of about --prompt-tokens tokens
     #[arg(long, value_name = "N", default_value_t = 32, value_parser = clap::value_parser!(u32).range(1..=2048))]
     pub batch: u32,
+    /// Multi-turn mode: --sessions conversations at once, each this many turns, every request
+    /// resending the whole conversation (a shared system prompt of --system-tokens, then its
+    /// turns) as agents do; reports time to first token per turn and the prompt tokens the
+    /// neurons' prefix caches supplied
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(1..))]
+    pub turns: Option<u32>,
+    /// With --turns: conversations running at once
+    #[arg(long, value_name = "S", default_value_t = 8, value_parser = clap::value_parser!(u32).range(1..))]
+    pub sessions: u32,
+    /// With --turns: rough length of the system prompt every conversation shares, in tokens
+    #[arg(long, value_name = "N", default_value_t = 1500)]
+    pub system_tokens: u32,
+    /// With --turns: name each conversation in an x-session-id header (a routing hint)
+    #[arg(long)]
+    pub session_header: bool,
     /// Instead of load, ask each model this question once (not streamed, temperature 0) and
     /// print the answers side by side
     #[arg(long, value_name = "QUESTION")]
@@ -123,6 +139,9 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
     let client = args.endpoint.connect().await?;
     if let Some(question) = &args.probe {
         return probe(&client, &args, question).await;
+    }
+    if let Some(turns) = args.turns {
+        return turns::run(&client, &args, turns).await;
     }
     let levels = args.models.len() as u64 * args.concurrency.len() as u64;
     let bar = progress(args.quiet, levels * u64::from(args.requests));
@@ -257,8 +276,13 @@ async fn embed_one(client: &Client, body: &Value) -> Result<Sample, Failure> {
 
 /// One streamed request, timed from sending it.
 async fn stream_one(client: &Client, api: Api, body: &Value) -> Result<Sample, Failure> {
+    stream_in(client, api, body, None).await
+}
+
+/// [`stream_one`], naming the conversation in an `x-session-id` header when `session` is set.
+async fn stream_in(client: &Client, api: Api, body: &Value, session: Option<&str>) -> Result<Sample, Failure> {
     let t0 = Instant::now();
-    let resp = client.post_raw(api.path(), body).await.map_err(|e| Failure::new("connection", e))?;
+    let resp = client.post_in_session(api.path(), body, session).await.map_err(|e| Failure::new("connection", e))?;
     let resp = accepted(resp).await?;
     let mut sample = Sample::default();
     let mut last: Option<Instant> = None;
@@ -279,6 +303,12 @@ async fn stream_one(client: &Client, api: Api, body: &Value) -> Result<Sample, F
         if let Some(n) = chunk.completion_tokens {
             sample.completion_tokens = n;
             finished = true;
+        }
+        if let Some(n) = chunk.cached_tokens {
+            sample.cached_tokens = n;
+        }
+        if let Some(t) = chunk.text {
+            sample.text.push_str(t);
         }
         Ok(())
     })

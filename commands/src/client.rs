@@ -139,7 +139,21 @@ impl Client {
     /// POSTs JSON and returns the response whatever its status, for callers that sort failures
     /// themselves (`cortex bench` counts them by kind).
     pub async fn post_raw(&self, path: &str, body: &Value) -> reqwest::Result<reqwest::Response> {
-        self.auth(self.http.post(format!("{}{path}", self.base))).json(body).send().await
+        self.post_in_session(path, body, None).await
+    }
+
+    /// [`Client::post_raw`] with the conversation named in an `x-session-id` header.
+    pub async fn post_in_session(
+        &self,
+        path: &str,
+        body: &Value,
+        session: Option<&str>,
+    ) -> reqwest::Result<reqwest::Response> {
+        let mut req = self.auth(self.http.post(format!("{}{path}", self.base))).json(body);
+        if let Some(s) = session {
+            req = req.header("x-session-id", s);
+        }
+        req.send().await
     }
 
     pub async fn post_stream(&self, path: &str, body: &Value) -> anyhow::Result<reqwest::Response> {

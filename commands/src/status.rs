@@ -15,6 +15,15 @@ pub struct StatusArgs {
     pub endpoint: EndpointArgs,
 }
 
+/// Share of prompt tokens a prefix cache supplied, as a percentage.
+fn hit_ratio(cache: &Value) -> String {
+    let (hit, miss) = (cache["hit_tokens"].as_u64().unwrap_or(0), cache["miss_tokens"].as_u64().unwrap_or(0));
+    match hit + miss {
+        0 => "-".into(),
+        all => format!("{:.1}%", 100.0 * hit as f64 / all as f64),
+    }
+}
+
 pub fn mib(bytes: u64) -> String {
     format!("{:.1} MiB", bytes as f64 / (1024.0 * 1024.0))
 }
@@ -46,11 +55,20 @@ pub async fn run(args: StatusArgs) -> anyhow::Result<()> {
         writeln!(out)?;
         writeln!(
             out,
-            "{:16}  {:8}  {:21}  {:>12}  {:>12}  {:>5}  LOADED",
+            "{:16}  {:8}  {:21}  {:>12}  {:>12}  {:>5}  LOADED (PREFIX CACHE, HIT RATIO)",
             "PEER", "STATE", "MESH ADDRESS", "USED", "BUDGET", "QUEUE"
         )?;
         for p in peers {
-            let loaded: Vec<&str> = p["loaded"].as_array().into_iter().flatten().filter_map(Value::as_str).collect();
+            let loaded: Vec<String> = p["loaded"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .filter_map(Value::as_str)
+                .map(|id| match p["caches"].get(id) {
+                    Some(c) => format!("{id} ({}, {})", mib(u(c, "bytes")), hit_ratio(c)),
+                    None => id.to_string(),
+                })
+                .collect();
             writeln!(
                 out,
                 "{:16}  {:8}  {:21}  {:>12}  {:>12}  {:>5}  {}",
@@ -60,7 +78,7 @@ pub async fn run(args: StatusArgs) -> anyhow::Result<()> {
                 mib(u(p, "used_bytes")),
                 mib(u(p, "budget_bytes")),
                 u(p, "in_flight") + u(p, "queued"),
-                loaded.join(",")
+                loaded.join(", ")
             )?;
         }
     }
@@ -69,20 +87,23 @@ pub async fn run(args: StatusArgs) -> anyhow::Result<()> {
     writeln!(out)?;
     writeln!(
         out,
-        "{:w$}  {:9}  {:6}  {:>10}  {:>7}  {:>6}",
-        "MODEL", "STATE", "PINNED", "MEMORY", "RUNNING", "QUEUED"
+        "{:w$}  {:9}  {:6}  {:>10}  {:>7}  {:>6}  {:>12}  {:>9}",
+        "MODEL", "STATE", "PINNED", "MEMORY", "RUNNING", "QUEUED", "PREFIX CACHE", "HIT RATIO"
     )?;
     for m in models {
-        writeln!(
-            out,
-            "{:w$}  {:9}  {:6}  {:>10}  {:>7}  {:>6}",
+        let cache = &m["prefix_cache"];
+        let row = format!(
+            "{:w$}  {:9}  {:6}  {:>10}  {:>7}  {:>6}  {:>12}  {:>9}",
             m["id"].as_str().unwrap_or("?"),
             m["state"].as_str().unwrap_or("?"),
             if m["pinned"].as_bool().unwrap_or(false) { "yes" } else { "no" },
             mib(u(m, "bytes")),
             u(m, "in_flight"),
-            u(m, "queued")
-        )?;
+            u(m, "queued"),
+            if cache.is_object() { mib(u(cache, "bytes")) } else { "-".into() },
+            if cache.is_object() { hit_ratio(cache) } else { "-".into() },
+        );
+        writeln!(out, "{}", row.trim_end())?;
     }
     crate::printer::emit(&out)
 }

@@ -32,7 +32,7 @@ pub fn events(data: &[u8]) -> Vec<Event> {
         // Choices 0 to 3 (one more than the largest shape asks for); call indexes 0 to 2.
         let (choice, index) = (u32::from(*len % 4), u32::from(*op >> 6) % 3);
         out.push(match op % 8 {
-            0 => Event::Started { prompt_tokens: count },
+            0 => Event::Started { prompt_tokens: count, cached_tokens: count / 2 },
             1 => Event::Text { choice, text, logprobs: Vec::new() },
             2 => Event::Text { choice, text, logprobs: logprobs(bytes) },
             3 => Event::Done {
@@ -43,7 +43,13 @@ pub fn events(data: &[u8]) -> Vec<Event> {
                     2 => FinishReason::ToolCalls,
                     _ => FinishReason::StopSequence(text),
                 },
-                usage: Usage { prompt_tokens: count, completion_tokens: u32::MAX - count / 2 },
+                usage: Usage {
+                    prompt_tokens: count,
+                    completion_tokens: u32::MAX - count / 2,
+                    // Counts from a peer need not add up: more cached than prompted included.
+                    cached_tokens: count.wrapping_mul(3),
+                    cache_write_tokens: count / 3,
+                },
                 timings: Timings { ttft_ms: f64::from(count), ..Timings::default() },
             },
             4 => Event::ToolCall { choice, index, id: format!("call_{count:x}"), name: text },

@@ -58,6 +58,13 @@ pub struct MeshConfig {
     /// name resolved again at each attempt and tried at every address it has (a Kubernetes
     /// headless Service names the whole fleet).
     pub seeds: Vec<Seed>,
+    /// How many more requests (running and queued) than the least loaded peer the peer holding
+    /// a prompt's prefix may have and still get the request (cache-aware routing's load guard).
+    /// Default 4.
+    pub load_margin: Option<u32>,
+    /// Route by the prefixes peers hold (default true); false routes by load alone (to
+    /// compare).
+    pub cache_aware: Option<bool>,
 }
 
 /// A peer's mesh address as `HOST:PORT` or `IP:PORT`, checked when read, resolved when used.
@@ -202,6 +209,10 @@ pub struct EngineConfig {
     /// setting.
     #[serde(skip)]
     pub dequantize_all: bool,
+    /// Bytes of KV blocks each model's prefix cache may keep ("512MiB"; "0" turns it off);
+    /// models.toml's `kv_cache_bytes` sets it per model. Unset: twice a full-context cache of
+    /// one sequence, at most 512 MiB. The memory estimate of a load counts it.
+    pub kv_cache_bytes: Option<String>,
 }
 
 impl Default for EngineConfig {
@@ -218,6 +229,7 @@ impl Default for EngineConfig {
             prefill_bits: Bits::default(),
             kernels: None,
             dequantize_all: false,
+            kv_cache_bytes: None,
         }
     }
 }
@@ -284,7 +296,16 @@ impl EngineConfig {
                 Err(e) => tracing::warn!(error = %e, "kernels cap not applied"),
             }
         }
+        let kv_cache_bytes = match &self.kv_cache_bytes {
+            None => None,
+            Some(s) => Some(crate::lifecycle::catalogue::parse_size(s).ok_or_else(|| {
+                ConfigError::Engine(vec![format!(
+                    "engine.kv_cache_bytes: expected a size such as \"512MiB\", got {s:?}"
+                )])
+            })?),
+        };
         Ok(EngineOptions {
+            kv_cache_bytes,
             max_context: self.max_context,
             strict_context: self.strict_context,
             scheduler: SchedulerConfig {

@@ -27,6 +27,10 @@ pub struct Metrics {
     constrained_tokens: IntCounterVec,
     grammar_masks: IntCounterVec,
     grammar_seconds: prometheus::CounterVec,
+    prefix_hit_tokens: IntCounterVec,
+    prefix_miss_tokens: IntCounterVec,
+    prefix_bytes: IntGaugeVec,
+    prefix_evictions: IntCounterVec,
     pub loads: IntCounterVec,
     pub load_seconds: HistogramVec,
     pub unloads: IntCounterVec,
@@ -56,6 +60,13 @@ pub struct ModelMetrics {
     pub grammar_masks: IntCounter,
     /// Time spent checking, masking and advancing grammars.
     pub grammar_seconds: prometheus::Counter,
+    /// Prompt tokens the prefix cache supplied, and those computed.
+    pub prefix_hit_tokens: IntCounter,
+    pub prefix_miss_tokens: IntCounter,
+    /// Bytes of KV blocks the prefix cache holds.
+    pub prefix_bytes: IntGauge,
+    /// Blocks the prefix cache evicted to stay within its budget.
+    pub prefix_evictions: IntCounter,
 }
 
 fn reg<T: prometheus::core::Collector + Clone + 'static>(r: &Registry, c: T) -> T {
@@ -153,6 +164,30 @@ impl Metrics {
                 )
                 .unwrap_or_else(|e| unreachable!("static counter: {e}")),
             ),
+            prefix_hit_tokens: reg(
+                &r,
+                counter("cortex_prefix_hit_tokens_total", "Prompt tokens taken from the prefix cache", &["model"]),
+            ),
+            prefix_miss_tokens: reg(
+                &r,
+                counter(
+                    "cortex_prefix_miss_tokens_total",
+                    "Prompt tokens computed (not in the prefix cache)",
+                    &["model"],
+                ),
+            ),
+            prefix_bytes: reg(
+                &r,
+                gauge("cortex_prefix_cache_bytes", "Bytes of KV blocks in the prefix cache", &["model"]),
+            ),
+            prefix_evictions: reg(
+                &r,
+                counter(
+                    "cortex_prefix_evictions_total",
+                    "KV blocks the prefix cache evicted under its budget",
+                    &["model"],
+                ),
+            ),
             loads: reg(&r, counter("cortex_model_loads_total", "Model loads by outcome", &["model", "outcome"])),
             load_seconds: reg(&r, hist("cortex_model_load_seconds", "Model load duration", LOAD_BUCKETS, &["model"])),
             unloads: reg(
@@ -220,6 +255,10 @@ impl Metrics {
             constrained_tokens: self.constrained_tokens.with_label_values(&[model]),
             grammar_masks: self.grammar_masks.with_label_values(&[model]),
             grammar_seconds: self.grammar_seconds.with_label_values(&[model]),
+            prefix_hit_tokens: self.prefix_hit_tokens.with_label_values(&[model]),
+            prefix_miss_tokens: self.prefix_miss_tokens.with_label_values(&[model]),
+            prefix_bytes: self.prefix_bytes.with_label_values(&[model]),
+            prefix_evictions: self.prefix_evictions.with_label_values(&[model]),
         }
     }
 

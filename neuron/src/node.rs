@@ -10,6 +10,7 @@ use cortex_proto::embed::{EmbedRequest, EmbedResult};
 use cortex_proto::eviction::KeepAlive;
 use cortex_proto::generate::{ChatMessage, ErrorKind, Event, GenerateError, GenerateRequest};
 use cortex_proto::model::AdminAction;
+use cortex_proto::prefix::{session_key, PrefixKey, PrefixSummary};
 use tokio::sync::mpsc::UnboundedReceiver;
 
 use crate::engine::embed::EmbedInputError;
@@ -18,6 +19,9 @@ use crate::lifecycle::{Lease, Models};
 /// This node's models, as a service.
 pub struct Node {
     models: Arc<Models>,
+    /// What this node served per model, for cache-aware routing (published in its placement).
+    prefixes: std::sync::Mutex<HashMap<String, PrefixSummary>>,
+    served: std::sync::atomic::AtomicU64,
     /// Conversations of the Responses API answered through this node, for `previous_response_id`.
     pub responses: ResponseStore,
 }
@@ -65,7 +69,13 @@ pub struct Local {
 
 impl Node {
     pub fn new(models: Arc<Models>) -> Self {
-        Self { models, responses: ResponseStore::default() }
+        Self { models, responses: ResponseStore::default(), prefixes: Default::default(), served: Default::default() }
+    }
+
+    /// The summary of the prefixes this node served for `model` (sorted hashes, bounded).
+    pub fn prefix_summary(&self, model: &str) -> Vec<u64> {
+        let held = self.prefixes.lock().unwrap_or_else(|p| p.into_inner());
+        held.get(model).map(PrefixSummary::hashes).unwrap_or_default()
     }
 
     pub fn models(&self) -> &Arc<Models> {
@@ -82,9 +92,17 @@ impl Node {
         let lease = self.models.acquire(&request.model, keep_alive).await?;
         let id = lease.id().to_string();
         let (model, r, i) = (lease.model.clone(), request.clone(), id.clone());
-        let prepared = tokio::task::spawn_blocking(move || model.generator(&i)?.prepare(&r))
-            .await
-            .map_err(|e| GenerateError::new(ErrorKind::Internal, format!("tokenizer task failed: {e}")))??;
+        let (prepared, key) = tokio::task::spawn_blocking(move || {
+            let prepared = model.generator(&i)?.prepare(&r)?;
+            Ok::<_, GenerateError>((prepared, PrefixKey::of(&r)))
+        })
+        .await
+        .map_err(|e| GenerateError::new(ErrorKind::Internal, format!("tokenizer task failed: {e}")))??;
+        let now = self.served.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let session = request.session.as_deref().map(session_key);
+        let mut held = self.prefixes.lock().unwrap_or_else(|p| p.into_inner());
+        held.entry(id.clone()).or_default().record(&key, session, now);
+        drop(held);
         tracing::info!(request = %request.id, model = %id, prompt_tokens = prepared.prompt.len(), max_tokens = prepared.max_tokens, "generating");
         let events = lease.model.generator(&id)?.submit(request, prepared)?;
         Ok(Local { events, lease })

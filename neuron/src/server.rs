@@ -143,6 +143,8 @@ impl Neuron {
             advertise: config.mesh.advertise,
             seeds: config.mesh.seeds.clone(),
             http: published.to_string(),
+            load_margin: config.mesh.load_margin.unwrap_or(cortex_proto::routing::LOAD_MARGIN),
+            cache_aware: config.mesh.cache_aware.unwrap_or(true),
         };
         let mesh = crate::mesh::Mesh::start(settings, self.state.node.clone(), self.state.metrics.clone())
             .await

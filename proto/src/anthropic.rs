@@ -9,7 +9,7 @@
 use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
 
-use crate::generate::{ContextOverflow, ErrorKind, FinishReason, GenerateError};
+use crate::generate::{ContextOverflow, ErrorKind, FinishReason, GenerateError, Usage};
 
 /// Body of `POST /v1/messages`.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
@@ -80,7 +80,7 @@ pub struct AnthTool {
     pub input_schema: Option<Value>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub strict: Option<bool>,
-    /// Accepted and ignored (cortex's prefix cache needs no hints).
+    /// As on content blocks.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub cache_control: Option<Value>,
 }
@@ -100,6 +100,22 @@ pub struct AnthToolChoice {
 impl MessagesRequest {
     pub fn is_stream(&self) -> bool {
         self.stream.unwrap_or(false)
+    }
+
+    /// Whether any system block, message block or tool carries `cache_control`.
+    pub fn marks_cache(&self) -> bool {
+        let blocks = |c: &AnthContent| match c {
+            AnthContent::Blocks(b) => b.iter().any(|b| b.cache_control.is_some()),
+            AnthContent::Text(_) => false,
+        };
+        self.system.as_ref().is_some_and(blocks)
+            || self.messages.iter().any(|m| blocks(&m.content))
+            || self.tools.iter().flatten().any(|t| t.cache_control.is_some())
+    }
+
+    /// The session `metadata.user_id` names (Claude Code puts its session id there).
+    pub fn session(&self) -> Option<&str> {
+        self.metadata.as_ref()?.get("user_id")?.as_str().filter(|s| !s.is_empty())
     }
 }
 
@@ -147,11 +163,15 @@ pub enum AnthContent {
 pub type AnthSystem = AnthContent;
 
 /// A request content block, kept loose so unknown types parse and are refused by name.
-/// `cache_control` and other keys are ignored.
+/// Other keys are ignored.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct AnthBlock {
     #[serde(rename = "type")]
     pub kind: String,
+    /// Marks the prompt up to here for caching: cortex caches every prefix anyway, and reports
+    /// the blocks such a request adds as cache writes.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cache_control: Option<Value>,
     /// For `text` blocks.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub text: Option<String>,
@@ -227,8 +247,28 @@ pub fn tool_use_id(id: &str) -> String {
 
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct AnthUsage {
+    /// Prompt tokens neither read from nor written to the cache, as Anthropic counts them (the
+    /// prompt is the sum of the three).
     pub input_tokens: u32,
     pub output_tokens: u32,
+    #[serde(default)]
+    pub cache_creation_input_tokens: u32,
+    #[serde(default)]
+    pub cache_read_input_tokens: u32,
+}
+
+impl AnthUsage {
+    /// Anthropic's split of a neutral count: cache reads and writes apart from the rest.
+    pub fn of(u: &Usage) -> Self {
+        let cached = u.cached_tokens.min(u.prompt_tokens);
+        let written = u.cache_write_tokens.min(u.prompt_tokens - cached);
+        Self {
+            input_tokens: u.prompt_tokens - cached - written,
+            output_tokens: u.completion_tokens,
+            cache_creation_input_tokens: written,
+            cache_read_input_tokens: cached,
+        }
+    }
 }
 
 /// The events of a `/v1/messages` stream. The SSE `event:` name equals the `type` tag
@@ -282,6 +322,25 @@ pub struct MessageDeltaBody {
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct DeltaUsage {
     pub output_tokens: u32,
+    /// The final input counts, as Anthropic's `message_delta` repeats them (cumulative).
+    #[serde(default)]
+    pub input_tokens: u32,
+    #[serde(default)]
+    pub cache_creation_input_tokens: u32,
+    #[serde(default)]
+    pub cache_read_input_tokens: u32,
+}
+
+impl DeltaUsage {
+    pub fn of(u: &Usage) -> Self {
+        let a = AnthUsage::of(u);
+        Self {
+            output_tokens: a.output_tokens,
+            input_tokens: a.input_tokens,
+            cache_creation_input_tokens: a.cache_creation_input_tokens,
+            cache_read_input_tokens: a.cache_read_input_tokens,
+        }
+    }
 }
 
 /// `stop_reason` for a neutral finish.

@@ -126,6 +126,15 @@ pub struct GenerateRequest {
     /// generation continues its text instead of opening a new turn.
     #[serde(default, skip_serializing_if = "is_false")]
     pub continue_final: bool,
+    /// The client marked part of the prompt for caching (Anthropic's `cache_control`): the
+    /// blocks the prompt adds to the prefix cache are reported as cache writes.
+    #[serde(default, skip_serializing_if = "is_false")]
+    pub cache_control: bool,
+    /// The conversation this request continues, where the client names it (`x-session-id`,
+    /// Claude Code's session header, Anthropic's `metadata.user_id`): a routing hint that keeps
+    /// a conversation on the neuron holding its cache, never a pin.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub session: Option<String>,
 }
 
 fn is_false(b: &bool) -> bool {
@@ -155,6 +164,8 @@ impl GenerateRequest {
             format: ResponseFormat::Text,
             n: 1,
             continue_final: false,
+            cache_control: false,
+            session: None,
         }
     }
 
@@ -183,6 +194,12 @@ pub enum FinishReason {
 pub struct Usage {
     pub prompt_tokens: u32,
     pub completion_tokens: u32,
+    /// Prompt tokens the prefix cache supplied.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub cached_tokens: u32,
+    /// Prompt tokens written to the prefix cache by a request that marked `cache_control`.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub cache_write_tokens: u32,
 }
 
 /// A token's log-probability (natural log, over the model's raw distribution) and its text.
@@ -211,6 +228,15 @@ impl Usage {
     /// Saturating: the counts may come from a peer.
     pub fn total(&self) -> u32 {
         self.prompt_tokens.saturating_add(self.completion_tokens)
+    }
+
+    /// Counts a request's choice in: the prompt is counted once (the most any choice found
+    /// cached), the completions summed.
+    pub fn add_choice(&mut self, choice: &Usage) {
+        self.prompt_tokens = choice.prompt_tokens;
+        self.completion_tokens = self.completion_tokens.saturating_add(choice.completion_tokens);
+        self.cached_tokens = self.cached_tokens.max(choice.cached_tokens);
+        self.cache_write_tokens = self.cache_write_tokens.max(choice.cache_write_tokens);
     }
 }
 
@@ -331,6 +357,9 @@ pub enum Event {
     /// The prompt is tokenized and the request is scheduled.
     Started {
         prompt_tokens: u32,
+        /// Of those, tokens the prefix cache supplied (not computed).
+        #[serde(default, skip_serializing_if = "is_zero")]
+        cached_tokens: u32,
     },
     /// A piece of generated text (never a partial UTF-8 character, never part of a stop string),
     /// with the log-probabilities of the tokens it completes when they were asked for.

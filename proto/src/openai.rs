@@ -352,11 +352,24 @@ pub struct OaiUsage {
     pub prompt_tokens: u32,
     pub completion_tokens: u32,
     pub total_tokens: u32,
+    /// Of the prompt tokens, those served from the prefix cache, as OpenAI reports them.
+    #[serde(default)]
+    pub prompt_tokens_details: PromptTokensDetails,
+}
+
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PromptTokensDetails {
+    pub cached_tokens: u32,
 }
 
 impl From<Usage> for OaiUsage {
     fn from(u: Usage) -> Self {
-        Self { prompt_tokens: u.prompt_tokens, completion_tokens: u.completion_tokens, total_tokens: u.total() }
+        Self {
+            prompt_tokens: u.prompt_tokens,
+            completion_tokens: u.completion_tokens,
+            total_tokens: u.total(),
+            prompt_tokens_details: PromptTokensDetails { cached_tokens: u.cached_tokens },
+        }
     }
 }
 

@@ -33,6 +33,34 @@ pub struct ModelDoc {
     pub priority: i32,
     /// Milliseconds since it was last used (smaller = more recent), for eviction by peers' rules.
     pub idle_ms: u64,
+    /// What this node served of the model lately, for cache-aware routing: sorted chunk hashes
+    /// of prompts and session keys (a [`crate::prefix::PrefixSummary`], bounded).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub prefixes: Vec<u64>,
+    /// The model's prefix cache while it is loaded.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cache: Option<CacheDoc>,
+}
+
+/// A loaded model's prefix cache, as status shows it.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CacheDoc {
+    pub bytes: u64,
+    /// Prompt tokens taken from the cache, and computed, since the model loaded.
+    pub hit_tokens: u64,
+    pub miss_tokens: u64,
+}
+
+impl CacheDoc {
+    /// Share of prompt tokens the cache supplied.
+    pub fn hit_ratio(&self) -> f64 {
+        let all = self.hit_tokens + self.miss_tokens;
+        if all == 0 {
+            0.0
+        } else {
+            self.hit_tokens as f64 / all as f64
+        }
+    }
 }
 
 impl ModelDoc {
@@ -175,6 +203,8 @@ mod tests {
             queued: 2,
             priority: 0,
             idle_ms: 0,
+            prefixes: vec![3, 9],
+            cache: Some(CacheDoc { bytes: 4096, hit_tokens: 3, miss_tokens: 1 }),
         });
         let back: PlacementDoc = serde_json::from_str(&serde_json::to_string(&d).unwrap()).unwrap();
         assert_eq!(back, d);

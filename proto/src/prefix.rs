@@ -45,6 +45,73 @@ impl PrefixKey {
     pub fn shared(&self, other: &[u64]) -> usize {
         self.hashes.iter().zip(other).take_while(|(a, b)| a == b).count()
     }
+
+    /// Leading chunks of this prompt that a node whose summary is `held` (sorted, see
+    /// [`PrefixSummary::hashes`]) has served: the longest recorded prefix of it.
+    pub fn matched(&self, held: &[u64]) -> usize {
+        (0..self.hashes.len()).rev().find(|&i| held.binary_search(&self.hashes[i]).is_ok()).map_or(0, |i| i + 1)
+    }
+}
+
+/// The routing key of a session id: a hash no prefix chunk has (its seed differs).
+pub fn session_key(session: &str) -> u64 {
+    xxhash_rust::xxh3::xxh3_64_with_seed(session.as_bytes(), SESSION_SEED)
+}
+
+const SESSION_SEED: u64 = 0x5e55_1011;
+
+/// Which of a prompt's `n` chunk hashes a summary records: the first [`DENSE`], then every
+/// [`STRIDE`]th, and the last. A match is then known to within `STRIDE` chunks past the dense
+/// ones, and a long prompt costs a summary `DENSE + n / STRIDE` entries instead of `n`.
+fn recorded(i: usize, n: usize) -> bool {
+    i < DENSE || (i + 1).is_multiple_of(STRIDE) || i + 1 == n
+}
+
+const DENSE: usize = 8;
+const STRIDE: usize = 4;
+
+/// The bounded summary a neuron publishes of the prefixes it served per model: chunk hashes of
+/// recent prompts (see [`PrefixKey::matched`]) and session keys, the least recently used
+/// dropped past [`PrefixSummary::CAPACITY`]. Time is an argument (`now`, any monotonic count).
+#[derive(Debug, Clone, Default)]
+pub struct PrefixSummary {
+    seen: std::collections::HashMap<u64, u64>,
+}
+
+impl PrefixSummary {
+    /// Entries kept: 8 KiB of hashes a model in a placement document.
+    pub const CAPACITY: usize = 1024;
+
+    /// Records a prompt served (and the session it belongs to) at `now`.
+    pub fn record(&mut self, key: &PrefixKey, session: Option<u64>, now: u64) {
+        let n = key.hashes.len();
+        for (i, h) in key.hashes.iter().enumerate() {
+            if recorded(i, n) {
+                self.seen.insert(*h, now);
+            }
+        }
+        if let Some(s) = session {
+            self.seen.insert(s, now);
+        }
+        // Trimmed in bulk, a quarter over capacity, so that a trim's sort is rare.
+        if self.seen.len() > Self::CAPACITY + Self::CAPACITY / 4 {
+            let mut by_age: Vec<(u64, u64)> = self.seen.iter().map(|(h, t)| (*t, *h)).collect();
+            by_age.sort_unstable();
+            for (_, h) in &by_age[..by_age.len() - Self::CAPACITY] {
+                self.seen.remove(h);
+            }
+        }
+    }
+
+    /// The summary as published: sorted hashes, at most [`PrefixSummary::CAPACITY`] (the most
+    /// recent).
+    pub fn hashes(&self) -> Vec<u64> {
+        let mut by_age: Vec<(u64, u64)> = self.seen.iter().map(|(h, t)| (*t, *h)).collect();
+        by_age.sort_unstable_by(|a, b| b.cmp(a));
+        let mut out: Vec<u64> = by_age.into_iter().take(Self::CAPACITY).map(|(_, h)| h).collect();
+        out.sort_unstable();
+        out
+    }
 }
 
 /// The text a prompt's key is computed over: the leading system messages, the tools (as
@@ -111,6 +178,36 @@ mod tests {
         assert_eq!(PrefixKey::of(&other).shared(&k1.hashes), 0);
         let as_user = chat(&[(Role::User, &system), (Role::User, "What is the capital of France?")]);
         assert_eq!(PrefixKey::of(&as_user).shared(&k1.hashes), 0);
+    }
+
+    #[test]
+    fn a_summary_matches_the_prefixes_it_recorded_and_stays_bounded() {
+        let text = |seed: u8, chunks: usize| -> Vec<u8> {
+            (0..chunks * CHUNK_BYTES).map(|i| seed.wrapping_add((i / CHUNK_BYTES) as u8)).collect()
+        };
+        let turn1 = PrefixKey::of_text(&text(1, 30));
+        let mut s = PrefixSummary::default();
+        assert_eq!(turn1.matched(&s.hashes()), 0);
+        s.record(&turn1, None, 1);
+        assert_eq!(turn1.matched(&s.hashes()), 30, "its own prompt, whole");
+        // The next turn: the first 30 chunks, then more.
+        let mut t2 = text(1, 30);
+        t2.extend(text(99, 10));
+        assert_eq!(PrefixKey::of_text(&t2).matched(&s.hashes()), 30);
+        // A prompt that parts after 13 chunks matches to the recorded chunk at or before it.
+        let mut t3 = text(1, 13);
+        t3.extend(text(50, 10));
+        assert_eq!(PrefixKey::of_text(&t3).matched(&s.hashes()), 12);
+        assert_eq!(PrefixKey::of_text(&text(2, 30)).matched(&s.hashes()), 0, "another prompt");
+        // Sessions are entries too; the oldest go past capacity.
+        s.record(&PrefixKey::default(), Some(session_key("abc")), 2);
+        assert!(s.hashes().binary_search(&session_key("abc")).is_ok());
+        for i in 0..2000u64 {
+            s.record(&PrefixKey { hashes: vec![i << 20] }, None, 10 + i);
+            assert!(s.seen.len() <= PrefixSummary::CAPACITY + PrefixSummary::CAPACITY / 4);
+        }
+        assert_eq!(s.hashes().len(), PrefixSummary::CAPACITY);
+        assert_eq!(turn1.matched(&s.hashes()), 0, "the oldest are gone");
     }
 
     #[test]

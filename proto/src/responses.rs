@@ -380,12 +380,11 @@ pub fn message_item(text: &str, item_id: &str) -> Value {
            "content": [{"type": "output_text", "text": text, "annotations": []}]})
 }
 
-/// `usage` of a response. `cached` counts prompt tokens served from the prefix cache (0 until
-/// there is one).
-pub fn usage_of(usage: Usage, cached: u32) -> Value {
+/// `usage` of a response.
+pub fn usage_of(usage: Usage) -> Value {
     json!({
         "input_tokens": usage.prompt_tokens,
-        "input_tokens_details": {"cached_tokens": cached},
+        "input_tokens_details": {"cached_tokens": usage.cached_tokens},
         "output_tokens": usage.completion_tokens,
         "output_tokens_details": {"reasoning_tokens": 0},
         "total_tokens": usage.total(),
@@ -427,7 +426,7 @@ pub fn response_body(id: &str, echo: &Value, created: u64, c: &Collected, style:
             last["status"] = "incomplete".into();
         }
     }
-    let mut r = response_object(id, echo, created, status, output, Some(usage_of(c.usage, 0)));
+    let mut r = response_object(id, echo, created, status, output, Some(usage_of(c.usage)));
     if status == "incomplete" {
         r["incomplete_details"] = json!({"reason": "max_output_tokens"});
     }
@@ -642,7 +641,7 @@ impl ResponsesStream {
                     self.created,
                     status,
                     self.output.clone(),
-                    Some(usage_of(*usage, 0)),
+                    Some(usage_of(*usage)),
                 );
                 if status == "incomplete" {
                     r["incomplete_details"] = json!({"reason": "max_output_tokens"});
@@ -776,14 +775,14 @@ mod tests {
     fn collected_events_become_output_items_usage_and_the_echoed_request() {
         let mut c = Collected::default();
         for ev in [
-            Event::Started { prompt_tokens: 9 },
+            Event::Started { prompt_tokens: 9, cached_tokens: 0 },
             Event::ToolCall { choice: 0, index: 0, id: "call_1".into(), name: "shell".into() },
             Event::ToolArgs { choice: 0, index: 0, fragment: "{\"cmd\":".into() },
             Event::ToolArgs { choice: 0, index: 0, fragment: "\"ls\"}".into() },
             Event::Done {
                 choice: 0,
                 finish: FinishReason::ToolCalls,
-                usage: Usage { prompt_tokens: 9, completion_tokens: 7 },
+                usage: Usage { prompt_tokens: 9, completion_tokens: 7, ..Default::default() },
                 timings: Default::default(),
             },
         ] {
@@ -809,7 +808,7 @@ mod tests {
         let mut s = ResponsesStream::new("resp_1".into(), json!({"model": "m"}), 7, CallStyle::default());
         let mut frames = Vec::new();
         for ev in [
-            Event::Started { prompt_tokens: 3 },
+            Event::Started { prompt_tokens: 3, cached_tokens: 0 },
             Event::text("Run"),
             Event::text("ning."),
             Event::ToolCall { choice: 0, index: 0, id: "call_1".into(), name: "shell".into() },
@@ -817,7 +816,7 @@ mod tests {
             Event::Done {
                 choice: 0,
                 finish: FinishReason::ToolCalls,
-                usage: Usage { prompt_tokens: 3, completion_tokens: 5 },
+                usage: Usage { prompt_tokens: 3, completion_tokens: 5, ..Default::default() },
                 timings: Default::default(),
             },
             Event::text("after the end"),

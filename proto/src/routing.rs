@@ -5,8 +5,12 @@
 //! fall through to the next one when a peer fails before its first token. A model that only
 //! unreachable or draining peers hold is unavailable for now (503), not unknown (404).
 //!
-//! The request carries its prompt's [`PrefixKey`], so that prefix affinity has its place here;
-//! today's decision does not use it yet.
+//! Among nodes with the model ready, prefix affinity comes first: the node that served the
+//! longest prefix of this prompt (by the summaries in the placement documents; a request's
+//! session breaks ties and stands in where no prefix matches) keeps the conversation, where its
+//! KV cache holds it, unless its load exceeds the least loaded node's by more than the request's
+//! `load_margin`: then the load decides, as it does without a match (SGLang's router and Dynamo
+//! learned that affinity without a guard piles work on one worker).
 
 use crate::eviction::{self, Plan, Resident};
 use crate::model::PeerState;
@@ -58,7 +62,15 @@ pub struct Request<'a> {
     /// The concrete model id (aliases resolved).
     pub model: &'a str,
     pub prefix: &'a PrefixKey,
+    /// The conversation's key ([`crate::prefix::session_key`]), where the client names one.
+    pub session: Option<u64>,
+    /// How many more requests (running and queued) than the least loaded node the node holding
+    /// the prompt's prefix may have and still be chosen for it.
+    pub load_margin: u32,
 }
+
+/// The default of [`Request::load_margin`].
+pub const LOAD_MARGIN: u32 = 4;
 
 /// Routes `req` from node `me`. `coin` is any random number (it picks the two peers compared
 /// by power of two choices).
@@ -75,9 +87,29 @@ pub fn route(req: &Request<'_>, me: &str, members: &[Member<'_>], coin: u64) -> 
         ready.sort_by_key(|d| (d.load(), d.node != me, d.node.clone()));
         let mine = ready.iter().position(|d| d.node == me);
         let busiest = ready.iter().map(|d| d.load()).max().unwrap_or(0);
-        let first = match mine {
+        let least = ready.iter().map(|d| d.load()).min().unwrap_or(0);
+        let affinity = |d: &PlacementDoc| {
+            let held = &d.model(model)?.prefixes;
+            let matched = req.prefix.matched(held);
+            let session = req.session.is_some_and(|s| held.binary_search(&s).is_ok());
+            (matched > 0 || session).then_some((matched, session))
+        };
+        // `ready` is sorted by load, so the first of the best matches is the least loaded one.
+        let best = ready
+            .iter()
+            .enumerate()
+            .filter_map(|(i, d)| Some((affinity(d)?, i)))
+            .max_by_key(|&(a, i)| (a, std::cmp::Reverse(i)))
+            .map(|(_, i)| i)
+            .filter(|&i| ready[i].load() <= least.saturating_add(req.load_margin));
+        let first = match (best, mine) {
+            (Some(i), _) => i,
             // Here, unless this node is strictly the busiest of those that have it.
-            Some(i) if ready.len() == 1 || ready[i].load() < busiest || ready.iter().all(|d| d.load() == busiest) => i,
+            (None, Some(i))
+                if ready.len() == 1 || ready[i].load() < busiest || ready.iter().all(|d| d.load() == busiest) =>
+            {
+                i
+            }
             _ => two_choices(&ready, me, coin),
         };
         let mut order = vec![ready[first]];
@@ -200,12 +232,19 @@ mod tests {
             queued: 0,
             priority: 0,
             idle_ms: 0,
+            prefixes: Vec::new(),
+            cache: None,
         }
     }
 
     /// Routes a request for `model` with no prompt prefix in common with anything.
     fn go(model: &str, me: &str, members: &[Member<'_>], coin: u64) -> Decision {
-        route(&Request { model, prefix: &PrefixKey::default() }, me, members, coin)
+        route(
+            &Request { model, prefix: &PrefixKey::default(), session: None, load_margin: LOAD_MARGIN },
+            me,
+            members,
+            coin,
+        )
     }
 
     fn nodes(d: &Decision) -> Vec<(&str, Readiness)> {
@@ -231,6 +270,73 @@ mod tests {
         for coin in 0..10 {
             assert_eq!(nodes(&go("x", "a", &members(&docs), coin))[0].0, "b");
         }
+    }
+
+    /// Node `name` with model x ready, `load` requests in flight, having served `prompts`.
+    fn holder(name: &str, load: u32, prompts: &[&PrefixKey], session: Option<&str>) -> PlacementDoc {
+        let mut summary = crate::prefix::PrefixSummary::default();
+        for (t, p) in prompts.iter().enumerate() {
+            summary.record(p, session.map(crate::prefix::session_key), t as u64);
+        }
+        let mut model = m("x", "ready", 10, load);
+        model.prefixes = summary.hashes();
+        node(name, 100, vec![model])
+    }
+
+    fn prompt(text: &str, chunks: usize) -> PrefixKey {
+        PrefixKey::of_text(text.repeat(crate::prefix::CHUNK_BYTES * chunks / text.len() + 1).as_bytes())
+    }
+
+    fn routed(req: &Request<'_>, me: &str, docs: &[PlacementDoc], coin: u64) -> String {
+        nodes(&route(req, me, &members(docs), coin))[0].0.to_string()
+    }
+
+    #[test]
+    fn the_node_holding_the_longest_prefix_wins_under_light_load() {
+        let system = "You are a coding agent. ";
+        let (short, long) = (prompt(system, 4), prompt(system, 12));
+        let docs = [holder("a", 0, &[], None), holder("b", 2, &[&short], None), holder("c", 1, &[&long], None)];
+        let req = Request { model: "x", prefix: &prompt(system, 20), session: None, load_margin: LOAD_MARGIN };
+        for coin in 0..8 {
+            assert_eq!(routed(&req, "a", &docs, coin), "c", "the longest match, though a is idle and local");
+        }
+        // Without a match the load decides as before: the idle local node.
+        let other = Request { prefix: &prompt("Something else entirely. ", 20), ..req };
+        assert_eq!(routed(&other, "a", &docs, 0), "a");
+        // A session the client names stands in where no prefix matches.
+        let docs = [holder("a", 0, &[], None), holder("b", 1, &[&short], Some("s-1"))];
+        let session = Request { session: Some(crate::prefix::session_key("s-1")), ..other };
+        assert_eq!(routed(&session, "a", &docs, 0), "b");
+    }
+
+    #[test]
+    fn the_load_guard_diverts_from_a_busy_holder() {
+        let long = prompt("Shared system prompt. ", 12);
+        let req = Request { model: "x", prefix: &long, session: None, load_margin: 4 };
+        // At the margin the holder keeps it; past it the least loaded node takes it.
+        let docs = [holder("a", 0, &[], None), holder("b", 4, &[&long], None)];
+        assert_eq!(routed(&req, "a", &docs, 0), "b");
+        let docs = [holder("a", 0, &[], None), holder("b", 5, &[&long], None)];
+        for coin in 0..8 {
+            assert_eq!(routed(&req, "a", &docs, coin), "a");
+        }
+        // A margin of 0: the holder only while no node has less to do.
+        let strict = Request { load_margin: 0, ..req };
+        let docs = [holder("a", 1, &[], None), holder("b", 1, &[&long], None)];
+        assert_eq!(routed(&strict, "a", &docs, 0), "b");
+    }
+
+    #[test]
+    fn a_node_that_left_takes_its_summary_with_it() {
+        let long = prompt("Shared system prompt. ", 12);
+        let req = Request { model: "x", prefix: &long, session: None, load_margin: LOAD_MARGIN };
+        let docs = [holder("a", 2, &[], None), holder("b", 0, &[&long], None), holder("c", 0, &[], None)];
+        let mut view = members(&docs);
+        view[1].state = PeerState::Left;
+        let decision = route(&req, "a", &view, 0);
+        let order = nodes(&decision);
+        assert!(order.iter().all(|(n, _)| *n != "b"), "{order:?}");
+        assert_eq!(order[0].0, "c", "the least loaded of the rest");
     }
 
     #[test]

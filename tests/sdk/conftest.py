@@ -264,3 +264,9 @@ def openai_stream_text(events) -> str:
         for choice in chunk.get("choices", []):
             out.append(choice.get("delta", {}).get("content") or "")
     return "".join(out)
+
+
+def prompt_tokens(usage) -> int:
+    """An Anthropic usage's whole prompt: Anthropic counts cache reads and writes apart from
+    `input_tokens`, and cortex's prefix cache serves a prompt sent before."""
+    return usage.input_tokens + (usage.cache_read_input_tokens or 0) + (usage.cache_creation_input_tokens or 0)

@@ -11,7 +11,7 @@ import httpx
 import jsonschema
 import openai
 import pytest
-from conftest import ALIAS, MODEL_FILE, MODELS_DIR, QUESTION, REQUEST_TIMEOUT_S, SYSTEM, _finish, _start
+from conftest import ALIAS, MODEL_FILE, MODELS_DIR, QUESTION, REQUEST_TIMEOUT_S, SYSTEM, _finish, _start, prompt_tokens
 
 GEMMA = "gemma-3-270m.Q4_K_M"
 USER = [{"role": "user", "content": QUESTION}]
@@ -29,7 +29,8 @@ def test_a_system_message_inside_messages_joins_the_system_prompt(anth):
     reply = anth.messages.create(model=ALIAS, max_tokens=32, messages=inline, **GREEDY)
     same = anth.messages.create(model=ALIAS, max_tokens=32, system=SYSTEM, messages=USER, **GREEDY)
     assert text_of(reply) == text_of(same)
-    assert reply.usage.input_tokens == same.usage.input_tokens
+    assert prompt_tokens(reply.usage) == prompt_tokens(same.usage)
+    assert same.usage.cache_read_input_tokens > 0, "the same prompt again comes from the prefix cache"
 
 
 def test_thinking_blocks_in_history_are_accepted(anth):
@@ -103,7 +104,7 @@ def test_count_tokens_counts_tools_as_generation_renders_them(anth):
     counted = anth.messages.count_tokens(model=ALIAS, system=SYSTEM, messages=USER, tools=tools)
     assert counted.input_tokens > bare.input_tokens
     used = anth.messages.create(model=ALIAS, max_tokens=1, system=SYSTEM, messages=USER, tools=tools, **GREEDY)
-    assert used.usage.input_tokens == counted.input_tokens
+    assert prompt_tokens(used.usage) == counted.input_tokens
 
 
 @pytest.mark.parametrize("field", ["output_config", "output_format"])

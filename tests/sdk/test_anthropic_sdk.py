@@ -15,6 +15,7 @@ from conftest import (
     REQUEST_TIMEOUT_S,
     SYSTEM,
     assert_anthropic_error,
+    prompt_tokens,
     sse_events,
 )
 
@@ -121,7 +122,7 @@ def test_raw_stream_event_order(http):
 def test_count_tokens_matches_usage(anth):
     counted = anth.messages.count_tokens(model=ALIAS, system=SYSTEM, messages=USER)
     assert counted.input_tokens > 0
-    assert counted.input_tokens == paris(anth, max_tokens=1).usage.input_tokens
+    assert counted.input_tokens == prompt_tokens(paris(anth, max_tokens=1).usage)
     blocks = anth.messages.count_tokens(model=ALIAS, system=[{"type": "text", "text": SYSTEM}], messages=USER)
     assert blocks.input_tokens == counted.input_tokens
 

@@ -23,6 +23,10 @@ pub struct Sample {
     /// As the neuron reported them.
     pub prompt_tokens: u64,
     pub completion_tokens: u64,
+    /// Of the prompt tokens, those the neuron's prefix cache supplied.
+    pub cached_tokens: u64,
+    /// The answer's text (multi-turn mode resends it).
+    pub text: String,
     /// Inputs embedded (embeddings requests).
     pub inputs: u64,
 }
@@ -66,11 +70,20 @@ pub struct Chunk<'a> {
     pub prompt_tokens: Option<u64>,
     /// Present only in the final usage report.
     pub completion_tokens: Option<u64>,
+    /// Prompt tokens the prefix cache supplied.
+    pub cached_tokens: Option<u64>,
 }
 
 /// Reads one event: OpenAI chunks (`choices[0].delta.content`, a final `usage`), or Anthropic
 /// events (`message_start` usage, `content_block_delta` text, `message_delta` usage). An error
 /// event is an error.
+/// The whole prompt of an Anthropic `usage`: its input tokens and its cache reads and writes.
+fn anthropic_prompt(usage: &Value) -> Option<u64> {
+    let n = |k: &str| usage.get(k).and_then(Value::as_u64);
+    n("input_tokens")
+        .map(|i| i + n("cache_read_input_tokens").unwrap_or(0) + n("cache_creation_input_tokens").unwrap_or(0))
+}
+
 pub fn parse_event(api: Api, ev: &Value) -> anyhow::Result<Chunk<'_>> {
     let u = |p: &str| ev.pointer(p).and_then(Value::as_u64);
     let error = |ev: &Value| {
@@ -86,19 +99,26 @@ pub fn parse_event(api: Api, ev: &Value) -> anyhow::Result<Chunk<'_>> {
                 text: ev.pointer("/choices/0/delta/content").and_then(Value::as_str),
                 prompt_tokens: u("/usage/prompt_tokens"),
                 completion_tokens: u("/usage/completion_tokens"),
+                cached_tokens: u("/usage/prompt_tokens_details/cached_tokens"),
             })
         }
         // Embeddings answer in one body, not a stream.
         Api::Embeddings => Ok(Chunk::default()),
         Api::Anthropic => match ev["type"].as_str() {
             Some("error") => Err(error(ev)),
-            Some("message_start") => Ok(Chunk { prompt_tokens: u("/message/usage/input_tokens"), ..Chunk::default() }),
+            // Anthropic counts cache reads and writes apart from `input_tokens`.
+            Some("message_start") => Ok(Chunk {
+                prompt_tokens: anthropic_prompt(&ev["message"]["usage"]),
+                cached_tokens: u("/message/usage/cache_read_input_tokens"),
+                ..Chunk::default()
+            }),
             Some("content_block_delta") => {
                 Ok(Chunk { text: ev.pointer("/delta/text").and_then(Value::as_str), ..Chunk::default() })
             }
             Some("message_delta") => Ok(Chunk {
-                prompt_tokens: u("/usage/input_tokens"),
+                prompt_tokens: anthropic_prompt(&ev["usage"]),
                 completion_tokens: u("/usage/output_tokens"),
+                cached_tokens: u("/usage/cache_read_input_tokens"),
                 ..Chunk::default()
             }),
             _ => Ok(Chunk::default()),

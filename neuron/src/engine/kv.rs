@@ -51,7 +51,7 @@ struct Host {
 
 /// Keys and values of [`BLOCK_TOKENS`] positions in every layer, `[layer][k, v][slot][width]`.
 #[derive(Clone)]
-struct Block(Box<[f32]>);
+pub struct Block(Box<[f32]>);
 
 /// One sequence's share of a decoder's step: `tokens` at positions `pos..` against its `cache`
 /// (`pos` at most the cache's length: a sequence may go back and recompute from there).
@@ -117,6 +117,36 @@ impl<'a> LayerRows<'a> {
     }
 }
 
+/// One full block of a cache, detached so that a prefix cache can keep it and hand it to other
+/// sequences: host blocks by reference (a sequence that writes into one copies it first),
+/// device blocks as their own `[1, kv heads, BLOCK_TOKENS, head_dim]` copies per layer.
+#[derive(Clone)]
+pub enum SharedBlock {
+    Host { layers: usize, width: usize, block: Arc<Block> },
+    Device(Arc<[(Tensor, Tensor)]>),
+}
+
+impl SharedBlock {
+    /// Memory the block holds.
+    pub fn bytes(&self) -> usize {
+        match self {
+            SharedBlock::Host { block, .. } => block.0.len() * std::mem::size_of::<f32>(),
+            SharedBlock::Device(layers) => {
+                layers.iter().map(|(k, v)| (k.elem_count() + v.elem_count()) * k.dtype().size_in_bytes()).sum()
+            }
+        }
+    }
+
+    /// Holders of this block: the prefix cache and every sequence that shares it (host blocks;
+    /// a device block is copied into each sequence, so only the cache holds it).
+    pub fn holders(&self) -> usize {
+        match self {
+            SharedBlock::Host { block, .. } => Arc::strong_count(block),
+            SharedBlock::Device(layers) => Arc::strong_count(layers),
+        }
+    }
+}
+
 impl KvCache {
     /// Positions cached.
     pub fn len(&self) -> usize {
@@ -167,6 +197,64 @@ impl KvCache {
             }
         };
         Ok(KvCache { len: self.len, store })
+    }
+
+    /// Block `b`, which must be full, detached for a prefix cache (see [`SharedBlock`]).
+    pub fn share_block(&self, b: usize) -> Result<SharedBlock> {
+        if (b + 1) * BLOCK_TOKENS > self.len {
+            candle_core::bail!("block {b} is not full")
+        }
+        match &self.store {
+            Store::Empty => candle_core::bail!("an empty cache"),
+            Store::Host(h) => Ok(SharedBlock::Host { layers: h.layers, width: h.width, block: h.blocks[b].clone() }),
+            Store::Device(layers) => {
+                let part = |t: &Tensor| t.narrow(2, b * BLOCK_TOKENS, BLOCK_TOKENS)?.copy();
+                Ok(SharedBlock::Device(layers.iter().map(|(k, v)| Ok((part(k)?, part(v)?))).collect::<Result<_>>()?))
+            }
+        }
+    }
+
+    /// A cache holding `blocks` (consecutive, from position 0, all of one storage) cut to
+    /// `len` positions, from which a sequence continues: host blocks shared, device blocks
+    /// copied into contiguous per-layer tensors.
+    pub fn from_blocks(blocks: &[SharedBlock], len: usize) -> Result<KvCache> {
+        if len > blocks.len() * BLOCK_TOKENS {
+            candle_core::bail!("{len} positions from {} blocks", blocks.len())
+        }
+        let store = match blocks.first() {
+            None => Store::Empty,
+            Some(SharedBlock::Host { layers, width, .. }) => {
+                let (layers, width) = (*layers, *width);
+                let blocks = blocks
+                    .iter()
+                    .map(|b| match b {
+                        SharedBlock::Host { layers: l, width: w, block } if (*l, *w) == (layers, width) => {
+                            Ok(block.clone())
+                        }
+                        _ => candle_core::bail!("blocks of different shapes"),
+                    })
+                    .collect::<Result<_>>()?;
+                Store::Host(Host { layers, width, blocks })
+            }
+            Some(SharedBlock::Device(first)) => {
+                let device: Vec<&[(Tensor, Tensor)]> = blocks
+                    .iter()
+                    .map(|b| match b {
+                        SharedBlock::Device(l) if l.len() == first.len() => Ok(&l[..]),
+                        _ => candle_core::bail!("blocks of different shapes"),
+                    })
+                    .collect::<Result<_>>()?;
+                let layer = |l: usize| -> Result<(Tensor, Tensor)> {
+                    let ks: Vec<&Tensor> = device.iter().map(|b| &b[l].0).collect();
+                    let vs: Vec<&Tensor> = device.iter().map(|b| &b[l].1).collect();
+                    Ok((Tensor::cat(&ks, 2)?, Tensor::cat(&vs, 2)?))
+                };
+                Store::Device((0..first.len()).map(layer).collect::<Result<_>>()?)
+            }
+        };
+        let mut cache = KvCache { len: blocks.len() * BLOCK_TOKENS, store };
+        cache.truncate(len)?;
+        Ok(cache)
     }
 
     /// Host storage of `layers` layers of `width` floats a row, with blocks for positions up

@@ -12,6 +12,7 @@ pub mod kv;
 pub mod model;
 pub mod options;
 mod output;
+pub mod prefix;
 pub mod sampler;
 pub mod scheduler;
 pub mod spec;
@@ -321,6 +322,7 @@ impl LoadedModel {
                     calls: prepared.calls,
                     events: tx.clone(),
                     enqueued,
+                    cache_control: req.cache_control,
                 }
             })
             .collect();
@@ -331,6 +333,11 @@ impl LoadedModel {
     /// (running, queued) requests.
     pub fn load_now(&self) -> (usize, usize) {
         self.scheduler.load()
+    }
+
+    /// What the model's prefix cache holds and has done.
+    pub fn prefix_stats(&self) -> prefix::PrefixStats {
+        self.scheduler.prefix_stats()
     }
 }
 

@@ -253,6 +253,12 @@ pub struct StepInput<'a> {
 }
 
 impl Sequence {
+    /// The KV cache a prefix cache reads and fills: cortex's decoders' (candle-transformers'
+    /// models keep theirs inside their weights, out of its reach).
+    pub fn prefix_cache(&mut self) -> Option<&mut KvCache> {
+        matches!(self.weights, Weights::Cpu(_) | Weights::Batched(_)).then_some(&mut self.kv)
+    }
+
     /// Runs `tokens` at positions `pos..pos+len` and returns the last position's logits.
     pub fn forward(&mut self, tokens: &[u32], pos: usize) -> Result<Vec<f32>, EngineError> {
         if let Some(logits) = self.weights.step(&mut [Part { cache: &mut self.kv, tokens, pos }]) {

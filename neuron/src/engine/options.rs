@@ -205,6 +205,9 @@ pub struct EngineOptions {
     pub prefill_bits: Bits,
     /// `CANDLE_DEQUANTIZE_ALL`: the CPU decoder widens every matrix to f32 at load.
     pub dequantize_all: bool,
+    /// Bytes of KV blocks each model's prefix cache may hold; `None`: the lifecycle's default
+    /// (see `memory::Footprint::prefix_cache`).
+    pub kv_cache_bytes: Option<u64>,
 }
 
 impl Default for EngineOptions {
@@ -228,6 +231,7 @@ impl EngineOptions {
             decode_bits: Bits::Sixteen,
             prefill_bits: Bits::Sixteen,
             dequantize_all: false,
+            kv_cache_bytes: None,
         }
     }
 

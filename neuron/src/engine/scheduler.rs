@@ -20,6 +20,7 @@ use super::detok::{StopMatcher, TokenStream};
 use super::grammar::{Constraint, Pick, Vocab};
 use super::model::{ModelWeights, Sequence, StepInput};
 use super::output::{token_logprob, Output};
+use super::prefix::{PrefixCache, PrefixStats};
 use super::sampler::Sampler;
 use super::tokenizer::TextTokenizer;
 use super::toolcall::Format;
@@ -40,6 +41,8 @@ pub struct Job {
     /// Shared by the request's choices.
     pub events: UnboundedSender<Event>,
     pub enqueued: Instant,
+    /// The client marked part of the prompt for caching: report the blocks it adds as writes.
+    pub cache_control: bool,
 }
 
 #[derive(Debug, Clone, Copy)]
@@ -50,11 +53,13 @@ pub struct SchedulerConfig {
     pub queue_capacity: usize,
     /// Prompt tokens per engine step, over all the sequences prefilling in it.
     pub prefill_chunk: usize,
+    /// Bytes of KV blocks the model's prefix cache may hold (0: none kept).
+    pub prefix_cache_bytes: usize,
 }
 
 impl Default for SchedulerConfig {
     fn default() -> Self {
-        Self { max_active: 8, queue_capacity: 64, prefill_chunk: 256 }
+        Self { max_active: 8, queue_capacity: 64, prefill_chunk: 256, prefix_cache_bytes: 0 }
     }
 }
 
@@ -75,6 +80,7 @@ pub struct Scheduler {
     shared: Arc<Shared>,
     config: SchedulerConfig,
     metrics: ModelMetrics,
+    prefix: Arc<Mutex<PrefixCache>>,
 }
 
 struct Running {
@@ -82,8 +88,11 @@ struct Running {
     seq: Sequence,
     sampler: Sampler,
     context: Vec<u32>,
-    /// Prompt tokens already run through the model.
+    /// Prompt tokens already run through the model (or taken from the prefix cache).
     prefilled: usize,
+    /// Prompt tokens the prefix cache supplied, and those its prompt added to it.
+    cached: usize,
+    cache_written: usize,
     generated: usize,
     detok: TokenStream,
     output: Output,
@@ -128,9 +137,18 @@ impl Scheduler {
             state: Mutex::new(State { queue: VecDeque::new(), active: 0, closing: false }),
             wake: Condvar::new(),
         });
-        let worker = Worker { shared: shared.clone(), weights, tokenizer, vocab, config, metrics: metrics.clone() };
+        let prefix = Arc::new(Mutex::new(PrefixCache::new(config.prefix_cache_bytes)));
+        let worker = Worker {
+            shared: shared.clone(),
+            weights,
+            tokenizer,
+            vocab,
+            config,
+            metrics: metrics.clone(),
+            prefix: prefix.clone(),
+        };
         std::thread::Builder::new().name(format!("gen-{name}")).spawn(move || worker.run())?;
-        Ok(Self { shared, config, metrics })
+        Ok(Self { shared, config, metrics, prefix })
     }
 
     /// Queues a request's jobs (one per choice) together, or refuses them all when the queue
@@ -161,6 +179,11 @@ impl Scheduler {
         let st = self.shared.state.lock().unwrap_or_else(|p| p.into_inner());
         (st.active, st.queue.len())
     }
+
+    /// What the prefix cache holds and has done.
+    pub fn prefix_stats(&self) -> PrefixStats {
+        self.prefix.lock().unwrap_or_else(|p| p.into_inner()).stats()
+    }
 }
 
 impl Drop for Scheduler {
@@ -177,6 +200,7 @@ struct Worker {
     vocab: Arc<Vocab>,
     config: SchedulerConfig,
     metrics: ModelMetrics,
+    prefix: Arc<Mutex<PrefixCache>>,
 }
 
 impl Worker {
@@ -207,16 +231,20 @@ impl Worker {
             for job in admitted {
                 seed_counter = seed_counter.wrapping_add(0x9E37_79B9_7F4A_7C15);
                 match self.weights.new_sequence() {
-                    Ok(seq) => {
+                    Ok(mut seq) => {
+                        let cached = self.restore(&mut seq, &job.prompt);
                         if job.choice == 0 {
-                            let _ = job.events.send(Event::Started { prompt_tokens: job.prompt.len() as u32 });
+                            let (prompt_tokens, cached_tokens) = (job.prompt.len() as u32, cached as u32);
+                            let _ = job.events.send(Event::Started { prompt_tokens, cached_tokens });
                         }
                         running.push(Running {
                             sampler: Sampler::new(&job.params, seed_counter),
                             output: Output::new(job.choice, StopMatcher::new(job.params.stop.clone()), job.calls),
                             context: job.prompt.clone(),
                             seq,
-                            prefilled: 0,
+                            prefilled: cached,
+                            cached,
+                            cache_written: 0,
                             generated: 0,
                             detok: TokenStream::new(),
                             first_token: None,
@@ -298,6 +326,30 @@ impl Worker {
         }
     }
 
+    /// Starts `seq` from the longest prefix of `prompt` the prefix cache holds; returns the
+    /// positions it supplied.
+    fn restore(&self, seq: &mut Sequence, prompt: &[u32]) -> usize {
+        let Some(kv) = seq.prefix_cache() else { return 0 };
+        let restored = self.prefix.lock().unwrap_or_else(|p| p.into_inner()).restore(prompt);
+        *kv = restored.cache;
+        self.metrics.prefix_hit_tokens.inc_by(restored.tokens as u64);
+        self.metrics.prefix_miss_tokens.inc_by((prompt.len() - restored.tokens) as u64);
+        restored.tokens
+    }
+
+    /// Offers the full blocks of `seq`'s cache, whose positions hold `tokens`, to the prefix
+    /// cache; returns the tokens of blocks it added.
+    fn remember(&self, seq: &mut Sequence, tokens: &[u32]) -> usize {
+        let Some(kv) = seq.prefix_cache() else { return 0 };
+        let mut prefix = self.prefix.lock().unwrap_or_else(|p| p.into_inner());
+        let evicted = prefix.stats().evictions;
+        let added = prefix.insert(tokens, kv);
+        let stats = prefix.stats();
+        self.metrics.prefix_evictions.inc_by(stats.evictions - evicted);
+        self.metrics.prefix_bytes.set(stats.bytes as i64);
+        added
+    }
+
     /// What a sequence's step produced: a prompt chunk (ending at `prompt_end`) moves it on,
     /// and once the prompt is all in, the last position's logits give the next token.
     fn after(&self, r: &mut Running, prompt_end: Option<usize>, logits: Vec<f32>) -> Result<Step, super::EngineError> {
@@ -307,6 +359,7 @@ impl Worker {
                 return Ok(Step::Continue);
             }
             r.prefill_done = Some(Instant::now());
+            r.cache_written = self.remember(&mut r.seq, &r.job.prompt);
         }
         // The raw distribution, kept only when the client asked for log-probabilities.
         let raw = r.job.params.logprobs.map(|top| (logits.clone(), top));
@@ -356,6 +409,12 @@ impl Worker {
     }
 
     fn finish(&self, r: &mut Running, finish: FinishReason) {
+        // The answer's blocks too: an agent's next turn resends it. Then the sequence lets go
+        // of its blocks before its client hears it is done.
+        self.remember(&mut r.seq, &r.context);
+        if let Some(kv) = r.seq.prefix_cache() {
+            *kv = super::kv::KvCache::default();
+        }
         let tail = match finish {
             FinishReason::StopSequence(_) => String::new(),
             _ => r.detok.finish(&self.tokenizer).unwrap_or_default(),
@@ -368,7 +427,7 @@ impl Worker {
         let prefill_secs = prefill_end.duration_since(r.started).as_secs_f64();
         let timings = Timings {
             ttft_ms: first.duration_since(r.job.enqueued).as_secs_f64() * 1e3,
-            prefill_tok_s: if prefill_secs > 0.0 { r.job.prompt.len() as f64 / prefill_secs } else { 0.0 },
+            prefill_tok_s: if prefill_secs > 0.0 { (r.job.prompt.len() - r.cached) as f64 / prefill_secs } else { 0.0 },
             decode_tok_s: if decode_secs > 0.0 && r.generated > 1 {
                 (r.generated - 1) as f64 / decode_secs
             } else {
@@ -376,7 +435,12 @@ impl Worker {
             },
             queue_ms: r.started.duration_since(r.job.enqueued).as_secs_f64() * 1e3,
         };
-        let usage = Usage { prompt_tokens: r.job.prompt.len() as u32, completion_tokens: r.generated as u32 };
+        let usage = Usage {
+            prompt_tokens: r.job.prompt.len() as u32,
+            completion_tokens: r.generated as u32,
+            cached_tokens: r.cached as u32,
+            cache_write_tokens: if r.job.cache_control { r.cache_written as u32 } else { 0 },
+        };
         let _ = r.job.events.send(Event::Done { choice: r.job.choice, finish, usage, timings });
     }
 }

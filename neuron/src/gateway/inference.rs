@@ -159,6 +159,26 @@ impl Drop for Observer {
     }
 }
 
+/// Headers agent clients name their conversation with: `x-session-id`, and Claude Code's own.
+const SESSION_HEADERS: [&str; 2] = ["x-session-id", "x-claude-code-session-id"];
+
+/// `make` with the session a header names as the request's routing hint (over one in the body).
+pub(super) fn in_session(
+    headers: &HeaderMap,
+    make: impl FnOnce(String, String) -> Result<GenerateRequest, GenerateError>,
+) -> impl FnOnce(String, String) -> Result<GenerateRequest, GenerateError> {
+    let session = SESSION_HEADERS
+        .iter()
+        .find_map(|h| headers.get(*h)?.to_str().ok().filter(|v| !v.is_empty()).map(str::to_string));
+    move |id, model| {
+        let mut request = make(id, model)?;
+        if session.is_some() {
+            request.session = session;
+        }
+        Ok(request)
+    }
+}
+
 /// Runs a generation request end to end and answers in `route`'s shape; `id` is the response's.
 pub(super) async fn generate(
     st: &AppState,
@@ -297,7 +317,7 @@ pub async fn chat_completions(
         &req.model,
         req.sampling.is_stream(),
         req.sampling.keep_alive.as_ref(),
-        |id, model| translate::chat_request(&req, id, model),
+        in_session(&headers, |id, model| translate::chat_request(&req, id, model)),
     )
     .await;
     finish(&st, &route, &req.model, res)
@@ -321,7 +341,7 @@ pub async fn completions(
         &req.model,
         req.sampling.is_stream(),
         req.sampling.keep_alive.as_ref(),
-        |id, model| translate::completion_request(&req, id, model),
+        in_session(&headers, |id, model| translate::completion_request(&req, id, model)),
     )
     .await;
     finish(&st, &route, &req.model, res)
@@ -340,7 +360,7 @@ pub async fn messages(State(st): State<AppState>, headers: HeaderMap, body: Resu
         &req.model,
         req.is_stream(),
         req.keep_alive.as_ref(),
-        |id, model| translate::messages_request(&req, id, model),
+        in_session(&headers, |id, model| translate::messages_request(&req, id, model)),
     )
     .await;
     finish(&st, &route, &req.model, res)

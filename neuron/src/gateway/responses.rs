@@ -147,7 +147,7 @@ pub async fn responses(
     });
     let route = Route::Responses(ctx.clone());
     let id = response_id(&st);
-    let res = inference::generate(&st, &route, id, &req.model, req.stream, req.keep_alive.as_ref(), |id, model| {
+    let make = inference::in_session(&headers, |id, model| {
         let request = req.to_neutral(id, model, prior)?;
         if let Prompt::Chat(messages) = &request.prompt {
             // The instructions are this request's own: a follow-up brings its own.
@@ -155,8 +155,8 @@ pub async fn responses(
             *ctx.prompt() = messages[skip..].to_vec();
         }
         Ok(request)
-    })
-    .await;
+    });
+    let res = inference::generate(&st, &route, id, &req.model, req.stream, req.keep_alive.as_ref(), make).await;
     inference::finish(&st, &route, &req.model, res)
 }
 

@@ -6,7 +6,7 @@
 use cortex_proto::embed::{EmbedRequest, EmbedResult};
 use cortex_proto::eviction::KeepAlive;
 use cortex_proto::generate::{ErrorKind, Event, GenerateError, GenerateRequest};
-use cortex_proto::prefix::PrefixKey;
+use cortex_proto::prefix::{session_key, PrefixKey};
 use cortex_proto::routing::{self, Decision, Member};
 use cortex_proto::translate::ReplyShape;
 use tokio::sync::mpsc::UnboundedReceiver;
@@ -61,9 +61,12 @@ pub async fn open(
     };
     let fleet = mesh.fleet();
     let members: Vec<Member<'_>> = fleet.iter().map(|(doc, state)| Member { state: *state, doc }).collect();
-    let prefix = PrefixKey::of(&request);
+    let (prefix, session) = match mesh.cache_aware {
+        true => (PrefixKey::of(&request), request.session.as_deref().map(session_key)),
+        false => (PrefixKey::default(), None),
+    };
     let order: Vec<String> = match routing::route(
-        &routing::Request { model: &model, prefix: &prefix },
+        &routing::Request { model: &model, prefix: &prefix, session, load_margin: mesh.load_margin },
         &mesh.name,
         &members,
         rand::random(),
@@ -120,7 +123,7 @@ pub async fn embed(
     let members: Vec<Member<'_>> = fleet.iter().map(|(doc, state)| Member { state: *state, doc }).collect();
     let prefix = PrefixKey::default();
     let order: Vec<String> = match routing::route(
-        &routing::Request { model: &request.model, prefix: &prefix },
+        &routing::Request { model: &request.model, prefix: &prefix, session: None, load_margin: mesh.load_margin },
         &mesh.name,
         &members,
         rand::random(),

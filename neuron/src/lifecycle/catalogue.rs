@@ -37,6 +37,8 @@ pub struct ModelEntry {
     /// Sampling defaults (`temperature`, `top_p`, `top_k`, `repetition_penalty`) for requests
     /// that leave them unset.
     pub sampling: SamplingParams,
+    /// Bytes of KV blocks this model's prefix cache may keep (0: none).
+    pub kv_cache_bytes: Option<u64>,
 }
 
 impl ModelEntry {
@@ -52,6 +54,7 @@ impl ModelEntry {
             context: None,
             chat_template: None,
             sampling: SamplingParams::default(),
+            kv_cache_bytes: None,
         }
     }
 }
@@ -77,6 +80,7 @@ const MODEL_KEYS: &[&str] = &[
     "top_p",
     "top_k",
     "repetition_penalty",
+    "kv_cache_bytes",
 ];
 
 type RawModels = BTreeMap<Spanned<String>, Spanned<BTreeMap<Spanned<String>, Spanned<toml::Value>>>>;
@@ -177,6 +181,20 @@ impl ModelsFile {
                         match value.as_str().and_then(parse_size).or(value.as_integer().map(|i| i.max(0) as u64)) {
                             Some(n) if n > 0 => entry.memory = Some(n),
                             _ => err(span, &key(name), format!("expected a size such as \"300MiB\", got {value}")),
+                        }
+                    }
+                    "kv_cache_bytes" => {
+                        match value
+                            .as_str()
+                            .and_then(parse_size)
+                            .or(value.as_integer().and_then(|i| u64::try_from(i).ok()))
+                        {
+                            Some(n) => entry.kv_cache_bytes = Some(n),
+                            _ => err(
+                                span,
+                                &key(name),
+                                format!("expected a size such as \"512MiB\" (0: no prefix cache), got {value}"),
+                            ),
                         }
                     }
                     "priority" => match value.as_integer().and_then(|i| i32::try_from(i).ok()) {
@@ -389,6 +407,8 @@ chat_template = "chat.jinja"
         let smol = f.models.iter().find(|m| m.id == "HuggingFaceTB/SmolLM2-135M-Instruct").unwrap();
         assert!(smol.pinned);
         assert_eq!(smol.memory, Some(300 << 20));
+        let llama = f.models.iter().find(|m| m.id == "local-llama").unwrap();
+        assert_eq!(llama.kv_cache_bytes, Some(256 << 20));
     }
 
     #[test]

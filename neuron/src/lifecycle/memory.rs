@@ -155,6 +155,9 @@ pub fn footprint(source: &WeightsSource, gpu: bool, dtype: Option<DType>) -> Opt
     }
 }
 
+/// The most a model's prefix cache keeps by default.
+pub const DEFAULT_PREFIX_CACHE: u64 = 512 << 20;
+
 /// Where a file's metadata names no context.
 pub const UNKNOWN_CONTEXT: usize = 4096;
 /// The least context a model is lowered to for want of memory.
@@ -165,6 +168,12 @@ impl Footprint {
     /// sequence (fewer where it was trained for fewer).
     pub fn estimate(&self, context: usize) -> u64 {
         self.weights + self.kv_per_token * self.trained.unwrap_or(context).min(context) as u64
+    }
+
+    /// Bytes the model's prefix cache may keep: `configured`, else twice a full cache of one
+    /// sequence at `context` tokens, at most [`DEFAULT_PREFIX_CACHE`].
+    pub fn prefix_cache(&self, configured: Option<u64>, context: usize) -> u64 {
+        configured.unwrap_or_else(|| (2 * self.kv_per_token * context as u64).min(DEFAULT_PREFIX_CACHE))
     }
 
     /// The context the model is loaded with: what it was trained for, at most `cap`, lowered so

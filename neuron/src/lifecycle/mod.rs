@@ -107,6 +107,7 @@ impl Models {
                 context: entry.and_then(|e| e.context),
                 chat_template: entry.and_then(|e| e.chat_template.clone()),
                 sampling: entry.map(|e| e.sampling.clone()).unwrap_or_default(),
+                kv_cache_bytes: entry.and_then(|e| e.kv_cache_bytes),
                 footprint: std::sync::OnceLock::new(),
                 load_lock: tokio::sync::Mutex::new(()),
             })
@@ -381,7 +382,13 @@ impl Models {
             return Some(m);
         }
         let (_, context) = self.context(slot)?;
-        Some(self.footprint(slot)?.estimate(context))
+        let f = self.footprint(slot)?;
+        Some(f.estimate(context) + f.prefix_cache(self.kv_cache_setting(slot), context))
+    }
+
+    /// The prefix cache size configured for `slot`: its models.toml entry, else `[engine]`.
+    fn kv_cache_setting(&self, slot: &Slot) -> Option<u64> {
+        slot.kv_cache_bytes.or(self.cfg.engine.kv_cache_bytes)
     }
 
     /// What the model's files say it holds, read once they are there (files fetched later are
@@ -404,7 +411,11 @@ impl Models {
             (Some(a), Some(b)) => Some(a.min(b)),
             (a, b) => a.or(b),
         };
-        Some(self.footprint(slot)?.context_for(cap, self.cfg.device.budget_bytes, sequences))
+        let f = self.footprint(slot)?;
+        // The prefix cache's bytes first (as sized for the longest context it could get).
+        let longest = f.context_for(cap, u64::MAX, sequences).0;
+        let budget = self.cfg.device.budget_bytes.saturating_sub(f.prefix_cache(self.kv_cache_setting(slot), longest));
+        Some(f.context_for(cap, budget, sequences))
     }
 
     /// The engine's options for loading `slot`: its context fitted to the memory budget.
@@ -416,6 +427,9 @@ impl Models {
                     budget_bytes = self.cfg.device.budget_bytes, "context lowered so the memory budget holds every sequence's cache");
             }
             opts.max_context = Some(chosen);
+            if let Some(f) = self.footprint(slot) {
+                opts.scheduler.prefix_cache_bytes = f.prefix_cache(self.kv_cache_setting(slot), chosen) as usize;
+            }
         }
         opts.chat_template.clone_from(&slot.chat_template);
         opts.sampling.clone_from(&slot.sampling);

@@ -40,6 +40,8 @@ pub struct Slot {
     pub(super) context: Option<usize>,
     pub(super) chat_template: Option<String>,
     pub(super) sampling: cortex_proto::generate::SamplingParams,
+    /// models.toml's `kv_cache_bytes`.
+    pub(super) kv_cache_bytes: Option<u64>,
     /// The estimate from the files' metadata, read once (the files do not change under a name).
     pub(super) footprint: std::sync::OnceLock<memory::Footprint>,
     pub(super) inner: Mutex<Inner>,
@@ -109,6 +111,9 @@ pub struct ModelStatus {
     pub keep_alive_secs: Option<f64>,
     pub error: Option<String>,
     pub created: u64,
+    /// The prefix cache of a loaded generator.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub prefix_cache: Option<cortex_proto::placement::CacheDoc>,
 }
 
 impl Slot {
@@ -155,6 +160,17 @@ impl Slot {
             error: i.error.clone(),
             created,
             path,
+            prefix_cache: match i.model.as_deref() {
+                Some(crate::engine::Loaded::Generator(g)) => {
+                    let s = g.prefix_stats();
+                    Some(cortex_proto::placement::CacheDoc {
+                        bytes: s.bytes as u64,
+                        hit_tokens: s.hit_tokens,
+                        miss_tokens: s.miss_tokens,
+                    })
+                }
+                _ => None,
+            },
         }
     }
 }

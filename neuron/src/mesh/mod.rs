@@ -47,6 +47,10 @@ pub struct MeshSettings {
     pub seeds: Vec<Seed>,
     /// This node's HTTP address, published for operators and the CLI.
     pub http: String,
+    /// Cache-aware routing's load guard (`routing::Request::load_margin`).
+    pub load_margin: u32,
+    /// Whether routing looks at prefixes and sessions at all.
+    pub cache_aware: bool,
 }
 
 /// This node's part in the fleet.
@@ -60,6 +64,8 @@ pub struct Mesh {
     node: Arc<Node>,
     metrics: Metrics,
     http: String,
+    pub load_margin: u32,
+    pub cache_aware: bool,
 }
 
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
@@ -96,6 +102,8 @@ impl Mesh {
             node,
             metrics,
             http: settings.http,
+            load_margin: settings.load_margin,
+            cache_aware: settings.cache_aware,
         });
         spawn_in(tracing::info_span!("mesh_accept", node = %name), mesh.clone().accept_loop());
         spawn_in(tracing::info_span!("placement_publish", node = %name), mesh.clone().publish_loop());

@@ -66,6 +66,8 @@ pub struct PeerStatus {
     pub in_flight: u32,
     pub queued: u32,
     pub version: u64,
+    /// The prefix caches of its loaded models, by model id.
+    pub caches: std::collections::BTreeMap<String, cortex_proto::placement::CacheDoc>,
 }
 
 impl Mesh {
@@ -91,6 +93,8 @@ impl Mesh {
                 queued: m.queued as u32,
                 priority: m.priority,
                 idle_ms: m.last_used_secs_ago.map(|s| (s * 1e3) as u64).unwrap_or(u64::MAX / 2),
+                prefixes: if m.state == ModelState::Ready { self.node.prefix_summary(&m.id) } else { Vec::new() },
+                cache: m.prefix_cache,
             })
             .collect();
         PlacementDoc {
@@ -138,7 +142,9 @@ impl Mesh {
             let doc = self.local_doc();
             let publish = match &last {
                 None => true,
-                Some(prev) => !same_content(prev, &doc) || (refresh && prev.load() != doc.load()),
+                // Load figures and prefix summaries move with every request: at most once a
+                // refresh.
+                Some(prev) => !same_content(prev, &doc) || (refresh && !same_load_and_prefixes(prev, &doc)),
             };
             if publish {
                 let mut doc = doc;
@@ -240,6 +246,9 @@ impl Mesh {
                     budget_bytes: doc.map(|d| d.budget_bytes).unwrap_or(0),
                     used_bytes: doc.map(|d| d.used_bytes).unwrap_or(0),
                     version: doc.map(|d| d.version).unwrap_or(0),
+                    caches: doc
+                        .map(|d| d.models.iter().filter_map(|m| Some((m.id.clone(), m.cache?))).collect())
+                        .unwrap_or_default(),
                     name,
                     address,
                     state,
@@ -262,8 +271,15 @@ fn same_content(a: &PlacementDoc, b: &PlacementDoc) -> bool {
             m.idle_ms = 0;
             m.in_flight = 0;
             m.queued = 0;
+            m.prefixes = Vec::new();
+            m.cache = None;
         }
         d
     };
     strip(a) == strip(b)
+}
+
+/// Whether two documents of the same content also agree on load, prefix summaries and caches.
+fn same_load_and_prefixes(a: &PlacementDoc, b: &PlacementDoc) -> bool {
+    a.load() == b.load() && a.models.iter().zip(&b.models).all(|(x, y)| x.prefixes == y.prefixes && x.cache == y.cache)
 }

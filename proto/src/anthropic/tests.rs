@@ -83,7 +83,7 @@ fn message_serializes_like_anthropic() {
         model: "m".into(),
         stop_reason: Some("end_turn".into()),
         stop_sequence: None,
-        usage: AnthUsage { input_tokens: 3, output_tokens: 1 },
+        usage: AnthUsage { input_tokens: 3, output_tokens: 1, ..Default::default() },
     };
     assert_eq!(
         serde_json::to_value(&m).unwrap(),
@@ -91,7 +91,7 @@ fn message_serializes_like_anthropic() {
             "id": "msg_1", "type": "message", "role": "assistant",
             "content": [{"type": "text", "text": "Hi"}], "model": "m",
             "stop_reason": "end_turn", "stop_sequence": null,
-            "usage": {"input_tokens": 3, "output_tokens": 1}
+            "usage": {"input_tokens": 3, "output_tokens": 1, "cache_creation_input_tokens": 0, "cache_read_input_tokens": 0}
         })
     );
 }
@@ -218,4 +218,21 @@ fn call_ids_take_anthropic_s_prefix() {
     assert_eq!(tool_use_id("call_0123456789abcdef01234567"), "toolu_0123456789abcdef01234567");
     assert_eq!(tool_use_id("toolu_01A"), "toolu_01A");
     assert_eq!(tool_use_id("abc"), "toolu_abc");
+}
+
+#[test]
+fn usage_splits_cache_reads_and_writes_from_the_rest_of_the_prompt() {
+    let u =
+        crate::generate::Usage { prompt_tokens: 100, completion_tokens: 7, cached_tokens: 64, cache_write_tokens: 32 };
+    let a = AnthUsage::of(&u);
+    assert_eq!(
+        (a.input_tokens, a.cache_read_input_tokens, a.cache_creation_input_tokens, a.output_tokens),
+        (4, 64, 32, 7)
+    );
+    // Counts from a peer that do not add up cannot underflow.
+    let odd =
+        crate::generate::Usage { prompt_tokens: 10, completion_tokens: 0, cached_tokens: 64, cache_write_tokens: 32 };
+    assert_eq!(AnthUsage::of(&odd).input_tokens, 0);
+    let o = crate::openai::OaiUsage::from(u);
+    assert_eq!((o.prompt_tokens, o.prompt_tokens_details.cached_tokens), (100, 64));
 }

@@ -115,7 +115,7 @@ fn chat_completion_serializes_like_openai() {
             finish_reason: Some("stop".into()),
             logprobs: None,
         }],
-        usage: Usage { prompt_tokens: 5, completion_tokens: 2 }.into(),
+        usage: Usage { prompt_tokens: 5, completion_tokens: 2, ..Default::default() }.into(),
         timings: None,
     };
     assert_eq!(
@@ -125,7 +125,7 @@ fn chat_completion_serializes_like_openai() {
             "model": "m",
             "choices": [{"index": 0, "message": {"role": "assistant", "content": "Hi"},
                          "finish_reason": "stop", "logprobs": null}],
-            "usage": {"prompt_tokens": 5, "completion_tokens": 2, "total_tokens": 7}
+            "usage": {"prompt_tokens": 5, "completion_tokens": 2, "total_tokens": 7, "prompt_tokens_details": {"cached_tokens": 0}}
         })
     );
 }
@@ -151,7 +151,8 @@ fn chunk_usage_has_three_states() {
     // Deserializing keeps a present null apart from a missing key.
     assert_eq!(serde_json::from_value::<ChatCompletionChunk>(null).unwrap().usage, Some(None));
     assert_eq!(serde_json::from_value::<ChatCompletionChunk>(absent).unwrap().usage, None);
-    chunk.usage = Some(Some(OaiUsage { prompt_tokens: 1, completion_tokens: 2, total_tokens: 3 }));
+    chunk.usage =
+        Some(Some(OaiUsage { prompt_tokens: 1, completion_tokens: 2, total_tokens: 3, ..Default::default() }));
     let full = serde_json::to_value(&chunk).unwrap();
     assert_eq!(full["usage"]["total_tokens"], 3);
     assert_eq!(serde_json::from_value::<ChatCompletionChunk>(full).unwrap(), chunk);

@@ -45,6 +45,8 @@ pub fn messages_request(req: &MessagesRequest, id: String, model: String) -> Res
     let mut out = chat(id, model, messages, params);
     with_tools(&mut out, req.tools.as_deref(), req.tool_choice.as_ref())?;
     out.format = output_format(req)?;
+    out.cache_control = req.marks_cache();
+    out.session = req.session().map(str::to_string);
     Ok(out)
 }
 
@@ -299,13 +301,24 @@ fn text_of(content: &AnthContent) -> Result<String, String> {
     match content {
         AnthContent::Text(t) => Ok(t.clone()),
         AnthContent::Blocks(blocks) => {
-            let texts = blocks.iter().map(|b| match b.kind.as_str() {
+            let texts = blocks.iter().filter(|b| !is_billing_header(b)).map(|b| match b.kind.as_str() {
                 "text" => Ok(b.text.clone().unwrap_or_default()),
                 other => Err(other.to_string()),
             });
             Ok(texts.collect::<Result<Vec<_>, _>>()?.join("\n"))
         }
     }
+}
+
+/// A text block that is only Claude Code's `x-anthropic-billing-header: …` line: request
+/// metadata that changes with every request, which in the prompt would defeat the prefix cache
+/// and cache-aware routing (and means nothing to a model).
+fn is_billing_header(b: &AnthBlock) -> bool {
+    b.kind == "text"
+        && b.text.as_deref().is_some_and(|t| {
+            let t = t.trim();
+            t.starts_with("x-anthropic-billing-header:") && !t.contains('\n')
+        })
 }
 
 #[cfg(test)]

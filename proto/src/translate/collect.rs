@@ -70,7 +70,7 @@ impl Collected {
             self.error = Some(error);
             return;
         }
-        if let Event::Started { prompt_tokens } = ev {
+        if let Event::Started { prompt_tokens, .. } = ev {
             self.usage.prompt_tokens = prompt_tokens;
             return;
         }
@@ -100,8 +100,7 @@ impl Collected {
             }
             Event::Done { finish, usage, timings, .. } => {
                 c.finish = Some(finish);
-                self.usage.prompt_tokens = usage.prompt_tokens;
-                self.usage.completion_tokens = self.usage.completion_tokens.saturating_add(usage.completion_tokens);
+                self.usage.add_choice(&usage);
                 if choice == 0 {
                     self.timings = timings;
                 }
@@ -185,7 +184,7 @@ pub fn message(id: &str, model: &str, c: &Collected) -> anthropic::Message {
         model: model.into(),
         stop_reason: ch.finish.as_ref().map(|f| anthropic::stop_reason(f).into()),
         stop_sequence: ch.finish.as_ref().and_then(anthropic::stop_sequence),
-        usage: anthropic::AnthUsage { input_tokens: c.usage.prompt_tokens, output_tokens: c.usage.completion_tokens },
+        usage: anthropic::AnthUsage::of(&c.usage),
     }
 }
 

@@ -15,7 +15,7 @@ fn sample(ttft: u64, gaps: &[u64], prompt: u64, completion: u64) -> Sample {
         total: ms(ttft + gaps.iter().sum::<u64>()),
         prompt_tokens: prompt,
         completion_tokens: completion,
-        inputs: 0,
+        ..Sample::default()
     }
 }
 

@@ -363,3 +363,29 @@ fn count_tokens_request_carries_system_and_tools() {
     .unwrap();
     assert!(count_tokens_request(&server, "c".into(), "m".into()).unwrap_err().message.contains("web_search_20250305"));
 }
+
+#[test]
+fn claude_codes_billing_line_stays_out_of_the_prompt_and_its_session_and_cache_marks_are_kept() {
+    let r = anth(json!({
+        "model": "m", "max_tokens": 8,
+        "system": [{"type": "text", "text": "x-anthropic-billing-header: cc_version=2.1.332.a1b; cc_entrypoint=sdk-cli; cch=0f3e;"},
+                   {"type": "text", "text": "You are Claude Code.", "cache_control": {"type": "ephemeral"}}],
+        "messages": [{"role": "user", "content": "hi"}],
+        "metadata": {"user_id": "user_ab12_account__session_5f0c"}
+    }))
+    .unwrap();
+    assert_eq!(r.prompt, Prompt::Chat(vec![msg(Role::System, "You are Claude Code."), msg(Role::User, "hi")]));
+    assert!(r.cache_control);
+    assert_eq!(r.session.as_deref(), Some("user_ab12_account__session_5f0c"));
+    // A system text that merely mentions the header is the operator's, and stays.
+    let kept = anth(json!({
+        "model": "m", "max_tokens": 8, "system": [{"type": "text", "text": "x-anthropic-billing-header: a\nAnd more."}],
+        "messages": [{"role": "user", "content": "hi"}]
+    }))
+    .unwrap();
+    assert_eq!(
+        kept.prompt,
+        Prompt::Chat(vec![msg(Role::System, "x-anthropic-billing-header: a\nAnd more."), msg(Role::User, "hi")])
+    );
+    assert!(!kept.cache_control && kept.session.is_none());
+}

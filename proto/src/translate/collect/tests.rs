@@ -8,7 +8,12 @@ use crate::tools::{Tool, ToolInput};
 const TIMINGS: Timings = Timings { ttft_ms: 12.5, prefill_tok_s: 400.0, decode_tok_s: 50.0, queue_ms: 1.0 };
 
 fn done(choice: u32, finish: FinishReason, completion_tokens: u32) -> Event {
-    Event::Done { choice, finish, usage: Usage { prompt_tokens: 5, completion_tokens }, timings: TIMINGS }
+    Event::Done {
+        choice,
+        finish,
+        usage: Usage { prompt_tokens: 5, completion_tokens, ..Default::default() },
+        timings: TIMINGS,
+    }
 }
 
 fn text(choice: u32, text: &str) -> Event {
@@ -33,11 +38,17 @@ fn collect(shape: ReplyShape, events: Vec<Event>) -> Collected {
 }
 
 fn collected(finish: FinishReason) -> Collected {
-    let events = vec![Event::Started { prompt_tokens: 5 }, Event::text("Hel"), Event::text("lo"), done(0, finish, 2)];
+    let events = vec![
+        Event::Started { prompt_tokens: 5, cached_tokens: 0 },
+        Event::text("Hel"),
+        Event::text("lo"),
+        done(0, finish, 2),
+    ];
     collect(ReplyShape::default(), events)
 }
 
-const USAGE: &str = r#"{"prompt_tokens": 5, "completion_tokens": 2, "total_tokens": 7}"#;
+const USAGE: &str =
+    r#"{"prompt_tokens": 5, "completion_tokens": 2, "total_tokens": 7, "prompt_tokens_details": {"cached_tokens": 0}}"#;
 
 fn parse(s: &str) -> Value {
     serde_json::from_str(s).unwrap()
@@ -87,7 +98,7 @@ fn collected_builds_completion_and_message() {
             "id": "msg_1", "type": "message", "role": "assistant",
             "content": [{"type": "text", "text": "Hello"}], "model": "claude-x",
             "stop_reason": "stop_sequence", "stop_sequence": "END",
-            "usage": {"input_tokens": 5, "output_tokens": 2}
+            "usage": {"input_tokens": 5, "output_tokens": 2, "cache_creation_input_tokens": 0, "cache_read_input_tokens": 0}
         })
     );
 }
@@ -95,7 +106,7 @@ fn collected_builds_completion_and_message() {
 #[test]
 fn collected_keeps_the_error() {
     let mut c = Collected::default();
-    c.push(Event::Started { prompt_tokens: 3 });
+    c.push(Event::Started { prompt_tokens: 3, cached_tokens: 0 });
     c.push(Event::Error { error: GenerateError::new(ErrorKind::Internal, "engine died") });
     assert!(c.is_finished());
     assert_eq!(c.error.as_ref().map(|e| e.kind), Some(ErrorKind::Internal));
@@ -112,7 +123,7 @@ fn collected_keeps_the_error() {
 /// Two calls, their arguments in pieces, and no text.
 fn two_calls() -> Vec<Event> {
     vec![
-        Event::Started { prompt_tokens: 5 },
+        Event::Started { prompt_tokens: 5, cached_tokens: 0 },
         tool_call(0, 0, "call_abc", "get_weather"),
         args(0, 0, r#"{"city":"#),
         args(0, 0, r#""Paris"}"#),
@@ -159,7 +170,7 @@ fn tool_calls_only_in_both_dialects() {
                 {"type": "tool_use", "id": "toolu_def", "name": "get_weather", "input": {"city": "Rome"}}
             ],
             "stop_reason": "tool_use", "stop_sequence": null,
-            "usage": {"input_tokens": 5, "output_tokens": 2}
+            "usage": {"input_tokens": 5, "output_tokens": 2, "cache_creation_input_tokens": 0, "cache_read_input_tokens": 0}
         })
     );
 }
@@ -236,7 +247,7 @@ fn anthropic_input_is_an_object_even_from_broken_arguments() {
 fn n_choices_interleave_and_usage_counts_the_prompt_once() {
     let shape = ReplyShape { n: 2, ..ReplyShape::default() };
     let events = vec![
-        Event::Started { prompt_tokens: 5 },
+        Event::Started { prompt_tokens: 5, cached_tokens: 0 },
         text(1, "B"),
         text(0, "A"),
         text(1, "b"),
@@ -260,7 +271,10 @@ fn n_choices_interleave_and_usage_counts_the_prompt_once() {
             {"index": 1, "message": {"role": "assistant", "content": "Bb"}, "finish_reason": "length", "logprobs": null}
         ])
     );
-    assert_eq!(v["usage"], json!({"prompt_tokens": 5, "completion_tokens": 5, "total_tokens": 10}));
+    assert_eq!(
+        v["usage"],
+        json!({"prompt_tokens": 5, "completion_tokens": 5, "total_tokens": 10, "prompt_tokens_details": {"cached_tokens": 0}})
+    );
     let v = serde_json::to_value(completion("c", "m", 1, &c)).unwrap();
     assert_eq!(
         v["choices"],

@@ -5,7 +5,7 @@ use serde_json::{Map, Value};
 
 use super::SseFrame;
 use crate::anthropic::{self, BlockDelta, ContentBlock, DeltaUsage, MessageDeltaBody, StreamEvent};
-use crate::generate::Event;
+use crate::generate::{Event, Usage};
 
 /// The content block being streamed.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -66,7 +66,7 @@ impl AnthropicStream {
         SseFrame::json(Some(ev.name()), ev)
     }
 
-    fn message_start(&mut self, prompt_tokens: u32) -> SseFrame {
+    fn message_start(&mut self, prompt_tokens: u32, cached_tokens: u32) -> SseFrame {
         self.started = true;
         let message = anthropic::Message {
             id: self.id.clone(),
@@ -76,7 +76,7 @@ impl AnthropicStream {
             model: self.model.clone(),
             stop_reason: None,
             stop_sequence: None,
-            usage: anthropic::AnthUsage { input_tokens: prompt_tokens, output_tokens: 0 },
+            usage: anthropic::AnthUsage::of(&Usage { prompt_tokens, cached_tokens, ..Usage::default() }),
         };
         Self::frame(&StreamEvent::MessageStart { message })
     }
@@ -114,9 +114,9 @@ impl AnthropicStream {
                 out.push(Self::frame(&StreamEvent::Error { error }));
                 return out;
             }
-            Event::Started { prompt_tokens } => {
+            Event::Started { prompt_tokens, cached_tokens } => {
                 if !self.started {
-                    out.push(self.message_start(*prompt_tokens));
+                    out.push(self.message_start(*prompt_tokens, *cached_tokens));
                 }
                 return out;
             }
@@ -130,7 +130,7 @@ impl AnthropicStream {
             }
         }
         if !self.started {
-            out.push(self.message_start(0));
+            out.push(self.message_start(0, 0));
         }
         match ev {
             Event::Text { text, .. } => {
@@ -177,7 +177,7 @@ impl AnthropicStream {
                     stop_reason: Some(anthropic::stop_reason(finish).into()),
                     stop_sequence: anthropic::stop_sequence(finish),
                 };
-                let usage = DeltaUsage { output_tokens: usage.completion_tokens };
+                let usage = DeltaUsage::of(usage);
                 out.push(Self::frame(&StreamEvent::MessageDelta { delta, usage }));
                 out.push(Self::frame(&StreamEvent::MessageStop));
             }

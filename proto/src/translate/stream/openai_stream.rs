@@ -34,8 +34,7 @@ impl<S: Default + Clone> Choices<S> {
     /// Records choice `i`'s end; true when it was the last.
     fn finish(&mut self, i: usize, usage: &Usage) -> bool {
         self.done[i] = true;
-        self.usage.prompt_tokens = usage.prompt_tokens;
-        self.usage.completion_tokens = self.usage.completion_tokens.saturating_add(usage.completion_tokens);
+        self.usage.add_choice(usage);
         self.finished = self.done.iter().all(|&d| d);
         self.finished
     }
@@ -128,7 +127,7 @@ impl OpenAiChatStream {
             self.choices.finished = true;
             return openai_error_frames(error);
         }
-        if let Event::Started { prompt_tokens } = ev {
+        if let Event::Started { prompt_tokens, .. } = ev {
             self.choices.usage.prompt_tokens = *prompt_tokens;
             for i in 0..self.choices.states.len() {
                 if !self.choices.done[i] {
@@ -247,7 +246,7 @@ impl OpenAiCompletionStream {
             return Vec::new();
         }
         match ev {
-            Event::Started { prompt_tokens } => {
+            Event::Started { prompt_tokens, .. } => {
                 self.choices.usage.prompt_tokens = *prompt_tokens;
                 return Vec::new();
             }

@@ -24,7 +24,12 @@ pub(super) fn text(choice: u32, text: &str) -> Event {
 }
 
 pub(super) fn done(choice: u32, finish: FinishReason, completion_tokens: u32) -> Event {
-    Event::Done { choice, finish, usage: Usage { prompt_tokens: 4, completion_tokens }, timings: TIMINGS }
+    Event::Done {
+        choice,
+        finish,
+        usage: Usage { prompt_tokens: 4, completion_tokens, ..Default::default() },
+        timings: TIMINGS,
+    }
 }
 
 pub(super) fn tool_call(choice: u32, index: u32, id: &str, name: &str) -> Event {
@@ -37,13 +42,13 @@ pub(super) fn args(choice: u32, index: u32, fragment: &str) -> Event {
 
 /// "Hel", "lo", then the end.
 pub(super) fn hello(finish: FinishReason) -> Vec<Event> {
-    vec![Event::Started { prompt_tokens: 4 }, text(0, "Hel"), text(0, "lo"), done(0, finish, 2)]
+    vec![Event::Started { prompt_tokens: 4, cached_tokens: 0 }, text(0, "Hel"), text(0, "lo"), done(0, finish, 2)]
 }
 
 /// Two calls, no text.
 pub(super) fn two_calls() -> Vec<Event> {
     vec![
-        Event::Started { prompt_tokens: 4 },
+        Event::Started { prompt_tokens: 4, cached_tokens: 0 },
         tool_call(0, 0, "call_abc", "get_weather"),
         args(0, 0, r#"{"city":"#),
         args(0, 0, r#""Paris"}"#),

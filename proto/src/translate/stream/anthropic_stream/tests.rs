@@ -12,7 +12,8 @@ fn message_start(input_tokens: u32) -> Value {
     json!({"type": "message_start", "message": {
         "id": "msg_1", "type": "message", "role": "assistant", "content": [],
         "model": "claude-x", "stop_reason": null, "stop_sequence": null,
-        "usage": {"input_tokens": input_tokens, "output_tokens": 0}}})
+        "usage": {"input_tokens": input_tokens, "output_tokens": 0,
+                  "cache_creation_input_tokens": 0, "cache_read_input_tokens": 0}}})
 }
 
 fn block_start(index: u32, block: Value) -> Value {
@@ -37,7 +38,8 @@ fn block_stop(index: u32) -> Value {
 
 fn message_delta(stop_reason: &str, output_tokens: u32) -> Value {
     json!({"type": "message_delta", "delta": {"stop_reason": stop_reason, "stop_sequence": null},
-           "usage": {"output_tokens": output_tokens}})
+           "usage": {"output_tokens": output_tokens, "input_tokens": 4,
+                      "cache_creation_input_tokens": 0, "cache_read_input_tokens": 0}})
 }
 
 fn stream() -> AnthropicStream {
@@ -66,7 +68,7 @@ fn anthropic_stream_of_text() {
             text_delta(0, "lo"),
             block_stop(0),
             json!({"type": "message_delta", "delta": {"stop_reason": "stop_sequence", "stop_sequence": "END"},
-                   "usage": {"output_tokens": 2}}),
+                   "usage": {"output_tokens": 2, "input_tokens": 4, "cache_creation_input_tokens": 0, "cache_read_input_tokens": 0}}),
             json!({"type": "message_stop"})
         ]
     );
@@ -99,7 +101,7 @@ fn anthropic_stream_of_two_tool_calls() {
 fn anthropic_stream_of_text_then_a_call() {
     let mut s = stream();
     let events = [
-        Event::Started { prompt_tokens: 4 },
+        Event::Started { prompt_tokens: 4, cached_tokens: 0 },
         text(0, "Let me check."),
         tool_call(0, 0, "call_abc", "get_weather"),
         args(0, 0, "{\"city\": \"Paris\"}"),
@@ -129,7 +131,10 @@ fn anthropic_stream_of_text_then_a_call() {
 #[test]
 fn anthropic_stream_of_nothing_has_one_empty_text_block() {
     let mut s = stream();
-    let frames = run(|e| s.on_event(e), &[Event::Started { prompt_tokens: 4 }, done(0, FinishReason::Length, 0)]);
+    let frames = run(
+        |e| s.on_event(e),
+        &[Event::Started { prompt_tokens: 4, cached_tokens: 0 }, done(0, FinishReason::Length, 0)],
+    );
     assert_eq!(
         datas(&frames),
         [
@@ -146,7 +151,7 @@ fn anthropic_stream_of_nothing_has_one_empty_text_block() {
 #[test]
 fn anthropic_stream_maps_errors() {
     let mut s = stream();
-    let mut frames = s.on_event(&Event::Started { prompt_tokens: 2 });
+    let mut frames = s.on_event(&Event::Started { prompt_tokens: 2, cached_tokens: 0 });
     frames.extend(s.on_event(&Event::Error { error: GenerateError::new(ErrorKind::Unavailable, "Overloaded") }));
     assert_eq!(names(&frames), ["message_start", "error"]);
     assert_eq!(

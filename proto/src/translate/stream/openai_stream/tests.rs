@@ -35,7 +35,8 @@ fn usage_chunk(completion_tokens: u32) -> Value {
     json!({"id": "chatcmpl-1", "object": "chat.completion.chunk", "created": 1700, "model": "helexa/small",
            "system_fingerprint": SYSTEM_FINGERPRINT, "choices": [],
            "usage": {"prompt_tokens": 4, "completion_tokens": completion_tokens,
-                     "total_tokens": 4 + completion_tokens}})
+                     "total_tokens": 4 + completion_tokens,
+                     "prompt_tokens_details": {"cached_tokens": 0}}})
 }
 
 fn datas(frames: &[SseFrame]) -> Vec<Value> {
@@ -138,7 +139,7 @@ fn openai_chat_stream_of_text_then_a_call_and_a_custom_call() {
 fn openai_chat_stream_of_two_interleaved_choices() {
     let mut s = chat(true, ReplyShape { n: 2, ..ReplyShape::default() });
     let events = [
-        Event::Started { prompt_tokens: 4 },
+        Event::Started { prompt_tokens: 4, cached_tokens: 0 },
         text(1, "B"),
         text(0, "A"),
         done(1, FinishReason::Length, 1),
@@ -201,7 +202,7 @@ fn openai_chat_stream_carries_logprobs_with_their_text() {
 #[test]
 fn openai_chat_stream_error_frame_then_done() {
     let mut s = chat(true, ReplyShape { n: 2, ..ReplyShape::default() });
-    let mut frames = s.on_event(&Event::Started { prompt_tokens: 1 });
+    let mut frames = s.on_event(&Event::Started { prompt_tokens: 1, cached_tokens: 0 });
     frames.extend(s.on_event(&done(0, FinishReason::Stop, 1)));
     frames.extend(s.on_event(&Event::Error { error: GenerateError::new(ErrorKind::Internal, "CUDA out of memory") }));
     assert_eq!(frames.len(), 5);
@@ -262,7 +263,7 @@ fn openai_completion_stream_of_two_choices_with_logprobs() {
     let tok =
         |t: &str, l: f32| TokenLogprob { token: t.into(), bytes: t.as_bytes().to_vec(), logprob: l, top: Vec::new() };
     let events = [
-        Event::Started { prompt_tokens: 4 },
+        Event::Started { prompt_tokens: 4, cached_tokens: 0 },
         Event::Text { choice: 1, text: "né".into(), logprobs: vec![tok("n", -0.5), tok("é", -0.25)] },
         Event::Text { choice: 0, text: "a".into(), logprobs: vec![tok("a", -1.0)] },
         Event::Text { choice: 1, text: "e".into(), logprobs: vec![tok("e", -2.0)] },
@@ -286,7 +287,10 @@ fn openai_completion_stream_of_two_choices_with_logprobs() {
             json!({"index": 1, "text": "", "finish_reason": "length", "logprobs": null}),
         ]
     );
-    assert_eq!(data(&frames[5])["usage"], json!({"prompt_tokens": 4, "completion_tokens": 4, "total_tokens": 8}));
+    assert_eq!(
+        data(&frames[5])["usage"],
+        json!({"prompt_tokens": 4, "completion_tokens": 4, "total_tokens": 8, "prompt_tokens_details": {"cached_tokens": 0}})
+    );
     assert_eq!(frames[6], SseFrame::done());
     assert_eq!(frames.len(), 7);
 }
