@@ -47,7 +47,7 @@ def start(binary: Path, cache: str) -> tuple[subprocess.Popen, str]:
 
 def run(binary: Path, url: str, a: argparse.Namespace) -> dict:
     out = subprocess.run(
-        [str(binary), "bench", MODEL.stem, "--turns", str(a.turns), "--sessions", str(a.sessions),
+        [str(binary), "bench", "helexa/small", "--turns", str(a.turns), "--sessions", str(a.sessions),
          "--system-tokens", str(a.system_tokens), "--prompt-tokens", "32", "--max-tokens", str(a.max_tokens),
          "--json", "--quiet"],
         env={**os.environ, "CORTEX_ENDPOINT": url}, check=True, capture_output=True, text=True).stdout
