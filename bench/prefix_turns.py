@@ -6,9 +6,12 @@ median of the rounds and the ratio (off / on: how many times faster the cache ma
 
     cargo build --release
     python3 bench/prefix_turns.py [--rounds 3] [--sessions 8] [--turns 10] [--system-tokens 1500]
-        [--cortex target/release/cortex]
+        [--cortex target/release/cortex] [--neurons 3]
 
-The mesh half (three neurons, load-based against cache-aware routing) is not scripted yet.
+With --neurons 3 it starts a fleet of three on this machine (they share its cores), the model
+loaded on each, and compares (a) no cache, load-based routing, (b) cache, load-based routing
+(`[mesh] cache_aware = false`) and (c) cache with cache-aware routing, every run through the
+first neuron as gateway.
 """
 
 from __future__ import annotations
@@ -21,28 +24,71 @@ import statistics
 import subprocess
 import tempfile
 import time
+import urllib.request
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
 MODEL = REPO / "models" / "SmolLM2-135M-Instruct.Q4_1.gguf"
 
 
-def start(binary: Path, cache: str) -> tuple[subprocess.Popen, str]:
-    home = Path(tempfile.mkdtemp(prefix="bench-turns-"))
+def serve(binary: Path, home: Path, config: str, extra: list[str]) -> tuple[subprocess.Popen, str, str]:
+    """Starts a neuron in `home` (the model linked there); returns it, its HTTP URL and mesh address."""
+    home.mkdir(parents=True, exist_ok=True)
     (home / MODEL.name).symlink_to(MODEL)
-    (home / "cortex.toml").write_text(f'[engine]\nkv_cache_bytes = "{cache}"\n' if cache else "")
+    (home / "cortex.toml").write_text(config)
     log = home / "serve.log"
     proc = subprocess.Popen(
         [str(binary), "serve", "--listen", "127.0.0.1:0", "--metrics-listen", "127.0.0.1:0",
-         "--models-dir", str(home), "--config", str(home / "cortex.toml")],
+         "--models-dir", str(home), "--config", str(home / "cortex.toml"), *extra],
         stderr=open(log, "w"), stdout=subprocess.DEVNULL, env={**os.environ, "RUST_LOG": "info", "NO_COLOR": "1"})
     for _ in range(300):
-        m = re.search(r"neuron listening http=(\S+)", log.read_text())
-        if m:
-            return proc, f"http://{m.group(1)}"
+        text = log.read_text()
+        m = re.search(r"neuron listening http=(\S+)", text)
+        mesh = re.search(r"advertised=(\S+)", text)
+        if m and (mesh or "--mesh-listen" not in extra):
+            return proc, f"http://{m.group(1)}", mesh.group(1) if mesh else ""
         time.sleep(0.1)
     proc.kill()
     raise SystemExit(f"cortex did not start:\n{log.read_text()}")
+
+
+CONFIGS = {
+    "off": '[engine]\nkv_cache_bytes = "0"\n[mesh]\ncache_aware = false\n',
+    "on": "[mesh]\ncache_aware = false\n",
+    "aware": "",
+}
+
+
+def start(binary: Path, name: str, neurons: int) -> tuple[list[subprocess.Popen], str]:
+    """One neuron, or a fleet of `neurons` joined through the first, each with the model loaded."""
+    work = Path(tempfile.mkdtemp(prefix="bench-turns-"))
+    if neurons == 1:
+        proc, url, _ = serve(binary, work / "n0", CONFIGS[name], [])
+        return [proc], url
+    tls = work / "tls"
+    subprocess.run([str(binary), "init", "--dir", str(tls)], check=True, capture_output=True)
+    procs, urls, seed = [], [], None
+    for i in range(neurons):
+        subprocess.run([str(binary), "cert", "issue", f"n{i}", "--dir", str(tls), "--ip", "127.0.0.1"],
+                       check=True, capture_output=True)
+        extra = ["--name", f"n{i}", "--tls-dir", str(tls), "--mesh-listen", "127.0.0.1:0"]
+        if seed:
+            extra += ["--join", seed]
+        proc, url, mesh = serve(binary, work / f"n{i}", CONFIGS[name], extra)
+        seed = seed or mesh
+        procs.append(proc)
+        urls.append(url)
+    for url in urls:
+        req = urllib.request.Request(f"{url}/cortex/v1/load", json.dumps({"model": "helexa/small"}).encode(),
+                                     {"content-type": "application/json"})
+        urllib.request.urlopen(req, timeout=600).read()
+    # Wait until the gateway sees the model ready on every neuron.
+    for _ in range(300):
+        status = json.load(urllib.request.urlopen(f"{urls[0]}/cortex/v1/status", timeout=10))
+        if sum(1 for p in status.get("peers", []) if p.get("loaded")) >= neurons - 1:
+            break
+        time.sleep(0.2)
+    return procs, urls[0]
 
 
 def run(binary: Path, url: str, a: argparse.Namespace) -> dict:
@@ -66,24 +112,30 @@ def main() -> None:
     p.add_argument("--system-tokens", type=int, default=1500)
     p.add_argument("--max-tokens", type=int, default=16)
     p.add_argument("--cortex", type=Path, default=REPO / "target" / "release" / "cortex")
+    p.add_argument("--neurons", type=int, default=1)
     a = p.parse_args()
     cpu = next((l.split(":", 1)[1].strip() for l in open("/proc/cpuinfo") if l.startswith("model name")), "?")
-    print(f"{cpu}, {os.cpu_count()} CPUs; {a.sessions} sessions x {a.turns} turns, system ~{a.system_tokens} tokens")
-    results: dict[str, list[dict]] = {"off": [], "on": []}
+    print(f"{cpu}, {os.cpu_count()} CPUs; {a.neurons} neuron(s); {a.sessions} sessions x {a.turns} turns, "
+          f"system ~{a.system_tokens} tokens")
+    names = ["off", "on"] + (["aware"] if a.neurons > 1 else [])
+    results: dict[str, list[dict]] = {n: [] for n in names}
     for i in range(a.rounds):
-        for name in (["off", "on"] if i % 2 == 0 else ["on", "off"]):
-            proc, url = start(a.cortex, "0" if name == "off" else "")
+        for name in (names if i % 2 == 0 else names[::-1]):
+            procs, url = start(a.cortex, name, a.neurons)
             try:
                 results[name].append(run(a.cortex, url, a))
             finally:
-                proc.terminate()
-                proc.wait()
-            print(f"round {i + 1} cache {name:3}: {json.dumps(results[name][-1])}", flush=True)
+                for proc in procs:
+                    proc.terminate()
+                    proc.wait()
+            print(f"round {i + 1} {name:5}: {json.dumps(results[name][-1])}", flush=True)
+    base = "off"
     for key in ("turn_last_p50_ms", "turn_last_p95_ms", "turn1_p50_ms", "throughput_tok_s"):
-        off = statistics.median(r[key] for r in results["off"])
-        on = statistics.median(r[key] for r in results["on"])
-        ratio = on / off if key == "throughput_tok_s" else off / on
-        print(f"median {key:18}: off {off:9.1f}  on {on:9.1f}  improvement x{ratio:.2f}")
+        med = {n: statistics.median(r[key] for r in results[n]) for n in names}
+        ratios = "  ".join(
+            f"{n}/{base} x{(med[n] / med[base]) if key == 'throughput_tok_s' else (med[base] / med[n]):.2f}"
+            for n in names[1:])
+        print(f"median {key:18}: " + "  ".join(f"{n} {med[n]:9.1f}" for n in names) + f"   ({ratios}; higher is better)")
 
 
 if __name__ == "__main__":
