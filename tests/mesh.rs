@@ -189,7 +189,12 @@ fn embeddings_are_served_by_the_peer_that_holds_the_model() {
     let b = node(d[1].path(), tls.path(), "b", None, &[]);
     let a = node(d[0].path(), tls.path(), "a", Some(&b), &[]);
     let id = "all-MiniLM-L6-v2";
-    assert!(a.eventually(Duration::from_secs(30), || model_entry(&a, id).is_some()), "{}", a.log());
+    // a's own catalogue knows the model too (it could fetch it): wait until a sees b offer it,
+    // so that the request goes to b's copy rather than to a cold load on a.
+    let offered_by_b = || {
+        model_entry(&a, id).is_some_and(|m| m["feasible_on"].as_array().is_some_and(|on| on.iter().any(|n| n == "b")))
+    };
+    assert!(a.eventually(Duration::from_secs(30), offered_by_b), "{}", a.log());
     let req = json!({"model": id, "input": ["a cat on a mat", "stocks fell"], "encoding_format": "float"});
     let (code, via_a) = post(&a.url("/v1/embeddings"), &req);
     assert_eq!(code, 200, "{via_a}");
