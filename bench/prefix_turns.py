@@ -6,7 +6,7 @@ median of the rounds and the ratio (off / on: how many times faster the cache ma
 
     cargo build --release
     python3 bench/prefix_turns.py [--rounds 3] [--sessions 8] [--turns 10] [--system-tokens 1500]
-        [--cortex target/release/cortex] [--neurons 3]
+        [--cortex target/release/cortex] [--neurons 3] [--off-rounds N]
 
 With --neurons 3 it starts a fleet of three on this machine (they share its cores), the model
 loaded on each, and compares (a) no cache, load-based routing, (b) cache, load-based routing
@@ -101,7 +101,8 @@ def run(binary: Path, url: str, a: argparse.Namespace) -> dict:
     last = r["per_turn"][-1]
     return {"turn_last_p50_ms": last["ttft_p50_ms"], "turn_last_p95_ms": last["ttft_p95_ms"],
             "turn1_p50_ms": r["per_turn"][0]["ttft_p50_ms"], "throughput_tok_s": r["throughput_tok_s"],
-            "cached_share_last": last["cached_share"], "failed": sum(t["failed"] for t in r["per_turn"])}
+            "cached_share_last": last["cached_share"], "failed": sum(t["failed"] for t in r["per_turn"]),
+            "per_turn": [(t["ttft_p50_ms"], t["ttft_p95_ms"]) for t in r["per_turn"]]}
 
 
 def main() -> None:
@@ -113,6 +114,9 @@ def main() -> None:
     p.add_argument("--max-tokens", type=int, default=16)
     p.add_argument("--cortex", type=Path, default=REPO / "target" / "release" / "cortex")
     p.add_argument("--neurons", type=int, default=1)
+    # The cache-off run is the long one (every turn recomputes the whole conversation): this
+    # many rounds include it, the rest compare the cached configurations alone.
+    p.add_argument("--off-rounds", type=int, default=None)
     a = p.parse_args()
     cpu = next((l.split(":", 1)[1].strip() for l in open("/proc/cpuinfo") if l.startswith("model name")), "?")
     print(f"{cpu}, {os.cpu_count()} CPUs; {a.neurons} neuron(s); {a.sessions} sessions x {a.turns} turns, "
@@ -120,7 +124,10 @@ def main() -> None:
     names = ["off", "on"] + (["aware"] if a.neurons > 1 else [])
     results: dict[str, list[dict]] = {n: [] for n in names}
     for i in range(a.rounds):
-        for name in (names if i % 2 == 0 else names[::-1]):
+        order = names if i % 2 == 0 else names[::-1]
+        if a.off_rounds is not None and i >= a.off_rounds:
+            order = [n for n in order if n != "off"]
+        for name in order:
             procs, url = start(a.cortex, name, a.neurons)
             try:
                 results[name].append(run(a.cortex, url, a))
@@ -128,14 +135,28 @@ def main() -> None:
                 for proc in procs:
                     proc.terminate()
                     proc.wait()
-            print(f"round {i + 1} {name:5}: {json.dumps(results[name][-1])}", flush=True)
+            shown = {k: v for k, v in results[name][-1].items() if k != "per_turn"}
+            print(f"round {i + 1} {name:5}: {json.dumps(shown)}", flush=True)
     base = "off"
     for key in ("turn_last_p50_ms", "turn_last_p95_ms", "turn1_p50_ms", "throughput_tok_s"):
         med = {n: statistics.median(r[key] for r in results[n]) for n in names}
+        # Against no cache, and (on a fleet) cache-aware routing against load routing.
+        pairs = [(n, base) for n in names[1:]] + ([("aware", "on")] if "aware" in names else [])
         ratios = "  ".join(
-            f"{n}/{base} x{(med[n] / med[base]) if key == 'throughput_tok_s' else (med[base] / med[n]):.2f}"
-            for n in names[1:])
+            f"{n}/{b} x{(med[n] / med[b]) if key == 'throughput_tok_s' else (med[b] / med[n]):.2f}"
+            for n, b in pairs)
         print(f"median {key:18}: " + "  ".join(f"{n} {med[n]:9.1f}" for n in names) + f"   ({ratios}; higher is better)")
+    # TTFT p50 / p95 per turn (medians over the rounds), in seconds.
+    print("turn  " + "  ".join(f"{n + ' p50/p95 s':>18}" for n in names))
+    for t in range(a.turns):
+        cells = []
+        for n in names:
+            p50 = statistics.median(r["per_turn"][t][0] for r in results[n]) / 1000
+            p95 = statistics.median(r["per_turn"][t][1] for r in results[n]) / 1000
+            cells.append(f"{p50:8.2f} / {p95:7.2f}")
+        print(f"{t + 1:>4}  " + "  ".join(f"{c:>18}" for c in cells))
+    share = {n: statistics.median(r["cached_share_last"] for r in results[n]) for n in names}
+    print("median cached share of the last turn's prompts: " + "  ".join(f"{n} {share[n]:.2f}" for n in names))
 
 
 if __name__ == "__main__":

@@ -127,11 +127,7 @@ fn a_run_where_everything_failed_exits_1_and_probe_answers_once_per_model() {
 /// every request is embedded, and the prompt tokens agree with the neuron's counter.
 #[test]
 fn bench_drives_an_embedding_model_and_agrees_with_the_neurons_counters() {
-    let minilm = std::env::var_os("CORTEX_TEST_MODELS_DIR")
-        .map(std::path::PathBuf::from)
-        .unwrap_or_else(|| std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("models"))
-        .join("all-MiniLM-L6-v2");
-    assert!(minilm.join("model.safetensors").is_file(), "{} missing: run .ci/run", minilm.display());
+    let minilm = common::real_model("all-MiniLM-L6-v2");
     let dir = TempDir::new("bench-embed");
     std::os::unix::fs::symlink(&minilm, dir.path().join("all-MiniLM-L6-v2")).unwrap();
     let n = Neuron::start(dir.path(), &[]);

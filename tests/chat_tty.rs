@@ -11,11 +11,8 @@ use common::{Neuron, TempDir, Tmux};
 #[test]
 fn interactive_chat_streams_stops_on_ctrl_c_and_keeps_the_conversation() {
     // The real default model: its answers are printable text that visibly grows on screen.
-    let models = std::env::var_os("CORTEX_TEST_MODELS_DIR")
-        .map(std::path::PathBuf::from)
-        .unwrap_or_else(|| std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("models"));
     let empty = TempDir::new("tty");
-    let model = models.join("SmolLM2-135M-Instruct.Q4_1.gguf");
+    let model = common::real_model("SmolLM2-135M-Instruct.Q4_1.gguf");
     let n = Neuron::start(empty.path(), &["--model", model.to_str().unwrap()]);
     let bin = common::cortex_bin();
     let cmd = format!("{} chat helexa/small --endpoint {} --temperature 0 --max-tokens 1500", bin.display(), n.http);

@@ -193,11 +193,7 @@ fn without_an_endpoint_the_cli_finds_the_fleet_through_the_neurons_config_seeds(
 
 #[test]
 fn embed_prints_one_json_line_per_text_from_arguments_or_stdin() {
-    let minilm = std::env::var_os("CORTEX_TEST_MODELS_DIR")
-        .map(std::path::PathBuf::from)
-        .unwrap_or_else(|| std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("models"))
-        .join("all-MiniLM-L6-v2");
-    assert!(minilm.join("model.safetensors").is_file(), "{} missing: run .ci/run", minilm.display());
+    let minilm = common::real_model("all-MiniLM-L6-v2");
     let dir = TempDir::new("cli-embed");
     std::os::unix::fs::symlink(&minilm, dir.path().join("all-MiniLM-L6-v2")).unwrap();
     tiny_model(dir.path(), "tiny");

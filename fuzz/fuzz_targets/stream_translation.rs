@@ -11,7 +11,6 @@
 #[path = "events.rs"]
 mod events;
 
-use cortex_proto::generate::Event;
 use cortex_proto::translate::{chat_completion, completion, message, Collected, ReplyShape, SseFrame};
 use cortex_proto::translate::{AnthropicStream, OpenAiChatStream, OpenAiCompletionStream};
 use libfuzzer_sys::fuzz_target;

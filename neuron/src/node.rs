@@ -4,7 +4,7 @@
 //! context checks, queueing and logging.
 
 use std::collections::{HashMap, VecDeque};
-use std::sync::Arc;
+use std::sync::{Arc, Weak};
 
 use cortex_proto::embed::{EmbedRequest, EmbedResult};
 use cortex_proto::eviction::KeepAlive;
@@ -14,13 +14,16 @@ use cortex_proto::prefix::{session_key, PrefixKey, PrefixSummary};
 use tokio::sync::mpsc::UnboundedReceiver;
 
 use crate::engine::embed::EmbedInputError;
+use crate::engine::Loaded;
 use crate::lifecycle::{Lease, Models};
 
 /// This node's models, as a service.
 pub struct Node {
     models: Arc<Models>,
-    /// What this node served per model, for cache-aware routing (published in its placement).
-    prefixes: std::sync::Mutex<HashMap<String, PrefixSummary>>,
+    /// What this node served per model, for cache-aware routing (published in its placement),
+    /// with the load it was served by: a summary outlives neither an unload nor a reload, whose
+    /// cache starts empty.
+    prefixes: std::sync::Mutex<HashMap<String, (Weak<Loaded>, PrefixSummary)>>,
     served: std::sync::atomic::AtomicU64,
     /// Conversations of the Responses API answered through this node, for `previous_response_id`.
     pub responses: ResponseStore,
@@ -75,7 +78,7 @@ impl Node {
     /// The summary of the prefixes this node served for `model` (sorted hashes, bounded).
     pub fn prefix_summary(&self, model: &str) -> Vec<u64> {
         let held = self.prefixes.lock().unwrap_or_else(|p| p.into_inner());
-        held.get(model).map(PrefixSummary::hashes).unwrap_or_default()
+        held.get(model).filter(|(load, _)| load.strong_count() > 0).map(|(_, s)| s.hashes()).unwrap_or_default()
     }
 
     pub fn models(&self) -> &Arc<Models> {
@@ -98,13 +101,19 @@ impl Node {
         })
         .await
         .map_err(|e| GenerateError::new(ErrorKind::Internal, format!("tokenizer task failed: {e}")))??;
-        let now = self.served.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-        let session = request.session.as_deref().map(session_key);
-        let mut held = self.prefixes.lock().unwrap_or_else(|p| p.into_inner());
-        held.entry(id.clone()).or_default().record(&key, session, now);
-        drop(held);
         tracing::info!(request = %request.id, model = %id, prompt_tokens = prepared.prompt.len(), max_tokens = prepared.max_tokens, "generating");
         let events = lease.model.generator(&id)?.submit(request, prepared)?;
+        // Recorded once queued: a refused request leaves nothing in the cache to route to.
+        let now = self.served.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let session = request.session.as_deref().map(session_key);
+        let load = Arc::downgrade(&lease.model);
+        let mut held = self.prefixes.lock().unwrap_or_else(|p| p.into_inner());
+        let entry = held.entry(id).or_insert_with(|| (load.clone(), PrefixSummary::default()));
+        if !Weak::ptr_eq(&entry.0, &load) {
+            *entry = (load, PrefixSummary::default());
+        }
+        entry.1.record(&key, session, now);
+        drop(held);
         Ok(Local { events, lease })
     }
 

@@ -15,6 +15,18 @@ pub fn cortex_bin() -> PathBuf {
     PathBuf::from(env!("CARGO_BIN_EXE_cortex"))
 }
 
+/// A real model that .ci/run fetched from PyPI into models/ (or CORTEX_TEST_MODELS_DIR): a GGUF
+/// file, or a directory of safetensors.
+pub fn real_model(name: &str) -> PathBuf {
+    let path = std::env::var_os("CORTEX_TEST_MODELS_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("models"))
+        .join(name);
+    let present = if path.is_dir() { path.join("model.safetensors").is_file() } else { path.is_file() };
+    assert!(present, "{} is missing: run .ci/run, which fetches it from PyPI", path.display());
+    path
+}
+
 /// A fresh directory under the target dir, removed at drop.
 pub struct TempDir(pub PathBuf);
 

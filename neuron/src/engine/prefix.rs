@@ -76,6 +76,11 @@ impl PrefixCache {
         Self { budget, clock: 0, entries: HashMap::new(), stats: PrefixStats::default() }
     }
 
+    /// [`Self::stats`] less `in_use` (left 0), which costs a pass over every block.
+    pub fn counters(&self) -> PrefixStats {
+        self.stats
+    }
+
     pub fn stats(&self) -> PrefixStats {
         let in_use = self.entries.values().filter(|e| e.block.holders() > 1).count();
         PrefixStats { in_use, ..self.stats }

@@ -342,9 +342,9 @@ impl Worker {
     fn remember(&self, seq: &mut Sequence, tokens: &[u32]) -> usize {
         let Some(kv) = seq.prefix_cache() else { return 0 };
         let mut prefix = self.prefix.lock().unwrap_or_else(|p| p.into_inner());
-        let evicted = prefix.stats().evictions;
+        let evicted = prefix.counters().evictions;
         let added = prefix.insert(tokens, kv);
-        let stats = prefix.stats();
+        let stats = prefix.counters();
         self.metrics.prefix_evictions.inc_by(stats.evictions - evicted);
         self.metrics.prefix_bytes.set(stats.bytes as i64);
         added
