@@ -80,6 +80,10 @@ pub struct SamplingParams {
     /// (0 to [`MAX_TOP_LOGPROBS`]); `None`: no log-probabilities.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub logprobs: Option<u32>,
+    /// Keep generating past the model's end-of-sequence token, to `max_tokens` (the vLLM and
+    /// llama.cpp extension, for measuring decode through the API).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub ignore_eos: bool,
 }
 
 impl SamplingParams {

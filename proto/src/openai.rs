@@ -186,6 +186,9 @@ pub struct OaiSampling {
     /// Extension (vLLM, llama.cpp): multiplicative, 1.0 = off.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub repetition_penalty: Option<f32>,
+    /// Extension (vLLM, llama.cpp): generate to `max_tokens` whatever the model says.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ignore_eos: Option<bool>,
     /// Signed so that 0 and negative values get the range message.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub n: Option<i64>,

@@ -84,6 +84,7 @@ struct Knobs {
     frequency_penalty: Option<f32>,
     presence_penalty: Option<f32>,
     repetition_penalty: Option<f32>,
+    ignore_eos: bool,
 }
 
 fn sampling(k: Knobs, max_temperature: f32) -> Result<SamplingParams, GenerateError> {
@@ -126,5 +127,6 @@ fn sampling(k: Knobs, max_temperature: f32) -> Result<SamplingParams, GenerateEr
         presence_penalty,
         stop,
         logprobs: None,
+        ignore_eos: k.ignore_eos,
     })
 }

@@ -90,6 +90,24 @@ def test_max_tokens_stops_at_length(oai):
     assert r.choices[0].message.content
 
 
+def test_ignore_eos_generates_to_max_tokens_on_both_routes(oai):
+    # The vLLM / llama.cpp extension that benchmarks of decode through the API rely on.
+    ended = paris(oai, max_tokens=64)
+    assert ended.choices[0].finish_reason == "stop"
+    want = ended.usage.completion_tokens + 8
+    r = paris(oai, max_tokens=want, extra_body={"ignore_eos": True})
+    assert r.choices[0].finish_reason == "length"
+    assert r.usage.completion_tokens == want
+    assert r.choices[0].message.content.startswith(PARIS_ANSWER)
+    stream = oai.completions.create(
+        model=ALIAS, prompt="The capital of France is", max_tokens=40, temperature=0,
+        stream=True, stream_options={"include_usage": True}, extra_body={"ignore_eos": True},
+    )
+    chunks = list(stream)
+    assert [c.choices[0].finish_reason for c in chunks if c.choices and c.choices[0].finish_reason] == ["length"]
+    assert chunks[-1].usage.completion_tokens == 40
+
+
 def test_stop_string_is_not_emitted(oai):
     r = paris(oai, max_tokens=64, stop=["Paris"])
     content = r.choices[0].message.content

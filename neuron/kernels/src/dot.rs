@@ -83,9 +83,9 @@ unsafe fn dot16_x86<S: Scale, const R: usize>(
         (Kind::Q4, Level::Avx512Vnni, _) => x86::dot_w16_vnni::<S, true, false, R>(w.qs, d, m, w.qh, a),
         (Kind::Q8, Level::Avx512Vnni, false) => x86::dot_w16_vnni::<S, false, false, R>(w.qs, d, m, w.qh, a),
         (Kind::Q8, Level::Avx512Vnni, true) => x86::dot_w16_vnni::<S, false, true, R>(w.qs, d, m, w.qh, a),
-        (Kind::Q4, Level::Avx2, _) => a.map(|(q, ad, s)| x86::dot_q4_w16_avx2(w.qs, d, m, w.qh, q, ad, s)),
-        (Kind::Q8, Level::Avx2, false) => a.map(|(q, ad, _)| x86::dot_q8_w16_avx2::<S, false>(w.qs, d, q, ad)),
-        (Kind::Q8, Level::Avx2, true) => a.map(|(q, ad, _)| x86::dot_q8_w16_avx2::<S, true>(w.qs, d, q, ad)),
+        (Kind::Q4, Level::Avx2, _) => x86::dot_q4_w16_avx2::<S, R>(w.qs, d, m, w.qh, a),
+        (Kind::Q8, Level::Avx2, false) => x86::dot_q8_w16_avx2::<S, false, R>(w.qs, d, a),
+        (Kind::Q8, Level::Avx2, true) => x86::dot_q8_w16_avx2::<S, true, R>(w.qs, d, a),
         _ => return None,
     })
 }

@@ -387,7 +387,7 @@ impl Worker {
         if r.first_token.is_none() {
             r.first_token = Some(Instant::now());
         }
-        if self.tokenizer.eos.contains(&token) {
+        if self.tokenizer.eos.contains(&token) && !r.job.params.ignore_eos {
             return Ok(Step::Finished(FinishReason::Stop));
         }
         r.generated += 1;

@@ -38,6 +38,7 @@ pub fn messages_request(req: &MessagesRequest, id: String, model: String) -> Res
             frequency_penalty: None,
             presence_penalty: None,
             repetition_penalty: None,
+            ignore_eos: false,
         },
         // Anthropic's temperature range is 0..=1.
         1.0,

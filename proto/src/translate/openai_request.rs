@@ -284,6 +284,7 @@ fn oai_knobs(s: &OaiSampling, max_tokens: Option<i64>) -> Knobs {
         frequency_penalty: s.frequency_penalty,
         presence_penalty: s.presence_penalty,
         repetition_penalty: s.repetition_penalty,
+        ignore_eos: s.ignore_eos.unwrap_or(false),
     }
 }
 

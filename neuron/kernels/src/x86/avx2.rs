@@ -103,14 +103,7 @@ unsafe fn fifth_bits16(bits: u32) -> __m256i {
 #[target_feature(enable = "avx2,fma,f16c")]
 #[inline]
 pub(super) unsafe fn block_q4_w16_avx2(w: *const u8, qh: Option<u32>, a_lo: *const i16, a_hi: *const i16) -> __m256 {
-    let m4 = _mm_set1_epi8(0x0F);
-    let v = _mm_loadu_si128(w as *const __m128i);
-    let mut lo = _mm256_cvtepu8_epi16(_mm_and_si128(v, m4));
-    let mut hi = _mm256_cvtepu8_epi16(_mm_and_si128(_mm_srli_epi16(v, 4), m4));
-    if let Some(bits) = qh {
-        lo = _mm256_or_si256(lo, fifth_bits16(bits));
-        hi = _mm256_or_si256(hi, fifth_bits16(bits >> 16));
-    }
+    let (lo, hi) = unpack_q4_w16_avx2(w, qh);
     let p = _mm256_add_epi32(
         _mm256_madd_epi16(lo, _mm256_loadu_si256(a_lo as *const __m256i)),
         _mm256_madd_epi16(hi, _mm256_loadu_si256(a_hi as *const __m256i)),
@@ -152,41 +145,124 @@ pub(super) unsafe fn scaled_q8_w16_avx2<S: Scale, const SPLIT: bool>(
     }
 }
 
+/// A Q4 (or Q5) block's 32 values widened to i16, lo and hi halves: unpacked once for all the
+/// activation rows of a pass.
 #[target_feature(enable = "avx2,fma,f16c")]
-#[allow(clippy::too_many_arguments)]
-pub unsafe fn dot_q4_w16_avx2<S: Scale>(
+#[inline]
+unsafe fn unpack_q4_w16_avx2(w: *const u8, qh: Option<u32>) -> (__m256i, __m256i) {
+    let m4 = _mm_set1_epi8(0x0F);
+    let v = _mm_loadu_si128(w as *const __m128i);
+    let mut lo = _mm256_cvtepu8_epi16(_mm_and_si128(v, m4));
+    let mut hi = _mm256_cvtepu8_epi16(_mm_and_si128(_mm_srli_epi16(v, 4), m4));
+    if let Some(bits) = qh {
+        lo = _mm256_or_si256(lo, fifth_bits16(bits));
+        hi = _mm256_or_si256(hi, fifth_bits16(bits >> 16));
+    }
+    (lo, hi)
+}
+
+/// One Q4 (or Q5) weight row against `R` 16-bit activation rows. Each block is unpacked once
+/// for four activation rows (one row a call unpacked it for every row, 4/5 of an AVX2 host's
+/// prefill; eight at once spilled the accumulators of AVX2's sixteen registers); every row's
+/// sum is the same float a pass of one gives.
+#[target_feature(enable = "avx2,fma,f16c")]
+pub unsafe fn dot_q4_w16_avx2<S: Scale, const R: usize>(
     qs: &[u8],
     d: S,
     m: S,
     qh: &[u32],
-    aq: &[i16],
-    ad: &[f32],
-    asum: &[f32],
-) -> f32 {
-    let nb = d.len();
-    debug_assert!(qs.len() >= nb * 16 && aq.len() >= nb * QK && ad.len() >= nb && asum.len() >= nb);
-    debug_assert!(m.len() >= nb);
-    let mut acc = _mm256_setzero_ps();
-    let mut mt = 0f32;
-    for b in 0..nb {
-        let (lo, hi) = halves16(nb, b);
-        let p =
-            block_q4_w16_avx2(qs.as_ptr().add(b * 16), qh.get(b).copied(), aq.as_ptr().add(lo), aq.as_ptr().add(hi));
-        acc = _mm256_fmadd_ps(_mm256_set1_ps(d.get(b) * ad[b]), p, acc);
-        mt += m.get(b) * asum[b];
+    a: &[(&[i16], &[f32], &[f32]); R],
+) -> [f32; R] {
+    if R > 4 && R.is_multiple_of(4) {
+        let mut out = [0f32; R];
+        for r0 in (0..R).step_by(4) {
+            let quad: [_; 4] = std::array::from_fn(|i| a[r0 + i]);
+            out[r0..r0 + 4].copy_from_slice(&q4_w16_rows(qs, d, m, qh, &quad));
+        }
+        return out;
     }
-    hsum256(acc) + mt
+    q4_w16_rows(qs, d, m, qh, a)
 }
 
 #[target_feature(enable = "avx2,fma,f16c")]
-pub unsafe fn dot_q8_w16_avx2<S: Scale, const SPLIT: bool>(qs: &[u8], d: S, aq: &[i16], ad: &[f32]) -> f32 {
-    let nb = ad.len();
-    debug_assert!(qs.len() >= nb * QK && aq.len() >= nb * QK && d.len() >= nb * (1 + SPLIT as usize));
-    let mut acc = _mm256_setzero_ps();
-    for (b, &da) in ad.iter().enumerate() {
+#[inline]
+unsafe fn q4_w16_rows<S: Scale, const R: usize>(
+    qs: &[u8],
+    d: S,
+    m: S,
+    qh: &[u32],
+    a: &[(&[i16], &[f32], &[f32]); R],
+) -> [f32; R] {
+    let nb = d.len();
+    assert!(qs.len() >= nb * 16 && m.len() >= nb && (qh.is_empty() || qh.len() >= nb));
+    assert!(a.iter().all(|(q, ad, s)| q.len() >= nb * QK && ad.len() >= nb && s.len() >= nb));
+    let mut acc = [_mm256_setzero_ps(); R];
+    let mut mt = [0f32; R];
+    for b in 0..nb {
         let (lo, hi) = halves16(nb, b);
-        let (x_lo, x_hi) = (aq.as_ptr().add(lo), aq.as_ptr().add(hi));
-        acc = scaled_q8_w16_avx2::<S, SPLIT>(qs.as_ptr().add(b * QK), d, b, da, x_lo, x_hi, acc);
+        let bits = if qh.is_empty() { None } else { Some(*qh.get_unchecked(b)) };
+        let (wlo, whi) = unpack_q4_w16_avx2(qs.as_ptr().add(b * 16), bits);
+        let (db, mb) = (d.get(b), m.get(b));
+        for r in 0..R {
+            let (q, ad, s) = a[r];
+            let p = _mm256_add_epi32(
+                _mm256_madd_epi16(wlo, _mm256_loadu_si256(q.as_ptr().add(lo) as *const __m256i)),
+                _mm256_madd_epi16(whi, _mm256_loadu_si256(q.as_ptr().add(hi) as *const __m256i)),
+            );
+            acc[r] = _mm256_fmadd_ps(_mm256_set1_ps(db * *ad.get_unchecked(b)), _mm256_cvtepi32_ps(p), acc[r]);
+            mt[r] += mb * *s.get_unchecked(b);
+        }
     }
-    hsum256(acc)
+    std::array::from_fn(|r| hsum256(acc[r]) + mt[r])
+}
+
+/// One Q8 weight row against `R` 16-bit activation rows, each block widened once for four of
+/// them (as [`dot_q4_w16_avx2`]); with `SPLIT` a scale per half block.
+#[target_feature(enable = "avx2,fma,f16c")]
+pub unsafe fn dot_q8_w16_avx2<S: Scale, const SPLIT: bool, const R: usize>(
+    qs: &[u8],
+    d: S,
+    a: &[(&[i16], &[f32], &[f32]); R],
+) -> [f32; R] {
+    if R > 4 && R.is_multiple_of(4) {
+        let mut out = [0f32; R];
+        for r0 in (0..R).step_by(4) {
+            let quad: [_; 4] = std::array::from_fn(|i| a[r0 + i]);
+            out[r0..r0 + 4].copy_from_slice(&q8_w16_rows::<S, SPLIT, 4>(qs, d, &quad));
+        }
+        return out;
+    }
+    q8_w16_rows::<S, SPLIT, R>(qs, d, a)
+}
+
+#[target_feature(enable = "avx2,fma,f16c")]
+#[inline]
+unsafe fn q8_w16_rows<S: Scale, const SPLIT: bool, const R: usize>(
+    qs: &[u8],
+    d: S,
+    a: &[(&[i16], &[f32], &[f32]); R],
+) -> [f32; R] {
+    let nb = a.first().map_or(0, |r| r.1.len());
+    assert!(qs.len() >= nb * QK && d.len() >= nb * (1 + SPLIT as usize));
+    assert!(a.iter().all(|(q, ad, _)| q.len() >= nb * QK && ad.len() == nb));
+    let mut acc = [_mm256_setzero_ps(); R];
+    for b in 0..nb {
+        let (lo, hi) = halves16(nb, b);
+        let w = qs.as_ptr().add(b * QK);
+        let wlo = _mm256_cvtepi8_epi16(_mm_loadu_si128(w as *const __m128i));
+        let whi = _mm256_cvtepi8_epi16(_mm_loadu_si128(w.add(16) as *const __m128i));
+        for r in 0..R {
+            let (q, ad, _) = a[r];
+            let ad = *ad.get_unchecked(b);
+            let plo = _mm256_madd_epi16(wlo, _mm256_loadu_si256(q.as_ptr().add(lo) as *const __m256i));
+            let phi = _mm256_madd_epi16(whi, _mm256_loadu_si256(q.as_ptr().add(hi) as *const __m256i));
+            acc[r] = if SPLIT {
+                let t = _mm256_fmadd_ps(_mm256_set1_ps(d.get(2 * b) * ad), _mm256_cvtepi32_ps(plo), acc[r]);
+                _mm256_fmadd_ps(_mm256_set1_ps(d.get(2 * b + 1) * ad), _mm256_cvtepi32_ps(phi), t)
+            } else {
+                _mm256_fmadd_ps(_mm256_set1_ps(d.get(b) * ad), _mm256_cvtepi32_ps(_mm256_add_epi32(plo, phi)), acc[r])
+            };
+        }
+    }
+    std::array::from_fn(|r| hsum256(acc[r]))
 }

@@ -39,15 +39,26 @@ pub(super) fn exp(x: f32) -> f32 {
     p * f32::from_bits(((n as i32 + 127).max(0) as u32) << 23)
 }
 
+/// In place. The maximum and the sum are taken in eight lanes and the exponentials in a loop of
+/// their own: one running value carried from element to element kept each loop scalar, and
+/// attention's softmax was a sixth of a 2.5k-token prefill.
 pub(super) fn softmax(xs: &mut [f32]) {
-    let max = xs.iter().copied().fold(f32::NEG_INFINITY, f32::max);
-    let mut sum = 0f32;
-    for x in xs.iter_mut() {
-        *x = exp(*x - max);
-        sum += *x;
-    }
-    let inv = 1.0 / sum;
+    let max = lanes(xs, f32::NEG_INFINITY, f32::max).into_iter().fold(f32::NEG_INFINITY, f32::max);
+    xs.iter_mut().for_each(|x| *x = exp(*x - max));
+    let inv = 1.0 / lanes(xs, 0.0, |a, b| a + b).into_iter().sum::<f32>();
     xs.iter_mut().for_each(|x| *x *= inv);
+}
+
+/// `xs` folded by `f` into eight lanes (element i into lane i mod 8), each starting at `init`.
+#[inline]
+fn lanes(xs: &[f32], init: f32, f: impl Fn(f32, f32) -> f32) -> [f32; 8] {
+    let mut acc = [init; 8];
+    let mut chunks = xs.chunks_exact(8);
+    for c in &mut chunks {
+        (0..8).for_each(|i| acc[i] = f(acc[i], c[i]));
+    }
+    chunks.remainder().iter().enumerate().for_each(|(i, &x)| acc[i] = f(acc[i], x));
+    acc
 }
 
 /// Row-wise `x / sqrt(mean(x²) + eps) · w` over rows of `w.len()`, as candle's `rms_norm`; a

@@ -336,7 +336,7 @@ fn chat_request_maps_roles_parts_and_params() {
         ],
         "max_tokens": 10, "max_completion_tokens": 20, "temperature": 0.7, "top_p": 0.9,
         "top_k": 40, "seed": 3, "stop": ["", "END"], "frequency_penalty": 0.5,
-        "repetition_penalty": 1.1, "tools": []
+        "repetition_penalty": 1.1, "ignore_eos": true, "tools": []
     }))
     .unwrap();
     assert_eq!(r.id, "chatcmpl-1");
@@ -358,6 +358,7 @@ fn chat_request_maps_roles_parts_and_params() {
     assert_eq!(p.frequency_penalty, Some(0.5));
     assert_eq!(p.presence_penalty, None);
     assert_eq!(p.repetition_penalty, Some(1.1));
+    assert!(p.ignore_eos);
 }
 
 #[test]
