@@ -43,6 +43,25 @@ fn devices_lists_the_engines_device_first_with_the_budget() {
     assert_eq!(report["devices"][0]["budget_bytes"], 300 << 20);
 }
 
+/// The kernel level `cortex serve` would run its CPU kernels at: this CPU's best, capped by
+/// `[engine] kernels` and by `CORTEX_KERNELS` over it; and whether the OS grants AMX.
+#[test]
+fn devices_names_the_cpu_kernel_level_and_its_caps() {
+    let report = json(&cortex(&["devices", "--json"]));
+    assert_eq!(report["cpu_kernels"], cortex_kernels::level().as_str(), "{report}");
+    assert!(["absent", "granted", "refused"].contains(&report["amx"].as_str().unwrap()), "{report}");
+    let table = String::from_utf8(cortex(&["devices"]).stdout).unwrap();
+    assert!(table.contains(&format!("CPU kernels: {} (", cortex_kernels::level().as_str())), "{table}");
+    let capped =
+        Command::new(cortex_bin()).args(["devices", "--json"]).env("CORTEX_KERNELS", "scalar").output().unwrap();
+    assert_eq!(json(&capped)["cpu_kernels"], "scalar");
+    let dir = TempDir::new("devices-kernels");
+    let config = dir.path().join("cortex.toml");
+    std::fs::write(&config, "[engine]\nkernels = \"scalar\"\n").unwrap();
+    let report = json(&cortex(&["devices", "--json", "--config", config.to_str().unwrap()]));
+    assert_eq!(report["cpu_kernels"], "scalar", "{report}");
+}
+
 #[test]
 fn debug_logits_are_the_models_numbers_and_repeatable() {
     let dir = TempDir::new("logits");

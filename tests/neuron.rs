@@ -58,6 +58,9 @@ fn concurrent_streams_all_complete_with_usage() {
     assert_eq!(n.metric("cortex_requests_total", &["status=\"200\""]), 16.0);
     let expected: f64 = (0..16).map(|i| 8.0 + i as f64).sum();
     assert_eq!(n.metric("cortex_completion_tokens_total", &[]), expected);
+    // The loaded model's engine and kernel family are named, once.
+    let level = format!("kernels=\"cortex-{}", cortex_kernels::level().as_str());
+    assert_eq!(n.metric("cortex_model_kernels_info", &["model=\"tiny\"", "engine=\"cortex-cpu\"", &level]), 1.0);
 }
 
 /// Requests that arrive together run in shared engine steps (batched on the CPU decoder), and

@@ -40,6 +40,12 @@ struct Report {
     ram_bytes: u64,
     /// Every GPU NVML reports (none without an NVIDIA driver).
     gpus: Vec<GpuInfo>,
+    /// The kernel level cortex's CPU kernels run at on this host (`scalar`, `avx2`,
+    /// `avx512vnni`), after `CORTEX_KERNELS` and `[engine] kernels`.
+    cpu_kernels: &'static str,
+    /// AMX: `absent`, `granted` (the CPU has it and Linux lets cortex use it) or `refused`.
+    /// No kernel uses it yet.
+    amx: &'static str,
 }
 
 pub fn run(args: DevicesArgs) -> anyhow::Result<()> {
@@ -49,6 +55,10 @@ pub fn run(args: DevicesArgs) -> anyhow::Result<()> {
     };
     let (budget, reserve) = config.memory_budget().map_err(|e| crate::UserError(e.to_string()))?;
     let gpus = gpu::discover();
+    // The level `cortex serve` would run at: [engine] kernels caps it (CORTEX_KERNELS over it).
+    if let Some(cap) = config.engine.kernels {
+        let _ = cortex_kernels::set_level_cap(cap);
+    }
     // The device `cortex serve` would open: [engine] device, CORTEX_DEVICE over it.
     let choice = config.engine.clone().with_env().map_err(|e| crate::UserError(e.to_string()))?.device;
     let (engine, open_error) = match choice.open() {
@@ -72,6 +82,8 @@ pub fn run(args: DevicesArgs) -> anyhow::Result<()> {
         devices: std::iter::once(device).chain(listed).collect(),
         ram_bytes: memory::total_ram(),
         gpus,
+        cpu_kernels: cortex_kernels::level().as_str(),
+        amx: cortex_kernels::amx().as_str(),
     };
     if args.json {
         return crate::printer::json(&report);
@@ -87,6 +99,12 @@ fn render(r: &Report) -> String {
         let _ = writeln!(out, "CUDA not used: {e}");
     }
     let _ = writeln!(out, "RAM: {}", mib(r.ram_bytes));
+    let amx = match r.amx {
+        "granted" => "AMX granted by the OS (no AMX kernels yet)",
+        "refused" => "AMX present, refused by the OS",
+        _ => "no AMX",
+    };
+    let _ = writeln!(out, "CPU kernels: {} ({amx})", r.cpu_kernels);
     let _ = writeln!(out, "{:8}  {:>12}  {:>12}  {:>12}  DESCRIPTION", "DEVICE", "TOTAL", "FREE", "BUDGET");
     for d in &r.devices {
         let free = r.gpus.iter().find(|g| format!("cuda:{}", g.index) == d.name).map(|g| mib(g.free_bytes));
@@ -127,9 +145,12 @@ mod tests {
             devices: std::iter::once(device).chain(listed).collect(),
             ram_bytes: 8 << 30,
             gpus: vec![gpu],
+            cpu_kernels: "avx2",
+            amx: "absent",
         };
         let text = render(&r);
         assert!(text.contains("engine: cpu (a CPU build)"), "{text}");
+        assert!(text.contains("CPU kernels: avx2 (no AMX)"), "{text}");
         let cpu = text.lines().find(|l| l.starts_with("cpu ")).unwrap_or_default();
         assert!(cpu.contains("1024.0 MiB"), "the CPU carries the budget: {text}");
         let gpu = text.lines().find(|l| l.starts_with("cuda:0")).unwrap_or_default();

@@ -7,7 +7,7 @@
 //! (default: models/SmolLM2-135M-Instruct.Q4_1.gguf). bench/vs-llama-cpp runs it beside
 //! llama-bench on the same file. The engine's variables apply as in `cortex serve`
 //! (`CORTEX_ENGINE=candle`, `CORTEX_DECODE_BITS=8`, …); `CORTEX_BENCH_DEPTH=N` measures decode
-//! after an N-token prompt.
+//! after an N-token prompt; `CORTEX_BENCH_ONLY=pp64,pp2048,tg128` runs those parts alone.
 
 use std::path::PathBuf;
 use std::time::Instant;
@@ -77,18 +77,21 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     println!("load: {:.3} s", t0.elapsed().as_secs_f64());
 
     let vocab = 1000u32;
-    // CORTEX_BENCH_ONLY=tg128 (or pp512, or matmul for the kernels alone) runs that part alone,
-    // for a profiler.
-    let only = std::env::var("CORTEX_BENCH_ONLY").ok();
-    let kernels_only = only.as_deref() == Some("matmul");
-    let prefill: &[usize] = match only.as_deref() {
-        Some("tg128") | Some("matmul") | Some("batch") => &[],
-        Some("pp512") => &[512],
-        _ => &[64, 512],
+    // CORTEX_BENCH_ONLY runs the listed parts alone (comma-separated: ppN for any prompt length
+    // N, tg128, batch, or matmul for the kernels alone), for a profiler or bench/vs-llama-cpp;
+    // CORTEX_BENCH_REPS sets the repetitions each figure is the median of.
+    let only: Option<Vec<String>> =
+        std::env::var("CORTEX_BENCH_ONLY").ok().map(|s| s.split(',').map(|p| p.trim().to_string()).collect());
+    let wants = |part: &str| only.as_ref().is_none_or(|o| o.iter().any(|p| p == part));
+    let reps: usize = std::env::var("CORTEX_BENCH_REPS").ok().and_then(|r| r.parse().ok()).unwrap_or(REPS).max(1);
+    let kernels_only = only.as_ref().is_some_and(|o| o.iter().any(|p| p == "matmul"));
+    let prefill: Vec<usize> = match &only {
+        None => vec![64, 512],
+        Some(o) => o.iter().filter_map(|p| p.strip_prefix("pp")?.parse().ok()).collect(),
     };
-    for &n in prefill {
+    for &n in &prefill {
         let prompt: Vec<u32> = (0..n as u32).map(|i| (i * 7919) % vocab + 100).collect();
-        let rates = (0..REPS)
+        let rates = (0..reps)
             .map(|_| {
                 let mut seq = weights.new_sequence().expect("sequence");
                 let t = Instant::now();
@@ -98,31 +101,24 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
             .collect();
         println!("pp{n}: {:.1} tok/s", median(rates));
     }
-    if only.as_deref() == Some("pp512") {
-        return Ok(());
-    }
-    if matches!(only.as_deref(), None | Some("batch")) {
+    if wants("batch") && !kernels_only {
         concurrent_decode(&weights, vocab)?;
-    }
-    if only.as_deref() == Some("batch") {
-        return Ok(());
     }
     // CORTEX_BENCH_DEPTH=N: decode after an N-token prompt (attention over a long cache).
     let depth: usize = std::env::var("CORTEX_BENCH_DEPTH").ok().and_then(|d| d.parse().ok()).unwrap_or(0);
-    let decode_reps = if kernels_only { 0 } else { REPS };
-    let rates = (0..decode_reps)
-        .map(|_| {
-            let mut seq = weights.new_sequence().expect("sequence");
-            let prompt: Vec<u32> = (0..=depth as u32).map(|i| (i * 7919) % vocab + 100).collect();
-            seq.forward(&prompt, 0).expect("first");
-            let t = Instant::now();
-            for pos in depth + 1..=depth + 128 {
-                seq.forward(&[(pos as u32 * 31) % vocab + 100], pos).expect("decode");
-            }
-            128.0 / t.elapsed().as_secs_f64()
-        })
-        .collect();
-    if !kernels_only {
+    if wants("tg128") && !kernels_only {
+        let rates = (0..reps)
+            .map(|_| {
+                let mut seq = weights.new_sequence().expect("sequence");
+                let prompt: Vec<u32> = (0..=depth as u32).map(|i| (i * 7919) % vocab + 100).collect();
+                seq.forward(&prompt, 0).expect("first");
+                let t = Instant::now();
+                for pos in depth + 1..=depth + 128 {
+                    seq.forward(&[(pos as u32 * 31) % vocab + 100], pos).expect("decode");
+                }
+                128.0 / t.elapsed().as_secs_f64()
+            })
+            .collect();
         let at = if depth > 0 { format!(" @ {depth}") } else { String::new() };
         println!("tg128{at}: {:.1} tok/s", median(rates));
     }

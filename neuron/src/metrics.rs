@@ -38,6 +38,8 @@ pub struct Metrics {
     pub resident_bytes: IntGaugeVec,
     pub budget_bytes: IntGaugeVec,
     pub model_state: IntGaugeVec,
+    /// 1 for each model's engine and kernel family, set at load.
+    pub model_kernels: IntGaugeVec,
     pub peers: IntGaugeVec,
     pub mesh_rpcs: IntCounterVec,
     pub forwarded: IntCounterVec,
@@ -212,6 +214,14 @@ impl Metrics {
             ),
             budget_bytes: reg(&r, gauge("cortex_memory_budget_bytes", "Bytes models may use", &["device"])),
             model_state: reg(&r, gauge("cortex_model_state", "1 for the state each model is in", &["model", "state"])),
+            model_kernels: reg(
+                &r,
+                gauge(
+                    "cortex_model_kernels_info",
+                    "1 for the engine and kernel family each loaded model runs on",
+                    &["model", "engine", "kernels"],
+                ),
+            ),
             peers: reg(&r, gauge("cortex_mesh_peers", "Mesh peers by state (alive, suspect, down, left)", &["state"])),
             mesh_rpcs: reg(
                 &r,

@@ -45,10 +45,14 @@ pub(crate) fn run(
     // Whole passes of 8 rows (a chunk of 100 rows left a pass of 4 at a quarter less speed).
     let chunk = (CHUNK_BYTES / act_bytes).max(8) / 8 * 8;
     let chunks = m.div_ceil(chunk);
+    // A decode step's single row takes four groups an item: per item set-up was a fifth of
+    // SmolLM2's decode on an AVX2 host at one group. (Passes of several rows keep one group,
+    // which their kernels lay out as one array.)
+    let span = if m == 1 { 4 * GROUP } else { GROUP };
     let mut starts = Vec::with_capacity(ws.len() + 1);
     starts.push(0);
     for w in ws {
-        starts.push(starts[starts.len() - 1] + w.n.div_ceil(GROUP));
+        starts.push(starts[starts.len() - 1] + w.n.div_ceil(span));
     }
     let groups = starts[ws.len()];
     // Chunk-major: both threads work through one activation chunk at a time.
@@ -58,7 +62,7 @@ pub(crate) fn run(
             let wi = starts.partition_point(|&s| s <= g) - 1;
             let (w, local) = (ws[wi], g - starts[wi]);
             let act_rows = c * chunk..((c + 1) * chunk).min(m);
-            w.run_rows(local * GROUP..((local + 1) * GROUP).min(w.n), &acts, act_rows, lvl, outs[wi]);
+            w.run_rows(local * span..((local + 1) * span).min(w.n), &acts, act_rows, lvl, outs[wi]);
         }
     });
 }
@@ -125,9 +129,7 @@ impl QWeight {
                 let octs_end = first + (end - first) / 8 * 8;
                 let mut next = first;
                 #[cfg(target_arch = "x86_64")]
-                if lvl == Level::Avx512Vnni
-                    && self.vnni_passes::<8>(rows.clone(), a, (first..octs_end).step_by(8), &put)
-                {
+                if self.grouped_passes::<8>(lvl, rows.clone(), a, (first..octs_end).step_by(8), &put) {
                     next = octs_end;
                 }
                 for i in (next..octs_end).step_by(8) {
@@ -152,15 +154,13 @@ impl QWeight {
                 #[cfg(target_arch = "x86_64")]
                 {
                     let pairs_end = quads_end + (end - quads_end) / 2 * 2;
-                    if lvl == Level::Avx512Vnni
-                        && self.vnni_passes::<2>(rows.clone(), a, (quads_end..pairs_end).step_by(2), &put)
-                    {
+                    if self.grouped_passes::<2>(lvl, rows.clone(), a, (quads_end..pairs_end).step_by(2), &put) {
                         next = pairs_end;
                     }
                 }
                 // Single rows (decode's one) the same way.
                 #[cfg(target_arch = "x86_64")]
-                if lvl == Level::Avx512Vnni && self.vnni_passes::<1>(rows.clone(), a, next..end, &put) {
+                if self.grouped_passes::<1>(lvl, rows.clone(), a, next..end, &put) {
                     next = end;
                 }
                 for i in next..end {
@@ -175,17 +175,23 @@ impl QWeight {
 }
 
 impl QWeight {
-    /// Passes of `R` activation rows (from each of `starts`) through a VNNI kernel that takes
-    /// all of `rows` in one call, where this weight and `a` have one (false where not, with
-    /// nothing done). The caller has detected VNNI.
+    /// Passes of `R` activation rows (from each of `starts`) through a grouped kernel of `lvl`
+    /// (AVX-512 VNNI or AVX2) that takes all of `rows` in one call, where this weight and `a`
+    /// have one (false where not, with nothing done). `lvl` comes from run-time detection.
     #[cfg(target_arch = "x86_64")]
-    fn vnni_passes<const R: usize>(
+    fn grouped_passes<const R: usize>(
         &self,
+        lvl: Level,
         rows: std::ops::Range<usize>,
         a: &Acts<i16>,
         starts: impl Iterator<Item = usize>,
         put: &impl Fn(usize, usize, f32),
     ) -> bool {
+        match lvl {
+            Level::Avx512Vnni => {}
+            Level::Avx2 => return self.avx2_passes::<R>(rows, a, starts, put),
+            Level::Scalar => return false,
+        }
         let (n, nb, r0) = (rows.len(), self.nb, rows.start);
         let mut starts = starts.peekable();
         if n == 0 || starts.peek().is_none() {
@@ -209,7 +215,7 @@ impl QWeight {
                 if R == 1 {
                     for $i in starts {
                         let ($w, $q) = (row, refs($i));
-                        // SAFETY: the caller detected VNNI.
+                        // SAFETY: `lvl` comes from run-time detection.
                         unsafe { $call }
                     }
                 } else {
@@ -217,7 +223,7 @@ impl QWeight {
                     let from_array = |t: usize| ws[t];
                     for $i in starts {
                         let ($w, $q) = (from_array, refs($i));
-                        // SAFETY: the caller detected VNNI.
+                        // SAFETY: `lvl` comes from run-time detection.
                         unsafe { $call }
                     }
                 }
@@ -260,6 +266,74 @@ impl QWeight {
                     (&self.qs[r * nb * QK..(r + 1) * nb * QK], d, KScales { q: &[], d: &[] }, &[][..])
                 };
                 passes!(row, |w, q, i| x86::rows_k16_vnni::<false, 16, R>(n, w, &q, |t, v| put_r(i, t, v)))
+            }
+            _ => return false,
+        }
+        true
+    }
+
+    /// [`Self::grouped_passes`] on AVX2: each weight row sliced here and passed to the kernel,
+    /// which a closure returning the row's slices did through memory (store-forwarding stalls
+    /// after every call: a tenth of SmolLM2's decode).
+    #[cfg(target_arch = "x86_64")]
+    fn avx2_passes<const R: usize>(
+        &self,
+        rows: std::ops::Range<usize>,
+        a: &Acts<i16>,
+        starts: impl Iterator<Item = usize>,
+        put: &impl Fn(usize, usize, f32),
+    ) -> bool {
+        let nb = self.nb;
+        let refs = |i: usize| -> [x86::Act16; R] {
+            std::array::from_fn(|j| {
+                let r = a.row(i + j);
+                (r.q, r.d, r.s)
+            })
+        };
+        let span = |r: usize, per: usize| r * nb * per..(r + 1) * nb * per;
+        match (self.kind, &self.d, &self.m) {
+            (kind, Scales::F16(d), Scales::F16(m)) if a.group >= a.nb && !self.split => {
+                let bytes = if kind == Kind::Q4 { 16 } else { QK };
+                for i in starts {
+                    let q = refs(i);
+                    for r in rows.clone() {
+                        let (qs, d) = (&self.qs[span(r, bytes)], &d[span(r, 1)]);
+                        let qh = if self.qh.is_empty() { &[][..] } else { &self.qh[span(r, 1)] };
+                        // SAFETY: the level was detected at run time.
+                        let v = unsafe {
+                            match kind {
+                                Kind::Q4 => x86::dot_r16_avx2::<true, R>(qs, d, &m[span(r, 1)], qh, &q),
+                                Kind::Q8 => x86::dot_r16_avx2::<false, R>(qs, d, &[], &[], &q),
+                            }
+                        };
+                        (0..R).for_each(|j| put(i + j, r, v[j]));
+                    }
+                }
+            }
+            (Kind::Q4, Scales::K8(dq, dd), Scales::K8(mq, md)) if a.group == 8 => {
+                for i in starts {
+                    let q = refs(i);
+                    for r in rows.clone() {
+                        let sup = r * nb / 8..(r + 1) * nb / 8;
+                        let d = KScales { q: &dq[span(r, 1)], d: &dd[sup.clone()] };
+                        let m = KScales { q: &mq[span(r, 1)], d: &md[sup] };
+                        // SAFETY: the level was detected at run time.
+                        let v = unsafe { x86::dot_k16_avx2::<true, 8, R>(&self.qs[span(r, 16)], d, m, &q) };
+                        (0..R).for_each(|j| put(i + j, r, v[j]));
+                    }
+                }
+            }
+            (Kind::Q8, Scales::K16(dq, dd), _) if a.group == 8 => {
+                for i in starts {
+                    let q = refs(i);
+                    for r in rows.clone() {
+                        let d = KScales { q: &dq[span(r, 2)], d: &dd[r * nb / 8..(r + 1) * nb / 8] };
+                        let none = KScales { q: &[], d: &[] };
+                        // SAFETY: the level was detected at run time.
+                        let v = unsafe { x86::dot_k16_avx2::<false, 16, R>(&self.qs[span(r, QK)], d, none, &q) };
+                        (0..R).for_each(|j| put(i + j, r, v[j]));
+                    }
+                }
             }
             _ => return false,
         }

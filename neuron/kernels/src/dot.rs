@@ -43,6 +43,28 @@ pub(crate) fn dot16_refs<const R: usize>(
                 _ => {}
             }
         }
+        if lvl == Level::Avx2 && group >= nb {
+            match (kind, w.d, w.m) {
+                (Kind::Q4, ScaleRow::F16(d), ScaleRow::F16(m)) => {
+                    return x86::dot_r16_avx2::<true, R>(w.qs, d, m, w.qh, refs)
+                }
+                (Kind::Q8, ScaleRow::F16(d), _) if !w.split => {
+                    return x86::dot_r16_avx2::<false, R>(w.qs, d, &[], &[], refs)
+                }
+                _ => {}
+            }
+        }
+        if lvl == Level::Avx2 && group == 8 {
+            match (kind, w.d, w.m) {
+                (Kind::Q4, ScaleRow::K8(d), ScaleRow::K8(m)) => {
+                    return x86::dot_k16_avx2::<true, 8, R>(w.qs, d, m, refs)
+                }
+                (Kind::Q8, ScaleRow::K16(d), ScaleRow::K16(m)) => {
+                    return x86::dot_k16_avx2::<false, 16, R>(w.qs, d, m, refs)
+                }
+                _ => {}
+            }
+        }
         if lvl == Level::Avx512Vnni && group == 8 {
             match (kind, w.d, w.m) {
                 (Kind::Q4, ScaleRow::K8(d), ScaleRow::K8(m)) => {

@@ -158,6 +158,62 @@ pub(crate) fn detect() -> Level {
     Level::Scalar
 }
 
+/// AMX on this host, for what `cortex devices` reports: the kernels have no AMX path yet (prefill
+/// runs at [`level`]), and a path would need Linux's permission first, which this asks for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Amx {
+    /// The CPU has no AMX tiles (or this is not x86-64 Linux).
+    Absent,
+    /// The CPU has AMX-TILE and AMX-INT8, and Linux granted this process their state
+    /// (`arch_prctl(ARCH_REQ_XCOMP_PERM, XFEATURE_XTILEDATA)`).
+    Granted,
+    /// The CPU has them but the kernel refused the permission (too old a kernel, or a VM that
+    /// hides the state).
+    Refused,
+}
+
+impl Amx {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Amx::Absent => "absent",
+            Amx::Granted => "granted",
+            Amx::Refused => "refused",
+        }
+    }
+}
+
+/// Whether this CPU has AMX and the OS lets this process use it; asks for the permission once.
+pub fn amx() -> Amx {
+    static AMX: OnceLock<Amx> = OnceLock::new();
+    *AMX.get_or_init(detect_amx)
+}
+
+#[cfg(all(target_arch = "x86_64", target_os = "linux"))]
+fn detect_amx() -> Amx {
+    use std::arch::x86_64::{__cpuid_count, __get_cpuid_max};
+    // Leaf 7 only where the CPU offers it.
+    let edx = if __get_cpuid_max(0).0 >= 7 { __cpuid_count(7, 0).edx } else { 0 };
+    let (tile, int8) = (edx & (1 << 24) != 0, edx & (1 << 25) != 0);
+    if !(tile && int8) {
+        return Amx::Absent;
+    }
+    const ARCH_REQ_XCOMP_PERM: libc::c_long = 0x1023;
+    const XFEATURE_XTILEDATA: libc::c_long = 18;
+    // SAFETY: arch_prctl with these arguments only changes this process's permitted XSAVE
+    // state; it reads and writes no memory of ours.
+    let rc = unsafe { libc::syscall(libc::SYS_arch_prctl, ARCH_REQ_XCOMP_PERM, XFEATURE_XTILEDATA) };
+    if rc == 0 {
+        Amx::Granted
+    } else {
+        Amx::Refused
+    }
+}
+
+#[cfg(not(all(target_arch = "x86_64", target_os = "linux")))]
+fn detect_amx() -> Amx {
+    Amx::Absent
+}
+
 /// `lvl`, or this CPU's best level where `lvl` is beyond it.
 pub(crate) fn capped(lvl: Level) -> Level {
     lvl.capped_at(level())

@@ -34,7 +34,7 @@ mod x86;
 
 pub use acts::{Acts, Precision};
 pub use format::Format;
-pub use level::{level, set_level_cap, Level, LevelDecided, UnknownLevel};
+pub use level::{amx, level, set_level_cap, Amx, Level, LevelDecided, UnknownLevel};
 pub use weight::QWeight;
 
 use level::capped;

@@ -288,6 +288,7 @@ impl EmbedModel {
         let info = super::ModelInfo {
             arch: "bert".into(),
             engine: "candle",
+            kernels: "candle".into(),
             context_len: embedder.max_tokens(),
             vocab_size: embedder.vocab_size(),
             file_bytes: super::file_size(dir),

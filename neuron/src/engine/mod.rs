@@ -87,6 +87,8 @@ pub struct ModelInfo {
     /// What runs it: `cortex-cpu` (cortex's CPU decoder), `batched` (the batched tensor decoder,
     /// a GPU's default) or `candle` (candle-transformers' model).
     pub engine: &'static str,
+    /// The kernel family that runs it (`ModelWeights::kernels`).
+    pub kernels: String,
     pub context_len: usize,
     pub vocab_size: usize,
     pub file_bytes: u64,
@@ -205,6 +207,7 @@ impl LoadedModel {
         let info = ModelInfo {
             arch: weights.arch.clone(),
             engine: weights.engine(),
+            kernels: weights.kernels(),
             context_len: weights.context_len,
             vocab_size: tokenizer.vocab_size(),
             file_bytes: file_size(source.path()),

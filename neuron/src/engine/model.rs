@@ -213,6 +213,15 @@ impl ModelWeights {
     }
 
     /// What runs this model, as `ModelInfo::engine` names it.
+    /// The kernel family that runs this model (`cpu::Decoder::kernels` for cortex's decoder).
+    pub fn kernels(&self) -> String {
+        match &self.weights {
+            Weights::Cpu(d) => d.kernels(),
+            Weights::Batched(_) => "candle tensors (batched decoder)".into(),
+            _ => "candle".into(),
+        }
+    }
+
     pub fn engine(&self) -> &'static str {
         match self.weights {
             Weights::Cpu(_) => "cortex-cpu",

@@ -238,9 +238,11 @@ impl Models {
             match outcome {
                 Ok(model) => {
                     let actual = memory::rss_bytes().saturating_sub(rss_before);
-                    tracing::info!(model = %slot.id, seconds = secs, arch = %model.info().arch, engine = model.info().engine, context = model.info().context_len,
+                    tracing::info!(model = %slot.id, seconds = secs, arch = %model.info().arch, engine = model.info().engine, kernels = %model.info().kernels, context = model.info().context_len,
                         estimate_bytes = need, rss_growth_bytes = actual, "loaded (the estimate includes a full-context KV cache, which grows with use)");
                     self.metrics.loads.with_label_values(&[&slot.id, "ok"]).inc();
+                    let info = model.info();
+                    self.metrics.model_kernels.with_label_values(&[&slot.id, info.engine, &info.kernels]).set(1);
                     self.metrics.load_seconds.with_label_values(&[&slot.id]).observe(secs);
                     i.state = ModelState::Ready;
                     i.model = Some(model.clone());
@@ -361,7 +363,10 @@ impl Models {
             return;
         }
         i.state = ModelState::Unloaded;
-        i.model = None;
+        if let Some(m) = i.model.take() {
+            let info = m.info();
+            let _ = self.metrics.model_kernels.remove_label_values(&[&slot.id, info.engine, &info.kernels]);
+        }
         i.bytes = 0;
         drop(i);
         self.metrics.unloads.with_label_values(&[&slot.id, reason]).inc();

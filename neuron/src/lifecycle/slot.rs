@@ -111,6 +111,9 @@ pub struct ModelStatus {
     pub keep_alive_secs: Option<f64>,
     pub error: Option<String>,
     pub created: u64,
+    /// The kernel family a loaded model runs on (`ModelWeights::kernels`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub kernels: Option<String>,
     /// The prefix cache of a loaded generator.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub prefix_cache: Option<cortex_proto::placement::CacheDoc>,
@@ -160,6 +163,7 @@ impl Slot {
             error: i.error.clone(),
             created,
             path,
+            kernels: i.model.as_deref().map(|m| m.info().kernels.clone()),
             prefix_cache: match i.model.as_deref() {
                 Some(crate::engine::Loaded::Generator(g)) => {
                     let s = g.prefix_stats();

@@ -9,6 +9,7 @@ use std::arch::x86_64::*;
 use half::f16;
 
 use super::common::hsum256;
+use super::grouped_avx2::in_fours;
 use crate::acts::halves16;
 use crate::scales::Scale;
 use crate::QK;
@@ -173,15 +174,8 @@ pub unsafe fn dot_q4_w16_avx2<S: Scale, const R: usize>(
     qh: &[u32],
     a: &[(&[i16], &[f32], &[f32]); R],
 ) -> [f32; R] {
-    if R > 4 && R.is_multiple_of(4) {
-        let mut out = [0f32; R];
-        for r0 in (0..R).step_by(4) {
-            let quad: [_; 4] = std::array::from_fn(|i| a[r0 + i]);
-            out[r0..r0 + 4].copy_from_slice(&q4_w16_rows(qs, d, m, qh, &quad));
-        }
-        return out;
-    }
-    q4_w16_rows(qs, d, m, qh, a)
+    // SAFETY: this function's caller detected the features.
+    in_fours(a, |q| unsafe { q4_w16_rows(qs, d, m, qh, q) }, |a| unsafe { q4_w16_rows(qs, d, m, qh, a) })
 }
 
 #[target_feature(enable = "avx2,fma,f16c")]
@@ -224,15 +218,12 @@ pub unsafe fn dot_q8_w16_avx2<S: Scale, const SPLIT: bool, const R: usize>(
     d: S,
     a: &[(&[i16], &[f32], &[f32]); R],
 ) -> [f32; R] {
-    if R > 4 && R.is_multiple_of(4) {
-        let mut out = [0f32; R];
-        for r0 in (0..R).step_by(4) {
-            let quad: [_; 4] = std::array::from_fn(|i| a[r0 + i]);
-            out[r0..r0 + 4].copy_from_slice(&q8_w16_rows::<S, SPLIT, 4>(qs, d, &quad));
-        }
-        return out;
-    }
-    q8_w16_rows::<S, SPLIT, R>(qs, d, a)
+    // SAFETY: this function's caller detected the features.
+    in_fours(
+        a,
+        |q| unsafe { q8_w16_rows::<S, SPLIT, 4>(qs, d, q) },
+        |a| unsafe { q8_w16_rows::<S, SPLIT, R>(qs, d, a) },
+    )
 }
 
 #[target_feature(enable = "avx2,fma,f16c")]

@@ -166,6 +166,24 @@ impl Decoder {
     pub(super) fn kernel_share(&self) -> usize {
         self.layers.iter().flat_map(|l| l.projections()).filter(|l| l.is_ours()).count()
     }
+
+    /// The kernel family that runs this model, as `cortex devices`, status and `/metrics` name
+    /// it: cortex's kernels at this host's level and activation widths, or candle's where a
+    /// projection's format is not one of ours.
+    pub fn kernels(&self) -> String {
+        let bits = |p: Precision| if p == Precision::I8 { 8 } else { 16 };
+        let [decode, prefill] = self.precision;
+        let all = self.layers.iter().flat_map(|l| l.projections()).count();
+        let ours = self.kernel_share();
+        let share =
+            if ours == all { String::new() } else { format!(", {ours} of {all} projections (candle's the rest)") };
+        format!(
+            "cortex-{} ({}-bit decode, {}-bit prefill activations{share})",
+            cortex_kernels::level().as_str(),
+            bits(decode),
+            bits(prefill)
+        )
+    }
 }
 
 #[derive(Default)]
