@@ -45,9 +45,9 @@ pub(crate) fn run(
     // Whole passes of 8 rows (a chunk of 100 rows left a pass of 4 at a quarter less speed).
     let chunk = (CHUNK_BYTES / act_bytes).max(8) / 8 * 8;
     let chunks = m.div_ceil(chunk);
-    // A decode step's single row takes four groups an item: per item set-up was a fifth of
-    // SmolLM2's decode on an AVX2 host at one group. (Passes of several rows keep one group,
-    // which their kernels lay out as one array.)
+    // A decode step's single row takes four groups an item, for less set-up per weight row
+    // (SmolLM2 tg128 on an AVX2 host 89 → 90–95 tok/s). Passes of several rows keep one group,
+    // which their kernels lay out as one array.
     let span = if m == 1 { 4 * GROUP } else { GROUP };
     let mut starts = Vec::with_capacity(ws.len() + 1);
     starts.push(0);
@@ -272,9 +272,10 @@ impl QWeight {
         true
     }
 
-    /// [`Self::grouped_passes`] on AVX2: each weight row sliced here and passed to the kernel,
-    /// which a closure returning the row's slices did through memory (store-forwarding stalls
-    /// after every call: a tenth of SmolLM2's decode).
+    /// [`Self::grouped_passes`] on AVX2: each weight row sliced here and passed to the kernel.
+    /// Through a closure returning the row's slices, as the VNNI path does, they came back
+    /// through memory, a store-forwarding stall after every call (SmolLM2 tg128 104–111 → 141
+    /// tok/s without it).
     #[cfg(target_arch = "x86_64")]
     fn avx2_passes<const R: usize>(
         &self,
