@@ -152,7 +152,10 @@ unsafe fn r16_rows<const Q4: bool, const R: usize>(
     let mut b = 0;
     while b + 2 <= nb {
         let blocks = (nb - b).min(8) & !1;
-        let dw = load8_f16(d, b, blocks);
+        // The eight scales as f32 on the stack, each block's broadcast from there by a load
+        // (a permute from a register took two more instructions a block on the shuffle port).
+        let mut ds = [0f32; 8];
+        _mm256_storeu_ps(ds.as_mut_ptr(), load8_f16(d, b, blocks));
         if Q4 {
             let mw = load8_f16(m, b, blocks);
             for r in 0..R {
@@ -162,8 +165,7 @@ unsafe fn r16_rows<const Q4: bool, const R: usize>(
         for j in 0..blocks / 2 {
             let blk = b + 2 * j;
             let w = pair16::<Q4>(qs, qh, blk);
-            let se = _mm256_permutevar8x32_ps(dw, _mm256_set1_epi32(2 * j as i32));
-            let so = _mm256_permutevar8x32_ps(dw, _mm256_set1_epi32(2 * j as i32 + 1));
+            let (se, so) = (_mm256_broadcast_ss(&ds[2 * j]), _mm256_broadcast_ss(&ds[2 * j + 1]));
             for r in 0..R {
                 let (pe, po) = pair_products(&w, a[r].0.as_ptr().add(32 * blk));
                 acc[r][0] = _mm256_fmadd_ps(se, _mm256_cvtepi32_ps(pe), acc[r][0]);
