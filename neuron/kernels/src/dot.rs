@@ -32,49 +32,40 @@ pub(crate) fn dot16_refs<const R: usize>(
     // SAFETY: `lvl` comes from run-time feature detection of exactly what each path uses.
     unsafe {
         let nb = refs.first().map_or(0, |r| r.1.len());
-        if lvl == Level::Avx512Vnni && group >= nb {
-            match (kind, w.d, w.m) {
-                (Kind::Q4, ScaleRow::F16(d), ScaleRow::F16(m)) => {
-                    return x86::dot_r16_vnni::<true, R>(w.qs, d, m, w.qh, w.offset, refs)
-                }
-                (Kind::Q8, ScaleRow::F16(d), _) if !w.split => {
-                    return x86::dot_r16_vnni::<false, R>(w.qs, d, &[], &[], 0, refs)
-                }
-                _ => {}
+        // Activations with one scale a row (f16-scaled formats) or a super-block (K-quants):
+        // the grouped kernels of each level.
+        let (row, sup) = (group >= nb, group == 8);
+        let vnni = lvl == Level::Avx512Vnni;
+        match (lvl, kind, w.d, w.m) {
+            (Level::Avx512Vnni | Level::Avx2, Kind::Q4, ScaleRow::F16(d), ScaleRow::F16(m)) if row => {
+                return if vnni {
+                    x86::dot_r16_vnni::<true, R>(w.qs, d, m, w.qh, w.offset, refs)
+                } else {
+                    x86::dot_r16_avx2::<true, R>(w.qs, d, m, w.qh, refs)
+                };
             }
-        }
-        if lvl == Level::Avx2 && group >= nb {
-            match (kind, w.d, w.m) {
-                (Kind::Q4, ScaleRow::F16(d), ScaleRow::F16(m)) => {
-                    return x86::dot_r16_avx2::<true, R>(w.qs, d, m, w.qh, refs)
-                }
-                (Kind::Q8, ScaleRow::F16(d), _) if !w.split => {
-                    return x86::dot_r16_avx2::<false, R>(w.qs, d, &[], &[], refs)
-                }
-                _ => {}
+            (Level::Avx512Vnni | Level::Avx2, Kind::Q8, ScaleRow::F16(d), _) if row && !w.split => {
+                return if vnni {
+                    x86::dot_r16_vnni::<false, R>(w.qs, d, &[], &[], 0, refs)
+                } else {
+                    x86::dot_r16_avx2::<false, R>(w.qs, d, &[], &[], refs)
+                };
             }
-        }
-        if lvl == Level::Avx2 && group == 8 {
-            match (kind, w.d, w.m) {
-                (Kind::Q4, ScaleRow::K8(d), ScaleRow::K8(m)) => {
-                    return x86::dot_k16_avx2::<true, 8, R>(w.qs, d, m, refs)
-                }
-                (Kind::Q8, ScaleRow::K16(d), ScaleRow::K16(m)) => {
-                    return x86::dot_k16_avx2::<false, 16, R>(w.qs, d, m, refs)
-                }
-                _ => {}
+            (Level::Avx512Vnni | Level::Avx2, Kind::Q4, ScaleRow::K8(d), ScaleRow::K8(m)) if sup => {
+                return if vnni {
+                    x86::dot_k16_vnni::<true, 8, R>(w.qs, d, m, refs)
+                } else {
+                    x86::dot_k16_avx2::<true, 8, R>(w.qs, d, m, refs)
+                };
             }
-        }
-        if lvl == Level::Avx512Vnni && group == 8 {
-            match (kind, w.d, w.m) {
-                (Kind::Q4, ScaleRow::K8(d), ScaleRow::K8(m)) => {
-                    return x86::dot_k16_vnni::<true, 8, R>(w.qs, d, m, refs)
-                }
-                (Kind::Q8, ScaleRow::K16(d), ScaleRow::K16(m)) => {
-                    return x86::dot_k16_vnni::<false, 16, R>(w.qs, d, m, refs)
-                }
-                _ => {}
+            (Level::Avx512Vnni | Level::Avx2, Kind::Q8, ScaleRow::K16(d), ScaleRow::K16(m)) if sup => {
+                return if vnni {
+                    x86::dot_k16_vnni::<false, 16, R>(w.qs, d, m, refs)
+                } else {
+                    x86::dot_k16_avx2::<false, 16, R>(w.qs, d, m, refs)
+                };
             }
+            _ => {}
         }
         let simd = match (w.d, w.m) {
             (ScaleRow::F16(d), ScaleRow::F16(m)) => dot16_x86(kind, lvl, w, d, m, refs),
