@@ -306,7 +306,7 @@ fn tools_lark(req: &GenerateRequest, format: Format, vocab: &Vocab) -> String {
     let body = match format {
         Format::Generic => {
             let calls = format!("{} {} {}", lit(r#"{"tool_calls": ["#), many("call", ", "), lit("]}"));
-            let answer = format!("{} %json {} {}", lit(r#"{"response": "#), json!({"type": "string"}), lit("}"));
+            let answer = format!("{} %json {} {}", lit(r#"{"text": "#), json!({"type": "string"}), lit("}"));
             if forced {
                 format!("start: {calls}\n")
             } else {

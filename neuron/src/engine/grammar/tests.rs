@@ -86,7 +86,7 @@ fn a_forced_call_takes_exactly_the_envelope_of_a_valid_call() {
     // Another tool's name, a plain answer, or an unknown argument are steered away from.
     for bad in [
         r#"{"tool_calls": [{"name": "get_time""#,
-        r#"{"response": "hello"}"#,
+        r#"{"text": "hello"}"#,
         r#"{"tool_calls": [{"name": "get_weather", "arguments": {"town""#,
     ] {
         let mut c = f.grammars.compile(g.clone()).unwrap();
@@ -100,7 +100,7 @@ fn auto_lets_the_model_answer_in_the_envelope_and_none_constrains_nothing() {
     let f = fixture();
     let req = request(vec![weather()], ToolChoice::Auto);
     let mut c = f.grammars.compile(for_request(&req, Format::Generic, f.grammars.vocab()).unwrap()).unwrap();
-    let answer = r#"{"response": "It is sunny."}"#;
+    let answer = r#"{"text": "It is sunny."}"#;
     assert_eq!(offer(&f, &mut c, answer), (f.tokenizer.encode(answer).unwrap().len(), true));
     assert!(for_request(&request(vec![weather()], ToolChoice::None), Format::Generic, f.grammars.vocab()).is_none());
     assert!(for_request(&request(vec![], ToolChoice::Auto), Format::Generic, f.grammars.vocab()).is_none());

@@ -33,7 +33,8 @@ fn skip_ws(buf: &mut String) {
     buf.drain(..n);
 }
 
-/// cortex's JSON envelope: `{"tool_calls": [call, …]}` or `{"response": "text"}`.
+/// cortex's JSON envelope: `{"tool_calls": [call, …]}` or `{"text": "…"}` (`"response"`, the key
+/// llama.cpp's generic format uses, read as the same).
 #[derive(Default)]
 pub struct Generic {
     buf: String,
@@ -87,7 +88,7 @@ impl Generic {
                 expect(':', "after a key")?;
                 self.buf.drain(..1);
                 self.at = match key.as_str() {
-                    "response" => ResponseOpen,
+                    "text" | "response" => ResponseOpen,
                     "tool_calls" => CallsOpen,
                     other => return Err(format!("unknown key `{other}` in the answer's JSON envelope")),
                 };

@@ -2,8 +2,8 @@
 //! its family's format (Hermes / Qwen `<tool_call>`, Llama 3 JSON, Mistral `[TOOL_CALLS]`); a
 //! model whose template does not (SmolLM2, Gemma 3 270M) gets cortex's generic format: the
 //! tools described in the system prompt and the answer held by the grammar to one JSON envelope,
-//! `{"tool_calls": [{"name": …, "arguments": {…}}, …]}` or `{"response": "…"}` (llama.cpp's
-//! generic handler does the same).
+//! `{"tool_calls": [{"name": …, "arguments": {…}}, …]}` or `{"text": "…"}` (llama.cpp's generic
+//! handler does the same, its answer keyed `response`).
 //!
 //! Each format's [`Parser`] reads the generated text as it streams and turns it into neutral
 //! [`Piece`]s: text, the start of a call, its arguments' JSON in fragments. Pushing the same text

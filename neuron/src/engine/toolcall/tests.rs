@@ -60,9 +60,10 @@ fn generic_envelope_calls_and_text() {
             call("get_time", serde_json::json!({}))
         ]
     );
-    let (answer, calls) = both(Format::Generic, "{\"response\": \"Hi \\\"you\\\"\\n\\u00e9t\\u00e9 ✓\"}");
+    let (answer, calls) = both(Format::Generic, "{\"text\": \"Hi \\\"you\\\"\\n\\u00e9t\\u00e9 ✓\"}");
     assert_eq!(answer, "Hi \"you\"\nété ✓");
     assert!(calls.is_empty());
+    assert_eq!(both(Format::Generic, r#"{"response": "Hi"}"#).0, "Hi");
     // Whitespace the JSON grammar allows, and a cut-off envelope.
     let (_, calls) = both(Format::Generic, "{ \"tool_calls\" : [ {\"name\":\"a\",\"arguments\":{\"x\":\"}\"}} ] }");
     assert_eq!(calls, vec![call("a", serde_json::json!({"x": "}"}))]);
