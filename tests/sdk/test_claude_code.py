@@ -28,7 +28,9 @@ CLAUDE = Path(os.environ.get("CLAUDE_BIN", REPO / ".ci" / "claude-code" / "node_
 GEMMA_FILE = "gemma-3-270m.Q4_K_M.gguf"
 QUESTION = "What is the capital of France?"
 TEMPLATE_TOKENS = re.compile(r"<\|im_start\|>|<\|im_end\|>|<start_of_turn>|<end_of_turn>|<\|endoftext\|>|<eos>")
-TIMEOUT_S = 600
+# A hang guard, not a speed bound: SmolLM2's 7.4k-token prompt takes about 2 minutes to its
+# first token on 2 cores, and several times that on a busy machine.
+TIMEOUT_S = 1800
 
 # Per model: a name only a glob alias resolves, and the tools its context cannot hold. The names
 # are ones Claude Code does not know: for its own (claude-sonnet-4-5, …) it sends a system prompt
@@ -72,6 +74,9 @@ def claude(neuron, *args: str, env: dict[str, str] | None = None) -> subprocess.
         "CLAUDE_CODE_DISABLE_NONESSENTIAL_TRAFFIC": "1",
         # Bounds a run that would not end its turn (it then fails, as it should).
         "CLAUDE_CODE_MAX_OUTPUT_TOKENS": "256",
+        # Claude Code gives up on a request after 5 minutes and sends it again, which on a slow
+        # machine starts the long prefill over (cortex stops the abandoned one).
+        "API_TIMEOUT_MS": str(TIMEOUT_S * 1000),
         **(env or {}),
     }
     return subprocess.run(

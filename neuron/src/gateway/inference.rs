@@ -4,7 +4,7 @@
 
 use std::convert::Infallible;
 use std::sync::Arc;
-use std::time::{Instant, SystemTime};
+use std::time::{Duration, Instant, SystemTime};
 
 use axum::body::{Body, Bytes};
 use axum::extract::rejection::BytesRejection;
@@ -255,12 +255,21 @@ async fn collect(mut rx: UnboundedReceiver<Event>, obs: &mut Observer, shape: Re
     }
 }
 
+/// How long a stream may stay silent (a long prompt prefilling on a CPU) before it carries an
+/// SSE comment: clients' idle watchdogs (Claude Code gives up after minutes without a byte, then
+/// resends the request, which starts the prefill over) see the stream alive, and a client that
+/// went away is noticed at the write.
+const KEEP_ALIVE: Duration = Duration::from_secs(15);
+
 fn sse(render: Box<dyn Render>, rx: UnboundedReceiver<Event>, obs: Observer) -> Response {
     let body = futures::stream::unfold((rx, render, obs, false), |(mut rx, mut render, mut obs, done)| async move {
         if done {
             return None;
         }
-        let ev = next_event(&mut rx).await;
+        // `recv` is cancel-safe: an event that arrives as the timer fires waits for the next turn.
+        let Ok(ev) = tokio::time::timeout(KEEP_ALIVE, next_event(&mut rx)).await else {
+            return Some((Ok(Bytes::from_static(b": keep-alive\n\n")), (rx, render, obs, false)));
+        };
         obs.see(&ev);
         let error = matches!(ev, Event::Error { .. });
         let text: String = render.frames(&ev).iter().map(SseFrame::to_sse_string).collect();

@@ -58,7 +58,10 @@ fn instructions(tools: &[Tool], choice: &ToolChoice, parallel: bool) -> String {
         // The direct answer first, keyed `text`: under Claude Code's prompt (12 tools), Gemma 3
         // 270M's log-probabilities after `{"` were tool −4.7, response −10.6 with the calls
         // described first; tool −5.6, text −4.4 this way (it then answers instead of calling
-        // Write for "What is the capital of France?").
+        // Write for "What is the capital of France?"). The cost: with two tools, SmolLM2 now
+        // answers "What is the weather in Paris right now?" instead of calling get_weather
+        // (tool −4.6, text −1.9; it was tool −2.2, response −2.3). Calls first with either key
+        // left Gemma calling Write.
         _ => format!(
             r#"To answer directly, answer with the JSON object {{"text": "<your answer>"}}. To call tools, answer with the JSON object {calls}."#
         ),
