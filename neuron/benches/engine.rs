@@ -68,14 +68,6 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let threads = candle_core::utils::get_num_threads();
     println!("model: {}  threads: {threads}", path.display());
 
-    let t0 = Instant::now();
-    let content = gguf_file::Content::read(&mut std::fs::File::open(&path)?)?;
-    // The engine's settings from the environment as `cortex serve` reads them (CORTEX_ENGINE,
-    // CORTEX_DECODE_BITS, …), on the CPU unless CORTEX_DEVICE says otherwise.
-    let config = EngineConfig { device: DeviceChoice::Cpu, max_context: Some(4096), ..Default::default() };
-    let weights = ModelWeights::load_gguf(&path, content, &config.with_env()?.options()?)?;
-    println!("load: {:.3} s", t0.elapsed().as_secs_f64());
-
     let vocab = 1000u32;
     // CORTEX_BENCH_ONLY runs the listed parts alone (comma-separated: ppN for any prompt length
     // N, tg128, batch, or matmul for the kernels alone), for a profiler or bench/vs-llama-cpp;
@@ -89,6 +81,16 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         None => vec![64, 512],
         Some(o) => o.iter().filter_map(|p| p.strip_prefix("pp")?.parse().ok()).collect(),
     };
+    let t0 = Instant::now();
+    let content = gguf_file::Content::read(&mut std::fs::File::open(&path)?)?;
+    // Room for the longest prompt asked for (a Claude Code prompt is 7–13k tokens).
+    let context = prefill.iter().map(|n| n + 256).max().unwrap_or(0).max(4096);
+    // The engine's settings from the environment as `cortex serve` reads them (CORTEX_ENGINE,
+    // CORTEX_DECODE_BITS, …), on the CPU unless CORTEX_DEVICE says otherwise.
+    let config = EngineConfig { device: DeviceChoice::Cpu, max_context: Some(context), ..Default::default() };
+    let weights = ModelWeights::load_gguf(&path, content, &config.with_env()?.options()?)?;
+    println!("load: {:.3} s", t0.elapsed().as_secs_f64());
+
     for &n in &prefill {
         let prompt: Vec<u32> = (0..n as u32).map(|i| (i * 7919) % vocab + 100).collect();
         let rates = (0..reps)

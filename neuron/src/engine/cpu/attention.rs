@@ -36,32 +36,48 @@ impl Heads {
     }
 }
 
+/// How many (row, head) queries one work item takes at most. A prompt's rows are tiled so that
+/// each key and value row read from the cache serves this many queries: one query a read left a
+/// 7k-token prefill waiting on the cache (its keys outgrow L2), and attention was three fifths of it.
+const TILE_QUERIES: usize = 12;
+
 /// Causal grouped-query attention of new rows, each over the cached positions `seen` gives it
 /// (rows of one sequence's prompt chunk, or decode rows of several sequences). Work items are
-/// (row, up to four heads of one kv group) and independent: a long prefill spreads them over
-/// candle's worker pool. Heads that share a kv head share each key and value row's reading,
-/// which bounds attention over a long prompt (a single decode row keeps one head an item, so
-/// that it still spreads over the threads).
+/// (tile of rows, up to four heads of one kv group) and independent: a long prefill spreads them
+/// over candle's worker pool. A tile is consecutive rows of one sequence; its heads share every
+/// key and value row's reading (a single decode row keeps one head an item, so that it still
+/// spreads over the threads). A query's arithmetic does not depend on its tile: a row computes
+/// the same in a prompt as alone.
 pub(super) fn attention(hs: &Heads, q: &[f32], seen: &[Seen], out: &mut [f32]) {
     let t = seen.len();
     let group = hs.n_head / hs.n_kv_head;
     let per_item = if t > 1 { group.min(4) } else { 1 };
     let chunks = group.div_ceil(per_item);
+    let max_rows = (TILE_QUERIES / per_item).max(1);
+    let mut tiles = Vec::with_capacity(t.div_ceil(max_rows));
+    let mut r = 0;
+    while r < t {
+        let same = |n: usize| std::ptr::eq(seen[r].kc, seen[r + n].kc) && seen[r + n].end == seen[r].end + n;
+        let mut n = 1;
+        while n < max_rows && r + n < t && same(n) {
+            n += 1;
+        }
+        tiles.push((r, n));
+        r += n;
+    }
     let dst = out.as_mut_ptr() as usize;
+    let items = tiles.len() * hs.n_kv_head * chunks;
     let one = |item: usize| {
-        let (r, rest) = (item / (hs.n_kv_head * chunks), item % (hs.n_kv_head * chunks));
+        // Last tiles first: a prompt's later rows see more positions, and the pool hands out
+        // items in order, so the longest come first and the short ones fill the tail.
+        let item = items - 1 - item;
+        let (i, rest) = (item / (hs.n_kv_head * chunks), item % (hs.n_kv_head * chunks));
         let (g, c) = (rest / chunks, rest % chunks);
         let h0 = g * group + c * per_item;
-        let Seen { kc, vc, end } = seen[r];
-        let at = Attend { hs, q, kc, vc, r, g, end, dst };
-        match (g * group + group - h0).min(per_item) {
-            4 => at.heads::<4>(h0),
-            3 => at.heads::<3>(h0),
-            2 => at.heads::<2>(h0),
-            _ => at.heads::<1>(h0),
-        }
+        let (r0, rows) = tiles[i];
+        let heads = (g * group + group - h0).min(per_item);
+        Tile { hs, q, seen: seen[r0], r0, rows, g, h0, heads, dst }.run();
     };
-    let items = t * hs.n_kv_head * chunks;
     // Below this many multiply-adds a hand-off to the pool costs more than it saves.
     const PARALLEL_FROM: usize = 1 << 16;
     if seen.iter().map(|s| s.end).sum::<usize>() * hs.n_head * hs.head_dim >= PARALLEL_FROM {
@@ -71,76 +87,176 @@ pub(super) fn attention(hs: &Heads, q: &[f32], seen: &[Seen], out: &mut [f32]) {
     }
 }
 
-/// One row's attention against kv head `g`, for the positions `..end` it sees.
-struct Attend<'a> {
+/// One (row, head) of a tile and the positions `start..end` it sees.
+#[derive(Clone, Copy, Default)]
+struct Query {
+    row: usize,
+    head: usize,
+    start: usize,
+    end: usize,
+}
+
+/// Rows `r0..r0 + rows` of one sequence (row `r0` sees `..seen.end`, each next one a position
+/// more) against kv head `g`, heads `h0..h0 + heads`.
+struct Tile<'a> {
     hs: &'a Heads,
     q: &'a [f32],
-    kc: &'a LayerRows<'a>,
-    vc: &'a LayerRows<'a>,
-    r: usize,
+    seen: Seen<'a>,
+    r0: usize,
+    rows: usize,
     g: usize,
-    end: usize,
+    h0: usize,
+    heads: usize,
     /// The `t × n_head·head_dim` output.
     dst: usize,
 }
 
-impl Attend<'_> {
-    /// Heads `h0..h0 + H`: scores against each key, softmax, then Σ p·v with sixteen outputs of
-    /// every head held in registers across all positions (accumulating into the output row
-    /// instead loaded and stored it once per position).
-    fn heads<const H: usize>(&self, h0: usize) {
+impl Tile<'_> {
+    /// Query `i` (row-major over rows, then heads): its row, head and the positions it sees.
+    fn query(&self, i: usize) -> Query {
+        let (row, head) = (i / self.heads, self.h0 + i % self.heads);
+        let end = self.seen.end + row;
+        // A window of 0 (a malformed file) still sees the row itself.
+        let start = self.hs.window.map_or(0, |w| end.saturating_sub(w.max(1)));
+        Query { row: self.r0 + row, head, start, end }
+    }
+
+    /// Scores against every key the tile sees, eight keys at a time; softmax of each query's own
+    /// positions (zero outside them); then Σ p·v, a block of positions at a time so that the
+    /// block's values stay in cache across the queries and sixteen-float slices.
+    fn run(&self) {
         thread_local! {
             static SCORES: std::cell::RefCell<Vec<f32>> = const { std::cell::RefCell::new(Vec::new()) };
         }
         let hs = self.hs;
         let (hd, qw) = (hs.head_dim, hs.n_head * hs.head_dim);
-        // A window of 0 (a malformed file) still sees the row itself.
-        let start = hs.window.map_or(0, |w| self.end.saturating_sub(w.max(1)));
-        let n = self.end - start;
-        let qh: [&[f32]; H] = std::array::from_fn(|i| &self.q[self.r * qw + (h0 + i) * hd..][..hd]);
-        // SAFETY: this item alone writes heads h0..h0+H of row r; `dst` outlives the call.
-        let out = unsafe { std::slice::from_raw_parts_mut((self.dst as *mut f32).add(self.r * qw + h0 * hd), H * hd) };
+        let nq = self.rows * self.heads;
+        // Fixed arrays: a decode step runs an item per head and layer, too many to allocate in.
+        let mut queries = [Query::default(); TILE_QUERIES];
+        (0..nq).for_each(|i| queries[i] = self.query(i));
+        let queries = &queries[..nq];
+        // Starts and ends grow with the row: the first query starts first, the last ends last.
+        let (lo, hi) = (queries[0].start, queries[nq - 1].end);
+        let stride = (hi - lo).next_multiple_of(8);
+        let mut qv: [&[f32]; TILE_QUERIES] = [&[]; TILE_QUERIES];
+        (0..nq).for_each(|i| qv[i] = &self.q[queries[i].row * qw + queries[i].head * hd..][..hd]);
+        let (g0, width) = (self.g * hd, self.seen.kc.width());
         SCORES.with(|cell| {
             let mut scores = cell.borrow_mut();
-            let sc = resize(&mut scores, H * n);
-            // Kv head g's slice of each row, walked a block's run at a time.
-            let (g0, width) = (self.g * hd, self.kc.width());
-            let mut jj = 0;
-            for run in self.kc.runs(start..self.end) {
-                for k in run.chunks_exact(width) {
-                    let d = dots::<H>(qh, &k[g0..g0 + hd]);
-                    (0..H).for_each(|i| sc[i * n + jj] = d[i] * hs.scale);
-                    jj += 1;
-                }
-            }
-            sc.chunks_exact_mut(n).for_each(softmax);
-            let mut c = 0;
-            while c < hd {
-                let w = (hd - c).min(16);
-                let mut acc = [[0f32; 16]; H];
-                let probs: [&[f32]; H] = std::array::from_fn(|i| &sc[i * n..(i + 1) * n]);
-                let runs = self.vc.runs(start..self.end);
-                if w == 16 {
-                    weighted_sum16::<H>(probs, runs, width, g0 + c, &mut acc);
-                } else {
-                    let mut jj = 0;
-                    for run in runs {
-                        for v in run.chunks_exact(width).map(|v| &v[g0 + c..g0 + c + w]) {
-                            (0..H).for_each(|i| (0..w).for_each(|l| acc[i][l] += probs[i][jj] * v[l]));
-                            jj += 1;
-                        }
+            let sc = resize(&mut scores, nq * stride);
+            let mut block = |j0: usize, keys: &[*const f32; 8], valid: usize| {
+                for (i, seen) in queries.iter().enumerate() {
+                    if j0 + valid > seen.start && j0 < seen.end {
+                        let d = scores8(qv[i], keys);
+                        let at = i * stride + j0 - lo;
+                        (0..valid).for_each(|l| sc[at + l] = d[l] * hs.scale);
                     }
                 }
-                (0..H).for_each(|i| out[i * hd + c..i * hd + c + w].copy_from_slice(&acc[i][..w]));
-                c += w;
+            };
+            let (mut keys, mut k, mut j0) = ([std::ptr::null(); 8], 0, lo);
+            for run in self.seen.kc.runs(lo..hi) {
+                for row in run.chunks_exact(width) {
+                    keys[k] = row[g0..g0 + hd].as_ptr();
+                    k += 1;
+                    if k == 8 {
+                        block(j0, &keys, 8);
+                        (j0, k) = (j0 + 8, 0);
+                    }
+                }
+            }
+            if k > 0 {
+                // The last block's missing keys repeat its last one; their scores are dropped.
+                (k..8).for_each(|l| keys[l] = keys[k - 1]);
+                block(j0, &keys, k);
+            }
+            for (i, seen) in queries.iter().enumerate() {
+                let s = &mut sc[i * stride..i * stride + hi - lo];
+                let (a, b) = (seen.start - lo, seen.end - lo);
+                s[..a].fill(0.0);
+                softmax(&mut s[a..b]);
+                s[b..].fill(0.0);
+            }
+            let sc = &*sc;
+            // SAFETY: this item alone writes heads h0..h0+heads of its rows; `dst` outlives the
+            // call, and rows of other items' heads are not touched.
+            let out = |i: usize| unsafe {
+                let Query { row, head, .. } = queries[i];
+                std::slice::from_raw_parts_mut((self.dst as *mut f32).add(row * qw + head * hd), hd)
+            };
+            (0..nq).for_each(|i| out(i).fill(0.0));
+            // Positions a value block holds: 128 rows of a kv head fit L2 for head sizes to 256.
+            const BLOCK: usize = 128;
+            let mut b0 = lo;
+            while b0 < hi {
+                let b1 = (b0 + BLOCK).min(hi);
+                let mut i0 = 0;
+                while i0 < nq {
+                    let n = (nq - i0).min(6);
+                    // The positions any of these queries sees in the block (zeros elsewhere).
+                    let (s0, s1) = (queries[i0].start.max(b0), queries[i0 + n - 1].end.min(b1));
+                    if s0 < s1 {
+                        let probs: [&[f32]; 6] = std::array::from_fn(|k| {
+                            let i = (i0 + k).min(i0 + n - 1);
+                            &sc[i * stride + s0 - lo..i * stride + s1 - lo]
+                        });
+                        let mut outs: [&mut [f32]; 6] = std::array::from_fn(|k| match k < n {
+                            true => out(i0 + k),
+                            false => &mut [][..],
+                        });
+                        let (probs, outs) = (&probs[..n], &mut outs[..n]);
+                        match n {
+                            6 => accumulate::<6>(probs, outs, self.seen.vc, s0..s1, g0, hd),
+                            5 => accumulate::<5>(probs, outs, self.seen.vc, s0..s1, g0, hd),
+                            4 => accumulate::<4>(probs, outs, self.seen.vc, s0..s1, g0, hd),
+                            3 => accumulate::<3>(probs, outs, self.seen.vc, s0..s1, g0, hd),
+                            2 => accumulate::<2>(probs, outs, self.seen.vc, s0..s1, g0, hd),
+                            _ => accumulate::<1>(probs, outs, self.seen.vc, s0..s1, g0, hd),
+                        }
+                    }
+                    i0 += n;
+                }
+                b0 = b1;
             }
         });
     }
 }
 
-/// `acc[i] = Σ_j p[i][j] · v_j` over the sixteen floats from `off` of each value row, the rows
+/// `out[i] += Σ_j p[i][j] · v_j` over positions `range` (p indexed from its start), kv head
+/// slice `g0..g0 + hd` of each value row, sixteen floats of every query at a time.
+fn accumulate<const H: usize>(
+    p: &[&[f32]],
+    out: &mut [&mut [f32]],
+    vc: &LayerRows,
+    range: std::ops::Range<usize>,
+    g0: usize,
+    hd: usize,
+) {
+    let (p, width): ([&[f32]; H], usize) = (std::array::from_fn(|i| p[i]), vc.width());
+    let mut c = 0;
+    while c < hd {
+        let w = (hd - c).min(16);
+        let mut acc: [[f32; 16]; H] = std::array::from_fn(|_| [0.0; 16]);
+        (0..H).for_each(|i| acc[i][..w].copy_from_slice(&out[i][c..c + w]));
+        let runs = vc.runs(range.clone());
+        if w == 16 {
+            weighted_sum16::<H>(p, runs, width, g0 + c, &mut acc);
+        } else {
+            let mut jj = 0;
+            for run in runs {
+                for v in run.chunks_exact(width).map(|v| &v[g0 + c..g0 + c + w]) {
+                    (0..H).for_each(|i| (0..w).for_each(|l| acc[i][l] += p[i][jj] * v[l]));
+                    jj += 1;
+                }
+            }
+        }
+        (0..H).for_each(|i| out[i][c..c + w].copy_from_slice(&acc[i][..w]));
+        c += w;
+    }
+}
+
+/// `acc[i] += Σ_j p[i][j] · v_j` over the sixteen floats from `off` of each value row, the rows
 /// `width` apart in each block's run and the accumulators kept in registers across the runs.
-/// The compiler kept neither this nor [`dots`] in registers when written as loops over arrays,
+/// The compiler kept neither this nor [`scores8`] in registers when written as loops over arrays,
 /// so on x86 they are written with AVX2 and FMA (which the build's x86-64-v3 target guarantees).
 fn weighted_sum16<'v, const H: usize>(
     p: [&[f32]; H],
@@ -157,7 +273,8 @@ fn weighted_sum16<'v, const H: usize>(
         // SAFETY: the features are compiled in (cfg above); every load reads 16 floats of a
         // 16-float slice or an in-bounds probability.
         unsafe {
-            let mut a = [[_mm256_setzero_ps(); 2]; H];
+            let mut a: [[__m256; 2]; H] =
+                std::array::from_fn(|i| [_mm256_loadu_ps(acc[i].as_ptr()), _mm256_loadu_ps(acc[i].as_ptr().add(8))]);
             let mut j = 0;
             for run in runs {
                 for row in run.chunks_exact(width) {
@@ -189,34 +306,44 @@ fn weighted_sum16<'v, const H: usize>(
     }
 }
 
-/// `H` dot products against one key row, each over sixteen partial sums (two vector registers,
-/// so that the multiply-adds' latency overlaps).
-fn dots<const H: usize>(qs: [&[f32]; H], k: &[f32]) -> [f32; H] {
-    let whole = k.len() / 16 * 16;
-    let tail = |i: usize| qs[i][whole..].iter().zip(&k[whole..]).map(|(x, y)| x * y).sum::<f32>();
-    assert!(qs.iter().all(|q| q.len() == k.len()));
+/// `q`'s dot product with each of eight key rows of `q.len()` floats, each over eight lanes
+/// summed in the same tree whichever slot its key takes (so that a score does not depend on the
+/// keys it is computed beside).
+fn scores8(q: &[f32], keys: &[*const f32; 8]) -> [f32; 8] {
+    let hd = q.len();
+    let whole = hd / 8 * 8;
+    // SAFETY (both paths): every key pointer addresses `hd` floats of a cached row.
+    let tail = |k: usize| unsafe { (whole..hd).map(|c| q[c] * *keys[k].add(c)).sum::<f32>() };
     #[cfg(all(target_arch = "x86_64", target_feature = "avx2", target_feature = "fma"))]
     {
         use std::arch::x86_64::*;
-        // SAFETY: the features are compiled in; offsets stay below `whole` ≤ every length.
+        // SAFETY: the features are compiled in; offsets stay below `whole` ≤ hd.
         unsafe {
-            let mut a = [[_mm256_setzero_ps(); 2]; H];
-            for c in (0..whole).step_by(16) {
-                let (k0, k1) = (_mm256_loadu_ps(k.as_ptr().add(c)), _mm256_loadu_ps(k.as_ptr().add(c + 8)));
-                for i in 0..H {
-                    a[i][0] = _mm256_fmadd_ps(_mm256_loadu_ps(qs[i].as_ptr().add(c)), k0, a[i][0]);
-                    a[i][1] = _mm256_fmadd_ps(_mm256_loadu_ps(qs[i].as_ptr().add(c + 8)), k1, a[i][1]);
+            let mut a = [_mm256_setzero_ps(); 8];
+            for c in (0..whole).step_by(8) {
+                let qv = _mm256_loadu_ps(q.as_ptr().add(c));
+                for (k, a) in a.iter_mut().enumerate() {
+                    *a = _mm256_fmadd_ps(qv, _mm256_loadu_ps(keys[k].add(c)), *a);
                 }
             }
-            std::array::from_fn(|i| {
-                let mut lanes = [0f32; 8];
-                _mm256_storeu_ps(lanes.as_mut_ptr(), _mm256_add_ps(a[i][0], a[i][1]));
-                lanes.iter().sum::<f32>() + tail(i)
-            })
+            // Pairwise sums, then each key's two 128-bit halves: lane k holds key k's total.
+            let (s01, s23) = (_mm256_hadd_ps(a[0], a[1]), _mm256_hadd_ps(a[2], a[3]));
+            let (s45, s67) = (_mm256_hadd_ps(a[4], a[5]), _mm256_hadd_ps(a[6], a[7]));
+            let (t0, t1) = (_mm256_hadd_ps(s01, s23), _mm256_hadd_ps(s45, s67));
+            let sum = _mm256_add_ps(_mm256_permute2f128_ps(t0, t1, 0x20), _mm256_permute2f128_ps(t0, t1, 0x31));
+            let mut d = [0f32; 8];
+            _mm256_storeu_ps(d.as_mut_ptr(), sum);
+            if whole < hd {
+                (0..8).for_each(|k| d[k] += tail(k));
+            }
+            d
         }
     }
     #[cfg(not(all(target_arch = "x86_64", target_feature = "avx2", target_feature = "fma")))]
-    std::array::from_fn(|i| qs[i][..whole].iter().zip(&k[..whole]).map(|(x, y)| x * y).sum::<f32>() + tail(i))
+    std::array::from_fn(|k| {
+        // SAFETY: as above.
+        (0..whole).map(|c| q[c] * unsafe { *keys[k].add(c) }).sum::<f32>() + tail(k)
+    })
 }
 
 #[cfg(test)]
@@ -226,15 +353,16 @@ mod tests {
     use candle_core::{Device, Tensor};
 
     /// Causal grouped-query attention of t new rows over pos cached + t new positions, read
-    /// through blocks, against candle's ops. The second shape is big enough to run on the worker
-    /// pool; the third has a sliding window; the fourth is one decode row. Head layouts: groups
+    /// through blocks, against candle's ops, and each row against itself alone. The second shape
+    /// is big enough to run on the worker pool; the third has a sliding window; the fourth is one
+    /// decode row; the fifth crosses value blocks with a window. Head layouts: groups
     /// of 2, 5 (an item of four heads and one of one), 3 and 1, and head sizes that are not a
     /// multiple of 16.
     #[test]
     fn attention_matches_candles_ops() {
         let dev = Device::Cpu;
         let layouts = [(4, 2, 16), (10, 2, 24), (9, 3, 64), (3, 3, 8)];
-        let shapes = [(3, 5, None), (40, 30, None), (6, 20, Some(9)), (1, 70, None)];
+        let shapes = [(3, 5, None), (40, 30, None), (6, 20, Some(9)), (1, 70, None), (13, 290, Some(150))];
         for ((n_head, n_kv_head, head_dim), (t, pos, window)) in
             layouts.into_iter().flat_map(|l| shapes.into_iter().map(move |s| (l, s)))
         {
@@ -248,6 +376,12 @@ mod tests {
             let mut ours = vec![0f32; t * qw];
             let seen: Vec<Seen> = (0..t).map(|r| Seen { kc: &kr, vc: &vr, end: pos + r + 1 }).collect();
             attention(&hs, &q, &seen, &mut ours);
+            // Each row alone (a decode step) computes what it computed in the prompt's tiles.
+            for (r, s) in seen.iter().enumerate() {
+                let mut alone = vec![0f32; qw];
+                attention(&hs, &q[r * qw..(r + 1) * qw], std::slice::from_ref(s), &mut alone);
+                assert_eq!(alone, ours[r * qw..(r + 1) * qw], "row {r} of t={t} alone, {n_head}/{n_kv_head} heads");
+            }
             let heads = |v: &[f32], rows: usize, n: usize| {
                 Tensor::from_slice(v, (1, rows, n, head_dim), &dev)
                     .unwrap()
