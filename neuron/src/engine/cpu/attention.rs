@@ -37,8 +37,9 @@ impl Heads {
 }
 
 /// How many (row, head) queries one work item takes at most. A prompt's rows are tiled so that
-/// each key and value row read from the cache serves this many queries: one query a read left a
-/// 7k-token prefill waiting on the cache (its keys outgrow L2), and attention was three fifths of it.
+/// each key and value row read from the cache serves this many queries. With one query a read,
+/// and a sum reduced for every score, attention was three fifths of a 4k-token prefill (a kv
+/// head's keys at those lengths outgrow L2).
 const TILE_QUERIES: usize = 12;
 
 /// Causal grouped-query attention of new rows, each over the cached positions `seen` gives it
