@@ -76,11 +76,14 @@ def oai_call(oai, model: str, choice, seed: int, stream: bool):
     return finish, [(n, json.loads(a)) for _, (n, a) in sorted(calls.items())]
 
 
-def anth_call(anth, model: str, choice, stream: bool):
+def anth_call(anth, model: str, choice, seed: int, stream: bool):
     """A forced call through the Anthropic SDK: (stop_reason, [(name, input)])."""
     # anthropic>=2 no longer takes `temperature` as a keyword; the API still accepts the field.
+    # `seed` is cortex's extension: unseeded, a base model at 0.8 now and then loops inside a
+    # string until max_tokens, and such a run could not be told apart or repeated.
     kwargs = dict(
-        model=model, messages=ASK, tools=ANTH_TOOLS, tool_choice=choice, max_tokens=MAX_TOKENS, extra_body={"temperature": 0.8}
+        model=model, messages=ASK, tools=ANTH_TOOLS, tool_choice=choice, max_tokens=MAX_TOKENS,
+        extra_body={"temperature": 0.8, "seed": seed},
     )
     if stream:
         with anth.messages.stream(**kwargs) as s:
@@ -109,7 +112,7 @@ def test_forced_tool_calls_are_schema_valid_on_every_seeded_run(oai, anth, model
         stream = seed % 2 == 0
         if dialect == "oai":
             return oai_call(oai, model, choice, seed, stream)
-        return anth_call(anth, model, choice, stream)
+        return anth_call(anth, model, choice, seed, stream)
 
     for ((dialect, choice), seed), (finish, calls) in zip(cases, concurrently(run, cases)):
         what = f"{dialect} {choice} seed {seed}"

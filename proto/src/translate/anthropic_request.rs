@@ -33,7 +33,7 @@ pub fn messages_request(req: &MessagesRequest, id: String, model: String) -> Res
             temperature: req.temperature,
             top_p: req.top_p,
             top_k: req.top_k,
-            seed: None,
+            seed: req.seed,
             stop: req.stop_sequences.clone().unwrap_or_default(),
             frequency_penalty: None,
             presence_penalty: None,
