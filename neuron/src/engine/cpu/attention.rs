@@ -46,15 +46,12 @@ const TILE_QUERIES: usize = 12;
 /// (rows of one sequence's prompt chunk, or decode rows of several sequences). Work items are
 /// (tile of rows, up to four heads of one kv group) and independent: a long prefill spreads them
 /// over candle's worker pool. A tile is consecutive rows of one sequence; its heads share every
-/// key and value row's reading (a single decode row keeps one head an item, so that it still
-/// spreads over the threads). A query's arithmetic does not depend on its tile: a row computes
-/// the same in a prompt as alone.
+/// key and value row's reading. A query's arithmetic does not depend on its tile or the heads
+/// beside it: a row computes the same in a prompt as alone.
 pub(super) fn attention(hs: &Heads, q: &[f32], seen: &[Seen], out: &mut [f32]) {
     let t = seen.len();
     let group = hs.n_head / hs.n_kv_head;
-    let per_item = if t > 1 { group.min(4) } else { 1 };
-    let chunks = group.div_ceil(per_item);
-    let max_rows = (TILE_QUERIES / per_item).max(1);
+    let max_rows = (TILE_QUERIES / group.min(4)).max(1);
     let mut tiles = Vec::with_capacity(t.div_ceil(max_rows));
     let mut r = 0;
     while r < t {
@@ -66,6 +63,13 @@ pub(super) fn attention(hs: &Heads, q: &[f32], seen: &[Seen], out: &mut [f32]) {
         tiles.push((r, n));
         r += n;
     }
+    // Up to four heads an item share its key and value reads, as long as there are items enough
+    // for every thread of the pool: a decode row of SmolLM2 (3 kv heads of 3) is 3 items, one of
+    // Gemma 3 (1 of 4) is 2 of 2 heads. One head an item read each kv head's cache once per head.
+    let threads = candle_core::utils::barrier_pool().n_workers() + 1;
+    let chunks = group.div_ceil(4).max(threads.div_ceil(tiles.len() * hs.n_kv_head)).min(group);
+    let per_item = group.div_ceil(chunks);
+    let chunks = group.div_ceil(per_item);
     let dst = out.as_mut_ptr() as usize;
     let items = tiles.len() * hs.n_kv_head * chunks;
     let one = |item: usize| {
@@ -357,7 +361,7 @@ mod tests {
     /// through blocks, against candle's ops, and each row against itself alone. The second shape
     /// is big enough to run on the worker pool; the third has a sliding window; the fourth is one
     /// decode row; the fifth crosses value blocks with a window. Head layouts: groups
-    /// of 2, 5 (an item of four heads and one of one), 3 and 1, and head sizes that are not a
+    /// of 2, 5 (items of three heads and two), 3 and 1, and head sizes that are not a
     /// multiple of 16.
     #[test]
     fn attention_matches_candles_ops() {
