@@ -9,6 +9,14 @@ use crate::scales::Scales;
 use crate::weight::QWeight;
 #[cfg(target_arch = "x86_64")]
 use crate::{kquant::KScales, weight::Kind, x86, QK};
+#[cfg(target_arch = "x86_64")]
+use std::arch::x86_64::__m256i;
+
+#[cfg(target_arch = "x86_64")]
+thread_local! {
+    /// The weight rows of the tile a thread works on, widened to 16 bits (`with_widened`).
+    static WIDENED: std::cell::RefCell<Vec<__m256i>> = const { std::cell::RefCell::new(Vec::new()) };
+}
 
 enum QActs {
     I8(Acts<i8>),
@@ -120,8 +128,9 @@ impl QWeight {
             }
             QActs::I16(a) => {
                 // Eight rows a pass where there are eight: the weights' unpacking to 16 bits is
-                // shared by twice the rows (SmolLM2 pp512 +6 %; the 8-bit path gained nothing).
-                // The rows' slices are built once for all the weight rows.
+                // shared by twice the rows (SmolLM2 pp512 +6 %; the 8-bit path gained nothing),
+                // and on AVX2 by every pass of the tile (`with_widened`). The rows' slices are
+                // built once for all the weight rows.
                 let refs = |i: usize| {
                     let r = a.row(i);
                     (r.q, r.d, r.s)
@@ -285,6 +294,12 @@ impl QWeight {
         put: &impl Fn(usize, usize, f32),
     ) -> bool {
         let nb = self.nb;
+        let mut starts = starts.peekable();
+        if starts.peek().is_none() {
+            // No passes of R rows (decode's single row asked for passes of eight): nothing to
+            // widen either.
+            return true;
+        }
         let refs = |i: usize| -> [x86::Act16; R] {
             std::array::from_fn(|j| {
                 let r = a.row(i + j);
@@ -295,49 +310,131 @@ impl QWeight {
         match (self.kind, &self.d, &self.m) {
             (kind, Scales::F16(d), Scales::F16(m)) if a.group >= a.nb && !self.split => {
                 let bytes = if kind == Kind::Q4 { 16 } else { QK };
-                for i in starts {
-                    let q = refs(i);
-                    for r in rows.clone() {
-                        let (qs, d) = (&self.qs[span(r, bytes)], &d[span(r, 1)]);
-                        let qh = if self.qh.is_empty() { &[][..] } else { &self.qh[span(r, 1)] };
-                        // SAFETY: the level was detected at run time.
-                        let v = unsafe {
-                            match kind {
-                                Kind::Q4 => x86::dot_r16_avx2::<true, R>(qs, d, &m[span(r, 1)], qh, &q),
-                                Kind::Q8 => x86::dot_r16_avx2::<false, R>(qs, d, &[], &[], &q),
-                            }
-                        };
-                        (0..R).for_each(|j| put(i + j, r, v[j]));
+                let qh = |r: usize| if self.qh.is_empty() { &[][..] } else { &self.qh[span(r, 1)] };
+                // SAFETY (here and below): the level was detected at run time.
+                let widen = |r: usize, out: &mut [__m256i]| unsafe {
+                    match kind {
+                        Kind::Q4 => x86::unpack_r16_avx2::<true>(&self.qs[span(r, bytes)], qh(r), nb, out),
+                        Kind::Q8 => x86::unpack_r16_avx2::<false>(&self.qs[span(r, bytes)], &[], nb, out),
                     }
-                }
+                };
+                with_widened::<R>(rows.clone(), nb / 2 * 4, widen, |u| {
+                    for i in starts {
+                        let q = refs(i);
+                        for (t, r) in rows.clone().enumerate() {
+                            let (qs, d) = (&self.qs[span(r, bytes)], &d[span(r, 1)]);
+                            let (m, qh) = if kind == Kind::Q4 { (&m[span(r, 1)], qh(r)) } else { (&[][..], &[][..]) };
+                            // R is a constant: each monomorph calls one kernel.
+                            let v = unsafe {
+                                match (kind, R > 4) {
+                                    (Kind::Q4, true) => {
+                                        x86::dot_r16_widened_avx2::<true, R>(qs, d, m, qh, u.row(t), &q)
+                                    }
+                                    (Kind::Q4, false) => x86::dot_r16_avx2::<true, R>(qs, d, m, qh, &q),
+                                    (Kind::Q8, true) => {
+                                        x86::dot_r16_widened_avx2::<false, R>(qs, d, m, qh, u.row(t), &q)
+                                    }
+                                    (Kind::Q8, false) => x86::dot_r16_avx2::<false, R>(qs, d, m, qh, &q),
+                                }
+                            };
+                            (0..R).for_each(|j| put(i + j, r, v[j]));
+                        }
+                    }
+                });
             }
             (Kind::Q4, Scales::K8(dq, dd), Scales::K8(mq, md)) if a.group == 8 => {
-                for i in starts {
-                    let q = refs(i);
-                    for r in rows.clone() {
-                        let sup = r * nb / 8..(r + 1) * nb / 8;
-                        let d = KScales { q: &dq[span(r, 1)], d: &dd[sup.clone()] };
-                        let m = KScales { q: &mq[span(r, 1)], d: &md[sup] };
-                        // SAFETY: the level was detected at run time.
-                        let v = unsafe { x86::dot_k16_avx2::<true, 8, R>(&self.qs[span(r, 16)], d, m, &q) };
-                        (0..R).for_each(|j| put(i + j, r, v[j]));
+                let scales = |r: usize| {
+                    let sup = r * nb / 8..(r + 1) * nb / 8;
+                    (KScales { q: &dq[span(r, 1)], d: &dd[sup.clone()] }, KScales { q: &mq[span(r, 1)], d: &md[sup] })
+                };
+                let widen = |r: usize, out: &mut [__m256i]| unsafe {
+                    x86::unpack_k16_avx2::<true, 8>(&self.qs[span(r, 16)], scales(r).0, nb, out)
+                };
+                with_widened::<R>(rows.clone(), nb / 2 * 4, widen, |u| {
+                    for i in starts {
+                        let q = refs(i);
+                        for (t, r) in rows.clone().enumerate() {
+                            let (d, m) = scales(r);
+                            let qs = &self.qs[span(r, 16)];
+                            let v = unsafe {
+                                match R > 4 {
+                                    true => x86::dot_k16_widened_avx2::<true, 8, R>(qs, d, m, u.row(t), &q),
+                                    false => x86::dot_k16_avx2::<true, 8, R>(qs, d, m, &q),
+                                }
+                            };
+                            (0..R).for_each(|j| put(i + j, r, v[j]));
+                        }
                     }
-                }
+                });
             }
             (Kind::Q8, Scales::K16(dq, dd), _) if a.group == 8 => {
-                for i in starts {
-                    let q = refs(i);
-                    for r in rows.clone() {
-                        let d = KScales { q: &dq[span(r, 2)], d: &dd[r * nb / 8..(r + 1) * nb / 8] };
-                        let none = KScales { q: &[], d: &[] };
-                        // SAFETY: the level was detected at run time.
-                        let v = unsafe { x86::dot_k16_avx2::<false, 16, R>(&self.qs[span(r, QK)], d, none, &q) };
-                        (0..R).for_each(|j| put(i + j, r, v[j]));
+                let scales = |r: usize| KScales { q: &dq[span(r, 2)], d: &dd[r * nb / 8..(r + 1) * nb / 8] };
+                let widen = |r: usize, out: &mut [__m256i]| unsafe {
+                    x86::unpack_k16_avx2::<false, 16>(&self.qs[span(r, QK)], scales(r), nb, out)
+                };
+                with_widened::<R>(rows.clone(), nb / 2 * 4, widen, |u| {
+                    for i in starts {
+                        let q = refs(i);
+                        for (t, r) in rows.clone().enumerate() {
+                            let none = KScales { q: &[], d: &[] };
+                            let (qs, d) = (&self.qs[span(r, QK)], scales(r));
+                            let v = unsafe {
+                                match R > 4 {
+                                    true => x86::dot_k16_widened_avx2::<false, 16, R>(qs, d, none, u.row(t), &q),
+                                    false => x86::dot_k16_avx2::<false, 16, R>(qs, d, none, &q),
+                                }
+                            };
+                            (0..R).for_each(|j| put(i + j, r, v[j]));
+                        }
                     }
-                }
+                });
             }
             _ => return false,
         }
         true
     }
+}
+
+/// A tile's weight rows widened to 16 bits, or none (the kernels then widen as they go).
+#[cfg(target_arch = "x86_64")]
+#[derive(Clone, Copy)]
+struct Widened<'a> {
+    all: &'a [__m256i],
+    per_row: usize,
+}
+
+#[cfg(target_arch = "x86_64")]
+impl<'a> Widened<'a> {
+    /// Tile row `t`'s vectors, or an empty slice.
+    fn row(self, t: usize) -> &'a [__m256i] {
+        if self.all.is_empty() {
+            return &[];
+        }
+        &self.all[t * self.per_row..(t + 1) * self.per_row]
+    }
+}
+
+/// Runs `f` with the tile's weight rows `rows` widened by `widen` (`per_row` vectors each) where
+/// its passes are of eight activation rows (a prefill's), else with none. A pass of eight is
+/// two of four, and each of them widened every weight row again: Gemma 3's 640-wide Q5_0
+/// matmuls spent most of their time widening.
+#[cfg(target_arch = "x86_64")]
+fn with_widened<const R: usize>(
+    rows: std::ops::Range<usize>,
+    per_row: usize,
+    widen: impl Fn(usize, &mut [__m256i]),
+    f: impl FnOnce(Widened),
+) {
+    if R <= 4 {
+        return f(Widened { all: &[], per_row });
+    }
+    WIDENED.with(|cell| {
+        let mut all = cell.borrow_mut();
+        // SAFETY: all-zero bits are a valid vector.
+        all.resize(rows.len() * per_row, unsafe { std::mem::zeroed() });
+        for (t, r) in rows.enumerate() {
+            widen(r, &mut all[t * per_row..(t + 1) * per_row]);
+        }
+        f(Widened { all: &all, per_row });
+    });
 }

@@ -173,11 +173,17 @@ fn a_batch_of_weights_gives_what_each_gives_alone() {
 #[test]
 fn a_long_prompt_split_into_activation_chunks_gives_what_each_row_gives_alone() {
     // k = 4096 at 16 bits is 8 KiB a row: 16-row chunks, so 37 rows are 16 + 16 + 5 (with
-    // a tail of one after the last whole quad).
-    let (n, k, m) = (13, 4096, 37);
-    for (format, dtype) in
-        [(Format::Q4_1, GgmlDType::Q4_1), (Format::Q6K, GgmlDType::Q6K), (Format::Q4K, GgmlDType::Q4K)]
-    {
+    // a tail of one after the last whole quad). The f16-scaled formats take 129 blocks a row
+    // (8-row chunks): passes of eight read widened weight rows, whose odd last block is not.
+    let (n, m) = (13, 37);
+    for (format, dtype, k) in [
+        (Format::Q4_1, GgmlDType::Q4_1, 4096),
+        (Format::Q4_1, GgmlDType::Q4_1, 4128),
+        (Format::Q5_0, GgmlDType::Q5_0, 4128),
+        (Format::Q8_0, GgmlDType::Q8_0, 4128),
+        (Format::Q6K, GgmlDType::Q6K, 4096),
+        (Format::Q4K, GgmlDType::Q4K, 4096),
+    ] {
         let w = QWeight::from_gguf_bytes(format, n, k, &quantized(dtype, n, k, 5).0).unwrap();
         let x: Vec<f32> = (0..m * k).map(|i| ((i * 31) % 17) as f32 / 8.0 - 1.0).collect();
         for p in [Precision::I8, Precision::I16] {
@@ -186,7 +192,7 @@ fn a_long_prompt_split_into_activation_chunks_gives_what_each_row_gives_alone() 
             for i in 0..m {
                 let mut one = vec![0f32; n];
                 w.matmul_with(&x[i * k..(i + 1) * k], 1, &mut one, p);
-                assert_eq!(all[i * n..(i + 1) * n], one, "{format:?} {p:?} row {i}");
+                assert_eq!(all[i * n..(i + 1) * n], one, "{format:?} k={k} {p:?} row {i}");
             }
         }
     }

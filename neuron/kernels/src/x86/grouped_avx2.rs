@@ -118,6 +118,18 @@ pub(super) fn in_fours<const R: usize>(
     all(a)
 }
 
+/// A weight row's whole block pairs widened as [`pair16`] widens them (four vectors a pair), for
+/// a prefill tile whose passes of activation rows all read the same weight rows: they unpack
+/// each row once instead of once a pass.
+#[target_feature(enable = "avx2")]
+pub unsafe fn unpack_r16_avx2<const Q4: bool>(qs: &[u8], qh: &[u32], nb: usize, out: &mut [__m256i]) {
+    assert!(out.len() >= nb / 2 * 4 && qs.len() >= nb / 2 * 2 * if Q4 { 16 } else { QK });
+    assert!(qh.is_empty() || qh.len() >= nb / 2 * 2);
+    for (j, o) in out.chunks_exact_mut(4).take(nb / 2).enumerate() {
+        o.copy_from_slice(&pair16::<Q4>(qs, qh, 2 * j));
+    }
+}
+
 /// One f16-scaled weight row (Q4_0 … Q8_0; `Q4` the nibble formats, whose offset or min is the
 /// min term `m`) against `R` activation rows with one scale each.
 #[target_feature(enable = "avx2,fma,f16c")]
@@ -129,22 +141,47 @@ pub unsafe fn dot_r16_avx2<const Q4: bool, const R: usize>(
     a: &[Act16; R],
 ) -> [f32; R] {
     // SAFETY: this function's caller detected the features.
-    in_fours(a, |q| unsafe { r16_rows::<Q4, 4>(qs, d, m, qh, q) }, |a| unsafe { r16_rows::<Q4, R>(qs, d, m, qh, a) })
+    in_fours(
+        a,
+        |q| unsafe { r16_rows::<Q4, false, 4>(qs, d, m, qh, &[], q) },
+        |a| unsafe { r16_rows::<Q4, false, R>(qs, d, m, qh, &[], a) },
+    )
 }
 
+/// [`dot_r16_avx2`] with the row's block pairs read from `unpacked` ([`unpack_r16_avx2`]):
+/// the same products. Apart, so that decode's kernel does not test for them.
 #[target_feature(enable = "avx2,fma,f16c")]
-#[inline]
-unsafe fn r16_rows<const Q4: bool, const R: usize>(
+pub unsafe fn dot_r16_widened_avx2<const Q4: bool, const R: usize>(
     qs: &[u8],
     d: &[f16],
     m: &[f16],
     qh: &[u32],
+    unpacked: &[__m256i],
+    a: &[Act16; R],
+) -> [f32; R] {
+    // SAFETY: this function's caller detected the features.
+    in_fours(
+        a,
+        |q| unsafe { r16_rows::<Q4, true, 4>(qs, d, m, qh, unpacked, q) },
+        |a| unsafe { r16_rows::<Q4, true, R>(qs, d, m, qh, unpacked, a) },
+    )
+}
+
+#[target_feature(enable = "avx2,fma,f16c")]
+#[inline]
+unsafe fn r16_rows<const Q4: bool, const U: bool, const R: usize>(
+    qs: &[u8],
+    d: &[f16],
+    m: &[f16],
+    qh: &[u32],
+    unpacked: &[__m256i],
     a: &[Act16; R],
 ) -> [f32; R] {
     let nb = a.first().map_or(0, |r| r.1.len());
     assert!(qs.len() >= nb * if Q4 { 16 } else { QK } && d.len() >= nb && (!Q4 || m.len() >= nb));
     assert!(qh.is_empty() || qh.len() >= nb);
     assert!(a.iter().all(|(q, ad, s)| q.len() >= nb * QK && ad.len() >= nb && s.len() >= nb));
+    assert!(!U || unpacked.len() >= nb / 2 * 4);
     // Even and odd blocks' sums apart (two dependency chains), in activation units; the min
     // terms, whose block sums carry the activation scale already.
     let mut acc = [[_mm256_setzero_ps(); 2]; R];
@@ -164,7 +201,13 @@ unsafe fn r16_rows<const Q4: bool, const R: usize>(
         }
         for j in 0..blocks / 2 {
             let blk = b + 2 * j;
-            let w = pair16::<Q4>(qs, qh, blk);
+            let w = match U {
+                false => pair16::<Q4>(qs, qh, blk),
+                true => {
+                    let u = unpacked.as_ptr().add(2 * blk);
+                    [*u, *u.add(1), *u.add(2), *u.add(3)]
+                }
+            };
             let (se, so) = (_mm256_broadcast_ss(&ds[2 * j]), _mm256_broadcast_ss(&ds[2 * j + 1]));
             for r in 0..R {
                 let (pe, po) = pair_products(&w, a[r].0.as_ptr().add(32 * blk));
@@ -209,42 +252,94 @@ pub unsafe fn dot_k16_avx2<const Q4: bool, const PER: usize, const R: usize>(
     a: &[Act16; R],
 ) -> [f32; R] {
     // SAFETY: this function's caller detected the features.
-    in_fours(a, |q| unsafe { k16_rows::<Q4, PER, 4>(qs, d, m, q) }, |a| unsafe { k16_rows::<Q4, PER, R>(qs, d, m, a) })
+    in_fours(
+        a,
+        |q| unsafe { k16_rows::<Q4, PER, false, 4>(qs, d, m, &[], q) },
+        |a| unsafe { k16_rows::<Q4, PER, false, R>(qs, d, m, &[], a) },
+    )
+}
+
+/// [`dot_k16_avx2`] with the row's block pairs read from `unpacked` ([`unpack_k16_avx2`]).
+#[target_feature(enable = "avx2,fma,f16c")]
+pub unsafe fn dot_k16_widened_avx2<const Q4: bool, const PER: usize, const R: usize>(
+    qs: &[u8],
+    d: KScales<PER>,
+    m: KScales<PER>,
+    unpacked: &[__m256i],
+    a: &[Act16; R],
+) -> [f32; R] {
+    // SAFETY: this function's caller detected the features.
+    in_fours(
+        a,
+        |q| unsafe { k16_rows::<Q4, PER, true, 4>(qs, d, m, unpacked, q) },
+        |a| unsafe { k16_rows::<Q4, PER, true, R>(qs, d, m, unpacked, a) },
+    )
+}
+
+/// Block pair `blk` of a K-quant row widened and multiplied by its integer sub-scales.
+#[target_feature(enable = "avx2")]
+#[inline]
+unsafe fn kpair16<const Q4: bool, const PER: usize>(qs: &[u8], d: KScales<PER>, blk: usize) -> [__m256i; 4] {
+    let sub = |i: usize| _mm256_set1_epi16(*d.q.get_unchecked(i) as i16);
+    let w = pair16::<Q4>(qs, &[], blk);
+    // Q4_K: a scale a block; Q6_K: one per 16 values, block blk's at 2·blk and 2·blk + 1.
+    let (s0, s1, s2, s3) = if Q4 {
+        let (e, o) = (sub(blk), sub(blk + 1));
+        (e, o, e, o)
+    } else {
+        (sub(2 * blk), sub(2 * blk + 2), sub(2 * blk + 1), sub(2 * blk + 3))
+    };
+    [
+        _mm256_mullo_epi16(w[0], s0),
+        _mm256_mullo_epi16(w[1], s1),
+        _mm256_mullo_epi16(w[2], s2),
+        _mm256_mullo_epi16(w[3], s3),
+    ]
+}
+
+/// A K-quant row's block pairs as [`k16_rows`] multiplies them (four vectors a pair), for the
+/// passes of a prefill tile, as [`unpack_r16_avx2`] is for the f16-scaled formats.
+#[target_feature(enable = "avx2")]
+pub unsafe fn unpack_k16_avx2<const Q4: bool, const PER: usize>(
+    qs: &[u8],
+    d: KScales<PER>,
+    nb: usize,
+    out: &mut [__m256i],
+) {
+    assert!(nb.is_multiple_of(8) && out.len() >= nb / 2 * 4 && qs.len() >= nb * if Q4 { 16 } else { QK });
+    assert!(d.q.len() >= nb * if Q4 { 1 } else { 2 });
+    for (j, o) in out.chunks_exact_mut(4).take(nb / 2).enumerate() {
+        o.copy_from_slice(&kpair16::<Q4, PER>(qs, d, 2 * j));
+    }
 }
 
 #[target_feature(enable = "avx2,fma,f16c")]
 #[inline]
-unsafe fn k16_rows<const Q4: bool, const PER: usize, const R: usize>(
+unsafe fn k16_rows<const Q4: bool, const PER: usize, const U: bool, const R: usize>(
     qs: &[u8],
     d: KScales<PER>,
     m: KScales<PER>,
+    unpacked: &[__m256i],
     a: &[Act16; R],
 ) -> [f32; R] {
     let nb = a.first().map_or(0, |r| r.1.len());
     assert!(nb.is_multiple_of(8) && qs.len() >= nb * if Q4 { 16 } else { QK });
     assert!(d.q.len() >= nb * if Q4 { 1 } else { 2 } && d.d.len() >= nb / 8 && (!Q4 || m.q.len() >= nb));
     assert!(a.iter().all(|(q, ad, s)| q.len() >= nb * QK && ad.len() >= nb && s.len() >= nb));
+    assert!(!U || unpacked.len() >= nb / 2 * 4);
     let mut acc = [_mm256_setzero_ps(); R];
     for sb in 0..nb / 8 {
         let b0 = 8 * sb;
-        let sub = |i: usize| _mm256_set1_epi16(*d.q.get_unchecked(i) as i16);
         let mut iacc = [[_mm256_setzero_si256(); 2]; R];
         for p in 0..4 {
             let blk = b0 + 2 * p;
-            let w = pair16::<Q4>(qs, &[], blk);
-            // Q4_K: a scale a block; Q6_K: one per 16 values, block blk's at 2·blk and 2·blk + 1.
-            let (s0, s1, s2, s3) = if Q4 {
-                let (e, o) = (sub(blk), sub(blk + 1));
-                (e, o, e, o)
-            } else {
-                (sub(2 * blk), sub(2 * blk + 2), sub(2 * blk + 1), sub(2 * blk + 3))
+            let w = match U {
+                false => kpair16::<Q4, PER>(qs, d, blk),
+                true => {
+                    let u = unpacked.as_ptr().add(2 * blk);
+                    [*u, *u.add(1), *u.add(2), *u.add(3)]
+                }
             };
-            let w = [
-                _mm256_mullo_epi16(w[0], s0),
-                _mm256_mullo_epi16(w[1], s1),
-                _mm256_mullo_epi16(w[2], s2),
-                _mm256_mullo_epi16(w[3], s3),
-            ];
             for r in 0..R {
                 let x = a[r].0.as_ptr().add(32 * blk);
                 let at = |o: usize| _mm256_loadu_si256(x.add(o) as *const __m256i);
