@@ -157,6 +157,14 @@ def engine_bench(engine: Path, model: Path, threads: int) -> dict[str, float]:
     return {m.group(1): float(m.group(2)) for m in re.finditer(r"^(pp\d+|tg128): ([\d.]+) tok/s", out, re.M)}
 
 
+def engine_decode_at(engine: Path, model: Path, threads: int, depth: int) -> float:
+    """The engine's tg128 after a `depth`-token prompt: the positions the API decode runs at."""
+    env = {**os.environ, "CORTEX_BENCH_MODEL": str(model), "CORTEX_BENCH_ONLY": "tg128", "CORTEX_BENCH_DEPTH": str(depth),
+           "CORTEX_BENCH_REPS": "1", "CANDLE_NUM_THREADS": str(threads), "RAYON_NUM_THREADS": str(threads)}
+    out = subprocess.run([str(engine)], env=env, check=True, capture_output=True, text=True).stdout
+    return float(re.search(r"^tg128 @ \d+: ([\d.]+) tok/s", out, re.M).group(1))
+
+
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -231,8 +239,13 @@ def stream(url: str, model: str, prompt: str, max_tokens: int) -> tuple[list[flo
 
 def api_decode(url: str, model: str, nonce: int) -> float:
     """Tokens per second between the first and the last streamed token of a 128-token answer."""
-    times, n, _, _ = stream(url, model, f"({nonce}) Write a long story about a lighthouse keeper.", 128)
-    return (n - 1) / (times[-1] - times[0])
+    return api_decode_prompt(url, model, nonce)[0]
+
+
+def api_decode_prompt(url: str, model: str, nonce: int) -> tuple[float, int]:
+    """`api_decode`, and the prompt's length in tokens (chat template included)."""
+    times, n, prompt_tokens, _ = stream(url, model, f"({nonce}) Write a long story about a lighthouse keeper.", 128)
+    return (n - 1) / (times[-1] - times[0]), prompt_tokens
 
 
 def long_prompt(nonce: int) -> str:
@@ -266,6 +279,7 @@ def main() -> None:
     work = Path(tempfile.mkdtemp(prefix="vs-llama-"))
     # rows[model][(who, measure)] = [per round]
     rows: dict[str, dict[tuple[str, str], list[float]]] = {m: {} for m in models}
+    depths: dict[str, int] = {}
     try:
         for name, model in models.items():
             mwork = work / name
@@ -276,9 +290,13 @@ def main() -> None:
             try:
                 for _, url, mid in servers.values():  # warm each server once
                     api_decode(url, mid, 0)
+                # The API decode runs after its chat-templated prompt; the engine's tg128 at that
+                # depth tells the serve path's own cost from attention over the prompt.
+                depth = depths[name] = api_decode_prompt(servers["cortex"][1], servers["cortex"][2], time.time_ns())[1]
                 steps = [("llama.cpp native", lambda: llama_bench(builds["native"], model, a.threads)),
                          ("llama.cpp generic", lambda: llama_bench(builds["generic"], model, a.threads)),
-                         ("cortex", lambda: engine_bench(engine, model, a.threads))]
+                         ("cortex", lambda: engine_bench(engine, model, a.threads)),
+                         ("cortex", lambda: {"tg128 at api depth": engine_decode_at(engine, model, a.threads, depth)})]
                 steps += [(who, (lambda u=url, m=mid: {"api tg128": api_decode(u, m, time.time_ns())}))
                           for who, (_, url, mid) in servers.items()]
                 steps.append(("cortex", lambda: dict(zip(("api pp2k", "api pp2k tokens"),
@@ -311,6 +329,9 @@ def main() -> None:
             print(f"| {measure} | {c:.1f} | {n:.1f} | {g:.1f} | {c / n:.2f}× | {c / g:.2f}× |")
         tokens = int(med.get(("cortex", "api pp2k tokens"), 0))
         print(f"cortex API decode ÷ engine tg128: {med[('cortex', 'api tg128')] / med[('cortex', 'tg128')]:.2f}×")
+        at = med[("cortex", "tg128 at api depth")]
+        print(f"cortex API decode ÷ engine tg128 after the API's {depths[name]}-token prompt: "
+              f"{med[('cortex', 'api tg128')]:.1f} / {at:.1f} = {med[('cortex', 'api tg128')] / at:.2f}×")
         print(f"cortex API prefill of a {tokens}-token prompt ÷ engine pp2048: "
               f"{med[('cortex', 'api pp2k')]:.1f} / {med[('cortex', 'pp2048')]:.1f} = "
               f"{med[('cortex', 'api pp2k')] / med[('cortex', 'pp2048')]:.2f}×")
