@@ -324,17 +324,13 @@ impl QWeight {
                         for (t, r) in rows.clone().enumerate() {
                             let (qs, d) = (&self.qs[span(r, bytes)], &d[span(r, 1)]);
                             let (m, qh) = if kind == Kind::Q4 { (&m[span(r, 1)], qh(r)) } else { (&[][..], &[][..]) };
-                            // R is a constant: each monomorph calls one kernel.
+                            // R is a constant: each monomorph calls one kernel, widened rows only in passes of 8.
                             let v = unsafe {
                                 match (kind, R > 4) {
-                                    (Kind::Q4, true) => {
-                                        x86::dot_r16_widened_avx2::<true, R>(qs, d, m, qh, u.row(t), &q)
-                                    }
-                                    (Kind::Q4, false) => x86::dot_r16_avx2::<true, R>(qs, d, m, qh, &q),
-                                    (Kind::Q8, true) => {
-                                        x86::dot_r16_widened_avx2::<false, R>(qs, d, m, qh, u.row(t), &q)
-                                    }
-                                    (Kind::Q8, false) => x86::dot_r16_avx2::<false, R>(qs, d, m, qh, &q),
+                                    (Kind::Q4, true) => x86::dot_r16_avx2::<true, true, R>(qs, d, m, qh, u.row(t), &q),
+                                    (Kind::Q4, false) => x86::dot_r16_avx2::<true, false, R>(qs, d, m, qh, &[], &q),
+                                    (Kind::Q8, true) => x86::dot_r16_avx2::<false, true, R>(qs, d, m, qh, u.row(t), &q),
+                                    (Kind::Q8, false) => x86::dot_r16_avx2::<false, false, R>(qs, d, m, qh, &[], &q),
                                 }
                             };
                             (0..R).for_each(|j| put(i + j, r, v[j]));
@@ -358,8 +354,8 @@ impl QWeight {
                             let qs = &self.qs[span(r, 16)];
                             let v = unsafe {
                                 match R > 4 {
-                                    true => x86::dot_k16_widened_avx2::<true, 8, R>(qs, d, m, u.row(t), &q),
-                                    false => x86::dot_k16_avx2::<true, 8, R>(qs, d, m, &q),
+                                    true => x86::dot_k16_avx2::<true, 8, true, R>(qs, d, m, u.row(t), &q),
+                                    false => x86::dot_k16_avx2::<true, 8, false, R>(qs, d, m, &[], &q),
                                 }
                             };
                             (0..R).for_each(|j| put(i + j, r, v[j]));
@@ -380,8 +376,8 @@ impl QWeight {
                             let (qs, d) = (&self.qs[span(r, QK)], scales(r));
                             let v = unsafe {
                                 match R > 4 {
-                                    true => x86::dot_k16_widened_avx2::<false, 16, R>(qs, d, none, u.row(t), &q),
-                                    false => x86::dot_k16_avx2::<false, 16, R>(qs, d, none, &q),
+                                    true => x86::dot_k16_avx2::<false, 16, true, R>(qs, d, none, u.row(t), &q),
+                                    false => x86::dot_k16_avx2::<false, 16, false, R>(qs, d, none, &[], &q),
                                 }
                             };
                             (0..R).for_each(|j| put(i + j, r, v[j]));

@@ -41,28 +41,28 @@ pub(crate) fn dot16_refs<const R: usize>(
                 return if vnni {
                     x86::dot_r16_vnni::<true, R>(w.qs, d, m, w.qh, w.offset, refs)
                 } else {
-                    x86::dot_r16_avx2::<true, R>(w.qs, d, m, w.qh, refs)
+                    x86::dot_r16_avx2::<true, false, R>(w.qs, d, m, w.qh, &[], refs)
                 };
             }
             (Level::Avx512Vnni | Level::Avx2, Kind::Q8, ScaleRow::F16(d), _) if row && !w.split => {
                 return if vnni {
                     x86::dot_r16_vnni::<false, R>(w.qs, d, &[], &[], 0, refs)
                 } else {
-                    x86::dot_r16_avx2::<false, R>(w.qs, d, &[], &[], refs)
+                    x86::dot_r16_avx2::<false, false, R>(w.qs, d, &[], &[], &[], refs)
                 };
             }
             (Level::Avx512Vnni | Level::Avx2, Kind::Q4, ScaleRow::K8(d), ScaleRow::K8(m)) if sup => {
                 return if vnni {
                     x86::dot_k16_vnni::<true, 8, R>(w.qs, d, m, refs)
                 } else {
-                    x86::dot_k16_avx2::<true, 8, R>(w.qs, d, m, refs)
+                    x86::dot_k16_avx2::<true, 8, false, R>(w.qs, d, m, &[], refs)
                 };
             }
             (Level::Avx512Vnni | Level::Avx2, Kind::Q8, ScaleRow::K16(d), ScaleRow::K16(m)) if sup => {
                 return if vnni {
                     x86::dot_k16_vnni::<false, 16, R>(w.qs, d, m, refs)
                 } else {
-                    x86::dot_k16_avx2::<false, 16, R>(w.qs, d, m, refs)
+                    x86::dot_k16_avx2::<false, 16, false, R>(w.qs, d, m, &[], refs)
                 };
             }
             _ => {}

@@ -133,27 +133,11 @@ pub unsafe fn unpack_r16_avx2<const Q4: bool>(qs: &[u8], qh: &[u32], nb: usize, 
 }
 
 /// One f16-scaled weight row (Q4_0 … Q8_0; `Q4` the nibble formats, whose offset or min is the
-/// min term `m`) against `R` activation rows with one scale each.
+/// min term `m`) against `R` activation rows with one scale each. `U`: the row's block pairs are
+/// read from `unpacked` ([`unpack_r16_avx2`]), the same products; a constant, so that decode's
+/// kernel has no test for them in its loop (a runtime test cost it a third of its speed).
 #[target_feature(enable = "avx2,fma,f16c")]
-pub unsafe fn dot_r16_avx2<const Q4: bool, const R: usize>(
-    qs: &[u8],
-    d: &[f16],
-    m: &[f16],
-    qh: &[u32],
-    a: &[Act16; R],
-) -> [f32; R] {
-    // SAFETY: this function's caller detected the features.
-    in_fours(
-        a,
-        |q| unsafe { r16_rows::<Q4, false, 4>(qs, d, m, qh, &[], q) },
-        |a| unsafe { r16_rows::<Q4, false, R>(qs, d, m, qh, &[], a) },
-    )
-}
-
-/// [`dot_r16_avx2`] with the row's block pairs read from `unpacked` ([`unpack_r16_avx2`]):
-/// the same products. Apart, so that decode's kernel does not test for them.
-#[target_feature(enable = "avx2,fma,f16c")]
-pub unsafe fn dot_r16_widened_avx2<const Q4: bool, const R: usize>(
+pub unsafe fn dot_r16_avx2<const Q4: bool, const U: bool, const R: usize>(
     qs: &[u8],
     d: &[f16],
     m: &[f16],
@@ -164,8 +148,8 @@ pub unsafe fn dot_r16_widened_avx2<const Q4: bool, const R: usize>(
     // SAFETY: this function's caller detected the features.
     in_fours(
         a,
-        |q| unsafe { r16_rows::<Q4, true, 4>(qs, d, m, qh, unpacked, q) },
-        |a| unsafe { r16_rows::<Q4, true, R>(qs, d, m, qh, unpacked, a) },
+        |q| unsafe { r16_rows::<Q4, U, 4>(qs, d, m, qh, unpacked, q) },
+        |a| unsafe { r16_rows::<Q4, U, R>(qs, d, m, qh, unpacked, a) },
     )
 }
 
@@ -246,24 +230,10 @@ unsafe fn kload8(k: KScales<8>, sb: usize) -> __m256 {
 /// values). A pair's widened weights are multiplied by their integer sub-scales once for all
 /// rows; first and last halves sum in two i32 accumulators (sixteen products a lane each, so
 /// Q6_K's |q·sc| ≤ 32·128 times |a| ≤ 32767 stays below 2³¹), converted once a super-block.
+/// `U`: the pairs, so multiplied, are read from `unpacked` ([`unpack_k16_avx2`]), as in
+/// [`dot_r16_avx2`].
 #[target_feature(enable = "avx2,fma,f16c")]
-pub unsafe fn dot_k16_avx2<const Q4: bool, const PER: usize, const R: usize>(
-    qs: &[u8],
-    d: KScales<PER>,
-    m: KScales<PER>,
-    a: &[Act16; R],
-) -> [f32; R] {
-    // SAFETY: this function's caller detected the features.
-    in_fours(
-        a,
-        |q| unsafe { k16_rows::<Q4, PER, false, 4>(qs, d, m, &[], q) },
-        |a| unsafe { k16_rows::<Q4, PER, false, R>(qs, d, m, &[], a) },
-    )
-}
-
-/// [`dot_k16_avx2`] with the row's block pairs read from `unpacked` ([`unpack_k16_avx2`]).
-#[target_feature(enable = "avx2,fma,f16c")]
-pub unsafe fn dot_k16_widened_avx2<const Q4: bool, const PER: usize, const R: usize>(
+pub unsafe fn dot_k16_avx2<const Q4: bool, const PER: usize, const U: bool, const R: usize>(
     qs: &[u8],
     d: KScales<PER>,
     m: KScales<PER>,
@@ -273,8 +243,8 @@ pub unsafe fn dot_k16_widened_avx2<const Q4: bool, const PER: usize, const R: us
     // SAFETY: this function's caller detected the features.
     in_fours(
         a,
-        |q| unsafe { k16_rows::<Q4, PER, true, 4>(qs, d, m, unpacked, q) },
-        |a| unsafe { k16_rows::<Q4, PER, true, R>(qs, d, m, unpacked, a) },
+        |q| unsafe { k16_rows::<Q4, PER, U, 4>(qs, d, m, unpacked, q) },
+        |a| unsafe { k16_rows::<Q4, PER, U, R>(qs, d, m, unpacked, a) },
     )
 }
 
