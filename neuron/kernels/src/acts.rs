@@ -171,12 +171,19 @@ impl Acts<i16> {
         quantize(x, m, k, group, Layout { max: 32767.0, to: |r| r as i16, place }, simd)
     }
 
-    /// The AVX-512 row quantizer where this CPU has it (the scalar loop was 3 % of Gemma 3's
-    /// prefill; pp512 +3.5 % with this).
+    /// The AVX-512 or AVX2 row quantizer where this CPU has it (the scalar loop was 3 % of
+    /// Gemma 3's prefill; pp512 +3.5 % with AVX-512's).
     pub(crate) fn simd_row() -> Option<RowQuantizer<i16>> {
+        Self::simd_row_at(level())
+    }
+
+    /// [`Acts::simd_row`] at `lvl`, which must not be beyond this CPU's.
+    pub(crate) fn simd_row_at(lvl: Level) -> Option<RowQuantizer<i16>> {
         #[cfg(target_arch = "x86_64")]
-        if level() == Level::Avx512Vnni {
-            return Some(x86::quantize_row16);
+        match lvl {
+            Level::Avx512Vnni => return Some(x86::quantize_row16),
+            Level::Avx2 => return Some(x86::quantize_row16_avx2),
+            Level::Scalar => {}
         }
         None
     }

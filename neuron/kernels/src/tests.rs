@@ -226,10 +226,15 @@ fn a_small_batch_gives_each_row_exactly_what_it_gets_alone() {
 
 #[test]
 fn the_simd_quantizer_gives_the_scalar_loops_integers_and_scales() {
-    let Some(simd) = Acts::<i16>::simd_row() else { return };
+    // Every quantizer this CPU runs (AVX-512's and AVX2's on an AVX-512 host).
+    let host = detect();
+    let levels = [Level::Avx2, Level::Avx512Vnni].into_iter().filter(|&l| l as u8 <= host as u8);
     // Odd block counts (a last block in natural order), short last groups, ties (±0.5 steps
     // after scaling), zeros, a NaN and a row of zeros.
-    for (k, group) in [(32, 1), (96, 8), (640, 20), (640, 8), (1184, 8), (2048, 64)] {
+    for (lvl, (k, group)) in
+        levels.flat_map(|l| [(32, 1), (96, 8), (640, 20), (640, 8), (1184, 8), (2048, 64)].map(|s| (l, s)))
+    {
+        let simd = Acts::<i16>::simd_row_at(lvl).expect("a SIMD quantizer at every SIMD level");
         let m = 3;
         let mut x: Vec<f32> = (0..m * k).map(|i| ((i * 7919 % 2001) as f32 - 1000.0) / 37.0).collect();
         x[5] = f32::NAN;
@@ -239,9 +244,9 @@ fn the_simd_quantizer_gives_the_scalar_loops_integers_and_scales() {
             Acts::<i16>::quantize_grouped_with(&x, m, k, group, None),
             Acts::<i16>::quantize_grouped_with(&x, m, k, group, Some(simd)),
         );
-        assert_eq!(&a.q[..], &b.q[..], "k={k} group={group}");
-        assert_eq!(a.d, b.d, "k={k} group={group}");
-        assert_eq!(a.s, b.s, "k={k} group={group}");
+        assert_eq!(&a.q[..], &b.q[..], "{lvl:?} k={k} group={group}");
+        assert_eq!(a.d, b.d, "{lvl:?} k={k} group={group}");
+        assert_eq!(a.s, b.s, "{lvl:?} k={k} group={group}");
     }
 }
 

@@ -2,7 +2,7 @@
 //! and F16C), `vnni8` and `vnni16` (AVX-512 VNNI, a scale per activation block at 8 and 16 bits),
 //! `grouped` (AVX-512 VNNI, 16-bit activations with a scale a row or K-quant super-block),
 //! `grouped_avx2` (the same for AVX2),
-//! `quantize` (the AVX-512 16-bit activation quantizer) and `common` (what they share).
+//! `quantize` (the 16-bit activation quantizers) and `common` (what they share).
 //!
 //! Every function here is `unsafe` only for its `target_feature`: the caller must have detected
 //! the features at run time (`crate::level`). Slices hold whole blocks.
@@ -18,7 +18,7 @@ mod vnni8;
 pub use avx2::{dot_q4_avx2, dot_q4_w16_avx2, dot_q8_avx2, dot_q8_w16_avx2};
 pub use grouped::{dot_k16_vnni, dot_r16_vnni, rows_k16_vnni, rows_r16_vnni};
 pub use grouped_avx2::{dot_k16_avx2, dot_r16_avx2, unpack_k16_avx2, unpack_r16_avx2};
-pub use quantize::quantize_row16;
+pub use quantize::{quantize_row16, quantize_row16_avx2};
 pub use vnni16::dot_w16_vnni;
 pub use vnni8::dot_w8_vnni;
 
