@@ -173,19 +173,25 @@ impl Acts<i16> {
 
     /// The AVX-512 or AVX2 row quantizer where this CPU has it (the scalar loop was 3 % of
     /// Gemma 3's prefill; pp512 +3.5 % with AVX-512's).
+    #[cfg(target_arch = "x86_64")]
     pub(crate) fn simd_row() -> Option<RowQuantizer<i16>> {
         Self::simd_row_at(level())
     }
 
-    /// [`Acts::simd_row`] at `lvl`, which must not be beyond this CPU's.
-    pub(crate) fn simd_row_at(lvl: Level) -> Option<RowQuantizer<i16>> {
-        #[cfg(target_arch = "x86_64")]
-        match lvl {
-            Level::Avx512Vnni => return Some(x86::quantize_row16),
-            Level::Avx2 => return Some(x86::quantize_row16_avx2),
-            Level::Scalar => {}
-        }
+    /// None off x86: the scalar loop.
+    #[cfg(not(target_arch = "x86_64"))]
+    pub(crate) fn simd_row() -> Option<RowQuantizer<i16>> {
         None
+    }
+
+    /// [`Acts::simd_row`] at `lvl`, which must not be beyond this CPU's.
+    #[cfg(target_arch = "x86_64")]
+    pub(crate) fn simd_row_at(lvl: Level) -> Option<RowQuantizer<i16>> {
+        match lvl {
+            Level::Avx512Vnni => Some(x86::quantize_row16),
+            Level::Avx2 => Some(x86::quantize_row16_avx2),
+            Level::Scalar => None,
+        }
     }
 }
 

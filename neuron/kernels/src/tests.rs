@@ -224,6 +224,7 @@ fn a_small_batch_gives_each_row_exactly_what_it_gets_alone() {
     }
 }
 
+#[cfg(target_arch = "x86_64")]
 #[test]
 fn the_simd_quantizer_gives_the_scalar_loops_integers_and_scales() {
     // Every quantizer this CPU runs (AVX-512's and AVX2's on an AVX-512 host).
