@@ -95,8 +95,8 @@ impl Decoder {
         }
         for (l, layer) in self.layers.iter().enumerate() {
             // This layer's cached keys and values, on their way in while its projections run
-            // (their weights pushed them out since the last step): a few hundred positions
-            // cost attention more in memory latency than in arithmetic.
+            // (the weights streamed since the last step pushed them out to memory): a few
+            // hundred positions cost attention more in memory latency than in arithmetic.
             for part in parts.iter() {
                 part.cache.prefetch_host(l, part.pos, PREFETCH_BYTES / parts.len());
             }
