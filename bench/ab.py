@@ -18,6 +18,7 @@ from __future__ import annotations
 import argparse
 import os
 import re
+import shutil
 import statistics
 import subprocess
 import sys
@@ -29,10 +30,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 import vs_llama_cpp  # noqa: E402  (its server and streaming helpers)
 
 REPO = Path(__file__).resolve().parents[1]
-MODELS = {
-    "smollm2": REPO / "models" / "SmolLM2-135M-Instruct.Q4_1.gguf",
-    "gemma3": REPO / "models" / "gemma-3-270m.Q4_K_M.gguf",
-}
+# The test models, as bench/vs-llama-cpp names them.
+MODELS = {name: path for name, (path, _) in vs_llama_cpp.MODELS.items()}
 
 
 def decode(build: Path, model: Path, depth: int = 0) -> float:
@@ -100,6 +99,7 @@ def main() -> int:
         for proc, _, _ in servers.values():
             proc.terminate()
             proc.wait()
+        shutil.rmtree(work, ignore_errors=True)
     print(f"\n| measure | before (median of {args.rounds}) | after | after / before |")
     print("|---|---|---|---|")
     for k in seen["before"]:
