@@ -1,6 +1,13 @@
 //! One choice's output on its way to the client: generated text through the stop strings, or,
 //! when the request offers tools, through the model's tool-call format into text, call starts
 //! and argument fragments; log-probabilities of tokens ride on the text they complete.
+//!
+//! Text goes out at most once an `interval` (the first piece at once): tokens that come faster
+//! share an event. Each event wakes the HTTP task and the client, and where they share the
+//! cores with the decode (a 2-core host) those wake-ups cost a fast model ~0.5 ms a token
+//! (BENCHMARKS.md, "The stream's hand-off"); hosted APIs send several tokens a chunk too.
+
+use std::time::{Duration, Instant};
 
 use cortex_proto::generate::{Event, FinishReason, TokenLogprob, TopLogprob};
 use tokio::sync::mpsc::UnboundedSender;
@@ -15,6 +22,12 @@ pub struct Output {
     calls: Option<Box<dyn Parser>>,
     made: u32,
     logprobs: Vec<TokenLogprob>,
+    /// Text not sent yet, the log-probabilities it covers (the first so many), and when text
+    /// last went out.
+    pending: String,
+    covered: usize,
+    sent: Option<Instant>,
+    interval: Duration,
 }
 
 /// A fresh tool-call id, as OpenAI spells them (the Anthropic dialect rewrites the prefix).
@@ -23,8 +36,18 @@ fn call_id() -> String {
 }
 
 impl Output {
-    pub fn new(choice: u32, stops: StopMatcher, calls: Option<Format>) -> Self {
-        Self { choice, stops, calls: calls.map(Format::parser), made: 0, logprobs: Vec::new() }
+    pub fn new(choice: u32, stops: StopMatcher, calls: Option<Format>, interval: Duration) -> Self {
+        Self {
+            choice,
+            stops,
+            calls: calls.map(Format::parser),
+            made: 0,
+            logprobs: Vec::new(),
+            pending: String::new(),
+            covered: 0,
+            sent: None,
+            interval,
+        }
     }
 
     /// Whether the answer has made tool calls.
@@ -52,6 +75,7 @@ impl Output {
     /// when it made any and was not cut short.
     pub fn finish(&mut self, tail: &str, finish: FinishReason, events: &UnboundedSender<Event>) -> FinishReason {
         if matches!(finish, FinishReason::StopSequence(_)) {
+            self.flush(events);
             return finish;
         }
         if self.calls.is_some() {
@@ -61,6 +85,7 @@ impl Output {
             text.push_str(&self.stops.flush());
             self.text(text, events);
         }
+        self.flush(events);
         match finish {
             FinishReason::Stop if self.made_calls() => FinishReason::ToolCalls,
             other => other,
@@ -71,7 +96,21 @@ impl Output {
         if text.is_empty() {
             return;
         }
-        let logprobs = std::mem::take(&mut self.logprobs);
+        self.pending.push_str(&text);
+        self.covered = self.logprobs.len();
+        if self.sent.is_none_or(|t| t.elapsed() >= self.interval) {
+            self.flush(events);
+        }
+    }
+
+    /// Sends the text held back, with the log-probabilities of its tokens.
+    pub fn flush(&mut self, events: &UnboundedSender<Event>) {
+        if self.pending.is_empty() {
+            return;
+        }
+        let text = std::mem::take(&mut self.pending);
+        let logprobs = self.logprobs.drain(..std::mem::take(&mut self.covered)).collect();
+        self.sent = Some(Instant::now());
         let _ = events.send(Event::Text { choice: self.choice, text, logprobs });
     }
 
@@ -90,6 +129,7 @@ impl Output {
                     match p {
                         Piece::Text(t) => self.text(t, events),
                         Piece::Call(name) => {
+                            self.flush(events);
                             // Log-probabilities cover answer text only, as OpenAI's do.
                             self.logprobs.clear();
                             let _ = events.send(Event::ToolCall {
@@ -101,6 +141,7 @@ impl Output {
                             self.made += 1;
                         }
                         Piece::Args(fragment) => {
+                            self.flush(events);
                             self.logprobs.clear();
                             let index = self.made.saturating_sub(1);
                             let _ = events.send(Event::ToolArgs { choice: self.choice, index, fragment });
@@ -173,10 +214,83 @@ mod tests {
         assert!(token_logprob(&logits, 0, 0, &vocab).top.is_empty());
     }
 
+    fn drain(rx: &mut tokio::sync::mpsc::UnboundedReceiver<Event>) -> Vec<Event> {
+        std::iter::from_fn(|| rx.try_recv().ok()).collect()
+    }
+
+    fn lp(token: &str) -> TokenLogprob {
+        TokenLogprob { token: token.into(), bytes: token.as_bytes().to_vec(), logprob: -1.0, top: vec![] }
+    }
+
+    /// Within the interval text waits for the next event, the first piece excepted; nothing is
+    /// lost at the end, a stop string's end included, and each token's log-probability rides
+    /// with its text.
+    #[test]
+    fn text_within_the_interval_shares_an_event_and_the_end_flushes_it() {
+        let texts = |events: &[Event]| -> Vec<(String, usize)> {
+            events
+                .iter()
+                .map(|e| match e {
+                    Event::Text { text, logprobs, .. } => (text.clone(), logprobs.len()),
+                    other => panic!("{other:?}"),
+                })
+                .collect()
+        };
+        let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
+        let mut out = Output::new(0, StopMatcher::new(vec![]), None, Duration::from_secs(3600));
+        for t in ["The", " capital", " is"] {
+            out.logprob(lp(t));
+            out.push(t, &tx);
+        }
+        assert_eq!(texts(&drain(&mut rx)), [("The".to_string(), 1)], "only the first piece goes out at once");
+        out.flush(&tx);
+        out.logprob(lp(" Paris"));
+        out.push(" Paris", &tx);
+        assert_eq!(out.finish("", FinishReason::Length, &tx), FinishReason::Length);
+        assert_eq!(texts(&drain(&mut rx)), [(" capital is".to_string(), 2), (" Paris".to_string(), 1)]);
+
+        let mut out = Output::new(0, StopMatcher::new(vec!["END".into()]), None, Duration::from_secs(3600));
+        for t in ["a", "b", "cEND"] {
+            if let Some(stop) = out.push(t, &tx) {
+                out.finish("", FinishReason::StopSequence(stop), &tx);
+            }
+        }
+        let all: String = texts(&drain(&mut rx)).into_iter().map(|(t, _)| t).collect();
+        assert_eq!(all, "abc");
+
+        // No interval: every piece alone.
+        let mut out = Output::new(0, StopMatcher::new(vec![]), None, Duration::ZERO);
+        ["x", "y", "z"].iter().for_each(|t| _ = out.push(t, &tx));
+        assert_eq!(drain(&mut rx).len(), 3);
+    }
+
+    /// Held text goes out before a tool call starts, so the client sees the events in order.
+    #[test]
+    fn held_text_goes_out_before_a_call() {
+        let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
+        let mut out = Output::new(0, StopMatcher::new(vec![]), Some(Format::Hermes), Duration::from_secs(3600));
+        out.push("Let me look.", &tx);
+        out.push(" Now:", &tx);
+        out.push("<tool_call>\n{\"name\": \"f\", \"arguments\": {}}\n</tool_call>", &tx);
+        out.finish("", FinishReason::Stop, &tx);
+        let kinds: Vec<String> = drain(&mut rx)
+            .iter()
+            .map(|e| match e {
+                Event::Text { text, .. } => format!("text:{text}"),
+                Event::ToolCall { name, .. } => format!("call:{name}"),
+                Event::ToolArgs { .. } => "args".into(),
+                other => panic!("{other:?}"),
+            })
+            .collect();
+        assert_eq!(kinds.first().map(String::as_str), Some("text:Let me look."), "{kinds:?}");
+        let call = kinds.iter().position(|k| k == "call:f").expect("a call");
+        assert!(kinds[1..call].concat().contains(" Now:"), "{kinds:?}");
+    }
+
     #[test]
     fn calls_become_events_with_ids_and_the_finish_says_so() {
         let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
-        let mut out = Output::new(1, StopMatcher::new(vec![]), Some(Format::Generic));
+        let mut out = Output::new(1, StopMatcher::new(vec![]), Some(Format::Generic), Duration::ZERO);
         out.push(r#"{"tool_calls": [{"name": "f", "argu"#, &tx);
         out.push(r#"ments": {"a": 1}}]}"#, &tx);
         assert_eq!(out.finish("", FinishReason::Stop, &tx), FinishReason::ToolCalls);
