@@ -9,11 +9,13 @@ by name, AMX left off). cmake comes from PyPI when the host has none. Builds liv
 target/llama.cpp/ and are reused.
 
 Each round runs, per model and in an order that rotates between rounds: llama-bench of both
-builds (pp64, pp512, tg128), cortex's engine bench (the same three, and pp2048), one streamed
-128-token decode through each server's OpenAI API (`ignore_eos`; rate from the first to the last
-streamed token, client side) and, for cortex, the time to the first token of a ~2k-token prompt.
-It prints every round, then the medians and the ratios the issue asks for. Nothing else should
-run on the machine meanwhile.
+builds (pp64, pp512, tg128), cortex's engine bench (the same three, and pp2048), streamed
+128-token decodes through each server's OpenAI API (`ignore_eos`; rate from the first to the last
+streamed token, client side; the median of three requests) and, for cortex, the time to the
+first token of a ~2k-token prompt, and a pair: the engine's tg128 (from position 0 and after the
+API's prompt) right beside cortex's API decode, whose ratios cancel the machine's drift between
+the round's steps. It prints every round, then the medians and the ratios the issue asks for.
+Nothing else should run on the machine meanwhile.
 """
 
 from __future__ import annotations
@@ -158,11 +160,12 @@ def engine_bench(engine: Path, model: Path, threads: int) -> dict[str, float]:
 
 
 def engine_decode_at(engine: Path, model: Path, threads: int, depth: int) -> float:
-    """The engine's tg128 after a `depth`-token prompt: the positions the API decode runs at."""
+    """The engine's tg128 after a `depth`-token prompt (0: from the start); at the API prompt's
+    length, the positions the API decode runs at."""
     env = {**os.environ, "CORTEX_BENCH_MODEL": str(model), "CORTEX_BENCH_ONLY": "tg128", "CORTEX_BENCH_DEPTH": str(depth),
            "CORTEX_BENCH_REPS": "1", "CANDLE_NUM_THREADS": str(threads), "RAYON_NUM_THREADS": str(threads)}
     out = subprocess.run([str(engine)], env=env, check=True, capture_output=True, text=True).stdout
-    return float(re.search(r"^tg128 @ \d+: ([\d.]+) tok/s", out, re.M).group(1))
+    return float(re.search(r"^tg128(?: @ \d+)?: ([\d.]+) tok/s", out, re.M).group(1))
 
 
 def free_port() -> int:
@@ -237,9 +240,10 @@ def stream(url: str, model: str, prompt: str, max_tokens: int) -> tuple[list[flo
     return times, completion or len(times), prompt_tokens, t0
 
 
-def api_decode(url: str, model: str, nonce: int) -> float:
-    """Tokens per second between the first and the last streamed token of a 128-token answer."""
-    return api_decode_prompt(url, model, nonce)[0]
+def api_decode(url: str, model: str, nonce: int, requests: int = 1) -> float:
+    """Tokens per second between the first and the last streamed token of a 128-token answer;
+    the median of `requests` such answers."""
+    return statistics.median(api_decode_prompt(url, model, nonce + i)[0] for i in range(requests))
 
 
 def api_decode_prompt(url: str, model: str, nonce: int) -> tuple[float, int]:
@@ -297,8 +301,17 @@ def main() -> None:
                          ("llama.cpp generic", lambda: llama_bench(builds["generic"], model, a.threads)),
                          ("cortex", lambda: engine_bench(engine, model, a.threads)),
                          ("cortex", lambda: {"tg128 at api depth": engine_decode_at(engine, model, a.threads, depth)})]
-                steps += [(who, (lambda u=url, m=mid: {"api tg128": api_decode(u, m, time.time_ns())}))
+                steps += [(who, (lambda u=url, m=mid: {"api tg128": api_decode(u, m, time.time_ns(), 3)}))
                           for who, (_, url, mid) in servers.items()]
+
+                def pair() -> dict[str, float]:
+                    _, url, mid = servers["cortex"]
+                    at0 = engine_decode_at(engine, model, a.threads, 0)
+                    api = api_decode(url, mid, time.time_ns(), 3)
+                    at = engine_decode_at(engine, model, a.threads, depth)
+                    return {"paired api ÷ tg128": api / at0, "paired api ÷ tg128 at api depth": api / at}
+
+                steps.append(("cortex", pair))
                 steps.append(("cortex", lambda: dict(zip(("api pp2k", "api pp2k tokens"),
                                                          api_prefill(servers["cortex"][1], servers["cortex"][2],
                                                                      time.time_ns())))))
@@ -307,7 +320,8 @@ def main() -> None:
                     for who, step in steps[k:] + steps[:k]:
                         for measure, v in step().items():
                             rows[name].setdefault((who, measure), []).append(v)
-                    shown = ", ".join(f"{w} {m} {v[-1]:.1f}" for (w, m), v in sorted(rows[name].items()))
+                    shown = ", ".join(f"{w} {m} {v[-1]:.2f}" if "÷" in m else f"{w} {m} {v[-1]:.1f}"
+                                      for (w, m), v in sorted(rows[name].items()))
                     print(f"{name} round {r + 1}: {shown}", flush=True)
             finally:
                 for proc, _, _ in servers.values():
@@ -328,10 +342,12 @@ def main() -> None:
             g = med.get(("llama.cpp generic", measure))
             print(f"| {measure} | {c:.1f} | {n:.1f} | {g:.1f} | {c / n:.2f}× | {c / g:.2f}× |")
         tokens = int(med.get(("cortex", "api pp2k tokens"), 0))
-        print(f"cortex API decode ÷ engine tg128: {med[('cortex', 'api tg128')] / med[('cortex', 'tg128')]:.2f}×")
+        print(f"cortex API decode ÷ engine tg128: {med[('cortex', 'api tg128')] / med[('cortex', 'tg128')]:.2f}× "
+              f"(medians'); the rounds' pairs, median: {med[('cortex', 'paired api ÷ tg128')]:.2f}×")
         at = med[("cortex", "tg128 at api depth")]
         print(f"cortex API decode ÷ engine tg128 after the API's {depths[name]}-token prompt: "
-              f"{med[('cortex', 'api tg128')]:.1f} / {at:.1f} = {med[('cortex', 'api tg128')] / at:.2f}×")
+              f"{med[('cortex', 'api tg128')]:.1f} / {at:.1f} = {med[('cortex', 'api tg128')] / at:.2f}×; "
+              f"the rounds' pairs, median: {med[('cortex', 'paired api ÷ tg128 at api depth')]:.2f}×")
         print(f"cortex API prefill of a {tokens}-token prompt ÷ engine pp2048: "
               f"{med[('cortex', 'api pp2k')]:.1f} / {med[('cortex', 'pp2048')]:.1f} = "
               f"{med[('cortex', 'api pp2k')] / med[('cortex', 'pp2048')]:.2f}×")

@@ -29,6 +29,8 @@ Environment (each overrides its setting in cortex.toml's [engine]):
                                      else the CPU]
   CORTEX_DECODE_BITS=16|8            Activation bits of the CPU kernels in decode steps
   CORTEX_PREFILL_BITS=16|8           The same for prompts
+  CORTEX_STREAM_INTERVAL_MS=16       A stream's text goes out at most this often; faster tokens
+                                     share an event (0: every token alone)
   CANDLE_DEQUANTIZE_ALL=1            Widen every matrix to f32 at load (the reference for logits)";
 
 #[derive(Debug, Subcommand)]
