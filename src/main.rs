@@ -7,8 +7,6 @@ use clap::Parser;
 use cortex_commands::error::{classify, ExitCode};
 
 fn main() -> std::process::ExitCode {
-    // Before any thread starts: it writes the environment.
-    cortex_commands::set_pool_spin();
     // `COMPLETE=bash cortex` prints the shell registration; with it set, the shell's Tab calls land
     // here, are answered from the clap definitions (and the fleet, for model names), and exit.
     clap_complete::CompleteEnv::with_factory(<cli::Cli as clap::CommandFactory>::command)

@@ -17,5 +17,4 @@ pub mod pull;
 pub mod serve;
 pub mod status;
 
-pub use cortex_neuron::engine::cpu::set_pool_spin;
 pub use error::{ExitCode, UserError};

@@ -62,8 +62,6 @@ fn concurrent_decode(weights: &ModelWeights, vocab: u32) -> Result<(), Box<dyn s
 }
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
-    // As `cortex` runs the engine.
-    cortex_neuron::engine::cpu::set_pool_spin();
     let path = std::env::var_os("CORTEX_BENCH_MODEL")
         .map(PathBuf::from)
         .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../models/SmolLM2-135M-Instruct.Q4_1.gguf"));

@@ -36,24 +36,6 @@ pub use decoder::Decoder;
 use linear::{dense, Linear};
 use rope::Rope;
 
-/// candle's variable for how many `pause`s its barrier pool (the kernels' workers) spins
-/// before parking.
-pub const POOL_SPIN_ENV: &str = "CANDLE_BARRIER_POOL_SPIN_LIMIT";
-
-/// Lowers candle's barrier-pool spin before parking from 25 000 `pause`s (0.6 ms on Zen 4) to
-/// 1 000 (25 µs; ~45 µs where a pause takes 140 cycles, Intel since Skylake), unless the
-/// environment sets it. Between a served model's steps the generation thread samples and
-/// hands the token to the HTTP task; a worker spinning through that keeps its core from the
-/// HTTP task and the client, which then take the generation thread's core and the next step's
-/// (API decode 1.03× alone, 1.08× with the stream interval, on SmolLM2: BENCHMARKS.md); the gaps inside a step are far shorter, and
-/// the engine's own figures did not move. Writes the environment: call it before any thread
-/// starts.
-pub fn set_pool_spin() {
-    if std::env::var_os(POOL_SPIN_ENV).is_none() {
-        std::env::set_var(POOL_SPIN_ENV, "1000");
-    }
-}
-
 /// What the CPU decoder takes from the engine's options.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Settings {
