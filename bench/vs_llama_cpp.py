@@ -1,6 +1,6 @@
 """cortex against llama.cpp on the same GGUF files, CPU and thread count, in one run.
 
-    python3 bench/vs_llama_cpp.py [--rounds 5] [--models smollm2,gemma3] [--threads N]
+    python3 bench/vs_llama_cpp.py [--rounds 5] [--models smollm2,gemma3] [--threads N] [--depth N]
 
 llama.cpp is built here, once, from the llama.cpp that llama-cpp-python's sdist vendors (PyPI),
 twice: `native` (GGML_NATIVE=ON: -march=native, its repacked layouts for this CPU, AMX where the
@@ -14,7 +14,9 @@ builds (pp64, pp512, tg128), cortex's engine bench (the same three, and pp2048),
 streamed token, client side; the median of three requests) and, for cortex, the time to the
 first token of a ~2k-token prompt, and a pair: the engine's tg128 (from position 0 and after the
 API's prompt) right beside cortex's API decode, whose ratios cancel the machine's drift between
-the round's steps. It prints every round, then the medians and the ratios the issue asks for.
+the round's steps. With `--depth N`, also each one's tg128 after N tokens of context (llama-bench
+`-d N`, the engine bench's CORTEX_BENCH_DEPTH): decode deep in an agent's conversation. It
+prints every round, then the medians and the ratios the issue asks for.
 Nothing else should run on the machine meanwhile.
 """
 
@@ -152,6 +154,13 @@ def llama_bench(bin_dir: Path, model: Path, threads: int) -> dict[str, float]:
     return rates
 
 
+def llama_bench_at(bin_dir: Path, model: Path, threads: int, depth: int) -> float:
+    """llama-bench's tg128 after a `depth`-token context (`-d`)."""
+    out = subprocess.run([str(bin_dir / "llama-bench"), "-m", str(model), "-t", str(threads), "-p", "0", "-n", "128",
+                          "-d", str(depth), "-r", "1", "-o", "json"], check=True, capture_output=True, text=True).stdout
+    return json.loads(out)[0]["avg_ts"]
+
+
 def engine_bench(engine: Path, model: Path, threads: int) -> dict[str, float]:
     env = {**os.environ, "CORTEX_BENCH_MODEL": str(model), "CORTEX_BENCH_ONLY": "pp64,pp512,pp2048,tg128",
            "CORTEX_BENCH_REPS": "1", "CANDLE_NUM_THREADS": str(threads), "RAYON_NUM_THREADS": str(threads)}
@@ -271,6 +280,9 @@ def main() -> None:
     p.add_argument("--rounds", type=int, default=5)
     p.add_argument("--models", default="smollm2,gemma3")
     p.add_argument("--threads", type=int, default=os.cpu_count())
+    p.add_argument("--depth", type=int, default=0,
+                   help="also decode after this many tokens of context (an agent's long conversation), "
+                        "cortex's engine against both llama-bench builds (-d)")
     a = p.parse_args()
     models = {k: MODELS[k][0] for k in a.models.split(",")}
     builds = {kind: build(kind) for kind in ("native", "generic")}
@@ -303,6 +315,11 @@ def main() -> None:
                          ("cortex", lambda: {"tg128 at api depth": engine_decode_at(engine, model, a.threads, depth)})]
                 steps += [(who, (lambda u=url, m=mid: {"api tg128": api_decode(u, m, time.time_ns(), 3)}))
                           for who, (_, url, mid) in servers.items()]
+                if a.depth:
+                    long = f"tg128 @ {a.depth}"
+                    steps += [(f"llama.cpp {kind}", (lambda b=b: {long: llama_bench_at(b, model, a.threads, a.depth)}))
+                              for kind, b in builds.items()]
+                    steps.append(("cortex", lambda: {long: engine_decode_at(engine, model, a.threads, a.depth)}))
 
                 def pair() -> dict[str, float]:
                     _, url, mid = servers["cortex"]
@@ -336,7 +353,7 @@ def main() -> None:
         print(f"\n{name} ({models[name].name})")
         print("| measure | cortex | llama.cpp native | llama.cpp generic | ÷ native | ÷ generic |")
         print("|---|---|---|---|---|---|")
-        for measure in ("tg128", "pp64", "pp512", "api tg128"):
+        for measure in ("tg128", "pp64", "pp512", "api tg128") + ((f"tg128 @ {a.depth}",) if a.depth else ()):
             c = med.get(("cortex", measure))
             n = med.get(("llama.cpp native", measure))
             g = med.get(("llama.cpp generic", measure))
