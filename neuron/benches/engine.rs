@@ -83,8 +83,11 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     };
     let t0 = Instant::now();
     let content = gguf_file::Content::read(&mut std::fs::File::open(&path)?)?;
-    // Room for the longest prompt asked for (a Claude Code prompt is 7–13k tokens).
-    let context = prefill.iter().map(|n| n + 256).max().unwrap_or(0).max(4096);
+    // CORTEX_BENCH_DEPTH=N: decode after an N-token prompt (attention over a long cache).
+    let depth: usize = std::env::var("CORTEX_BENCH_DEPTH").ok().and_then(|d| d.parse().ok()).unwrap_or(0);
+    // Room for the longest prompt asked for (a Claude Code prompt is 7–13k tokens), and for
+    // decode after `depth`.
+    let context = prefill.iter().map(|n| n + 256).chain([depth + 256]).max().unwrap_or(0).max(4096);
     // The engine's settings from the environment as `cortex serve` reads them (CORTEX_ENGINE,
     // CORTEX_DECODE_BITS, …), on the CPU unless CORTEX_DEVICE says otherwise.
     let config = EngineConfig { device: DeviceChoice::Cpu, max_context: Some(context), ..Default::default() };
@@ -106,8 +109,6 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     if wants("batch") && !kernels_only {
         concurrent_decode(&weights, vocab)?;
     }
-    // CORTEX_BENCH_DEPTH=N: decode after an N-token prompt (attention over a long cache).
-    let depth: usize = std::env::var("CORTEX_BENCH_DEPTH").ok().and_then(|d| d.parse().ok()).unwrap_or(0);
     if wants("tg128") && !kernels_only {
         let rates = (0..reps)
             .map(|_| {
