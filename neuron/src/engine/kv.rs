@@ -314,7 +314,7 @@ impl KvCache {
             for (kv, left) in left.iter_mut().enumerate() {
                 let slab = &block.0[(layer * 2 + kv) * size..][..(rows * h.width).min(*left)];
                 *left -= slab.len();
-                prefetch(slab);
+                prefetch::<L2>(slab);
             }
             if left == [0, 0] {
                 break;
@@ -373,13 +373,20 @@ impl KvCache {
     }
 }
 
-/// Prefetches every cache line of `data` into L2 (x86; elsewhere nothing).
+/// [`prefetch`] hints: into L1 (`_MM_HINT_T0`) or L2 (`_MM_HINT_T1`).
+pub(crate) const L1: i32 = 3;
+pub(crate) const L2: i32 = 2;
+#[cfg(target_arch = "x86_64")]
+const _: () = assert!(L1 == std::arch::x86_64::_MM_HINT_T0 && L2 == std::arch::x86_64::_MM_HINT_T1);
+
+/// Asks the CPU for every cache line of `data`, into the cache `HINT` names (x86; elsewhere
+/// nothing).
 #[inline]
-fn prefetch(data: &[f32]) {
+pub(crate) fn prefetch<const HINT: i32>(data: &[f32]) {
     #[cfg(target_arch = "x86_64")]
     for line in data.chunks(16) {
         // SAFETY: a prefetch hint reads nothing and cannot fault; the address is in `data`.
-        unsafe { std::arch::x86_64::_mm_prefetch::<{ std::arch::x86_64::_MM_HINT_T1 }>(line.as_ptr().cast()) };
+        unsafe { std::arch::x86_64::_mm_prefetch::<HINT>(line.as_ptr().cast()) };
     }
     #[cfg(not(target_arch = "x86_64"))]
     let _ = data;

@@ -4,7 +4,7 @@
 use candle_core::Result;
 
 use super::ops::{resize, softmax};
-use crate::engine::kv::LayerRows;
+use crate::engine::kv::{prefetch, LayerRows, L1};
 use crate::engine::spec::ArchSpec;
 
 /// What one row of a batched step attends to: its sequence's cached keys and values, up to (not
@@ -115,7 +115,7 @@ fn long_row(hs: &Heads, q: &[f32], seen: Seen, lo: usize, out: &mut [f32]) {
         static SCORES: std::cell::RefCell<Vec<f32>> = const { std::cell::RefCell::new(Vec::new()) };
     }
     let (hd, hi, group) = (hs.head_dim, seen.end, hs.n_head / hs.n_kv_head);
-    let (n, width) = (hi - lo, seen.kc.width());
+    let n = hi - lo;
     let stride = n.next_multiple_of(8);
     let pool = candle_core::utils::barrier_pool();
     let threads = pool.n_workers() + 1;
@@ -144,24 +144,7 @@ fn long_row(hs: &Heads, q: &[f32], seen: Seen, lo: usize, out: &mut [f32]) {
                         scores_mut(h, j0 - lo, valid).iter_mut().zip(d).for_each(|(s, d)| *s = d * hs.scale);
                     }
                 };
-                let (mut keys, mut k, mut j0) = ([std::ptr::null(); 8], 0, from);
-                for run in seen.kc.runs(from..to) {
-                    for row in run.chunks_exact(width) {
-                        if j0 + k + AHEAD < to {
-                            prefetch(seen.kc.row(j0 + k + AHEAD, g * hd, hd));
-                        }
-                        keys[k] = row[g * hd..(g + 1) * hd].as_ptr();
-                        k += 1;
-                        if k == 8 {
-                            block(j0, &keys, 8);
-                            (j0, k) = (j0 + 8, 0);
-                        }
-                    }
-                }
-                if k > 0 {
-                    (k..8).for_each(|l| keys[l] = keys[k - 1]);
-                    block(j0, &keys, k);
-                }
+                key_blocks(seen.kc, from..to, g * hd, hd, true, block);
             }
         });
         pool.execute_chunked(hs.n_head, |heads| heads.for_each(|h| softmax(scores_mut(h, 0, n))));
@@ -203,16 +186,36 @@ fn long_row(hs: &Heads, q: &[f32], seen: Seen, lo: usize, out: &mut [f32]) {
 /// (SmolLM2's and a 1-kv-head layout's attention over 3.8k positions 13–25 % faster with them).
 const AHEAD: usize = 24;
 
-/// Asks the CPU for `data`'s cache lines (x86; elsewhere nothing).
-#[inline]
-fn prefetch(data: &[f32]) {
-    #[cfg(target_arch = "x86_64")]
-    for line in data.chunks(16) {
-        // SAFETY: a prefetch hint reads nothing and cannot fault; the address is in `data`.
-        unsafe { std::arch::x86_64::_mm_prefetch::<{ std::arch::x86_64::_MM_HINT_T0 }>(line.as_ptr().cast()) };
+/// Calls `block(j0, keys, valid)` for the keys of positions `range` eight at a time (`j0` the
+/// first one's position), each key the slice `off..off + hd` of its row. The last block's missing
+/// keys repeat its last one; their scores are dropped. With `fetch`, each row asks for the same
+/// slice [`AHEAD`] rows on.
+fn key_blocks(
+    kc: &LayerRows,
+    range: std::ops::Range<usize>,
+    off: usize,
+    hd: usize,
+    fetch: bool,
+    mut block: impl FnMut(usize, &[*const f32; 8], usize),
+) {
+    let (mut keys, mut k, mut j0) = ([std::ptr::null(); 8], 0, range.start);
+    for run in kc.runs(range.clone()) {
+        for row in run.chunks_exact(kc.width()) {
+            if fetch && j0 + k + AHEAD < range.end {
+                prefetch::<L1>(kc.row(j0 + k + AHEAD, off, hd));
+            }
+            keys[k] = row[off..off + hd].as_ptr();
+            k += 1;
+            if k == 8 {
+                block(j0, &keys, 8);
+                (j0, k) = (j0 + 8, 0);
+            }
+        }
     }
-    #[cfg(not(target_arch = "x86_64"))]
-    let _ = data;
+    if k > 0 {
+        (k..8).for_each(|l| keys[l] = keys[k - 1]);
+        block(j0, &keys, k);
+    }
 }
 
 /// `out[i] = Σ_j p[i][j] · v_j[off..off + w]` (`w` = out's length, at most 16) over positions
@@ -295,11 +298,11 @@ impl Tile<'_> {
         let stride = (hi - lo).next_multiple_of(8);
         let mut qv: [&[f32]; TILE_QUERIES] = [&[]; TILE_QUERIES];
         (0..nq).for_each(|i| qv[i] = &self.q[queries[i].row * qw + queries[i].head * hd..][..hd]);
-        let (g0, width) = (self.g * hd, self.seen.kc.width());
+        let g0 = self.g * hd;
         SCORES.with(|cell| {
             let mut scores = cell.borrow_mut();
             let sc = resize(&mut scores, nq * stride);
-            let mut block = |j0: usize, keys: &[*const f32; 8], valid: usize| {
+            let block = |j0: usize, keys: &[*const f32; 8], valid: usize| {
                 for (i, seen) in queries.iter().enumerate() {
                     if j0 + valid > seen.start && j0 < seen.end {
                         let d = scores8(qv[i], keys);
@@ -308,22 +311,7 @@ impl Tile<'_> {
                     }
                 }
             };
-            let (mut keys, mut k, mut j0) = ([std::ptr::null(); 8], 0, lo);
-            for run in self.seen.kc.runs(lo..hi) {
-                for row in run.chunks_exact(width) {
-                    keys[k] = row[g0..g0 + hd].as_ptr();
-                    k += 1;
-                    if k == 8 {
-                        block(j0, &keys, 8);
-                        (j0, k) = (j0 + 8, 0);
-                    }
-                }
-            }
-            if k > 0 {
-                // The last block's missing keys repeat its last one; their scores are dropped.
-                (k..8).for_each(|l| keys[l] = keys[k - 1]);
-                block(j0, &keys, k);
-            }
+            key_blocks(self.seen.kc, lo..hi, g0, hd, false, block);
             for (i, seen) in queries.iter().enumerate() {
                 let s = &mut sc[i * stride..i * stride + hi - lo];
                 let (a, b) = (seen.start - lo, seen.end - lo);
@@ -439,7 +427,7 @@ fn weighted_sum16<'v, const H: usize>(
                     if let Some((vc, from)) = fetch {
                         let at = from + j + AHEAD;
                         if at < from + p[0].len() {
-                            prefetch(vc.row(at, off, 16));
+                            prefetch::<L1>(vc.row(at, off, 16));
                         }
                     }
                     let v = &row[off..off + 16];
