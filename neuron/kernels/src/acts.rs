@@ -22,9 +22,12 @@ pub enum Precision {
 
 /// Activations quantized per block: `x ≈ d·q` with `q` an i8 (`Acts<i8>`, natural order) or an
 /// i16 (`Acts<i16>`, each row pair-interleaved — see `x86::vnni16`: blocks 2p and 2p+1 as
-/// [2p lo, 2p+1 lo, 2p hi, 2p+1 hi] halves), and `s = d·Σq` per block for the Q4 min term.
+/// [2p lo, 2p+1 lo, 2p hi, 2p+1 hi] halves — or, with `quads`, quad-interleaved first: see
+/// [`pos16`]), and `s = d·Σq` per block for the Q4 min term.
 pub struct Acts<T> {
     pub(crate) nb: usize,
+    /// Whether a row's whole quads of blocks are quad-interleaved ([`pos16`]; 16-bit only).
+    pub(crate) quads: bool,
     /// Blocks that share one scale: 1, 8 (a K-quant super-block) for [`x86::dot_k16_vnni`], or
     /// the whole row for [`x86::dot_r16_vnni`].
     pub(crate) group: usize,
@@ -39,6 +42,7 @@ pub(crate) struct ActRow<'a, T> {
     pub(crate) d: &'a [f32],
     pub(crate) s: &'a [f32],
     pub(crate) group: usize,
+    pub(crate) quads: bool,
 }
 
 impl<T> Acts<T> {
@@ -49,12 +53,14 @@ impl<T> Acts<T> {
             d: &self.d[i * nb..(i + 1) * nb],
             s: &self.s[i * nb..(i + 1) * nb],
             group: self.group,
+            quads: self.quads,
         }
     }
 }
 
-/// A SIMD quantizer of one row (`x`, `group`, then the row's values, scales and sums).
-pub(crate) type RowQuantizer<T> = unsafe fn(&[f32], usize, &mut [T], &mut [f32], &mut [f32]);
+/// A SIMD quantizer of one row (`x`, `group`, whether quads are interleaved, then the row's
+/// values, scales and sums).
+pub(crate) type RowQuantizer<T> = unsafe fn(&[f32], usize, bool, &mut [T], &mut [f32], &mut [f32]);
 
 /// How the scalar loop stores a quantized value: to `±max`, converted by `to`, element `j` of
 /// block `b` (of `nb` per row) at `place(nb, b, j)` within its row.
@@ -72,6 +78,7 @@ fn quantize<T: Copy + Default + Send, F, P>(
     m: usize,
     k: usize,
     group: usize,
+    quads: bool,
     layout: Layout<F, P>,
     simd: Option<RowQuantizer<T>>,
 ) -> Acts<T>
@@ -86,7 +93,7 @@ where
     let row = |xr: &[f32], qr: &mut [T], dr: &mut [f32], sr: &mut [f32]| {
         if let Some(f) = simd {
             // SAFETY: a SIMD quantizer is passed only where run-time detection found its features.
-            return unsafe { f(xr, group, qr, dr, sr) };
+            return unsafe { f(xr, group, quads, qr, dr, sr) };
         }
         for (g, xg) in xr.chunks(QK * group).enumerate() {
             let amax = xg.iter().fold(0f32, |a, v| a.max(v.abs()));
@@ -129,13 +136,13 @@ where
             row(xr, qr, dr, sr);
         }
     }
-    Acts { nb, group, q, d, s }
+    Acts { nb, quads, group, q, d, s }
 }
 
 impl Acts<i8> {
     pub fn quantize(x: &[f32], m: usize, k: usize) -> Self {
         let layout = Layout { max: 127.0, to: |r| r as i8, place: |_, b, j| b * QK + j };
-        quantize(x, m, k, 1, layout, None)
+        quantize(x, m, k, 1, false, layout, None)
     }
 }
 
@@ -149,7 +156,14 @@ impl Acts<i16> {
     /// with the whole row, `x86::dot_r16_vnni` applies it once. Sixteen bits over 256 values, or
     /// a row, keep the result near f32 (the tests' 1e-3 bound holds).
     pub fn quantize_grouped(x: &[f32], m: usize, k: usize, group: usize) -> Self {
-        Self::quantize_grouped_with(x, m, k, group, Self::simd_row())
+        Self::quantize_grouped_with(x, m, k, group, false, Self::simd_row())
+    }
+
+    /// [`Acts::quantize_grouped`] with whole quads of blocks quad-interleaved where `quads`
+    /// ([`pos16`]; only the nibble formats' AVX-512 VNNI kernel, `x86::dot_r16_vnni`, reads them
+    /// apart from the scalar loop).
+    pub(crate) fn quantize_quads(x: &[f32], m: usize, k: usize, group: usize, quads: bool) -> Self {
+        Self::quantize_grouped_with(x, m, k, group, quads, Self::simd_row())
     }
 
     /// [`Acts::quantize_grouped`] with the scalar loop (`simd` None) or a SIMD row quantizer.
@@ -158,17 +172,11 @@ impl Acts<i16> {
         m: usize,
         k: usize,
         group: usize,
+        quads: bool,
         simd: Option<RowQuantizer<i16>>,
     ) -> Self {
-        let place = |nb, b, j| {
-            let (lo, hi) = halves16(nb, b);
-            if j < 16 {
-                lo + j
-            } else {
-                hi + j - 16
-            }
-        };
-        quantize(x, m, k, group, Layout { max: 32767.0, to: |r| r as i16, place }, simd)
+        let place = move |nb, b, j| pos16(nb, b, j, quads);
+        quantize(x, m, k, group, quads, Layout { max: 32767.0, to: |r| r as i16, place }, simd)
     }
 
     /// The AVX-512 or AVX2 row quantizer where this CPU has it (the scalar loop was 3 % of
@@ -191,6 +199,26 @@ impl Acts<i16> {
             Level::Avx512Vnni => Some(x86::quantize_row16),
             Level::Avx2 => Some(x86::quantize_row16_avx2),
             Level::Scalar => None,
+        }
+    }
+}
+
+/// Where element `j` of block `b` lies in a 16-bit row of `nb` blocks. With `quads`, the row's
+/// whole quads of blocks come first, each 128 values as four octets of each block in turn
+/// ([4q e0–7, 4q+1 e0–7, 4q+2 e0–7, 4q+3 e0–7, then e8–15 …]), so that one `vpdpwssd` covers eight
+/// values of four blocks, lanes 4c–4c+3 for block 4q+c; the blocks past the last whole quad (and
+/// every block without `quads`) are pair-interleaved ([`halves16`]).
+#[inline]
+pub(crate) fn pos16(nb: usize, b: usize, j: usize, quads: bool) -> usize {
+    if quads && b < nb / 4 * 4 {
+        let c = b % 4;
+        32 * (b - c) + 32 * (j / 8) + 8 * c + j % 8
+    } else {
+        let (lo, hi) = halves16(nb, b);
+        if j < 16 {
+            lo + j
+        } else {
+            hi + j - 16
         }
     }
 }

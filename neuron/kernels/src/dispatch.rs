@@ -41,7 +41,10 @@ pub(crate) fn run(
 ) {
     let acts = match precision {
         Precision::I8 => QActs::I8(Acts::<i8>::quantize(x, m, k)),
-        Precision::I16 => QActs::I16(Acts::<i16>::quantize_grouped(x, m, k, act16_group(ws))),
+        Precision::I16 => {
+            let group = act16_group(ws);
+            QActs::I16(Acts::<i16>::quantize_quads(x, m, k, group, quads16(lvl, ws, group)))
+        }
     };
     let outs: Vec<usize> = dsts.iter_mut().map(|d| d.as_mut_ptr() as usize).collect();
     // Work items are tiles: GROUP weight rows by a chunk of activation rows small enough to stay
@@ -91,6 +94,23 @@ fn act16_group(ws: &[&QWeight]) -> usize {
         nb.max(1)
     } else {
         1
+    }
+}
+
+/// Whether 16-bit activations for `ws` (one scale every `group` blocks) are quad-interleaved
+/// (`acts::pos16`): on AVX-512 VNNI where every weight has one f16 scale a block (Q4_0 … Q8_0),
+/// so that `x86::dot_r16_vnni` reads them all, summing four `vpdpwssd` a float multiply-add
+/// instead of two (Gemma 3's Q5_0 and Q8_0 matmuls, SmolLM2's Q4_1; see BENCHMARKS.md).
+fn quads16(lvl: Level, ws: &[&QWeight], group: usize) -> bool {
+    #[cfg(target_arch = "x86_64")]
+    {
+        let row_scaled = |w: &&QWeight| matches!(w.d, Scales::F16(_)) && !w.split;
+        lvl == Level::Avx512Vnni && ws.first().is_some_and(|w| group >= w.nb) && ws.iter().all(row_scaled)
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    {
+        let _ = (lvl, ws, group);
+        false
     }
 }
 
@@ -144,14 +164,14 @@ impl QWeight {
                 for i in (next..octs_end).step_by(8) {
                     let q: [_; 8] = std::array::from_fn(|j| refs(i + j));
                     for r in rows.clone() {
-                        let v = dot16_refs(self.kind, lvl, &self.row(r), &q, a.group);
+                        let v = dot16_refs(self.kind, lvl, &self.row(r), &q, a.group, a.quads);
                         (0..8).for_each(|j| put(i + j, r, v[j]));
                     }
                 }
                 for i in (octs_end..quads_end).step_by(4) {
                     let q: [_; 4] = std::array::from_fn(|j| refs(i + j));
                     for r in rows.clone() {
-                        let v = dot16_refs(self.kind, lvl, &self.row(r), &q, a.group);
+                        let v = dot16_refs(self.kind, lvl, &self.row(r), &q, a.group, a.quads);
                         (0..4).for_each(|j| put(i + j, r, v[j]));
                     }
                 }
@@ -248,11 +268,15 @@ impl QWeight {
                     (&self.qs[r * nb * bytes..(r + 1) * nb * bytes], &d[r * nb..(r + 1) * nb], m, qh)
                 };
                 match kind {
-                    Kind::Q4 => passes!(row, |w, q, i| x86::rows_r16_vnni::<true, R>(n, w, self.offset, &q, |t, v| {
-                        put_r(i, t, v)
-                    })),
+                    Kind::Q4 => {
+                        passes!(row, |w, q, i| x86::rows_r16_vnni::<true, R>(n, w, self.offset, a.quads, &q, |t, v| {
+                            put_r(i, t, v)
+                        }))
+                    }
                     Kind::Q8 => {
-                        passes!(row, |w, q, i| x86::rows_r16_vnni::<false, R>(n, w, 0, &q, |t, v| put_r(i, t, v)))
+                        passes!(row, |w, q, i| x86::rows_r16_vnni::<false, R>(n, w, 0, a.quads, &q, |t, v| put_r(
+                            i, t, v
+                        )))
                     }
                 }
             }
@@ -293,6 +317,7 @@ impl QWeight {
         starts: impl Iterator<Item = usize>,
         put: &impl Fn(usize, usize, f32),
     ) -> bool {
+        debug_assert!(!a.quads, "quad-interleaved activations are AVX-512 VNNI's alone");
         let nb = self.nb;
         let mut starts = starts.peekable();
         if starts.peek().is_none() {

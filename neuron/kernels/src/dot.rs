@@ -13,13 +13,14 @@ use crate::{scales::Scale, x86};
 /// `R` activation rows (16-bit) against one weight row.
 #[inline]
 pub(crate) fn dot16<const R: usize>(kind: Kind, lvl: Level, w: &Row, a: [&ActRow<i16>; R]) -> [f32; R] {
-    // Rows of one `Acts` share their grouping.
-    let group = a.first().map_or(1, |r| r.group);
-    dot16_refs(kind, lvl, w, &a.map(|r| (r.q, r.d, r.s)), group)
+    // Rows of one `Acts` share their grouping and layout.
+    let (group, quads) = a.first().map_or((1, false), |r| (r.group, r.quads));
+    dot16_refs(kind, lvl, w, &a.map(|r| (r.q, r.d, r.s)), group, quads)
 }
 
-/// [`dot16`] on rows given as (values, scales, sums), whose scales cover `group` blocks each:
-/// prefill builds them once for all the weight rows it passes.
+/// [`dot16`] on rows given as (values, scales, sums), whose scales cover `group` blocks each
+/// (laid out with `quads` or not, `acts::pos16`): prefill builds them once for all the weight
+/// rows it passes.
 #[inline]
 pub(crate) fn dot16_refs<const R: usize>(
     kind: Kind,
@@ -27,6 +28,7 @@ pub(crate) fn dot16_refs<const R: usize>(
     w: &Row,
     refs: &[(&[i16], &[f32], &[f32]); R],
     group: usize,
+    quads: bool,
 ) -> [f32; R] {
     #[cfg(target_arch = "x86_64")]
     // SAFETY: `lvl` comes from run-time feature detection of exactly what each path uses.
@@ -34,19 +36,26 @@ pub(crate) fn dot16_refs<const R: usize>(
         let nb = refs.first().map_or(0, |r| r.1.len());
         // Activations with one scale a row (f16-scaled formats) or a super-block (K-quants):
         // the grouped kernels of each level.
-        let (row, sup) = (group >= nb, group == 8);
+        // Quad-interleaved rows: only VNNI's row-scaled kernel and the scalar loop read them.
+        let (row, sup) = (group >= nb && !quads, group == 8 && !quads);
         let vnni = lvl == Level::Avx512Vnni;
         match (lvl, kind, w.d, w.m) {
+            (Level::Avx512Vnni, Kind::Q4, ScaleRow::F16(d), ScaleRow::F16(m)) if group >= nb && quads => {
+                return x86::dot_r16_vnni::<true, R>(w.qs, d, m, w.qh, w.offset, true, refs);
+            }
+            (Level::Avx512Vnni, Kind::Q8, ScaleRow::F16(d), _) if group >= nb && quads && !w.split => {
+                return x86::dot_r16_vnni::<false, R>(w.qs, d, &[], &[], 0, true, refs);
+            }
             (Level::Avx512Vnni | Level::Avx2, Kind::Q4, ScaleRow::F16(d), ScaleRow::F16(m)) if row => {
                 return if vnni {
-                    x86::dot_r16_vnni::<true, R>(w.qs, d, m, w.qh, w.offset, refs)
+                    x86::dot_r16_vnni::<true, R>(w.qs, d, m, w.qh, w.offset, false, refs)
                 } else {
                     x86::dot_r16_avx2::<true, false, R>(w.qs, d, m, w.qh, &[], refs)
                 };
             }
             (Level::Avx512Vnni | Level::Avx2, Kind::Q8, ScaleRow::F16(d), _) if row && !w.split => {
                 return if vnni {
-                    x86::dot_r16_vnni::<false, R>(w.qs, d, &[], &[], 0, refs)
+                    x86::dot_r16_vnni::<false, R>(w.qs, d, &[], &[], 0, false, refs)
                 } else {
                     x86::dot_r16_avx2::<false, false, R>(w.qs, d, &[], &[], &[], refs)
                 };
@@ -68,6 +77,7 @@ pub(crate) fn dot16_refs<const R: usize>(
             _ => {}
         }
         let simd = match (w.d, w.m) {
+            _ if quads => None,
             (ScaleRow::F16(d), ScaleRow::F16(m)) => dot16_x86(kind, lvl, w, d, m, refs),
             (ScaleRow::K8(d), ScaleRow::K8(m)) => dot16_x86(kind, lvl, w, d, m, refs),
             (ScaleRow::K16(d), ScaleRow::K16(m)) => dot16_x86(kind, lvl, w, d, m, refs),
@@ -78,7 +88,7 @@ pub(crate) fn dot16_refs<const R: usize>(
         }
     }
     let _ = lvl;
-    std::array::from_fn(|r| dot16_scalar(kind, w, &ActRow { q: refs[r].0, d: refs[r].1, s: refs[r].2, group }))
+    std::array::from_fn(|r| dot16_scalar(kind, w, &ActRow { q: refs[r].0, d: refs[r].1, s: refs[r].2, group, quads }))
 }
 
 /// The SIMD paths for 16-bit activations, or None where `lvl` has none.

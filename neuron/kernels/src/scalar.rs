@@ -1,7 +1,7 @@
 //! The scalar dot products: the reference the SIMD kernels are tested against, and what a CPU
 //! without AVX2 runs.
 
-use crate::acts::{halves16, ActRow};
+use crate::acts::{pos16, ActRow};
 use crate::weight::{Kind, Row};
 use crate::QK;
 
@@ -9,8 +9,7 @@ pub(crate) fn dot16_scalar(kind: Kind, w: &Row, a: &ActRow<i16>) -> f32 {
     let nb = a.d.len();
     let mut acc = 0f32;
     for b in 0..nb {
-        let (lo, hi) = halves16(nb, b);
-        let x = |j: usize| if j < 16 { a.q[lo + j] } else { a.q[hi + j - 16] } as i32;
+        let x = |j: usize| a.q[pos16(nb, b, j, a.quads)] as i32;
         match kind {
             Kind::Q4 => {
                 let hb = w.qh.get(b).copied().unwrap_or(0);

@@ -125,6 +125,23 @@ fn every_format_and_level_matches_the_reference_on_awkward_shapes() {
                         let e = rel_err(&on(lvl), &scalar);
                         assert!(e < 1e-5, "{group}-block 16-bit {format:?} {lvl:?} n={n} k={k}: {e}");
                     }
+                    // The same rows quad-interleaved (what VNNI's matmuls quantize nibble
+                    // formats to): the scalar loop reads the same integers in the same order,
+                    // the VNNI kernel sums them four blocks a register.
+                    if group == nb {
+                        let quads = Acts::<i16>::quantize_quads(&x, m, k, group, true);
+                        let on = |lvl: Level| -> Vec<f32> {
+                            (0..m)
+                                .flat_map(|i| (0..n).map(move |r| (i, r)))
+                                .map(|(i, r)| dot16(w.kind, lvl, &w.row(r), [&quads.row(i)])[0])
+                                .collect()
+                        };
+                        assert_eq!(on(Level::Scalar), scalar, "quads {format:?} n={n} k={k}");
+                        for &lvl in levels.iter().filter(|l| **l as u8 <= host as u8) {
+                            let e = rel_err(&on(lvl), &scalar);
+                            assert!(e < 1e-5, "quads 16-bit {format:?} {lvl:?} n={n} k={k}: {e}");
+                        }
+                    }
                 }
                 // The whole matmul on each level.
                 for &lvl in levels.iter().filter(|l| **l as u8 <= host as u8) {
@@ -241,13 +258,15 @@ fn the_simd_quantizer_gives_the_scalar_loops_integers_and_scales() {
         x[5] = f32::NAN;
         x[k + 3] = 1000.0 / 37.0 * 0.5;
         x[2 * k..].iter_mut().for_each(|v| *v = 0.0);
-        let (a, b) = (
-            Acts::<i16>::quantize_grouped_with(&x, m, k, group, None),
-            Acts::<i16>::quantize_grouped_with(&x, m, k, group, Some(simd)),
-        );
-        assert_eq!(&a.q[..], &b.q[..], "{lvl:?} k={k} group={group}");
-        assert_eq!(a.d, b.d, "{lvl:?} k={k} group={group}");
-        assert_eq!(a.s, b.s, "{lvl:?} k={k} group={group}");
+        for quads in [false, true] {
+            let (a, b) = (
+                Acts::<i16>::quantize_grouped_with(&x, m, k, group, quads, None),
+                Acts::<i16>::quantize_grouped_with(&x, m, k, group, quads, Some(simd)),
+            );
+            assert_eq!(&a.q[..], &b.q[..], "{lvl:?} k={k} group={group} quads={quads}");
+            assert_eq!(a.d, b.d, "{lvl:?} k={k} group={group}");
+            assert_eq!(a.s, b.s, "{lvl:?} k={k} group={group}");
+        }
     }
 }
 
@@ -264,4 +283,26 @@ fn zero_activations_and_bad_shapes() {
     let (raw, _) = quantized(GgmlDType::Q6K, 2, 256, 1);
     assert!(QWeight::from_gguf_bytes(Format::Q6K, 1, 512, &raw).is_ok());
     assert!(QWeight::from_gguf_bytes(Format::Q6K, 4, 128, &raw).is_err());
+}
+
+/// Both 16-bit layouts place a row's values one to a slot, and quads keep the blocks past the
+/// last whole quad where pairs put them.
+#[test]
+fn the_16_bit_layouts_are_permutations() {
+    use crate::acts::pos16;
+    for nb in [1, 2, 3, 4, 5, 7, 8, 18, 20, 37] {
+        for quads in [false, true] {
+            let mut seen = vec![false; nb * QK];
+            for b in 0..nb {
+                for j in 0..QK {
+                    let p = pos16(nb, b, j, quads);
+                    assert!(!std::mem::replace(&mut seen[p], true), "nb={nb} quads={quads}: {b}.{j} at {p} twice");
+                    if b >= nb / 4 * 4 {
+                        assert_eq!(p, pos16(nb, b, j, false), "nb={nb}: the tail block {b}");
+                    }
+                }
+            }
+            assert!(seen.iter().all(|&s| s), "nb={nb} quads={quads}");
+        }
+    }
 }
