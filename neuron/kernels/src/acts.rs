@@ -160,8 +160,8 @@ impl Acts<i16> {
     }
 
     /// [`Acts::quantize_grouped`] with whole quads of blocks quad-interleaved where `quads`
-    /// ([`pos16`]; only the nibble formats' AVX-512 VNNI kernel, `x86::dot_r16_vnni`, reads them
-    /// apart from the scalar loop).
+    /// ([`pos16`]; only the nibble formats' AVX-512 VNNI kernel, `x86::dot_r16q_vnni`, reads
+    /// them apart from the scalar loop).
     pub(crate) fn quantize_quads(x: &[f32], m: usize, k: usize, group: usize, quads: bool) -> Self {
         Self::quantize_grouped_with(x, m, k, group, quads, Self::simd_row())
     }

@@ -84,7 +84,7 @@ pub(crate) fn run(
 /// - f16-scaled formats alone (Q4_0 … Q8_0): the whole row, so that `x86::dot_r16_vnni` lays out
 ///   a block pair's weight scales once for all rows and applies a row's scale once (Gemma 3's
 ///   640-wide Q5_0 matmuls 62 → 74 GMAC/s). Sixteen bits over a row keep logits within 2e-3 of
-///   f32 on SmolLM2 and 5e-4 on Gemma 3 (BENCHMARKS.md), against 2e-4 with a scale per block;
+///   f32 on SmolLM2 and about 5e-4 on Gemma 3 (BENCHMARKS.md), against 2e-4 with a scale per block;
 /// - a mix: one a block.
 fn act16_group(ws: &[&QWeight]) -> usize {
     let nb = ws.first().map_or(1, |w| w.nb);
@@ -98,14 +98,16 @@ fn act16_group(ws: &[&QWeight]) -> usize {
 }
 
 /// Whether 16-bit activations for `ws` (one scale every `group` blocks) are quad-interleaved
-/// (`acts::pos16`): on AVX-512 VNNI where every weight has one f16 scale a block (Q4_0 … Q8_0),
-/// so that `x86::dot_r16_vnni` reads them all, summing four `vpdpwssd` a float multiply-add
-/// instead of two (Gemma 3's Q5_0 and Q8_0 matmuls, SmolLM2's Q4_1; see BENCHMARKS.md).
+/// (`acts::pos16`): on AVX-512 VNNI where every weight is Q4_0 or Q5_0, so that
+/// `x86::dot_r16q_vnni` reads them all, summing four `vpdpwssd` a float multiply-add instead
+/// of two (Gemma 3's 640-wide Q5_0 matmuls; see BENCHMARKS.md). Not the formats with a min
+/// (Q4_1, Q5_1: SmolLM2's decode read its 1536-wide matrices 7–10 % slower by quads, its
+/// prefill 7 % faster) nor Q8_0 (a cross-lane permute a quad; Gemma 3's prefill no faster).
 fn quads16(lvl: Level, ws: &[&QWeight], group: usize) -> bool {
     #[cfg(target_arch = "x86_64")]
     {
-        let row_scaled = |w: &&QWeight| matches!(w.d, Scales::F16(_)) && !w.split;
-        lvl == Level::Avx512Vnni && ws.first().is_some_and(|w| group >= w.nb) && ws.iter().all(row_scaled)
+        let signed = |w: &&QWeight| w.kind == Kind::Q4 && w.offset != 0 && matches!(w.d, Scales::F16(_)) && !w.split;
+        lvl == Level::Avx512Vnni && ws.first().is_some_and(|w| group >= w.nb) && ws.iter().all(signed)
     }
     #[cfg(not(target_arch = "x86_64"))]
     {
@@ -274,7 +276,7 @@ impl QWeight {
                         }))
                     }
                     Kind::Q8 => {
-                        passes!(row, |w, q, i| x86::rows_r16_vnni::<false, R>(n, w, 0, a.quads, &q, |t, v| put_r(
+                        passes!(row, |w, q, i| x86::rows_r16_vnni::<false, R>(n, w, 0, false, &q, |t, v| put_r(
                             i, t, v
                         )))
                     }

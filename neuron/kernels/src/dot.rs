@@ -36,26 +36,23 @@ pub(crate) fn dot16_refs<const R: usize>(
         let nb = refs.first().map_or(0, |r| r.1.len());
         // Activations with one scale a row (f16-scaled formats) or a super-block (K-quants):
         // the grouped kernels of each level.
-        // Quad-interleaved rows: only VNNI's row-scaled kernel and the scalar loop read them.
+        // Quad-interleaved rows: only VNNI's nibble kernel and the scalar loop read them.
         let (row, sup) = (group >= nb && !quads, group == 8 && !quads);
         let vnni = lvl == Level::Avx512Vnni;
         match (lvl, kind, w.d, w.m) {
             (Level::Avx512Vnni, Kind::Q4, ScaleRow::F16(d), ScaleRow::F16(m)) if group >= nb && quads => {
-                return x86::dot_r16_vnni::<true, R>(w.qs, d, m, w.qh, w.offset, true, refs);
-            }
-            (Level::Avx512Vnni, Kind::Q8, ScaleRow::F16(d), _) if group >= nb && quads && !w.split => {
-                return x86::dot_r16_vnni::<false, R>(w.qs, d, &[], &[], 0, true, refs);
+                return x86::dot_r16q_vnni::<R>(w.qs, d, m, w.qh, w.offset, refs);
             }
             (Level::Avx512Vnni | Level::Avx2, Kind::Q4, ScaleRow::F16(d), ScaleRow::F16(m)) if row => {
                 return if vnni {
-                    x86::dot_r16_vnni::<true, R>(w.qs, d, m, w.qh, w.offset, false, refs)
+                    x86::dot_r16_vnni::<true, R>(w.qs, d, m, w.qh, w.offset, refs)
                 } else {
                     x86::dot_r16_avx2::<true, false, R>(w.qs, d, m, w.qh, &[], refs)
                 };
             }
             (Level::Avx512Vnni | Level::Avx2, Kind::Q8, ScaleRow::F16(d), _) if row && !w.split => {
                 return if vnni {
-                    x86::dot_r16_vnni::<false, R>(w.qs, d, &[], &[], 0, false, refs)
+                    x86::dot_r16_vnni::<false, R>(w.qs, d, &[], &[], 0, refs)
                 } else {
                     x86::dot_r16_avx2::<false, false, R>(w.qs, d, &[], &[], &[], refs)
                 };

@@ -125,9 +125,10 @@ fn every_format_and_level_matches_the_reference_on_awkward_shapes() {
                         let e = rel_err(&on(lvl), &scalar);
                         assert!(e < 1e-5, "{group}-block 16-bit {format:?} {lvl:?} n={n} k={k}: {e}");
                     }
-                    // The same rows quad-interleaved (what VNNI's matmuls quantize nibble
-                    // formats to): the scalar loop reads the same integers in the same order,
-                    // the VNNI kernel sums them four blocks a register.
+                    // The same rows quad-interleaved (what VNNI's matmuls quantize Q4_0 and Q5_0
+                    // to; the kernel takes every nibble format): the scalar loop reads the same
+                    // integers in the same order, the VNNI kernel sums them four blocks a
+                    // register (Q8_0 falls back to the scalar loop).
                     if group == nb {
                         let quads = Acts::<i16>::quantize_quads(&x, m, k, group, true);
                         let on = |lvl: Level| -> Vec<f32> {

@@ -67,7 +67,7 @@ unsafe fn pair_dot_into(acc: __m512i, wl: __m512i, wh: __m512i, x: *const i16) -
 /// quad-interleaved order (`acts::pos16`): octet k of each block in turn, for k = 0…3. Less
 /// `offset` as [`pair_w16_signed`]; with `qh` and no offset (Q5_1) the fifth bit adds 16.
 /// `vpunpck*bw` keeps each block in its own 128-bit lane, which is what puts its eight values
-/// of an octet side by side; `srai` by 8 sign-extends them.
+/// of an octet side by side; with an offset, `srai` by 8 sign-extends them.
 #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx2")]
 #[inline]
 unsafe fn quad_w16(w: *const u8, qh: &[u32], blk: usize, offset: i16) -> [__m512i; 4] {
@@ -75,8 +75,10 @@ unsafe fn quad_w16(w: *const u8, qh: &[u32], blk: usize, offset: i16) -> [__m512
     let v = _mm512_loadu_si512(w as *const __m512i);
     let (mut lo, mut hi) = (_mm512_and_si512(v, m4), _mm512_and_si512(_mm512_srli_epi16(v, 4), m4));
     if qh.is_empty() {
-        let off = _mm512_set1_epi8(offset as i8);
-        (lo, hi) = (_mm512_sub_epi8(lo, off), _mm512_sub_epi8(hi, off));
+        if offset != 0 {
+            let off = _mm512_set1_epi8(offset as i8);
+            (lo, hi) = (_mm512_sub_epi8(lo, off), _mm512_sub_epi8(hi, off));
+        }
     } else {
         // Each block's bit word: its low 16 bits for the lo nibbles, its high 16 for the hi.
         let words = _mm_loadu_si128(qh.as_ptr().add(blk) as *const __m128i);
@@ -92,25 +94,21 @@ unsafe fn quad_w16(w: *const u8, qh: &[u32], blk: usize, offset: i16) -> [__m512
             hi = _mm512_mask_add_epi8(hi, mh, hi, sixteen);
         }
     }
+    if offset == 0 {
+        // Values 0–31: a zero high byte widens them.
+        let z = _mm512_setzero_si512();
+        return [
+            _mm512_unpacklo_epi8(lo, z),
+            _mm512_unpackhi_epi8(lo, z),
+            _mm512_unpacklo_epi8(hi, z),
+            _mm512_unpackhi_epi8(hi, z),
+        ];
+    }
     let widen = |b: __m512i, hi: bool| {
         let pairs = if hi { _mm512_unpackhi_epi8(b, b) } else { _mm512_unpacklo_epi8(b, b) };
         _mm512_srai_epi16(pairs, 8)
     };
     [widen(lo, false), widen(lo, true), widen(hi, false), widen(hi, true)]
-}
-
-/// [`quad_w16`] for Q8_0: four blocks' 128 bytes at `w`, each octet k of the four gathered by
-/// one two-register permute of 8-byte lanes.
-#[target_feature(enable = "avx512f,avx512bw")]
-#[inline]
-unsafe fn quad_w16_q8(w: *const u8) -> [__m512i; 4] {
-    let (a, b) = (_mm512_loadu_si512(w as *const __m512i), _mm512_loadu_si512(w.add(64) as *const __m512i));
-    // Block c's octet k is 8-byte lane 4c + k of (a, b): octets 0 and 1, then 2 and 3.
-    let p01 = _mm512_permutex2var_epi64(a, _mm512_set_epi64(13, 9, 5, 1, 12, 8, 4, 0), b);
-    let p23 = _mm512_permutex2var_epi64(a, _mm512_set_epi64(15, 11, 7, 3, 14, 10, 6, 2), b);
-    let lo = |v: __m512i| _mm512_cvtepi8_epi16(_mm512_castsi512_si256(v));
-    let hi = |v: __m512i| _mm512_cvtepi8_epi16(_mm512_extracti64x4_epi64::<1>(v));
-    [lo(p01), hi(p01), lo(p23), hi(p23)]
 }
 
 /// A quad's 128 widened weights against the 128 activations at `x`: lane 4c + i the sum of
@@ -140,10 +138,6 @@ unsafe fn quad_dot(w: &[__m512i; 4], x: *const i16) -> __m512i {
 /// for all rows, and a row's activation scale is applied once at the end, so per row and pair
 /// the float work is one convert and one multiply-add. With an `offset` (Q4_0, Q5_0) the min
 /// term is taken off the widened weights, once for all rows, instead of summed per row.
-///
-/// With `quads` (`acts::pos16`) a row's whole quads of blocks sum four
-/// `vpdpwssd` before the convert and multiply-add, a quarter less float work a weight (Gemma 3's
-/// 640-wide Q5_0 matmuls: see BENCHMARKS.md), then the rest goes by pairs as without.
 #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni,avx2,fma,f16c")]
 #[inline]
 pub unsafe fn dot_r16_vnni<const Q4: bool, const R: usize>(
@@ -152,15 +146,12 @@ pub unsafe fn dot_r16_vnni<const Q4: bool, const R: usize>(
     m: &[f16],
     qh: &[u32],
     offset: i16,
-    quads: bool,
     a: &[Act16; R],
 ) -> [f32; R] {
     let nb = a.first().map_or(0, |r| r.1.len());
     debug_assert!(qs.len() >= nb * if Q4 { 16 } else { QK } && d.len() >= nb && (!Q4 || m.len() >= nb));
     debug_assert!(a.iter().all(|(q, ad, s)| q.len() >= nb * QK && ad.len() >= nb && s.len() >= nb));
     debug_assert!(a.iter().all(|(_, ad, _)| ad.iter().all(|&v| v == ad[0])));
-    // Blocks before `nq` are read by quads.
-    let nq = if quads { nb / 4 * 4 } else { 0 };
     // `acc`: Σ weight scale · integer dot, in activation units; `mins`: the min terms, whose
     // block sums already carry the activation scale.
     let mut acc = [_mm512_setzero_ps(); R];
@@ -175,39 +166,14 @@ pub unsafe fn dot_r16_vnni<const Q4: bool, const R: usize>(
                 mins[r] = _mm512_fmadd_ps(mw, _mm512_maskz_loadu_ps(mask, a[r].2.as_ptr().add(b)), mins[r]);
             }
         }
-        // Chunks start at multiples of 16, so a chunk's quads come whole and first.
-        let mut j = 0;
-        while j + 4 <= blocks && b + j + 4 <= nq {
-            let blk = b + j;
-            let w = if Q4 {
-                quad_w16(qs.as_ptr().add(blk * 16), qh, blk, offset)
-            } else {
-                quad_w16_q8(qs.as_ptr().add(blk * QK))
-            };
-            let base = _mm512_set_epi32(3, 3, 3, 3, 2, 2, 2, 2, 1, 1, 1, 1, 0, 0, 0, 0);
-            let s = _mm512_permutexvar_ps(_mm512_add_epi32(base, _mm512_set1_epi32(j as i32)), dw);
-            for r in 0..R {
-                let x = a[r].0.as_ptr().add(32 * blk);
-                // The same integers either way; decode (one row) is faster left to the compiler.
-                let p = if R == 1 {
-                    let x = |k: usize| _mm512_loadu_si512(x.add(32 * k) as *const __m512i);
-                    let p = _mm512_dpwssd_epi32(_mm512_madd_epi16(w[0], x(0)), w[1], x(1));
-                    _mm512_dpwssd_epi32(_mm512_dpwssd_epi32(p, w[2], x(2)), w[3], x(3))
-                } else {
-                    quad_dot(&w, x)
-                };
-                acc[r] = _mm512_fmadd_ps(s, _mm512_cvtepi32_ps(p), acc[r]);
-            }
-            j += 4;
-        }
-        while j < blocks {
-            let blk = b + j;
+        for j in 0..blocks / 2 {
+            let blk = b + 2 * j;
             let (wl, wh) = if Q4 && offset != 0 {
                 pair_w16_signed(qs.as_ptr().add(blk * 16), qh, blk, offset)
             } else {
                 pair_w16::<Q4>(qs, qh, blk)
             };
-            let s = pair_scales(dw, (j / 2) as i32);
+            let s = pair_scales(dw, j as i32);
             for r in 0..R {
                 let x = a[r].0.as_ptr().add(32 * blk);
                 // The same integers either way; decode (one row) is faster left to the compiler.
@@ -219,7 +185,6 @@ pub unsafe fn dot_r16_vnni<const Q4: bool, const R: usize>(
                 };
                 acc[r] = _mm512_fmadd_ps(s, _mm512_cvtepi32_ps(p), acc[r]);
             }
-            j += 2;
         }
         b += blocks;
     }
@@ -231,6 +196,93 @@ pub unsafe fn dot_r16_vnni<const Q4: bool, const R: usize>(
     if b < nb {
         for (o, row) in out.iter_mut().zip(a) {
             *o += odd_block16::<_, Q4>(qs, d, m, qh, b, *row);
+        }
+    }
+    out
+}
+
+/// [`dot_r16_vnni`] for the nibble formats (Q4_0, Q4_1, Q5_0, Q5_1) on quad-interleaved
+/// activation rows (`acts::pos16`): a row's whole quads of blocks sum four `vpdpwssd` (lanes
+/// 4c–4c+3 for block c) before each convert and multiply-add, a quarter less float work a
+/// weight than by pairs (Gemma 3's 640-wide Q5_0 matmuls, see BENCHMARKS.md); the blocks past
+/// the last whole quad go by pairs as there. Each quad loads its four f16 scales itself, so
+/// the row is one loop of quads. A kernel of its own: quads folded into `dot_r16_vnni`'s
+/// chunks of 16 blocks cost SmolLM2's decode 10–15 % (tg128), even with no quads in play.
+#[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni,avx2,fma,f16c")]
+#[inline]
+pub unsafe fn dot_r16q_vnni<const R: usize>(
+    qs: &[u8],
+    d: &[f16],
+    m: &[f16],
+    qh: &[u32],
+    offset: i16,
+    a: &[Act16; R],
+) -> [f32; R] {
+    let nb = a.first().map_or(0, |r| r.1.len());
+    debug_assert!(qs.len() >= nb * 16 && d.len() >= nb && m.len() >= nb);
+    debug_assert!(a.iter().all(|(q, ad, s)| q.len() >= nb * QK && ad.len() >= nb && s.len() >= nb));
+    debug_assert!(a.iter().all(|(_, ad, _)| ad.iter().all(|&v| v == ad[0])));
+    let nq = nb / 4 * 4;
+    let mut acc = [_mm512_setzero_ps(); R];
+    let mut mins = [_mm512_setzero_ps(); R];
+    if offset == 0 {
+        // The min terms (Q4_1, Q5_1), sixteen blocks a multiply-add; an odd last block's is
+        // `odd_block16`'s.
+        let even = nb / 2 * 2;
+        for b in (0..even).step_by(16) {
+            let blocks = (even - b).min(16);
+            let (mw, mask) = (m.load16(b, blocks), ((1u32 << blocks) - 1) as u16);
+            for r in 0..R {
+                mins[r] = _mm512_fmadd_ps(mw, _mm512_maskz_loadu_ps(mask, a[r].2.as_ptr().add(b)), mins[r]);
+            }
+        }
+    }
+    // Lane 4c + i takes scale c of the quad's four.
+    let spread = _mm512_set_epi32(3, 3, 3, 3, 2, 2, 2, 2, 1, 1, 1, 1, 0, 0, 0, 0);
+    for blk in (0..nq).step_by(4) {
+        let w = quad_w16(qs.as_ptr().add(blk * 16), qh, blk, offset);
+        let s = _mm512_permutexvar_ps(
+            spread,
+            _mm512_castps128_ps512(_mm_cvtph_ps(_mm_loadl_epi64(d.as_ptr().add(blk) as *const __m128i))),
+        );
+        for r in 0..R {
+            let x = a[r].0.as_ptr().add(32 * blk);
+            // The same integers either way; decode (one row) is faster left to the compiler.
+            let p = if R == 1 {
+                let x = |k: usize| _mm512_loadu_si512(x.add(32 * k) as *const __m512i);
+                let p = _mm512_dpwssd_epi32(_mm512_madd_epi16(w[0], x(0)), w[1], x(1));
+                _mm512_dpwssd_epi32(_mm512_dpwssd_epi32(p, w[2], x(2)), w[3], x(3))
+            } else {
+                quad_dot(&w, x)
+            };
+            acc[r] = _mm512_fmadd_ps(s, _mm512_cvtepi32_ps(p), acc[r]);
+        }
+    }
+    let mut b = nq;
+    if b + 2 <= nb {
+        let dw = d.load16(b, 2);
+        let (wl, wh) = if offset != 0 {
+            pair_w16_signed(qs.as_ptr().add(b * 16), qh, b, offset)
+        } else {
+            pair_w16::<true>(qs, qh, b)
+        };
+        let s = pair_scales(dw, 0);
+        for r in 0..R {
+            let x = a[r].0.as_ptr().add(32 * b);
+            let lo = _mm512_madd_epi16(wl, _mm512_loadu_si512(x as *const __m512i));
+            let p = _mm512_dpwssd_epi32(lo, wh, _mm512_loadu_si512(x.add(32) as *const __m512i));
+            acc[r] = _mm512_fmadd_ps(s, _mm512_cvtepi32_ps(p), acc[r]);
+        }
+        b += 2;
+    }
+    for r in 0..R {
+        let ad = _mm512_set1_ps(a[r].1.first().copied().unwrap_or(0.0));
+        acc[r] = if offset == 0 { _mm512_fmadd_ps(ad, acc[r], mins[r]) } else { _mm512_mul_ps(ad, acc[r]) };
+    }
+    let mut out = sums(acc);
+    if b < nb {
+        for (o, row) in out.iter_mut().zip(a) {
+            *o += odd_block16::<_, true>(qs, d, m, qh, b, *row);
         }
     }
     out
@@ -324,9 +376,16 @@ pub unsafe fn rows_r16_vnni<'w, const Q4: bool, const R: usize>(
     a: &[Act16; R],
     mut put: impl FnMut(usize, [f32; R]),
 ) {
+    if Q4 && quads {
+        for t in 0..n {
+            let (qs, d, m, qh) = row(t);
+            put(t, dot_r16q_vnni::<R>(qs, d, m, qh, offset, a));
+        }
+        return;
+    }
     for t in 0..n {
         let (qs, d, m, qh) = row(t);
-        put(t, dot_r16_vnni::<Q4, R>(qs, d, m, qh, offset, quads, a));
+        put(t, dot_r16_vnni::<Q4, R>(qs, d, m, qh, offset, a));
     }
 }
 
