@@ -8,9 +8,9 @@ use crate::acts::{halves16, pos16};
 use crate::QK;
 
 /// One activation row (`x`, whole blocks) quantized to 16 bits with one scale per `group`
-/// blocks, laid out as `Acts<i16>` keeps it (pair-interleaved, `halves16`, or with `quads` quads
-/// first, `pos16`): the same integers,
-/// scales and sums as the scalar loop, whose rounding (half to even) `cvtps2dq` shares.
+/// blocks, laid out as `Acts<i16>` keeps it (`pos16`: pair-interleaved, or with `quads` its
+/// whole quads first): the same integers, scales and sums as the scalar loop, whose rounding
+/// (half to even) `cvtps2dq` shares.
 #[target_feature(enable = "avx512f,avx512bw,avx512vl")]
 pub unsafe fn quantize_row16(x: &[f32], group: usize, quads: bool, q: &mut [i16], d: &mut [f32], s: &mut [f32]) {
     let nb = x.len() / QK;
