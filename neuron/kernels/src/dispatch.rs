@@ -153,10 +153,6 @@ impl QWeight {
                 // shared by twice the rows (SmolLM2 pp512 +6 %; the 8-bit path gained nothing),
                 // and on AVX2 by every pass of the tile (`with_widened`). The rows' slices are
                 // built once for all the weight rows.
-                let refs = |i: usize| {
-                    let r = a.row(i);
-                    (r.q, r.d, r.s)
-                };
                 let octs_end = first + (end - first) / 8 * 8;
                 let mut next = first;
                 #[cfg(target_arch = "x86_64")]
@@ -164,14 +160,14 @@ impl QWeight {
                     next = octs_end;
                 }
                 for i in (next..octs_end).step_by(8) {
-                    let q: [_; 8] = std::array::from_fn(|j| refs(i + j));
+                    let q = a.refs::<8>(i);
                     for r in rows.clone() {
                         let v = dot16_refs(self.kind, lvl, &self.row(r), &q, a.group, a.quads);
                         (0..8).for_each(|j| put(i + j, r, v[j]));
                     }
                 }
                 for i in (octs_end..quads_end).step_by(4) {
-                    let q: [_; 4] = std::array::from_fn(|j| refs(i + j));
+                    let q = a.refs::<4>(i);
                     for r in rows.clone() {
                         let v = dot16_refs(self.kind, lvl, &self.row(r), &q, a.group, a.quads);
                         (0..4).for_each(|j| put(i + j, r, v[j]));
@@ -229,12 +225,6 @@ impl QWeight {
             // Nothing to run (decode passes here with no whole passes of 8 rows).
             return true;
         }
-        let refs = |i: usize| -> [x86::Act16; R] {
-            std::array::from_fn(|j| {
-                let r = a.row(i + j);
-                (r.q, r.d, r.s)
-            })
-        };
         let put_r = |i: usize, t: usize, v: [f32; R]| (0..R).for_each(|j| put(i + j, r0 + t, v[j]));
         // Weight row t of the group, sliced by plain arithmetic (built through `QWeight::row`
         // they cost a tenth of decode). A single activation row takes it straight; passes of
@@ -245,7 +235,7 @@ impl QWeight {
                 let row = $row;
                 if R == 1 {
                     for $i in starts {
-                        let ($w, $q) = (row, refs($i));
+                        let ($w, $q) = (row, a.refs::<R>($i));
                         // SAFETY: `lvl` comes from run-time detection.
                         unsafe { $call }
                     }
@@ -253,7 +243,7 @@ impl QWeight {
                     let ws: [_; GROUP] = std::array::from_fn(|t| row(t.min(n - 1)));
                     let from_array = |t: usize| ws[t];
                     for $i in starts {
-                        let ($w, $q) = (from_array, refs($i));
+                        let ($w, $q) = (from_array, a.refs::<R>($i));
                         // SAFETY: `lvl` comes from run-time detection.
                         unsafe { $call }
                     }
@@ -327,12 +317,6 @@ impl QWeight {
             // widen either.
             return true;
         }
-        let refs = |i: usize| -> [x86::Act16; R] {
-            std::array::from_fn(|j| {
-                let r = a.row(i + j);
-                (r.q, r.d, r.s)
-            })
-        };
         let span = |r: usize, per: usize| r * nb * per..(r + 1) * nb * per;
         match (self.kind, &self.d, &self.m) {
             (kind, Scales::F16(d), Scales::F16(m)) if a.group >= a.nb && !self.split => {
@@ -347,7 +331,7 @@ impl QWeight {
                 };
                 with_widened::<R>(rows.clone(), nb / 2 * 4, widen, |u| {
                     for i in starts {
-                        let q = refs(i);
+                        let q = a.refs::<R>(i);
                         for (t, r) in rows.clone().enumerate() {
                             let (qs, d) = (&self.qs[span(r, bytes)], &d[span(r, 1)]);
                             let (m, qh) = if kind == Kind::Q4 { (&m[span(r, 1)], qh(r)) } else { (&[][..], &[][..]) };
@@ -375,7 +359,7 @@ impl QWeight {
                 };
                 with_widened::<R>(rows.clone(), nb / 2 * 4, widen, |u| {
                     for i in starts {
-                        let q = refs(i);
+                        let q = a.refs::<R>(i);
                         for (t, r) in rows.clone().enumerate() {
                             let (d, m) = scales(r);
                             let qs = &self.qs[span(r, 16)];
@@ -397,7 +381,7 @@ impl QWeight {
                 };
                 with_widened::<R>(rows.clone(), nb / 2 * 4, widen, |u| {
                     for i in starts {
-                        let q = refs(i);
+                        let q = a.refs::<R>(i);
                         for (t, r) in rows.clone().enumerate() {
                             let none = KScales { q: &[], d: &[] };
                             let (qs, d) = (&self.qs[span(r, QK)], scales(r));
