@@ -133,6 +133,18 @@ unsafe fn quad_dot(w: &[__m512i; 4], x: *const i16) -> __m512i {
     acc
 }
 
+/// The blocks of `a`'s rows, after checking (in debug builds) what both row-scaled kernels
+/// assume: `bytes` of weights, a scale and (with `mins`) a min for each block, and one
+/// activation scale a row.
+#[inline(always)]
+fn r16_blocks<const R: usize>(qs: &[u8], bytes: usize, d: &[f16], m: &[f16], mins: bool, a: &[Act16; R]) -> usize {
+    let nb = a.first().map_or(0, |r| r.1.len());
+    debug_assert!(qs.len() >= nb * bytes && d.len() >= nb && (!mins || m.len() >= nb));
+    debug_assert!(a.iter().all(|(q, ad, s)| q.len() >= nb * QK && ad.len() >= nb && s.len() >= nb));
+    debug_assert!(a.iter().all(|(_, ad, _)| ad.iter().all(|&v| v == ad[0])));
+    nb
+}
+
 /// [`dot_w16_vnni`](super::dot_w16_vnni) for activation rows with one scale each (`Acts::quantize_grouped` with the
 /// whole row as its group) and f16 weight scales: a block pair's weight scales are laid out once
 /// for all rows, and a row's activation scale is applied once at the end, so per row and pair
@@ -148,10 +160,7 @@ pub unsafe fn dot_r16_vnni<const Q4: bool, const R: usize>(
     offset: i16,
     a: &[Act16; R],
 ) -> [f32; R] {
-    let nb = a.first().map_or(0, |r| r.1.len());
-    debug_assert!(qs.len() >= nb * if Q4 { 16 } else { QK } && d.len() >= nb && (!Q4 || m.len() >= nb));
-    debug_assert!(a.iter().all(|(q, ad, s)| q.len() >= nb * QK && ad.len() >= nb && s.len() >= nb));
-    debug_assert!(a.iter().all(|(_, ad, _)| ad.iter().all(|&v| v == ad[0])));
+    let nb = r16_blocks(qs, if Q4 { 16 } else { QK }, d, m, Q4, a);
     // `acc`: Σ weight scale · integer dot, in activation units; `mins`: the min terms, whose
     // block sums already carry the activation scale.
     let mut acc = [_mm512_setzero_ps(); R];
@@ -218,10 +227,7 @@ pub unsafe fn dot_r16q_vnni<const R: usize>(
     offset: i16,
     a: &[Act16; R],
 ) -> [f32; R] {
-    let nb = a.first().map_or(0, |r| r.1.len());
-    debug_assert!(qs.len() >= nb * 16 && d.len() >= nb && m.len() >= nb);
-    debug_assert!(a.iter().all(|(q, ad, s)| q.len() >= nb * QK && ad.len() >= nb && s.len() >= nb));
-    debug_assert!(a.iter().all(|(_, ad, _)| ad.iter().all(|&v| v == ad[0])));
+    let nb = r16_blocks(qs, 16, d, m, true, a);
     let nq = nb / 4 * 4;
     let mut acc = [_mm512_setzero_ps(); R];
     let mut mins = [_mm512_setzero_ps(); R];
