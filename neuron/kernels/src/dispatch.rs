@@ -335,6 +335,7 @@ impl QWeight {
                         for (t, r) in rows.clone().enumerate() {
                             let (qs, d) = (&self.qs[span(r, bytes)], &d[span(r, 1)]);
                             let (m, qh) = if kind == Kind::Q4 { (&m[span(r, 1)], qh(r)) } else { (&[][..], &[][..]) };
+                            x86::stream_ahead::<R>(qs);
                             // R is a constant: each monomorph calls one kernel, widened rows only in passes of 8.
                             let v = unsafe {
                                 match (kind, R > 4) {
@@ -363,6 +364,7 @@ impl QWeight {
                         for (t, r) in rows.clone().enumerate() {
                             let (d, m) = scales(r);
                             let qs = &self.qs[span(r, 16)];
+                            x86::stream_ahead::<R>(qs);
                             let v = unsafe {
                                 match R > 4 {
                                     true => x86::dot_k16_avx2::<true, 8, true, R>(qs, d, m, u.row(t), &q),
@@ -385,6 +387,7 @@ impl QWeight {
                         for (t, r) in rows.clone().enumerate() {
                             let none = KScales { q: &[], d: &[] };
                             let (qs, d) = (&self.qs[span(r, QK)], scales(r));
+                            x86::stream_ahead::<R>(qs);
                             let v = unsafe {
                                 match R > 4 {
                                     true => x86::dot_k16_avx2::<false, 16, true, R>(qs, d, none, u.row(t), &q),

@@ -7,7 +7,7 @@ use std::arch::x86_64::*;
 
 use half::f16;
 
-use super::common::{pair_scales, sums};
+use super::common::{pair_scales, stream_ahead, sums};
 use super::vnni16::{odd_block16, pair_w16};
 use super::{Act16, WRow};
 use crate::kquant::KScales;
@@ -385,12 +385,14 @@ pub unsafe fn rows_r16_vnni<'w, const Q4: bool, const R: usize>(
     if Q4 && quads {
         for t in 0..n {
             let (qs, d, m, qh) = row(t);
+            stream_ahead::<R>(qs);
             put(t, dot_r16q_vnni::<R>(qs, d, m, qh, offset, a));
         }
         return;
     }
     for t in 0..n {
         let (qs, d, m, qh) = row(t);
+        stream_ahead::<R>(qs);
         put(t, dot_r16_vnni::<Q4, R>(qs, d, m, qh, offset, a));
     }
 }
@@ -405,6 +407,7 @@ pub unsafe fn rows_k16_vnni<'w, const Q4: bool, const PER: usize, const R: usize
 ) {
     for t in 0..n {
         let (qs, d, m, _) = row(t);
+        stream_ahead::<R>(qs);
         put(t, dot_k16_vnni::<Q4, PER, R>(qs, d, m, a));
     }
 }

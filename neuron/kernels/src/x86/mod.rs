@@ -16,6 +16,7 @@ mod vnni16;
 mod vnni8;
 
 pub use avx2::{dot_q4_avx2, dot_q4_w16_avx2, dot_q8_avx2, dot_q8_w16_avx2};
+pub use common::stream_ahead;
 pub use grouped::{dot_k16_vnni, dot_r16_vnni, dot_r16q_vnni, rows_k16_vnni, rows_r16_vnni};
 pub use grouped_avx2::{dot_k16_avx2, dot_r16_avx2, unpack_k16_avx2, unpack_r16_avx2};
 pub use quantize::{quantize_row16, quantize_row16_avx2};
