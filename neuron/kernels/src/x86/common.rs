@@ -1,7 +1,7 @@
 //! Helpers every x86 kernel shares: horizontal sums, picking a block pair's scales out of a
 //! register of sixteen, unpacking a block pair's nibbles, and loading up to sixteen blocks'
 //! scales (with the Q4 min terms) for the pair-at-a-time AVX-512 kernels at either activation
-//! width.
+//! width, and asking for a decode step's weight rows ahead of the kernels.
 
 use std::arch::x86_64::*;
 
