@@ -3,12 +3,13 @@
 Two `cortex serve`s of one build that differ only in environment (`A` and `B`: `NAME=VALUE`
 settings joined by `+`, or `default` for none) each stream 128-token `ignore_eos` decodes
 (bench/vs-llama-cpp's client and measure) in alternating order, pair after pair; or, with
-`--engine`, one server's API decode beside the engine bench's tg128 from position 0. Each pair's
-two runs are seconds apart, so the median of the pairs' ratios (B ÷ A, API ÷ engine) holds where
-medians of rounds minutes apart swing by more than the effect.
+`--engine`, one server's API decode beside the engine bench's tg128 from position 0 (or, with
+`--depth N`, after an N-token prompt). Each pair's two runs are seconds apart, so the median of
+the pairs' ratios (B ÷ A, API ÷ engine) holds where medians of rounds minutes apart swing by more
+than the effect.
 
   python3 bench/api_pairs.py smollm2 CORTEX_STREAM_INTERVAL_MS=0 default [--pairs 30]
-  python3 bench/api_pairs.py gemma3 default --engine [--pairs 20]
+  python3 bench/api_pairs.py gemma3 default --engine [--pairs 20] [--depth 39]
 
 The build is target/release's `cortex` (`cargo build --release`) and, for `--engine`, the engine
 bench (`cargo bench -p cortex-neuron --bench engine --no-run`).
@@ -40,6 +41,9 @@ def main() -> int:
     ap.add_argument("b", nargs="?", help="the second server's (left out with --engine)")
     ap.add_argument("--engine", action="store_true", help="pair A's API decode with the engine's tg128")
     ap.add_argument("--pairs", type=int, default=30)
+    ap.add_argument("--depth", type=int, default=0,
+                    help="with --engine, the engine's tg128 after this many prompt tokens (the API prompt's length "
+                         "puts both at the same positions)")
     args = ap.parse_args()
     if (args.b is None) != args.engine:
         ap.error("give B, or --engine, not both")
@@ -62,7 +66,7 @@ def main() -> int:
         for run in runs.values():
             run()  # warm-up
         if args.engine:
-            runs = {"A": runs["A"], "engine": lambda: vs_llama_cpp.engine_decode_at(engine, path, threads, 0)}
+            runs = {"A": runs["A"], "engine": lambda: vs_llama_cpp.engine_decode_at(engine, path, threads, args.depth)}
         first, second = runs
         seen: dict[str, list[float]] = {first: [], second: []}
         for i in range(args.pairs):
@@ -73,7 +77,8 @@ def main() -> int:
         if args.engine:
             ratios = [1 / r for r in ratios]
         md = statistics.median
-        label = "API ÷ engine tg128" if args.engine else "B ÷ A"
+        at = f" @ {args.depth}" if args.depth else ""
+        label = f"API ÷ engine tg128{at}" if args.engine else "B ÷ A"
         print(f"\n{args.model}: {first} ({args.a}) {md(seen[first]):.1f} tok/s, {second}"
               f"{'' if args.engine else f' ({args.b})'} {md(seen[second]):.1f} tok/s; {label}: median of "
               f"{args.pairs} pairs {md(ratios):.3f}, ahead in {sum(r > 1 for r in ratios)}")
